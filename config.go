@@ -1,0 +1,198 @@
+package raft
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultElectionTimeout       = time.Second
+	DefaultMaxInflight           = 256
+	DefaultMaxAppendBytes        = 1 << 20
+	DefaultMaxUncommittedEntries = 1 << 16
+	DefaultMaxUncommittedBytes   = 64 << 20
+	DefaultMaxInboundMessages    = 1 << 14
+	DefaultSnapshotThreshold     = 16384
+	DefaultTrailingEntries       = 4096
+)
+
+// Config configures a Node. The zero value of every field but ID means the
+// documented default, so Config{ID: 1, InitialMembers: ...} is a complete
+// configuration.
+type Config struct {
+	// ID is this node's ID; required, non-zero, unique in the cluster.
+	ID uint64
+	// InitialMembers are the founding members of a NEW cluster: the same list
+	// on every founding node, which must include ID. It is ignored when the
+	// Storage already holds state. Leave it empty on a node that will be
+	// added to an existing cluster later.
+	InitialMembers []Member
+
+	// ElectionTimeout is the base election timeout (Raft §5.2); each timeout
+	// is drawn at random from [ElectionTimeout, 2*ElectionTimeout). Default 1s.
+	ElectionTimeout time.Duration
+	// HeartbeatInterval is how often the leader sends heartbeats; it must be
+	// shorter than ElectionTimeout. Default ElectionTimeout/10.
+	HeartbeatInterval time.Duration
+	// DisablePreVote turns PreVote (dissertation §9.6) off. PreVote keeps a
+	// node that was partitioned away from disrupting the leader when it
+	// returns; leave it on unless every node of the cluster has it off.
+	DisablePreVote bool
+	// DisableCheckQuorum turns CheckQuorum off: with it on, a leader that has
+	// not heard from a quorum within an election timeout steps down, and a
+	// follower that heard from a leader within the minimum election timeout
+	// ignores vote requests (dissertation §6.2, §9.6).
+	DisableCheckQuorum bool
+
+	// SnapshotThreshold is the number of applied entries since the last
+	// snapshot that triggers a new one. Default 16384.
+	SnapshotThreshold uint64
+	// TrailingEntries is the number of log entries kept behind a snapshot
+	// for slow followers. Default 4096.
+	TrailingEntries uint64
+
+	// MaxInflight bounds the AppendEntries messages sent to one follower and
+	// not yet acknowledged (pipelining). Default 256.
+	MaxInflight int
+	// MaxAppendBytes bounds the entry data carried by one AppendEntries
+	// message; a single larger entry is still sent alone. Default 1 MiB.
+	MaxAppendBytes uint64
+	// MaxUncommittedEntries and MaxUncommittedBytes bound the proposals the
+	// leader holds in its log before they commit; beyond them a proposal fails
+	// at once with ErrBusy rather than growing memory without bound.
+	// Defaults 65536 entries and 64 MiB.
+	MaxUncommittedEntries uint64
+	MaxUncommittedBytes   uint64
+	// MaxInboundMessages bounds the messages queued for the event loop; when
+	// the queue is full further messages are dropped (Raft retransmits).
+	// Default 16384.
+	MaxInboundMessages int
+
+	// Seed seeds the randomized election timeout. 0 picks a random seed.
+	// Tests set it to make runs repeatable.
+	Seed int64
+
+	// Logger receives the node's logs, with the node ID as a field.
+	// Default zap.NewNop().
+	Logger *zap.Logger
+}
+
+// Validate returns an error naming the first invalid field, or nil. It
+// checks the config as given; zero values are valid and mean the defaults.
+// Every error wraps ErrInvalidConfig.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	if c.ID == 0 {
+		return bad("ID must be non-zero")
+	}
+	if c.ElectionTimeout < 0 {
+		return bad("ElectionTimeout %v is negative", c.ElectionTimeout)
+	}
+	if c.HeartbeatInterval < 0 {
+		return bad("HeartbeatInterval %v is negative", c.HeartbeatInterval)
+	}
+	election := c.ElectionTimeout
+	if election == 0 {
+		election = DefaultElectionTimeout
+	}
+	if election < time.Millisecond {
+		return bad("ElectionTimeout %v is below 1ms", election)
+	}
+	if c.HeartbeatInterval >= election {
+		return bad("HeartbeatInterval %v must be shorter than ElectionTimeout %v", c.HeartbeatInterval, election)
+	}
+	if c.MaxInflight < 0 {
+		return bad("MaxInflight %d is negative", c.MaxInflight)
+	}
+	if c.MaxInboundMessages < 0 {
+		return bad("MaxInboundMessages %d is negative", c.MaxInboundMessages)
+	}
+	if len(c.InitialMembers) > 0 {
+		seen := make(map[uint64]bool, len(c.InitialMembers))
+		self, voters := false, 0
+		for i, m := range c.InitialMembers {
+			if m.ID == 0 {
+				return bad("InitialMembers[%d] has ID 0", i)
+			}
+			if seen[m.ID] {
+				return bad("InitialMembers lists ID %d twice", m.ID)
+			}
+			seen[m.ID] = true
+			if m.ID == c.ID {
+				self = true
+			}
+			if !m.Learner {
+				voters++
+			}
+		}
+		if !self {
+			return bad("InitialMembers does not include this node's ID %d", c.ID)
+		}
+		if voters == 0 {
+			return bad("InitialMembers has no voter")
+		}
+	}
+	return nil
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = c.ElectionTimeout / 10
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if c.TrailingEntries == 0 {
+		c.TrailingEntries = DefaultTrailingEntries
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxAppendBytes == 0 {
+		c.MaxAppendBytes = DefaultMaxAppendBytes
+	}
+	if c.MaxUncommittedEntries == 0 {
+		c.MaxUncommittedEntries = DefaultMaxUncommittedEntries
+	}
+	if c.MaxUncommittedBytes == 0 {
+		c.MaxUncommittedBytes = DefaultMaxUncommittedBytes
+	}
+	if c.MaxInboundMessages == 0 {
+		c.MaxInboundMessages = DefaultMaxInboundMessages
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// ticks converts the timeouts into the core's logical clock. The tick is
+// the shorter of the heartbeat interval and a tenth of the election timeout,
+// so that the randomized timeout has at least ten distinct values.
+func (c Config) ticks() (tick time.Duration, electionTicks, heartbeatTicks int) {
+	tick = c.HeartbeatInterval
+	if t := c.ElectionTimeout / 10; t < tick {
+		tick = t
+	}
+	if tick <= 0 {
+		tick = time.Millisecond / 10
+	}
+	electionTicks = int(c.ElectionTimeout / tick)
+	heartbeatTicks = int(c.HeartbeatInterval / tick)
+	if heartbeatTicks < 1 {
+		heartbeatTicks = 1
+	}
+	if electionTicks <= heartbeatTicks {
+		electionTicks = heartbeatTicks + 1
+	}
+	return tick, electionTicks, heartbeatTicks
+}

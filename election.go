@@ -1,0 +1,161 @@
+package raft
+
+import "go.uber.org/zap"
+
+// Kinds of campaign, carried in MsgVote/MsgPreVote's Context.
+const (
+	campaignPreElection uint64 = iota + 1
+	campaignElection
+	// campaignTransfer is an election started by MsgTimeoutNow: the old
+	// leader asked for it, so voters must not ignore it for CheckQuorum's lease.
+	campaignTransfer
+)
+
+// tick advances the logical clock by one tick.
+func (c *core) tick() {
+	if c.role == Leader {
+		c.tickLeader()
+		return
+	}
+	c.electionElapsed++
+	if c.electionElapsed >= c.randomizedTimeout {
+		c.electionElapsed = 0
+		if c.isVoter() {
+			// A follower that hears nothing for an election timeout starts an
+			// election (Raft §5.2); with PreVote it first asks whether it could win.
+			if c.preVote {
+				c.campaign(campaignPreElection)
+			} else {
+				c.campaign(campaignElection)
+			}
+		} else {
+			c.randomizedTimeout = c.electionTicks + c.rand.Intn(c.electionTicks)
+		}
+	}
+}
+
+// inLease reports whether this node heard from a leader recently enough
+// that, under CheckQuorum, that leader may still hold a quorum.
+func (c *core) inLease() bool {
+	return c.checkQuorum && c.leader != 0 && c.electionElapsed < c.electionTicks
+}
+
+// campaign starts an election of the given kind.
+func (c *core) campaign(kind uint64) {
+	var term uint64
+	msgType := MsgVote
+	if kind == campaignPreElection {
+		// Dissertation §9.6: ask at term+1 without moving to it, so that a
+		// node which cannot win never raises the cluster's term.
+		c.role = PreCandidate
+		c.leader = 0
+		c.resetRoleState()
+		term = c.term + 1
+		msgType = MsgPreVote
+	} else {
+		c.term++
+		c.vote = c.id
+		c.role = Candidate
+		c.leader = 0
+		c.resetRoleState()
+		term = c.term
+	}
+	c.logger.Info("campaigning", zap.Stringer("role", c.role), zap.Uint64("term", term))
+	c.votes = map[uint64]bool{c.id: true}
+	if c.voters.vote(c.votes) == voteWon {
+		// A single-voter cluster wins at once.
+		if kind == campaignPreElection {
+			c.campaign(campaignElection)
+		} else {
+			c.becomeLeader()
+		}
+		return
+	}
+	for _, m := range c.members {
+		if m.Learner || m.ID == c.id {
+			continue
+		}
+		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: kind})
+	}
+}
+
+// handleVoteRequest answers RequestVote and PreVote (Raft §5.2, §5.4.1).
+// It runs in every role; by now m.Term >= c.term.
+func (c *core) handleVoteRequest(m Message) {
+	respType := MsgVoteResp
+	if m.Type == MsgPreVote {
+		respType = MsgPreVoteResp
+	}
+	// One vote per term: a node may vote again only for the candidate it
+	// already voted for (a retransmitted request). A PreVote for a later term
+	// promises nothing and so is not bound by the vote of this term.
+	canVote := c.vote == m.From ||
+		(c.vote == 0 && c.leader == 0) ||
+		(m.Type == MsgPreVote && m.Term > c.term)
+	if c.hooks.grantEveryVote {
+		canVote = true
+	}
+	if canVote && c.log.isUpToDate(m.Index, m.LogTerm) {
+		if m.Type == MsgVote {
+			// The vote becomes durable before the response leaves (the
+			// runtime persists hardState() before sending, Raft Figure 2).
+			c.vote = m.From
+			c.electionElapsed = 0
+		}
+		c.send(Message{Type: respType, To: m.From, Term: m.Term})
+		return
+	}
+	c.send(Message{Type: respType, To: m.From, Reject: true})
+}
+
+// becomeLeader takes office: progress for every member, and a no-op entry
+// of the new term so that earlier entries can commit (Raft §5.4.2, §8).
+func (c *core) becomeLeader() {
+	c.role = Leader
+	c.leader = c.id
+	c.resetRoleState()
+	c.progress = make(map[uint64]*progress, len(c.members))
+	for _, m := range c.members {
+		pr := c.newProgress(m.ID)
+		pr.learner = m.Learner
+		c.progress[m.ID] = pr
+	}
+	c.logger.Info("became leader", zap.Uint64("term", c.term), zap.Uint64("lastIndex", c.log.lastIndex()))
+	c.appendLeaderEntries(Entry{Type: EntryNoop})
+	c.broadcastAppend()
+}
+
+// tickLeader sends heartbeats and, under CheckQuorum, steps down when a
+// quorum has been silent for an election timeout (dissertation §6.2).
+func (c *core) tickLeader() {
+	c.heartbeatElapsed++
+	c.electionElapsed++
+	for id, pr := range c.progress {
+		if id != c.id {
+			pr.ticksSinceAck++
+		}
+	}
+	if c.electionElapsed >= c.electionTicks {
+		c.electionElapsed = 0
+		if c.checkQuorum {
+			active := func(id uint64) uint64 {
+				if pr := c.progress[id]; id == c.id || (pr != nil && pr.recentActive) {
+					return 1
+				}
+				return 0
+			}
+			if c.voters.committed(active) == 0 {
+				c.logger.Warn("no quorum heard from within an election timeout; stepping down", zap.Uint64("term", c.term))
+				c.becomeFollower(c.term, 0)
+				return
+			}
+		}
+		for _, pr := range c.progress {
+			pr.recentActive = false
+		}
+	}
+	if c.heartbeatElapsed >= c.heartbeatTicks {
+		c.heartbeatElapsed = 0
+		c.broadcastHeartbeat(c.reads.seq)
+	}
+}

@@ -1,0 +1,50 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by the Node. Compare with errors.Is; every error a caller
+// can act on is one of these or wraps one.
+var (
+	// ErrNotLeader: the call needs the leader and this node is not it.
+	// A *NotLeaderError carries the known leader and matches ErrNotLeader.
+	ErrNotLeader = errors.New("raft: not the leader")
+	// ErrLeadershipLost: leadership was lost after the proposal was
+	// appended; the proposal may or may not be committed later.
+	ErrLeadershipLost = errors.New("raft: leadership lost; the outcome of the proposal is unknown")
+	// ErrClosed: the node is closed.
+	ErrClosed = errors.New("raft: node closed")
+	// ErrMembershipChange: another membership change is still in progress.
+	ErrMembershipChange = errors.New("raft: another membership change is in progress")
+	// ErrCorrupt: storage or a message holds a checksum mismatch or an
+	// impossible record; a node refuses to start on it.
+	ErrCorrupt = errors.New("raft: corrupt data")
+	// ErrBusy: the leader already holds as many uncommitted entries or bytes
+	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow; retry after
+	// earlier proposals commit.
+	ErrBusy = errors.New("raft: too many uncommitted proposals")
+	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
+	ErrInvalidConfig = errors.New("raft: invalid config")
+	// ErrStopped: the node stopped itself after a fatal error (for instance a
+	// failed write to storage); Status().Err says which.
+	ErrStopped = errors.New("raft: node stopped after a fatal error")
+)
+
+// NotLeaderError is returned by calls that only the leader serves. Leader
+// and Addr name the leader this node knows of, 0 and "" when it knows none.
+type NotLeaderError struct {
+	Leader uint64
+	Addr   string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == 0 {
+		return "raft: not the leader; no leader is known"
+	}
+	return fmt.Sprintf("raft: not the leader; the leader is %d (%q)", e.Leader, e.Addr)
+}
+
+// Is makes errors.Is(err, ErrNotLeader) true for a *NotLeaderError.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

@@ -1,0 +1,657 @@
+package raft
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Node is one member of a Raft cluster. It owns the protocol core, drives
+// it from a single event-loop goroutine, persists to Storage, talks through
+// Transport and applies committed commands to the StateMachine on a second
+// goroutine. All methods are safe for concurrent use.
+//
+// I/O order on the event loop (docs/io-ordering.md): the leader sends new
+// entries to followers first, then writes them to its own Storage, and only
+// then counts itself toward the commit quorum (dissertation §10.2.1). Every
+// node makes its term, vote and entries durable before any response or
+// vote that depends on them leaves (Raft Figure 2).
+type Node struct {
+	cfg       Config
+	sm        StateMachine
+	storage   Storage
+	transport Transport
+	logger    *zap.Logger
+	tick      time.Duration
+
+	// Owned by the event loop.
+	core         *core
+	savedState   HardState
+	pendingProps []*Proposal // appended on this leader, ascending Index
+	reads        map[uint64]*readWait
+	nextReadID   uint64
+	wasLeader    bool
+	leaderTerm   uint64
+	configIndex  uint64
+	electionTick int
+
+	// The inbox: what other goroutines hand to the event loop.
+	inboxMu  sync.Mutex
+	inMsgs   []Message
+	inProps  []*Proposal
+	inReads  []*readWait
+	inCalls  []func()
+	notify   chan struct{}
+	maxInbox int
+	dropped  atomic.Uint64
+
+	applyCh chan applyBatch
+	applied atomic.Uint64
+
+	statusMu sync.Mutex
+	status   Status
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close
+	stopped   chan struct{} // closed when the event loop has exited
+	applierWG sync.WaitGroup
+	loopWG    sync.WaitGroup
+	fatal     atomic.Pointer[error]
+}
+
+// applyBatch is work for the apply goroutine: committed entries in order,
+// the proposals among them, and reads waiting for an applied index.
+type applyBatch struct {
+	entries []Entry
+	props   []*Proposal
+	reads   []*readWait
+}
+
+// NewNode validates cfg, recovers state from storage, and starts the node;
+// it runs until Close. A node whose Storage is empty and whose
+// cfg.InitialMembers is set founds a new cluster with those members.
+func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if sm == nil || storage == nil || transport == nil {
+		return nil, fmt.Errorf("%w: NewNode needs a StateMachine, a Storage and a Transport", ErrInvalidConfig)
+	}
+	cfg = cfg.withDefaults()
+	tick, electionTicks, heartbeatTicks := cfg.ticks()
+	logger := cfg.Logger.With(zap.Uint64("node", cfg.ID))
+
+	hs, entries, first, err := loadStorage(cfg, storage)
+	if err != nil {
+		return nil, err
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = time.Now().UnixNano() ^ int64(cfg.ID)<<32
+	}
+	c, err := newCore(coreConfig{
+		id:                    cfg.ID,
+		electionTicks:         electionTicks,
+		heartbeatTicks:        heartbeatTicks,
+		preVote:               !cfg.DisablePreVote,
+		checkQuorum:           !cfg.DisableCheckQuorum,
+		maxInflight:           cfg.MaxInflight,
+		maxAppendBytes:        cfg.MaxAppendBytes,
+		maxUncommittedEntries: cfg.MaxUncommittedEntries,
+		maxUncommittedBytes:   cfg.MaxUncommittedBytes,
+		seed:                  seed,
+		logger:                cfg.Logger,
+		hardState:             hs,
+		firstIndex:            first,
+		entries:               entries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raft: recovering node %d: %w", cfg.ID, err)
+	}
+	n := &Node{
+		cfg:          cfg,
+		sm:           sm,
+		storage:      storage,
+		transport:    transport,
+		logger:       logger,
+		tick:         tick,
+		core:         c,
+		savedState:   hs,
+		reads:        make(map[uint64]*readWait),
+		electionTick: electionTicks,
+		notify:       make(chan struct{}, 1),
+		maxInbox:     cfg.MaxInboundMessages,
+		applyCh:      make(chan applyBatch, 256),
+		done:         make(chan struct{}),
+		stopped:      make(chan struct{}),
+	}
+	n.applied.Store(c.log.offset)
+	if err := transport.Attach(cfg.ID, n.deliver); err != nil {
+		return nil, fmt.Errorf("raft: attaching transport: %w", err)
+	}
+	n.configIndex = c.configIndex
+	transport.SetPeers(c.members)
+	n.updateStatus()
+	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", c.log.lastIndex()), zap.Uint64("commit", c.log.committed), zap.Int("members", len(c.members)))
+
+	n.applierWG.Add(1)
+	go n.runApplier()
+	n.loopWG.Add(1)
+	go n.run()
+	return n, nil
+}
+
+// loadStorage reads what storage holds; for a new founding node it first
+// writes the founding configuration as entry 1 of term 1. Every founder
+// writes the same entry, so the founders' logs already match, and it counts
+// as committed: any leader must hold it, since all founders do.
+func loadStorage(cfg Config, storage Storage) (HardState, []Entry, uint64, error) {
+	hs, err := storage.InitialState()
+	if err != nil {
+		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+	}
+	first, err := storage.FirstIndex()
+	if err != nil {
+		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+	}
+	last, err := storage.LastIndex()
+	if err != nil {
+		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+	}
+	if last+1 < first {
+		return hs, nil, 0, fmt.Errorf("%w: storage's last index %d is before its first %d", ErrCorrupt, last, first)
+	}
+	if hs == (HardState{}) && last == 0 && len(cfg.InitialMembers) > 0 {
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
+		hs = HardState{Term: 1, Commit: 1}
+		if err := storage.Save(hs, []Entry{founding}); err != nil {
+			return hs, nil, 0, fmt.Errorf("raft: writing the founding configuration: %w", err)
+		}
+		return hs, []Entry{founding}, 1, nil
+	}
+	entries, err := storage.Entries(first, last+1)
+	if err != nil {
+		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+	}
+	return hs, entries, first, nil
+}
+
+// deliver is the Transport's callback: queue m for the event loop.
+func (n *Node) deliver(m Message) {
+	n.inboxMu.Lock()
+	if len(n.inMsgs) >= n.maxInbox {
+		n.inboxMu.Unlock()
+		n.dropped.Add(1)
+		return
+	}
+	n.inMsgs = append(n.inMsgs, m)
+	n.inboxMu.Unlock()
+	n.wake()
+}
+
+func (n *Node) wake() {
+	select {
+	case n.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Propose replicates cmd and returns the StateMachine's Apply result once
+// the entry is committed and applied on this node. Only the leader accepts
+// proposals: others return a *NotLeaderError at once (naming the leader if
+// one is known). See Proposal.Wait for the other errors. The node owns cmd
+// from here on: do not modify it.
+func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := n.ProposeAsync(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// ProposeAsync returns as soon as the leader has appended cmd to its log,
+// with the entry's Index and Term; the Proposal gives the outcome. It fails
+// at once with a *NotLeaderError off the leader, ErrBusy when too much is
+// uncommitted, and ErrClosed after Close.
+func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
+	if err := n.usable(); err != nil {
+		return nil, err
+	}
+	p := newProposal(cmd)
+	n.inboxMu.Lock()
+	n.inProps = append(n.inProps, p)
+	n.inboxMu.Unlock()
+	n.wake()
+	select {
+	case <-p.appended:
+	case <-n.stopped:
+		select {
+		case <-p.appended:
+		default:
+			return nil, n.stopErr()
+		}
+	}
+	if p.appendErr != nil {
+		return nil, p.appendErr
+	}
+	return p, nil
+}
+
+// LinearizableRead returns nil once this node's state machine reflects
+// every write committed before the call (ReadIndex, dissertation §6.4), so
+// that a read of the state machine made after it is linearizable. It works
+// on the leader and on followers and learners, which ask the leader for the
+// read index. It fails with a *NotLeaderError when no leader is known,
+// ErrLeadershipLost when the leader changed meanwhile, or the context's error.
+func (n *Node) LinearizableRead(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := n.usable(); err != nil {
+		return err
+	}
+	r := &readWait{done: make(chan struct{})}
+	n.inboxMu.Lock()
+	n.inReads = append(n.inReads, r)
+	n.inboxMu.Unlock()
+	n.wake()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		r.abandoned.Store(true)
+		return ctx.Err()
+	case <-n.stopped:
+		select {
+		case <-r.done:
+			return r.err
+		default:
+			return n.stopErr()
+		}
+	}
+}
+
+// Status returns a snapshot of the node's state.
+func (n *Node) Status() Status {
+	n.statusMu.Lock()
+	s := n.status
+	n.statusMu.Unlock()
+	s.Members = slices.Clone(s.Members)
+	s.AppliedIndex = n.applied.Load()
+	if e := n.fatal.Load(); e != nil {
+		s.Err = *e
+	}
+	return s
+}
+
+// Close stops the node: its goroutines end, pending calls fail with
+// ErrClosed, and the Transport is detached. It neither closes the Storage nor
+// the Transport, which belong to their creator. Close is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		close(n.done)
+		n.loopWG.Wait()
+		n.applierWG.Wait()
+		n.transport.Detach()
+		n.failEverything(ErrClosed)
+		n.logger.Info("node closed")
+	})
+	return nil
+}
+
+// usable returns why the node takes no calls, or nil.
+func (n *Node) usable() error {
+	select {
+	case <-n.stopped:
+		return n.stopErr()
+	default:
+		return nil
+	}
+}
+
+func (n *Node) stopErr() error {
+	if e := n.fatal.Load(); e != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, *e)
+	}
+	return ErrClosed
+}
+
+// call runs f on the event loop and waits for it.
+func (n *Node) call(ctx context.Context, f func()) error {
+	if err := n.usable(); err != nil {
+		return err
+	}
+	ran := make(chan struct{})
+	n.inboxMu.Lock()
+	n.inCalls = append(n.inCalls, func() { f(); close(ran) })
+	n.inboxMu.Unlock()
+	n.wake()
+	select {
+	case <-ran:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return n.stopErr()
+	}
+}
+
+// run is the event loop.
+func (n *Node) run() {
+	defer n.loopWG.Done()
+	defer close(n.stopped)
+	ticker := time.NewTicker(n.tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-ticker.C:
+			n.core.tick()
+			n.retryReads()
+		case <-n.notify:
+			n.drainInbox()
+		}
+		if err := n.handleReady(); err != nil {
+			n.fatal.Store(&err)
+			n.logger.Error("stopping after a fatal error", zap.Error(err))
+			n.updateStatus()
+			return
+		}
+		n.updateStatus()
+	}
+}
+
+// drainInbox feeds everything queued to the core. All proposals that
+// arrived together become one append to the log and one message per
+// follower (batching).
+func (n *Node) drainInbox() {
+	n.inboxMu.Lock()
+	msgs, props, reads, calls := n.inMsgs, n.inProps, n.inReads, n.inCalls
+	n.inMsgs, n.inProps, n.inReads, n.inCalls = nil, nil, nil, nil
+	n.inboxMu.Unlock()
+
+	for _, m := range msgs {
+		n.core.step(m)
+	}
+	for _, p := range props {
+		p.Index, p.Term, p.appendErr = n.core.propose(p.data)
+		if p.appendErr == nil {
+			n.pendingProps = append(n.pendingProps, p)
+		}
+		close(p.appended)
+	}
+	for _, r := range reads {
+		n.nextReadID++
+		r.id = n.nextReadID
+		n.reads[r.id] = r
+		n.core.readIndex(r.id)
+	}
+	for _, f := range calls {
+		f()
+	}
+}
+
+// retryReads re-asks the leader for read indexes that went unanswered for
+// an election timeout (a message may have been lost), and forgets reads
+// whose callers gave up.
+func (n *Node) retryReads() {
+	for id, r := range n.reads {
+		if r.abandoned.Load() {
+			delete(n.reads, id)
+			continue
+		}
+		r.ticks++
+		if r.ticks >= n.electionTick && n.core.role != Leader {
+			r.ticks = 0
+			n.core.readIndex(id)
+		}
+	}
+}
+
+// handleReady carries out what the core asks, in the order that keeps it
+// safe (see ready), until the core asks for nothing more.
+func (n *Node) handleReady() error {
+	for {
+		rd := n.core.ready(n.savedState)
+		if rd.empty() {
+			break
+		}
+		n.noteRoleChange()
+		mustWait := rd.messages
+		if len(rd.entries) > 0 || rd.saveState {
+			// Messages that promise nothing about this node's disk leave now,
+			// so that followers write in parallel with us.
+			var early []Message
+			early, mustWait = splitEarly(rd.messages)
+			if len(early) > 0 {
+				n.transport.Send(early)
+			}
+			if err := n.storage.Save(rd.hardState, rd.entries); err != nil {
+				return fmt.Errorf("raft: saving to storage: %w", err)
+			}
+			n.savedState = rd.hardState
+			if k := len(rd.entries); k > 0 {
+				n.core.persisted(rd.entries[k-1].Index, rd.entries[k-1].Term)
+			}
+		}
+		if len(mustWait) > 0 {
+			n.transport.Send(mustWait)
+		}
+		n.handleReads(rd.reads)
+		if len(rd.committed) > 0 {
+			if err := n.sendToApplier(rd.committed); err != nil {
+				return err
+			}
+		}
+	}
+	n.noteRoleChange()
+	if n.core.configIndex != n.configIndex {
+		n.configIndex = n.core.configIndex
+		n.transport.SetPeers(n.core.members)
+	}
+	return nil
+}
+
+// splitEarly separates the messages a leader may send before its own write
+// (appends, heartbeats) from the ones that must wait for it.
+func splitEarly(msgs []Message) (early, late []Message) {
+	allEarly := true
+	for i := range msgs {
+		if !sendsEarly(msgs[i].Type) {
+			allEarly = false
+			break
+		}
+	}
+	if allEarly {
+		return msgs, nil
+	}
+	for _, m := range msgs {
+		if sendsEarly(m.Type) {
+			early = append(early, m)
+		} else {
+			late = append(late, m)
+		}
+	}
+	return early, late
+}
+
+func sendsEarly(t MessageType) bool { return t == MsgAppend || t == MsgHeartbeat }
+
+// noteRoleChange fails the proposals of a leadership that ended: their
+// entries may or may not commit under the next leader.
+func (n *Node) noteRoleChange() {
+	isLeader := n.core.role == Leader
+	if n.wasLeader && (!isLeader || n.core.term != n.leaderTerm) {
+		for _, p := range n.pendingProps {
+			p.finish(nil, ErrLeadershipLost)
+		}
+		n.pendingProps = nil
+	}
+	if isLeader && (!n.wasLeader || n.core.term != n.leaderTerm) {
+		n.logger.Info("leading", zap.Uint64("term", n.core.term))
+	}
+	n.wasLeader, n.leaderTerm = isLeader, n.core.term
+}
+
+// handleReads routes read indexes: failures to their callers, successes to
+// the applier, which releases them once it has applied up to the index.
+func (n *Node) handleReads(results []readResult) {
+	var ready []*readWait
+	for _, res := range results {
+		r := n.reads[res.id]
+		if r == nil {
+			continue // answered already (a retried request), or abandoned
+		}
+		delete(n.reads, res.id)
+		if res.err != nil {
+			r.finish(res.err)
+			continue
+		}
+		r.index = res.index
+		ready = append(ready, r)
+	}
+	if len(ready) > 0 {
+		select {
+		case n.applyCh <- applyBatch{reads: ready}:
+		case <-n.done:
+			for _, r := range ready {
+				r.finish(ErrClosed)
+			}
+		}
+	}
+}
+
+// sendToApplier hands committed entries, with their proposals, to the
+// apply goroutine. A proposal whose index now holds an entry of another term
+// was overwritten by a later leader: it failed.
+func (n *Node) sendToApplier(ents []Entry) error {
+	last := ents[len(ents)-1].Index
+	k := 0
+	for k < len(n.pendingProps) && n.pendingProps[k].Index <= last {
+		k++
+	}
+	props := n.pendingProps[:k:k]
+	n.pendingProps = n.pendingProps[k:]
+	for _, p := range props {
+		if e := ents[0]; p.Index < e.Index || ents[p.Index-e.Index].Term != p.Term {
+			p.finish(nil, ErrLeadershipLost)
+		}
+	}
+	select {
+	case n.applyCh <- applyBatch{entries: ents, props: props}:
+		return nil
+	case <-n.done:
+		for _, p := range props {
+			p.finish(nil, ErrClosed)
+		}
+		return nil
+	}
+}
+
+// runApplier applies committed entries in log order, exactly once each, and
+// releases reads once their index is applied.
+func (n *Node) runApplier() {
+	defer n.applierWG.Done()
+	var waiting []*readWait
+	for {
+		var b applyBatch
+		select {
+		case b = <-n.applyCh:
+		case <-n.done:
+			return
+		}
+		props := b.props
+		for _, e := range b.entries {
+			var result any
+			if e.Type == EntryCommand {
+				result = n.sm.Apply(e)
+			}
+			for len(props) > 0 && props[0].Index <= e.Index {
+				if props[0].Index == e.Index {
+					props[0].finish(result, nil) // no-op if it already failed
+				}
+				props = props[1:]
+			}
+			n.applied.Store(e.Index)
+		}
+		waiting = append(waiting, b.reads...)
+		applied := n.applied.Load()
+		kept := waiting[:0]
+		for _, r := range waiting {
+			if r.index <= applied {
+				r.finish(nil)
+			} else {
+				kept = append(kept, r)
+			}
+		}
+		clear(waiting[len(kept):])
+		waiting = kept
+	}
+}
+
+// failEverything ends every call still waiting, once both goroutines have
+// stopped.
+func (n *Node) failEverything(err error) {
+	if e := n.fatal.Load(); e != nil {
+		err = fmt.Errorf("%w: %w", ErrStopped, *e)
+	}
+	for _, p := range n.pendingProps {
+		p.finish(nil, err)
+	}
+	n.pendingProps = nil
+	for _, r := range n.reads {
+		r.finish(err)
+	}
+	n.reads = nil
+	for {
+		select {
+		case b := <-n.applyCh:
+			for _, p := range b.props {
+				p.finish(nil, err)
+			}
+			for _, r := range b.reads {
+				r.finish(err)
+			}
+		default:
+			n.inboxMu.Lock()
+			props, reads := n.inProps, n.inReads
+			n.inProps, n.inReads, n.inCalls, n.inMsgs = nil, nil, nil, nil
+			n.inboxMu.Unlock()
+			for _, p := range props {
+				p.appendErr = err
+				close(p.appended)
+			}
+			for _, r := range reads {
+				r.finish(err)
+			}
+			return
+		}
+	}
+}
+
+// updateStatus publishes the core's state for Status.
+func (n *Node) updateStatus() {
+	c := n.core
+	s := Status{
+		ID:          c.id,
+		Term:        c.term,
+		Leader:      c.leader,
+		Role:        c.role,
+		CommitIndex: c.log.committed,
+		LastIndex:   c.log.lastIndex(),
+		Members:     c.members,
+	}
+	s.SnapshotIndex = c.log.offset
+	n.statusMu.Lock()
+	n.status = s
+	n.statusMu.Unlock()
+}

@@ -1,0 +1,97 @@
+package raft
+
+import "slices"
+
+// voteResult is the outcome of an election so far.
+type voteResult uint8
+
+const (
+	votePending voteResult = iota
+	voteWon
+	voteLost
+)
+
+// quorum decides what a set of voters agrees on. Commit, elections and
+// ReadIndex confirmation all go through it, so that a change of membership
+// (a joint configuration) never needs a special case in those rules.
+type quorum interface {
+	// committed returns the highest value v such that a quorum of voters
+	// reports a value >= v; ack gives each voter's value (0 if unknown).
+	committed(ack func(id uint64) uint64) uint64
+	// vote tallies granted (true) and rejected (false) votes.
+	vote(votes map[uint64]bool) voteResult
+	// contains reports whether id is a voter.
+	contains(id uint64) bool
+}
+
+// majority is a simple majority configuration (Raft §5): any set of more
+// than half of the voters is a quorum.
+type majority []uint64
+
+func (q majority) contains(id uint64) bool { return slices.Contains(q, id) }
+
+func (q majority) committed(ack func(id uint64) uint64) uint64 {
+	if len(q) == 0 {
+		// No voters: nothing can be agreed. (The joint case relies on
+		// an empty half imposing no constraint, see joint.committed.)
+		return 0
+	}
+	var buf [7]uint64
+	vals := buf[:0]
+	for _, id := range q {
+		vals = append(vals, ack(id))
+	}
+	slices.Sort(vals)
+	// With n voters sorted ascending, the value at n-(n/2+1) is held by
+	// n/2+1 voters or more: a majority.
+	return vals[len(vals)-(len(vals)/2+1)]
+}
+
+func (q majority) vote(votes map[uint64]bool) voteResult {
+	granted, rejected := 0, 0
+	for _, id := range q {
+		v, ok := votes[id]
+		switch {
+		case !ok:
+		case v:
+			granted++
+		default:
+			rejected++
+		}
+	}
+	need := len(q)/2 + 1
+	switch {
+	case granted >= need:
+		return voteWon
+	case len(q)-rejected < need:
+		return voteLost
+	}
+	return votePending
+}
+
+// joint is the configuration during joint consensus (dissertation §4.3):
+// decisions need a majority of the old and of the new voters.
+type joint [2]majority
+
+func (q joint) contains(id uint64) bool { return q[0].contains(id) || q[1].contains(id) }
+
+func (q joint) committed(ack func(id uint64) uint64) uint64 {
+	if len(q[1]) == 0 {
+		return q[0].committed(ack)
+	}
+	return min(q[0].committed(ack), q[1].committed(ack))
+}
+
+func (q joint) vote(votes map[uint64]bool) voteResult {
+	if len(q[1]) == 0 {
+		return q[0].vote(votes)
+	}
+	a, b := q[0].vote(votes), q[1].vote(votes)
+	switch {
+	case a == voteWon && b == voteWon:
+		return voteWon
+	case a == voteLost || b == voteLost:
+		return voteLost
+	}
+	return votePending
+}

@@ -1,0 +1,427 @@
+package raft
+
+import (
+	"fmt"
+	"math/rand"
+	"slices"
+
+	"go.uber.org/zap"
+)
+
+// core is the pure Raft state machine: it owns the protocol and nothing
+// else. It starts no goroutine, reads no clock and does no I/O; its only
+// inputs are step (a message), tick (a unit of logical time), propose and
+// readIndex, and its only outputs are collected by ready. Given the same
+// inputs and seed it produces the same outputs, which is what lets the
+// simulator replay any run exactly.
+//
+// The Node runtime (node.go) drives it from one goroutine.
+type core struct {
+	id     uint64
+	term   uint64
+	vote   uint64
+	role   Role
+	leader uint64
+	log    raftLog
+
+	// Membership. members is the configuration in effect: that of the last
+	// configuration entry in the log, committed or not (dissertation §4.1).
+	members     []Member
+	configIndex uint64
+	voters      quorum
+
+	// Leader state.
+	progress           map[uint64]*progress
+	pendingBroadcast   bool   // entries were proposed; send them at the next flush
+	sentCommit         uint64 // the commit index last broadcast to followers
+	uncommittedBytes   uint64 // data bytes of entries after the commit index
+	maxUncommittedEnts uint64
+	maxUncommittedSize uint64
+	maxInflight        int
+	maxAppendBytes     uint64
+
+	// Candidate state.
+	votes map[uint64]bool
+
+	// Timers, in ticks.
+	electionElapsed   int
+	heartbeatElapsed  int
+	electionTicks     int
+	heartbeatTicks    int
+	randomizedTimeout int
+	rand              *rand.Rand
+
+	preVote     bool
+	checkQuorum bool
+
+	reads readIndexState
+
+	// Output, drained by ready.
+	msgs []Message
+
+	logger *zap.Logger
+	hooks  coreHooks
+}
+
+// coreHooks switch protocol rules off, for tests that prove the simulator and
+// the unit tests catch a broken rule. Production code never sets them.
+type coreHooks struct {
+	commitPreviousTermByCounting bool // break Figure 8 (Raft §5.4.2)
+	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
+}
+
+// coreConfig is what newCore needs; the runtime builds it from Config and
+// what Storage holds.
+type coreConfig struct {
+	id                    uint64
+	electionTicks         int
+	heartbeatTicks        int
+	preVote               bool
+	checkQuorum           bool
+	maxInflight           int
+	maxAppendBytes        uint64
+	maxUncommittedEntries uint64
+	maxUncommittedBytes   uint64
+	seed                  int64
+	logger                *zap.Logger
+
+	hardState HardState
+	// entries are the stored log; they follow firstIndex-1.
+	firstIndex uint64
+	entries    []Entry
+}
+
+func newCore(cfg coreConfig) (*core, error) {
+	logger := cfg.logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	c := &core{
+		id:                 cfg.id,
+		electionTicks:      cfg.electionTicks,
+		heartbeatTicks:     cfg.heartbeatTicks,
+		preVote:            cfg.preVote,
+		checkQuorum:        cfg.checkQuorum,
+		maxInflight:        cfg.maxInflight,
+		maxAppendBytes:     cfg.maxAppendBytes,
+		maxUncommittedEnts: cfg.maxUncommittedEntries,
+		maxUncommittedSize: cfg.maxUncommittedBytes,
+		rand:               rand.New(rand.NewSource(cfg.seed)),
+		logger:             logger.With(zap.Uint64("node", cfg.id)),
+	}
+	first := cfg.firstIndex
+	if first == 0 {
+		first = 1
+	}
+	for i, e := range cfg.entries {
+		if e.Index != first+uint64(i) {
+			return nil, fmt.Errorf("%w: stored entry %d found where %d was expected", ErrCorrupt, e.Index, first+uint64(i))
+		}
+		if i > 0 && e.Term < cfg.entries[i-1].Term {
+			return nil, fmt.Errorf("%w: stored entry %d has term %d below its predecessor's %d", ErrCorrupt, e.Index, e.Term, cfg.entries[i-1].Term)
+		}
+	}
+	c.log = raftLog{offset: first - 1, entries: cfg.entries}
+	c.log.stable = c.log.lastIndex()
+	hs := cfg.hardState
+	if last := c.log.lastTerm(); hs.Term < last {
+		return nil, fmt.Errorf("%w: stored term %d is below the last entry's term %d", ErrCorrupt, hs.Term, last)
+	}
+	c.term, c.vote = hs.Term, hs.Vote
+	c.log.committed = min(max(hs.Commit, c.log.offset), c.log.lastIndex())
+	c.log.applying = c.log.offset
+	if err := c.reloadConfig(); err != nil {
+		return nil, err
+	}
+	c.becomeFollower(c.term, 0)
+	return c, nil
+}
+
+// hardState returns what must be durable before this node's messages leave.
+func (c *core) hardState() HardState {
+	return HardState{Term: c.term, Vote: c.vote, Commit: c.log.committed}
+}
+
+// send queues m, stamping it with this node's ID and, unless it is a
+// response whose term was set on purpose, the current term.
+func (c *core) send(m Message) {
+	m.From = c.id
+	if m.Term == 0 {
+		m.Term = c.term
+	}
+	c.msgs = append(c.msgs, m)
+}
+
+// step advances the core by one inbound message. It first applies the
+// rules every role shares about terms (Raft §5.1: a node always moves to a
+// higher term it sees and rejects requests of a lower one), then hands the
+// message to the role's step function.
+func (c *core) step(m Message) {
+	if m.Type == 0 || m.Type >= msgTypeEnd || m.From == 0 || m.From == c.id {
+		return
+	}
+	switch {
+	case m.Term > c.term:
+		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() && m.Context != campaignTransfer {
+			// CheckQuorum's lease (dissertation §4.2.3, §9.6): a follower that
+			// heard from a live leader within the minimum election timeout
+			// ignores candidates, so that a node rejoining from a partition
+			// or one removed from the cluster cannot depose a healthy leader.
+			return
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// A PreVote does not change anyone's term.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// A granted PreVote carries the term we would campaign in.
+		default:
+			leader := uint64(0)
+			if m.Type == MsgAppend || m.Type == MsgHeartbeat {
+				leader = m.From
+			}
+			c.logger.Debug("newer term seen", zap.Uint64("term", c.term), zap.Uint64("newTerm", m.Term), zap.Stringer("msg", m.Type), zap.Uint64("from", m.From))
+			c.becomeFollower(m.Term, leader)
+		}
+	case m.Term < c.term:
+		switch m.Type {
+		case MsgAppend, MsgHeartbeat:
+			// A stale leader: tell it our term so that it steps down. Without
+			// this, a leader cut off from the cluster whose followers moved on
+			// under PreVote and CheckQuorum would never learn of the new term.
+			c.send(Message{Type: MsgAppendResp, To: m.From, Reject: true, Index: m.Index})
+		case MsgPreVote:
+			c.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		}
+		return
+	}
+
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		c.handleVoteRequest(m)
+		return
+	}
+	switch c.role {
+	case Leader:
+		c.stepLeader(m)
+	case Candidate, PreCandidate:
+		c.stepCandidate(m)
+	default:
+		c.stepFollower(m)
+	}
+}
+
+// stepFollower is what a follower does with each message.
+func (c *core) stepFollower(m Message) {
+	switch m.Type {
+	case MsgAppend:
+		c.electionElapsed = 0
+		c.leader = m.From
+		c.handleAppend(m)
+	case MsgHeartbeat:
+		c.electionElapsed = 0
+		c.leader = m.From
+		c.handleHeartbeat(m)
+	case MsgTimeoutNow:
+		if c.isVoter() {
+			c.logger.Info("leadership transfer: campaigning at once", zap.Uint64("from", m.From))
+			c.campaign(campaignTransfer)
+		}
+	case MsgReadIndex:
+		// We are not the leader: tell the asker so that it retries elsewhere.
+		c.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
+	case MsgReadIndexResp:
+		c.readAnswered(m)
+	}
+}
+
+// stepCandidate is what a candidate or pre-candidate does with each message.
+func (c *core) stepCandidate(m Message) {
+	switch m.Type {
+	case MsgAppend, MsgHeartbeat:
+		// Someone won this term (Raft §5.2): follow it.
+		c.becomeFollower(m.Term, m.From)
+		c.stepFollower(m)
+	case MsgVoteResp, MsgPreVoteResp:
+		if (m.Type == MsgVoteResp) != (c.role == Candidate) {
+			return // a response from an earlier phase
+		}
+		c.votes[m.From] = !m.Reject
+		switch c.voters.vote(c.votes) {
+		case voteWon:
+			if c.role == PreCandidate {
+				c.campaign(campaignElection)
+			} else {
+				c.becomeLeader()
+			}
+		case voteLost:
+			c.becomeFollower(c.term, 0)
+		}
+	case MsgReadIndex:
+		c.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
+	}
+}
+
+// stepLeader is what a leader does with each message.
+func (c *core) stepLeader(m Message) {
+	pr := c.progress[m.From]
+	switch m.Type {
+	case MsgAppendResp:
+		if pr != nil {
+			c.handleAppendResp(pr, m)
+		}
+	case MsgHeartbeatResp:
+		if pr != nil {
+			c.handleHeartbeatResp(pr, m)
+		}
+	case MsgReadIndex:
+		c.reads.batch = append(c.reads.batch, readRequest{id: m.Context, from: m.From})
+	}
+}
+
+// becomeFollower moves to term as a follower of leader (0: unknown).
+func (c *core) becomeFollower(term, leader uint64) {
+	if term > c.term {
+		c.term = term
+		c.vote = 0
+	}
+	if c.role == Leader {
+		c.logger.Info("stepping down", zap.Uint64("term", c.term))
+	}
+	c.role = Follower
+	c.leader = leader
+	c.resetRoleState()
+}
+
+// resetRoleState clears what belongs to a role and restarts the timers.
+func (c *core) resetRoleState() {
+	c.electionElapsed = 0
+	c.heartbeatElapsed = 0
+	c.randomizedTimeout = c.electionTicks + c.rand.Intn(c.electionTicks)
+	c.progress = nil
+	c.votes = nil
+	c.pendingBroadcast = false
+	c.uncommittedBytes = 0
+	c.sentCommit = 0
+	c.resetReads()
+}
+
+// isVoter reports whether this node may vote and campaign.
+func (c *core) isVoter() bool { return c.voters.contains(c.id) }
+
+// reloadConfig makes the last configuration entry in the log the one in
+// effect; it runs at start and after a truncation removed such an entry.
+func (c *core) reloadConfig() error {
+	c.members, c.configIndex = nil, 0
+	for i := c.log.lastIndex(); i > c.log.offset; i-- {
+		if e := c.log.entry(i); e.Type == EntryConfChange {
+			return c.applyConfig(*e)
+		}
+	}
+	c.setMembers(nil)
+	return nil
+}
+
+// applyConfig puts the configuration held by e into effect.
+func (c *core) applyConfig(e Entry) error {
+	members, err := decodeMembers(e.Data)
+	if err != nil {
+		return fmt.Errorf("entry %d: %w", e.Index, err)
+	}
+	c.configIndex = e.Index
+	c.setMembers(members)
+	return nil
+}
+
+func (c *core) setMembers(members []Member) {
+	c.members = members
+	var voters majority
+	for _, m := range members {
+		if !m.Learner {
+			voters = append(voters, m.ID)
+		}
+	}
+	c.voters = voters
+	if c.role != Leader {
+		return
+	}
+	// Track progress of new members, forget removed ones.
+	next := make(map[uint64]*progress, len(members))
+	for _, m := range members {
+		pr := c.progress[m.ID]
+		if pr == nil {
+			pr = c.newProgress(m.ID)
+		}
+		pr.learner = m.Learner
+		next[m.ID] = pr
+	}
+	c.progress = next
+}
+
+// member returns the member with id, if it is one.
+func (c *core) member(id uint64) (Member, bool) {
+	i := slices.IndexFunc(c.members, func(m Member) bool { return m.ID == id })
+	if i < 0 {
+		return Member{}, false
+	}
+	return c.members[i], true
+}
+
+// ready is everything the core asks of the runtime after a batch of inputs.
+// The runtime must, in this order: send the leader's appends (optional: they
+// may also wait); make entries and hardState durable; call persisted; send
+// the other messages; hand committed to the state machine. Responses and
+// votes are in messages, so they leave only once what they promise is on
+// disk (Raft Figure 2, "respond to RPCs after updating stable storage").
+type ready struct {
+	hardState HardState
+	saveState bool    // hardState changed since the last ready
+	entries   []Entry // to persist
+	messages  []Message
+	committed []Entry // to apply, in order
+	reads     []readResult
+}
+
+// empty reports whether rd asks for nothing.
+func (rd *ready) empty() bool {
+	return !rd.saveState && len(rd.entries) == 0 && len(rd.messages) == 0 && len(rd.committed) == 0 && len(rd.reads) == 0
+}
+
+// flush turns the leader's pending work into messages: one append per
+// follower for every proposal made since the last flush (batching), the new
+// commit index, and one heartbeat round for the reads that arrived.
+func (c *core) flush() {
+	if c.role != Leader {
+		return
+	}
+	commitChanged := c.log.committed > c.sentCommit
+	if c.pendingBroadcast || commitChanged {
+		for _, m := range c.members {
+			if m.ID != c.id {
+				c.sendAppend(m.ID, commitChanged)
+			}
+		}
+		c.pendingBroadcast = false
+		c.sentCommit = c.log.committed
+	}
+	c.startReadRound()
+}
+
+// ready collects the outputs since the last call; prev is the HardState the
+// runtime last made durable. Committed entries are marked as handed over.
+func (c *core) ready(prev HardState) ready {
+	c.flush()
+	rd := ready{
+		hardState: c.hardState(),
+		entries:   c.log.unstable(),
+		messages:  c.msgs,
+		committed: c.log.toApply(),
+		reads:     c.reads.results,
+	}
+	rd.saveState = rd.hardState != prev
+	c.msgs = nil
+	c.reads.results = nil
+	if n := len(rd.committed); n > 0 {
+		c.log.applying = rd.committed[n-1].Index
+	}
+	return rd
+}

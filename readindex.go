@@ -1,0 +1,114 @@
+package raft
+
+// Linearizable reads with ReadIndex (dissertation §6.4). The leader notes
+// its commit index as the read index, confirms that it is still the leader
+// by hearing from a quorum in a heartbeat round that started after the read
+// arrived, and the read is served once the state machine has applied up to
+// the read index. Concurrent reads share one heartbeat round. A follower or
+// learner asks the leader for a read index (§6.4.1) and waits until its own
+// state machine reaches it.
+
+// readRequest is a read waiting for its read index.
+type readRequest struct {
+	id    uint64 // chosen by the asking node's runtime
+	from  uint64 // the asking node; 0 for this node
+	index uint64 // the read index, once the round started
+	seq   uint64 // the heartbeat round that confirms it
+}
+
+// readResult is a read index, or why none can be had, for the runtime.
+type readResult struct {
+	id    uint64
+	index uint64
+	err   error
+}
+
+// readIndexState holds the reads in flight.
+type readIndexState struct {
+	seq     uint64        // the last heartbeat round started in this term (leader)
+	batch   []readRequest // arrived, round not yet started (leader)
+	pending []readRequest // in a round, ascending seq (leader)
+	results []readResult  // for the runtime, drained by ready
+}
+
+// readIndex asks for a read index for the local read id. The answer comes
+// out of ready as a readResult with the same id.
+func (c *core) readIndex(id uint64) {
+	switch {
+	case c.role == Leader:
+		c.reads.batch = append(c.reads.batch, readRequest{id: id})
+	case c.leader != 0:
+		c.send(Message{Type: MsgReadIndex, To: c.leader, Context: id})
+	default:
+		c.reads.results = append(c.reads.results, readResult{id: id, err: c.notLeader()})
+	}
+}
+
+// startReadRound starts one heartbeat round for every read that arrived
+// since the last one. A new leader does not know the commit index of its
+// predecessor until it commits an entry of its own term, so reads wait for
+// its no-op to commit (dissertation §6.4, step 1).
+func (c *core) startReadRound() {
+	if len(c.reads.batch) == 0 || !c.committedInTerm() {
+		return
+	}
+	c.reads.seq++
+	for _, r := range c.reads.batch {
+		r.index, r.seq = c.log.committed, c.reads.seq
+		c.reads.pending = append(c.reads.pending, r)
+	}
+	c.reads.batch = c.reads.batch[:0]
+	c.broadcastHeartbeat(c.reads.seq)
+	c.confirmReads() // a single-voter cluster confirms at once
+}
+
+// confirmReads releases every read whose round a quorum has confirmed.
+func (c *core) confirmReads() {
+	if len(c.reads.pending) == 0 {
+		return
+	}
+	acked := c.voters.committed(func(id uint64) uint64 {
+		if id == c.id {
+			return c.reads.seq
+		}
+		if pr := c.progress[id]; pr != nil {
+			return pr.readAck
+		}
+		return 0
+	})
+	n := 0
+	for _, r := range c.reads.pending {
+		if r.seq > acked {
+			break
+		}
+		n++
+		if r.from == 0 {
+			c.reads.results = append(c.reads.results, readResult{id: r.id, index: r.index})
+		} else {
+			c.send(Message{Type: MsgReadIndexResp, To: r.from, Index: r.index, Context: r.id})
+		}
+	}
+	c.reads.pending = append(c.reads.pending[:0], c.reads.pending[n:]...)
+}
+
+// readAnswered handles the leader's answer to a forwarded read.
+func (c *core) readAnswered(m Message) {
+	if m.Reject {
+		c.reads.results = append(c.reads.results, readResult{id: m.Context, err: c.notLeader()})
+		return
+	}
+	c.reads.results = append(c.reads.results, readResult{id: m.Context, index: m.Index})
+}
+
+// resetReads fails the local reads of a term that ended; remote askers
+// time out and retry on their own.
+func (c *core) resetReads() {
+	for _, list := range [][]readRequest{c.reads.batch, c.reads.pending} {
+		for _, r := range list {
+			if r.from == 0 {
+				c.reads.results = append(c.reads.results, readResult{id: r.id, err: ErrLeadershipLost})
+			}
+		}
+	}
+	c.reads.batch, c.reads.pending, c.reads.seq = c.reads.batch[:0], c.reads.pending[:0], 0
+}

@@ -1,0 +1,348 @@
+package raft
+
+import (
+	"fmt"
+
+	"go.uber.org/zap"
+)
+
+// progressState is how the leader replicates to one follower.
+type progressState uint8
+
+const (
+	// probe: the leader does not know where the follower's log matches its
+	// own; it sends one AppendEntries at a time and backs off on rejection.
+	probe progressState = iota
+	// replicate: the logs are known to match up to match; the leader streams
+	// entries optimistically (pipelining), up to maxInflight messages.
+	replicate
+)
+
+// progress is the leader's view of one member (Raft Figure 2's nextIndex
+// and matchIndex, plus the flow-control state).
+type progress struct {
+	match, next   uint64
+	state         progressState
+	probeSent     bool     // probe: an append is outstanding; wait for its answer or a heartbeat answer
+	inflight      []uint64 // replicate: last index of each unacknowledged append, ascending
+	ticksSinceAck int      // ticks since this follower last acknowledged an append
+	recentActive  bool     // heard from within the current election timeout (CheckQuorum)
+	readAck       uint64   // highest ReadIndex round this follower confirmed in this term
+	learner       bool
+}
+
+func (c *core) newProgress(id uint64) *progress {
+	pr := &progress{next: c.log.lastIndex() + 1, recentActive: true}
+	if id == c.id {
+		pr.match = c.log.stable
+		pr.state = replicate
+	}
+	return pr
+}
+
+func (pr *progress) becomeProbe(next uint64) {
+	pr.state = probe
+	pr.next = max(next, pr.match+1)
+	pr.probeSent = false
+	pr.inflight = pr.inflight[:0]
+}
+
+func (pr *progress) becomeReplicate() {
+	pr.state = replicate
+	pr.next = pr.match + 1
+	pr.inflight = pr.inflight[:0]
+}
+
+// acked frees the inflight slots of appends up to index.
+func (pr *progress) acked(index uint64) {
+	i := 0
+	for i < len(pr.inflight) && pr.inflight[i] <= index {
+		i++
+	}
+	pr.inflight = append(pr.inflight[:0], pr.inflight[i:]...)
+}
+
+// propose appends a client command to the leader's log. It fails with
+// ErrNotLeader off the leader and ErrBusy beyond the uncommitted bounds.
+// The entry goes out at the next ready, batched with every other proposal
+// made in between.
+func (c *core) propose(data []byte) (index, term uint64, err error) {
+	if c.role != Leader {
+		return 0, 0, c.notLeader()
+	}
+	if c.log.lastIndex()-c.log.committed >= c.maxUncommittedEnts ||
+		(c.uncommittedBytes > 0 && c.uncommittedBytes+uint64(len(data)) > c.maxUncommittedSize) {
+		return 0, 0, ErrBusy
+	}
+	c.appendLeaderEntries(Entry{Type: EntryCommand, Data: data})
+	c.pendingBroadcast = true
+	return c.log.lastIndex(), c.term, nil
+}
+
+// proposeConfig appends a configuration entry holding members; it takes
+// effect at once (dissertation §4.1). Only one may be uncommitted at a time.
+func (c *core) proposeConfig(members []Member) (index, term uint64, err error) {
+	if c.role != Leader {
+		return 0, 0, c.notLeader()
+	}
+	if c.configIndex > c.log.committed || !c.committedInTerm() {
+		// The second condition is the fix of dissertation §4.1's bug note: a
+		// leader must commit an entry of its own term before changing the
+		// configuration, or two overlapping changes could commit.
+		return 0, 0, ErrMembershipChange
+	}
+	c.appendLeaderEntries(Entry{Type: EntryConfChange, Data: encodeMembers(members)})
+	c.pendingBroadcast = true
+	return c.log.lastIndex(), c.term, nil
+}
+
+func (c *core) notLeader() error {
+	e := &NotLeaderError{Leader: c.leader}
+	if m, ok := c.member(c.leader); ok {
+		e.Addr = m.Addr
+	}
+	return e
+}
+
+// committedInTerm reports whether the leader has committed an entry of its
+// own term (its no-op), which ReadIndex and membership changes wait for.
+func (c *core) committedInTerm() bool {
+	t, _ := c.log.term(c.log.committed)
+	return t == c.term
+}
+
+// appendLeaderEntries stamps ents with the next indexes and the current
+// term and appends them to the leader's log.
+func (c *core) appendLeaderEntries(ents ...Entry) {
+	last := c.log.lastIndex()
+	for i := range ents {
+		ents[i].Index = last + 1 + uint64(i)
+		ents[i].Term = c.term
+		c.uncommittedBytes += uint64(len(ents[i].Data))
+	}
+	c.log.appendEntries(ents...)
+	for _, e := range ents {
+		if e.Type == EntryConfChange {
+			if err := c.applyConfig(e); err != nil {
+				// proposeConfig encoded it itself; this cannot happen.
+				panic(fmt.Sprintf("raft: own configuration entry does not decode: %v", err))
+			}
+		}
+	}
+}
+
+// broadcastAppend sends what each follower is missing.
+func (c *core) broadcastAppend() {
+	for _, m := range c.members {
+		if m.ID != c.id {
+			c.sendAppend(m.ID, false)
+		}
+	}
+}
+
+// sendAppend sends the next AppendEntries to follower id if flow control
+// allows. With sendEmpty it sends one even when there is nothing new, to
+// carry the commit index.
+func (c *core) sendAppend(id uint64, sendEmpty bool) {
+	pr := c.progress[id]
+	switch {
+	case pr.state == probe && pr.probeSent:
+		return
+	case pr.state == replicate && len(pr.inflight) >= c.maxInflight:
+		return
+	}
+	last := c.log.lastIndex()
+	if pr.next > last && !sendEmpty && pr.state == replicate {
+		return
+	}
+	prev := pr.next - 1
+	prevTerm, ok := c.log.term(prev)
+	if !ok {
+		// The entries the follower needs were compacted away; snapshot
+		// transfer (InstallSnapshot) is not built yet, so it cannot catch up.
+		c.logger.Error("follower needs compacted entries", zap.Uint64("to", id), zap.Uint64("next", pr.next))
+		return
+	}
+	ents := c.log.slice(pr.next, last+1, c.maxAppendBytes)
+	c.send(Message{Type: MsgAppend, To: id, Index: prev, LogTerm: prevTerm, Entries: ents, Commit: c.log.committed})
+	switch pr.state {
+	case probe:
+		pr.probeSent = true
+	case replicate:
+		if n := len(ents); n > 0 {
+			pr.next = ents[n-1].Index + 1
+			pr.inflight = append(pr.inflight, ents[n-1].Index)
+		}
+	}
+}
+
+// handleAppend is the follower's side of AppendEntries (Raft §5.3).
+func (c *core) handleAppend(m Message) {
+	if m.Index < c.log.committed {
+		// Everything up to our commit index already matches the leader's
+		// log (Leader Completeness); a stale or duplicated message must not
+		// cause a truncation, so answer with what we know to match.
+		c.send(Message{Type: MsgAppendResp, To: m.From, Index: c.log.committed})
+		return
+	}
+	if !c.log.matchTerm(m.Index, m.LogTerm) {
+		hintIndex, hintTerm := c.log.findConflictByTerm(m.Index, m.LogTerm)
+		c.send(Message{Type: MsgAppendResp, To: m.From, Reject: true, Index: m.Index, HintIndex: hintIndex, HintTerm: hintTerm})
+		return
+	}
+	lastNew := m.Index + uint64(len(m.Entries))
+	// Only truncate at a real conflict: entries we already hold with the
+	// same term are identical (Log Matching), so a retransmitted or
+	// reordered append whose entries we hold changes nothing.
+	for i, e := range m.Entries {
+		t, ok := c.log.term(e.Index)
+		if ok && t == e.Term {
+			continue
+		}
+		if e.Index <= c.log.committed {
+			panic(fmt.Sprintf("raft: entry %d (term %d) conflicts with a committed entry (term %d)", e.Index, e.Term, t))
+		}
+		c.truncateAndAppend(m.Entries[i:])
+		break
+	}
+	c.log.commitTo(min(m.Commit, lastNew))
+	c.send(Message{Type: MsgAppendResp, To: m.From, Index: lastNew})
+}
+
+// truncateAndAppend writes leader entries into a follower's log and keeps
+// the configuration in step: entries that removed the configuration entry
+// in effect revert it, and new configuration entries apply at once.
+func (c *core) truncateAndAppend(ents []Entry) {
+	at := ents[0].Index
+	c.log.truncateAndAppend(ents)
+	if c.configIndex >= at {
+		if err := c.reloadConfig(); err != nil {
+			c.logger.Error("bad configuration entry from the leader", zap.Error(err))
+		}
+		return
+	}
+	for _, e := range ents {
+		if e.Type == EntryConfChange {
+			if err := c.applyConfig(e); err != nil {
+				c.logger.Error("bad configuration entry from the leader", zap.Error(err))
+			}
+		}
+	}
+}
+
+// handleHeartbeat is the follower's side of a heartbeat.
+func (c *core) handleHeartbeat(m Message) {
+	// The leader sends at most the index it knows we match, so this never
+	// commits an entry we hold but which differs from the leader's.
+	c.log.commitTo(m.Commit)
+	c.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
+}
+
+// handleAppendResp is the leader's side of an AppendEntries answer.
+func (c *core) handleAppendResp(pr *progress, m Message) {
+	pr.recentActive = true
+	if m.Reject {
+		// Ignore stale rejections: ones about an index we already know to
+		// match, or, while probing, about a probe we no longer wait for.
+		if m.Index <= pr.match || (pr.state == probe && m.Index != pr.next-1) {
+			return
+		}
+		next := m.HintIndex
+		if m.HintTerm > 0 {
+			// Skip every entry of ours whose term is above the follower's
+			// conflicting term: none of them can match.
+			next, _ = c.log.findConflictByTerm(m.HintIndex, m.HintTerm)
+		}
+		pr.becomeProbe(min(next+1, m.Index))
+		c.sendAppend(m.From, false)
+		return
+	}
+	if m.Index > pr.match {
+		pr.match = m.Index
+		pr.ticksSinceAck = 0
+		pr.acked(m.Index)
+		if pr.state == probe {
+			pr.becomeReplicate()
+		}
+		if pr.next <= pr.match {
+			pr.next = pr.match + 1
+		}
+		c.maybeCommit()
+	} else if pr.state == probe && m.Index == pr.match && m.Index == pr.next-1 {
+		pr.becomeReplicate()
+	}
+	c.sendAppend(m.From, false)
+}
+
+// handleHeartbeatResp records liveness and ReadIndex confirmations, and
+// restarts replication to a follower that is behind.
+func (c *core) handleHeartbeatResp(pr *progress, m Message) {
+	pr.recentActive = true
+	if m.Context > pr.readAck {
+		pr.readAck = m.Context
+		c.confirmReads()
+	}
+	if pr.match < c.log.lastIndex() {
+		if pr.state == probe {
+			pr.probeSent = false // the probe was lost, or is answered slowly: send another
+		} else if len(pr.inflight) > 0 && pr.ticksSinceAck >= c.electionTicks/2+1 {
+			// Pipelined appends went unanswered for half an election timeout:
+			// some were lost. Find the match point again.
+			pr.becomeProbe(pr.match + 1)
+		}
+		c.sendAppend(m.From, false)
+	}
+}
+
+// broadcastHeartbeat sends a heartbeat to every follower, carrying the
+// ReadIndex round readSeq.
+func (c *core) broadcastHeartbeat(readSeq uint64) {
+	// Iterate members, not the progress map, so that the order of messages
+	// is deterministic.
+	for _, m := range c.members {
+		if pr := c.progress[m.ID]; m.ID != c.id && pr != nil {
+			c.send(Message{Type: MsgHeartbeat, To: m.ID, Commit: min(pr.match, c.log.committed), Context: readSeq})
+		}
+	}
+}
+
+// maybeCommit advances the commit index to the highest index stored on a
+// quorum, if that entry is of the current term: a leader never commits an
+// entry of an earlier term by counting replicas (Raft §5.4.2, Figure 8).
+// The new commit index reaches followers with the next flush.
+func (c *core) maybeCommit() bool {
+	idx := c.voters.committed(func(id uint64) uint64 {
+		if pr := c.progress[id]; pr != nil {
+			return pr.match
+		}
+		return 0
+	})
+	if idx <= c.log.committed {
+		return false
+	}
+	if t, _ := c.log.term(idx); t != c.term && !c.hooks.commitPreviousTermByCounting {
+		return false
+	}
+	for i := c.log.committed + 1; i <= idx; i++ {
+		c.uncommittedBytes -= min(c.uncommittedBytes, uint64(len(c.log.entry(i).Data)))
+	}
+	c.log.commitTo(idx)
+	return true
+}
+
+// persisted tells the core that the log up to (index, term) is durable. The
+// leader counts itself toward a quorum only from here on (dissertation
+// §10.2.1): it may send entries to followers before its own write ends, but
+// it must not count a vote its disk could still lose.
+func (c *core) persisted(index, term uint64) {
+	if !c.log.matchTerm(index, term) || index <= c.log.stable {
+		return // the log changed meanwhile; a later persist covers it
+	}
+	c.log.stable = index
+	if c.role == Leader {
+		if pr := c.progress[c.id]; pr != nil && index > pr.match {
+			pr.match = index
+			c.maybeCommit()
+		}
+	}
+}

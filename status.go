@@ -1,0 +1,39 @@
+package raft
+
+// Role is the part a node plays in its current term.
+type Role uint8
+
+// The roles of Raft (§5.1), plus PreCandidate for the PreVote phase
+// (dissertation §9.6).
+const (
+	Follower Role = iota
+	PreCandidate
+	Candidate
+	Leader
+)
+
+// String returns the role's name, e.g. "Leader".
+func (r Role) String() string {
+	switch r {
+	case Follower:
+		return "Follower"
+	case PreCandidate:
+		return "PreCandidate"
+	case Candidate:
+		return "Candidate"
+	case Leader:
+		return "Leader"
+	}
+	return "Role(?)"
+}
+
+// Status is a snapshot of a node's state, for monitoring and tests.
+type Status struct {
+	ID, Term, Leader                     uint64 // Leader == 0: unknown
+	Role                                 Role
+	CommitIndex, AppliedIndex, LastIndex uint64
+	SnapshotIndex                        uint64
+	Members                              []Member
+	// Err is the fatal error that stopped the node, nil while it runs.
+	Err error
+}

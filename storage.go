@@ -1,0 +1,136 @@
+package raft
+
+import (
+	"fmt"
+	"sync"
+)
+
+// HardState is the part of a node's state that must survive a crash
+// (Raft Figure 2: currentTerm and votedFor), plus the commit index, which is
+// not needed for safety but lets a restarted node re-apply committed entries
+// without waiting for the leader.
+type HardState struct {
+	Term   uint64 // the latest term the node has seen
+	Vote   uint64 // the candidate voted for in Term, 0 if none
+	Commit uint64 // a commit index the node has learned (may lag the real one)
+}
+
+// Storage is the durable home of a node's log and HardState. The Node calls
+// it from its event loop only, never concurrently; a Storage belongs to one
+// Node at a time. Node.Close does not close it, so a test can restart a node
+// on the same Storage.
+//
+// Contract: Save must be durable when it returns nil. An error from Save is
+// fatal to the Node (it stops, see ErrStopped), because after a failed write
+// it cannot know what the disk holds.
+type Storage interface {
+	// InitialState returns the stored HardState; the zero value for a new node.
+	InitialState() (HardState, error)
+	// FirstIndex returns the index of the first stored entry, 1 when none
+	// has ever been compacted away.
+	FirstIndex() (uint64, error)
+	// LastIndex returns the index of the last stored entry, FirstIndex()-1
+	// when the log is empty.
+	LastIndex() (uint64, error)
+	// Entries returns the stored entries with indexes in [lo, hi), where
+	// FirstIndex() <= lo <= hi <= LastIndex()+1.
+	Entries(lo, hi uint64) ([]Entry, error)
+	// Save durably stores entries, then hs. The entries, if any, have
+	// consecutive indexes and entries[0].Index <= LastIndex()+1; every stored
+	// entry with an index >= entries[0].Index is replaced (a conflicting
+	// suffix is truncated, Raft §5.3). Save must not keep a reference to the
+	// entries slice, though it may keep the Data slices, which are never
+	// modified.
+	Save(hs HardState, entries []Entry) error
+}
+
+// MemoryStorage is a Storage that keeps everything in memory. It is meant for
+// tests and examples: nothing survives the process, but a Node restarted on
+// the same *MemoryStorage recovers its term, vote and log, as after a crash
+// in which every Save had reached the disk.
+//
+// A MemoryStorage is safe for concurrent use, so a test can inspect it while
+// its Node runs.
+type MemoryStorage struct {
+	mu      sync.Mutex
+	hs      HardState
+	first   uint64  // index of entries[0]
+	entries []Entry // entries[i].Index == first+i
+	saves   int
+	failErr error
+}
+
+// NewMemoryStorage returns an empty MemoryStorage.
+func NewMemoryStorage() *MemoryStorage {
+	return &MemoryStorage{first: 1}
+}
+
+// InitialState implements Storage.
+func (s *MemoryStorage) InitialState() (HardState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hs, nil
+}
+
+// FirstIndex implements Storage.
+func (s *MemoryStorage) FirstIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first, nil
+}
+
+// LastIndex implements Storage.
+func (s *MemoryStorage) LastIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first + uint64(len(s.entries)) - 1, nil
+}
+
+// Entries implements Storage. The returned slice is a copy.
+func (s *MemoryStorage) Entries(lo, hi uint64) ([]Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last := s.first + uint64(len(s.entries)) - 1
+	if lo < s.first || hi < lo || hi > last+1 {
+		return nil, fmt.Errorf("raft: MemoryStorage.Entries(%d, %d) out of range [%d, %d]", lo, hi, s.first, last+1)
+	}
+	out := make([]Entry, hi-lo)
+	copy(out, s.entries[lo-s.first:hi-s.first])
+	return out, nil
+}
+
+// Save implements Storage.
+func (s *MemoryStorage) Save(hs HardState, entries []Entry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr != nil {
+		return s.failErr
+	}
+	if len(entries) > 0 {
+		at := entries[0].Index
+		last := s.first + uint64(len(s.entries)) - 1
+		if at < s.first || at > last+1 {
+			return fmt.Errorf("raft: MemoryStorage.Save: entry %d does not follow the log [%d, %d]", at, s.first, last)
+		}
+		for i, e := range entries {
+			if e.Index != at+uint64(i) {
+				return fmt.Errorf("raft: MemoryStorage.Save: entries are not consecutive at index %d", e.Index)
+			}
+		}
+		// The three-index slice forces a copy when truncating, so that slices
+		// handed out earlier never see their contents overwritten.
+		kept := s.entries[: at-s.first : at-s.first]
+		s.entries = append(kept, entries...)
+	}
+	s.hs = hs
+	s.saves++
+	return nil
+}
+
+// FailSaves makes every later Save return err (nil restores normal
+// operation). Tests use it to check how a node reacts to a failing disk.
+func (s *MemoryStorage) FailSaves(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failErr = err
+}

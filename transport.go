@@ -1,0 +1,123 @@
+package raft
+
+// MessageType names the kind of a Message. The values are part of the wire
+// format (see codec.go): never renumber them.
+type MessageType uint8
+
+// The messages of the protocol. Section numbers refer to the Raft paper
+// (Ongaro and Ousterhout, 2014) and the Raft dissertation (Ongaro, 2014).
+const (
+	// MsgAppend is AppendEntries (§5.3): Index and LogTerm name the entry
+	// that precedes Entries in the leader's log, Commit is the leader's
+	// commit index.
+	MsgAppend MessageType = iota + 1
+	// MsgAppendResp answers MsgAppend. On success Index is the highest index
+	// the follower now stores that matches the leader's log. On rejection
+	// Index is the rejected previous index and HintIndex/HintTerm tell the
+	// leader where the logs may diverge (§5.3, the "fast backup" optimization).
+	MsgAppendResp
+	// MsgVote is RequestVote (§5.2): Index and LogTerm describe the
+	// candidate's last entry, for the up-to-date check of §5.4.1.
+	MsgVote
+	// MsgVoteResp answers MsgVote; Reject is false when the vote is granted.
+	MsgVoteResp
+	// MsgPreVote asks whether a vote would be granted at Term without anyone
+	// changing its term (dissertation §9.6).
+	MsgPreVote
+	// MsgPreVoteResp answers MsgPreVote.
+	MsgPreVoteResp
+	// MsgHeartbeat is an AppendEntries without entries and without the log
+	// consistency check: it asserts leadership, carries the commit index (never
+	// beyond what the follower is known to store) and, in Context, the number
+	// of the ReadIndex round it confirms (dissertation §6.4).
+	MsgHeartbeat
+	// MsgHeartbeatResp answers MsgHeartbeat, echoing Context.
+	MsgHeartbeatResp
+	// MsgReadIndex is sent by a follower or learner to the leader to obtain a
+	// read index for a linearizable read; Context identifies the request.
+	MsgReadIndex
+	// MsgReadIndexResp answers MsgReadIndex: Index is the read index, or Reject
+	// is set when the receiver cannot serve it (it is not the leader).
+	MsgReadIndexResp
+	// MsgTimeoutNow tells the receiver to start an election at once, skipping
+	// PreVote; leadership transfer uses it (dissertation §3.10).
+	MsgTimeoutNow
+
+	msgTypeEnd // one past the last valid type; keep last
+)
+
+var msgTypeNames = [...]string{
+	MsgAppend:        "MsgAppend",
+	MsgAppendResp:    "MsgAppendResp",
+	MsgVote:          "MsgVote",
+	MsgVoteResp:      "MsgVoteResp",
+	MsgPreVote:       "MsgPreVote",
+	MsgPreVoteResp:   "MsgPreVoteResp",
+	MsgHeartbeat:     "MsgHeartbeat",
+	MsgHeartbeatResp: "MsgHeartbeatResp",
+	MsgReadIndex:     "MsgReadIndex",
+	MsgReadIndexResp: "MsgReadIndexResp",
+	MsgTimeoutNow:    "MsgTimeoutNow",
+}
+
+// String returns the type's name, e.g. "MsgAppend".
+func (t MessageType) String() string {
+	if t > 0 && t < msgTypeEnd {
+		return msgTypeNames[t]
+	}
+	return "MsgUnknown"
+}
+
+// Message is the unit of communication between nodes. A Transport carries
+// Messages between Nodes without looking inside them; MarshalBinary and
+// UnmarshalBinary give a compact, versioned encoding for transports that
+// cross process boundaries.
+//
+// The meaning of the generic fields depends on Type; see the MessageType
+// constants.
+type Message struct {
+	Type MessageType
+	From uint64 // sender's node ID
+	To   uint64 // receiver's node ID
+	Term uint64 // sender's current term (for MsgPreVote: the term it would campaign in)
+
+	LogTerm uint64  // term of the entry at Index (MsgAppend, MsgVote, MsgPreVote)
+	Index   uint64  // an index whose meaning depends on Type
+	Entries []Entry // log entries (MsgAppend); their Data is never modified after sending
+	Commit  uint64  // sender's commit index (MsgAppend, MsgHeartbeat)
+
+	Reject    bool   // the request was refused
+	HintIndex uint64 // on a rejected MsgAppendResp: first index to retry from
+	HintTerm  uint64 // on a rejected MsgAppendResp: term of the follower's conflicting entry, 0 if its log is short
+
+	Context uint64 // ReadIndex round or request number (MsgHeartbeat*, MsgReadIndex*)
+}
+
+// Transport carries Messages between the nodes of one cluster. A Transport
+// is handed to exactly one Node; the Node calls Attach once when it starts
+// and Detach once when it closes. The Node never closes the Transport: its
+// creator does.
+//
+// Delivery is best effort: a Transport may drop, delay, duplicate or
+// reorder messages, and Raft tolerates all of that. What it must never do is
+// corrupt a message or deliver one to the wrong node.
+type Transport interface {
+	// Attach starts delivery of inbound messages addressed to node id: the
+	// Transport calls deliver for each one. deliver is safe for concurrent
+	// use and never blocks for long (the Node queues the message, or drops it
+	// when its inbound queue is full). Attach is called before any Send.
+	Attach(id uint64, deliver func(Message)) error
+	// Send queues msgs for delivery to each message's To. It is called only
+	// from the Node's event loop and must not block on the network: a slow or
+	// unreachable peer must not delay messages to the others. The Transport
+	// must not modify msgs or the entries they carry, and may keep references
+	// to them after Send returns.
+	Send(msgs []Message)
+	// SetPeers gives the Transport the current members of the cluster and
+	// their addresses; it is called when the Node starts and whenever the
+	// membership changes. Transports that do not dial (the in-memory network)
+	// may ignore it.
+	SetPeers(members []Member)
+	// Detach stops delivery: after it returns, deliver is not called again.
+	Detach()
+}
