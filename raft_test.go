@@ -1,0 +1,472 @@
+package raft
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// Unit tests of the pure core, one protocol rule each, named after the
+// section of the Raft paper (§) or dissertation (D§) that states the rule.
+
+func TestTerms_5_1_HigherTermMakesFollower(t *testing.T) {
+	c := newTestCore(t, 1, []uint64{1, 2, 3})
+	n := newCoreNet(t, c, newTestCore(t, 2, []uint64{1, 2, 3}))
+	n.elect(1)
+	require.Equal(t, Leader, c.role)
+
+	c.step(Message{Type: MsgAppendResp, From: 2, To: 1, Term: c.term + 3})
+	assert.Equal(t, Follower, c.role)
+	assert.Equal(t, uint64(5), c.term)
+	assert.Zero(t, c.vote, "a new term starts without a vote")
+}
+
+func TestTerms_5_1_LowerTermRejected(t *testing.T) {
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withHardState(HardState{Term: 5, Commit: 1}))
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 4, Index: 1, LogTerm: 1, Entries: []Entry{{Index: 2, Term: 4}}})
+	assert.Equal(t, uint64(1), c.log.lastIndex(), "entries of a stale leader are not taken")
+	msgs := c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
+	assert.Equal(t, MsgAppendResp, msgs[0].Type)
+	assert.True(t, msgs[0].Reject)
+	assert.Equal(t, uint64(5), msgs[0].Term, "the stale leader learns the newer term")
+}
+
+func TestElection_5_2_OneVotePerTerm(t *testing.T) {
+	c := newTestCore(t, 1, []uint64{1, 2, 3})
+	c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1})
+	c.step(Message{Type: MsgVote, From: 3, To: 1, Term: 2, Index: 1, LogTerm: 1})
+	c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1}) // retransmission
+	rd := c.ready(HardState{})
+	require.Len(t, rd.messages, 3)
+	assert.False(t, rd.messages[0].Reject, "first candidate gets the vote")
+	assert.True(t, rd.messages[1].Reject, "second candidate in the same term is refused")
+	assert.False(t, rd.messages[2].Reject, "a retransmitted request of the same candidate is granted again")
+	assert.Equal(t, HardState{Term: 2, Vote: 2, Commit: 1}, rd.hardState)
+	assert.True(t, rd.saveState, "the vote is handed to the runtime to persist in the same ready as the response")
+}
+
+func TestElection_5_2_VoteRecoveredAfterRestart(t *testing.T) {
+	// The vote is part of the durable state: a core restarted from it must
+	// not vote for a second candidate in the same term.
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withHardState(HardState{Term: 2, Vote: 2, Commit: 1}))
+	c.step(Message{Type: MsgVote, From: 3, To: 1, Term: 2, Index: 1, LogTerm: 1})
+	msgs := c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
+	assert.True(t, msgs[0].Reject)
+}
+
+func TestElection_5_2_MajorityWins(t *testing.T) {
+	c1 := newTestCore(t, 1, []uint64{1, 2, 3}, withoutPreVote())
+	c2 := newTestCore(t, 2, []uint64{1, 2, 3}, withoutPreVote())
+	c3 := newTestCore(t, 3, []uint64{1, 2, 3}, withoutPreVote())
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	assert.Equal(t, []uint64{1}, n.leaders())
+	assert.Equal(t, uint64(1), c2.leader)
+	assert.Equal(t, uint64(1), c3.leader)
+}
+
+func TestElection_5_2_CandidateLosesWithoutMajority(t *testing.T) {
+	c1 := newTestCore(t, 1, []uint64{1, 2, 3}, withoutPreVote())
+	n := newCoreNet(t, c1) // 2 and 3 are unreachable
+	for i := 0; i < 100 && c1.role != Candidate; i++ {
+		c1.tick()
+	}
+	require.Equal(t, Candidate, c1.role)
+	c1.step(Message{Type: MsgVoteResp, From: 2, To: 1, Term: c1.term, Reject: true})
+	c1.step(Message{Type: MsgVoteResp, From: 3, To: 1, Term: c1.term, Reject: true})
+	n.stabilize()
+	assert.Equal(t, Follower, c1.role, "two rejections of three make the election lost")
+}
+
+func TestElection_5_2_RandomizedTimeoutInRange(t *testing.T) {
+	c := newTestCore(t, 1, []uint64{1, 2, 3})
+	seen := map[int]bool{}
+	for i := 0; i < 200; i++ {
+		c.resetRoleState()
+		require.GreaterOrEqual(t, c.randomizedTimeout, c.electionTicks)
+		require.Less(t, c.randomizedTimeout, 2*c.electionTicks)
+		seen[c.randomizedTimeout] = true
+	}
+	assert.Greater(t, len(seen), 5, "timeouts are spread over [T, 2T)")
+}
+
+func TestElection_5_4_1_UpToDateCheck(t *testing.T) {
+	// The voter's log ends at index 3, term 2.
+	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}}
+	cases := []struct {
+		name           string
+		lastIdx, lastT uint64
+		grant          bool
+	}{
+		{"higher last term, shorter log", 2, 3, true},
+		{"same last term, longer log", 4, 2, true},
+		{"same last term, same length", 3, 2, true},
+		{"same last term, shorter log", 2, 2, false},
+		{"lower last term, longer log", 10, 1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 1}))
+			c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 3, Index: tc.lastIdx, LogTerm: tc.lastT})
+			msgs := c.ready(HardState{}).messages
+			require.Len(t, msgs, 1)
+			assert.Equal(t, !tc.grant, msgs[0].Reject)
+		})
+	}
+}
+
+func TestLeaderCompleteness_5_4_StaleLogCannotWin(t *testing.T) {
+	// 1 and 2 hold entry 2 of term 2 (committed by them), 3 missed it: 3
+	// cannot become leader, so the committed entry survives.
+	ents := []Entry{{Index: 2, Term: 2}}
+	c1 := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 2}), withoutPreVote())
+	c2 := newTestCore(t, 2, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 2}), withoutPreVote())
+	c3 := newTestCore(t, 3, []uint64{1, 2, 3}, withHardState(HardState{Term: 2, Commit: 1}), withoutPreVote())
+	n := newCoreNet(t, c1, c2, c3)
+	for i := 0; i < 5; i++ {
+		n.tickUntil(3, func() bool { return c3.role == Candidate })
+		n.stabilize()
+		assert.NotEqual(t, Leader, c3.role)
+	}
+	// Someone up to date wins and keeps entry 2.
+	n.elect(1)
+	assert.Equal(t, uint64(2), c3.log.entry(2).Term)
+}
+
+func TestLogMatching_5_3_RejectOnMismatchWithHint(t *testing.T) {
+	// Follower: [1:1, 2:2, 3:2, 4:2]; leader sends prev (5, 3): the follower
+	// is short, and hints at its last entry with term <= 3.
+	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}, {Index: 4, Term: 2}}
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 1}))
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 3, Index: 5, LogTerm: 3})
+	msgs := c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
+	assert.True(t, msgs[0].Reject)
+	assert.Equal(t, uint64(4), msgs[0].HintIndex)
+	assert.Equal(t, uint64(2), msgs[0].HintTerm)
+
+	// prev (4, 3) mismatches at index 4 (term 2): same hint.
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 3, Index: 4, LogTerm: 3})
+	msgs = c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
+	assert.True(t, msgs[0].Reject)
+	assert.Equal(t, uint64(4), msgs[0].HintIndex)
+}
+
+func TestLogMatching_5_3_LeaderSkipsWholeTerm(t *testing.T) {
+	// The leader's log has many entries of term 3 the follower lacks; the
+	// follower holds term-2 entries. One rejection moves next past all of
+	// term 3, instead of one index per round trip.
+	leaderEnts := []Entry{{Index: 2, Term: 2}}
+	for i := uint64(3); i <= 50; i++ {
+		leaderEnts = append(leaderEnts, Entry{Index: i, Term: 3})
+	}
+	followerEnts := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}, {Index: 4, Term: 2}}
+	l := newTestCore(t, 1, []uint64{1, 2}, withEntries(leaderEnts...), withHardState(HardState{Term: 3, Commit: 1}), withoutPreVote())
+	f := newTestCore(t, 2, []uint64{1, 2}, withEntries(followerEnts...), withHardState(HardState{Term: 3, Commit: 1}), withoutPreVote())
+	n := newCoreNet(t, l, f)
+	rejections := 0
+	n.drop = func(m Message) bool {
+		if m.Type == MsgAppendResp && m.Reject {
+			rejections++
+		}
+		return false
+	}
+	n.elect(1)
+	assert.LessOrEqual(t, rejections, 2)
+	require.Equal(t, l.log.lastIndex(), f.log.lastIndex())
+	for i := uint64(2); i <= l.log.lastIndex(); i++ {
+		assert.Equal(t, l.log.entry(i).Term, f.log.entry(i).Term, "index %d", i)
+	}
+}
+
+func TestLogMatching_5_3_TruncateOnlyOnConflict(t *testing.T) {
+	// Follower: [1:1, 2:2, 3:2, 4:3]. A stale append that carries entries 2-3
+	// (already held) must not truncate entry 4.
+	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}, {Index: 4, Term: 3}}
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 1}))
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 3, Index: 1, LogTerm: 1, Entries: ents[:2]})
+	assert.Equal(t, uint64(4), c.log.lastIndex(), "a duplicated append must not truncate")
+	msgs := c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
+	assert.False(t, msgs[0].Reject)
+	assert.Equal(t, uint64(3), msgs[0].Index, "acknowledges only what the message covered")
+
+	// A real conflict at index 3 truncates 3 and 4.
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 4, Index: 2, LogTerm: 2, Entries: []Entry{{Index: 3, Term: 4}}})
+	assert.Equal(t, uint64(3), c.log.lastIndex())
+	assert.Equal(t, uint64(4), c.log.entry(3).Term)
+}
+
+func TestLogMatching_5_3_StaleAppendBelowCommit(t *testing.T) {
+	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}}
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 3}))
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1})
+	msgs := c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
+	assert.False(t, msgs[0].Reject)
+	assert.Equal(t, uint64(3), msgs[0].Index)
+}
+
+func TestCommit_5_4_2_Figure8(t *testing.T) {
+	// The leader of term 4 holds entry 2 of term 2 that no quorum had. Once
+	// a follower stores entry 2, a quorum holds it, yet it must not commit by
+	// counting: only the leader's own term-4 no-op commits it (Figure 8).
+	ents := []Entry{{Index: 2, Term: 2}}
+	l := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 1}), withoutPreVote())
+	f := newTestCore(t, 2, []uint64{1, 2, 3}, withHardState(HardState{Term: 3, Commit: 1}), withoutPreVote())
+	n := newCoreNet(t, l, f)
+	// Deliver everything but the followers' acknowledgments of the no-op.
+	n.drop = func(m Message) bool { return m.Type == MsgAppendResp && m.Index >= 3 }
+	n.elect(1)
+	require.Equal(t, Leader, l.role)
+	require.Equal(t, uint64(4), l.term)
+	require.GreaterOrEqual(t, f.log.lastIndex(), uint64(2))
+	assert.Equal(t, uint64(1), l.log.committed, "entry 2 (term 2) is on a quorum but must not commit by counting")
+
+	n.drop = nil
+	l.tick() // heartbeat: the follower answers, the leader resends
+	n.stabilize()
+	assert.Equal(t, uint64(3), l.log.committed, "the no-op of term 4 commits, and entry 2 with it")
+}
+
+func TestCommit_5_3_NeverGoesBackwards(t *testing.T) {
+	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}}
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 3}))
+	c.step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 2, Commit: 1})
+	assert.Equal(t, uint64(3), c.log.committed)
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 2, Index: 3, LogTerm: 2, Commit: 2})
+	assert.Equal(t, uint64(3), c.log.committed)
+}
+
+func TestCommit_10_2_1_LeaderCountsItselfOnlyAfterPersisting(t *testing.T) {
+	c := newTestCore(t, 1, []uint64{1})
+	for c.role != Leader {
+		c.tick()
+	}
+	rd := c.ready(HardState{})
+	require.NotEmpty(t, rd.entries)
+	assert.Equal(t, uint64(1), c.log.committed, "a one-node leader must not commit before its own write")
+	last := rd.entries[len(rd.entries)-1]
+	c.persisted(last.Index, last.Term)
+	assert.Equal(t, last.Index, c.log.committed)
+}
+
+func TestReplication_ProposalsBatchIntoOneAppend(t *testing.T) {
+	l := newTestCore(t, 1, []uint64{1, 2, 3})
+	n := newCoreNet(t, l, newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3}))
+	n.elect(1)
+	for i := 0; i < 10; i++ {
+		_, _, err := l.propose(cmd("x"))
+		require.NoError(t, err)
+	}
+	appends := msgsOf(n.collect(1), MsgAppend)
+	require.Len(t, appends, 2, "one append per follower")
+	assert.Len(t, appends[0].Entries, 10)
+}
+
+func TestReplication_PipelineBoundedByInflight(t *testing.T) {
+	l := newTestCore(t, 1, []uint64{1, 2})
+	n := newCoreNet(t, l, newTestCore(t, 2, []uint64{1, 2}))
+	n.elect(1)
+	sent := 0
+	for i := 0; i < 20; i++ {
+		_, _, err := l.propose(cmd("x"))
+		require.NoError(t, err)
+		sent += len(msgsOf(n.collect(1), MsgAppend)) // never delivered
+	}
+	assert.Equal(t, l.maxInflight, sent, "appends beyond the inflight window wait")
+}
+
+func TestReplication_FollowerCatchesUp(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.To == 3 || m.From == 3 }
+	for i := 0; i < 500; i++ {
+		_, _, err := c1.propose(cmd("x"))
+		require.NoError(t, err)
+		n.stabilize()
+	}
+	assert.Less(t, c3.log.lastIndex(), uint64(10))
+	n.drop = nil
+	for i := 0; i < 50 && c3.log.lastIndex() < c1.log.lastIndex(); i++ {
+		c1.tick()
+		n.stabilize()
+	}
+	assert.Equal(t, c1.log.lastIndex(), c3.log.lastIndex())
+	assert.Equal(t, c1.log.committed, c3.log.committed)
+}
+
+func TestReplication_UncommittedBound(t *testing.T) {
+	c := newTestCore(t, 1, []uint64{1, 2, 3})
+	c.maxUncommittedEnts = 5
+	n := newCoreNet(t, c, newTestCore(t, 2, []uint64{1, 2, 3}))
+	n.elect(1)
+	n.drop = func(Message) bool { return true } // nothing commits from here on
+	var err error
+	for i := 0; i < 10 && err == nil; i++ {
+		_, _, err = c.propose(cmd("x"))
+	}
+	assert.ErrorIs(t, err, ErrBusy)
+}
+
+func TestProposeOnFollowerIsNotLeader(t *testing.T) {
+	c1, c2 := newTestCore(t, 1, []uint64{1, 2}), newTestCore(t, 2, []uint64{1, 2})
+	n := newCoreNet(t, c1, c2)
+	n.elect(1)
+	_, _, err := c2.propose(cmd("x"))
+	var nle *NotLeaderError
+	require.ErrorAs(t, err, &nle)
+	assert.Equal(t, uint64(1), nle.Leader)
+	assert.ErrorIs(t, err, ErrNotLeader)
+}
+
+func TestPreVote_9_6_PartitionedNodeKeepsTerm(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	term := c1.term
+	n.drop = func(m Message) bool { return m.To == 3 || m.From == 3 }
+	for i := 0; i < 200; i++ {
+		c3.tick()
+		n.stabilize()
+	}
+	assert.Equal(t, term, c3.term, "pre-candidates do not raise their term")
+	n.drop = nil
+	for i := 0; i < 3; i++ {
+		c1.tick()
+		c3.tick()
+		n.stabilize()
+	}
+	assert.Equal(t, Leader, c1.role, "the healthy leader is not disrupted")
+	assert.Equal(t, term, c1.term)
+	assert.Equal(t, uint64(1), c3.leader)
+}
+
+func TestPreVote_9_6_DisabledRaisesTerm(t *testing.T) {
+	c3 := newTestCore(t, 3, []uint64{1, 2, 3}, withoutPreVote())
+	term := c3.term
+	for i := 0; i < 100; i++ {
+		c3.tick()
+	}
+	assert.Greater(t, c3.term, term, "without PreVote a partitioned node keeps raising its term (the problem PreVote solves)")
+}
+
+func TestCheckQuorum_6_2_LeaderStepsDownWithoutQuorum(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.From == 1 || m.To == 1 }
+	for i := 0; i < 2*c1.electionTicks && c1.role == Leader; i++ {
+		c1.tick()
+		n.stabilize()
+	}
+	assert.Equal(t, Follower, c1.role)
+}
+
+func TestCheckQuorum_6_2_NoStepDownWithQuorum(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.From == 3 || m.To == 3 }
+	for i := 0; i < 5*c1.electionTicks; i++ {
+		c1.tick()
+		n.stabilize()
+	}
+	assert.Equal(t, Leader, c1.role)
+}
+
+func TestCheckQuorum_4_2_3_FollowerInLeaseIgnoresVotes(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	term := c2.term
+	c2.step(Message{Type: MsgVote, From: 3, To: 2, Term: term + 1, Index: 100, LogTerm: 100})
+	assert.Equal(t, term, c2.term, "a follower that just heard from the leader ignores the candidate")
+	assert.Empty(t, msgsOf(n.collect(2), MsgVoteResp))
+
+	// A transfer-initiated election is heard despite the lease.
+	c2.step(Message{Type: MsgVote, From: 3, To: 2, Term: term + 1, Index: 100, LogTerm: 100, Context: campaignTransfer})
+	assert.Equal(t, term+1, c2.term)
+}
+
+func TestReadIndex_6_4_WaitsForNoopCommit(t *testing.T) {
+	c1, c2 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2)
+	n.drop = func(m Message) bool { return m.Type == MsgAppendResp } // the no-op cannot commit
+	n.elect(1)
+	c1.readIndex(7)
+	n.stabilize()
+	assert.Empty(t, n.reads[1], "no read index before the leader commits an entry of its term")
+	n.drop = nil
+	c1.tick()
+	n.stabilize()
+	require.Len(t, n.reads[1], 1)
+	assert.Equal(t, uint64(7), n.reads[1][0].id)
+	assert.Equal(t, c1.log.committed, n.reads[1][0].index)
+}
+
+func TestReadIndex_6_4_NeedsQuorumConfirmation(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.Type == MsgHeartbeatResp }
+	c1.readIndex(1)
+	c1.readIndex(2)
+	msgs := n.collect(1)
+	assert.Len(t, msgsOf(msgs, MsgHeartbeat), 2, "two reads share one heartbeat round")
+	n.stabilize()
+	assert.Empty(t, n.reads[1], "unconfirmed leadership serves no read")
+	n.drop = nil
+	c1.tick()
+	n.stabilize()
+	require.Len(t, n.reads[1], 2)
+	for _, r := range n.reads[1] {
+		assert.NoError(t, r.err)
+	}
+}
+
+func TestReadIndex_6_4_1_FollowerAsksLeader(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	_, _, err := c1.propose(cmd("x"))
+	require.NoError(t, err)
+	n.stabilize()
+	c2.readIndex(9)
+	n.stabilize()
+	require.Len(t, n.reads[2], 1)
+	assert.Equal(t, uint64(9), n.reads[2][0].id)
+	assert.Equal(t, c1.log.committed, n.reads[2][0].index)
+}
+
+func TestReadIndex_LeaderChangeFailsPendingReads(t *testing.T) {
+	c1 := newTestCore(t, 1, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3}))
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.Type == MsgHeartbeatResp }
+	c1.readIndex(1)
+	n.stabilize()
+	c1.step(Message{Type: MsgAppend, From: 2, To: 1, Term: c1.term + 1, Index: 0})
+	n.collect(1)
+	require.Len(t, n.reads[1], 1)
+	assert.ErrorIs(t, n.reads[1][0].err, ErrLeadershipLost)
+}
+
+func TestStorageRecovery_RejectsImpossibleLog(t *testing.T) {
+	_, err := newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1,
+		hardState: HardState{Term: 1}, entries: []Entry{{Index: 1, Term: 1}, {Index: 3, Term: 1}}})
+	assert.ErrorIs(t, err, ErrCorrupt)
+	_, err = newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1,
+		hardState: HardState{Term: 1}, entries: []Entry{{Index: 1, Term: 2}}})
+	assert.ErrorIs(t, err, ErrCorrupt, "a stored term below the last entry's term is impossible")
+}
