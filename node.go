@@ -301,7 +301,7 @@ func (n *Node) Close() error {
 		n.loopWG.Wait()
 		n.applierWG.Wait()
 		n.transport.Detach()
-		n.failEverything(ErrClosed)
+		n.failApplyQueue()
 		n.logger.Info("node closed")
 	})
 	return nil
@@ -317,12 +317,7 @@ func (n *Node) usable() error {
 	}
 }
 
-func (n *Node) stopErr() error {
-	if e := n.fatal.Load(); e != nil {
-		return fmt.Errorf("%w: %w", ErrStopped, *e)
-	}
-	return ErrClosed
-}
+func (n *Node) stopErr() error { return n.stopErrFor(ErrClosed) }
 
 // call runs f on the event loop and waits for it.
 func (n *Node) call(ctx context.Context, f func()) error {
@@ -347,7 +342,10 @@ func (n *Node) call(ctx context.Context, f func()) error {
 // run is the event loop.
 func (n *Node) run() {
 	defer n.loopWG.Done()
-	defer close(n.stopped)
+	defer func() {
+		close(n.stopped)
+		n.failPending()
+	}()
 	ticker := time.NewTicker(n.tick)
 	defer ticker.Stop()
 	for {
@@ -598,12 +596,19 @@ func (n *Node) runApplier() {
 	}
 }
 
-// failEverything ends every call still waiting, once both goroutines have
-// stopped.
-func (n *Node) failEverything(err error) {
+// stopErrFor is the error for calls cut short by a stop: err, or
+// ErrStopped with the fatal error that stopped the node.
+func (n *Node) stopErrFor(err error) error {
 	if e := n.fatal.Load(); e != nil {
-		err = fmt.Errorf("%w: %w", ErrStopped, *e)
+		return fmt.Errorf("%w: %w", ErrStopped, *e)
 	}
+	return err
+}
+
+// failPending ends the calls the event loop was tracking; it runs as the
+// loop exits, for a Close or a fatal error.
+func (n *Node) failPending() {
+	err := n.stopErrFor(ErrClosed)
 	for _, p := range n.pendingProps {
 		p.finish(nil, err)
 	}
@@ -611,7 +616,24 @@ func (n *Node) failEverything(err error) {
 	for _, r := range n.reads {
 		r.finish(err)
 	}
-	n.reads = nil
+	clear(n.reads)
+	n.inboxMu.Lock()
+	props, reads := n.inProps, n.inReads
+	n.inProps, n.inReads, n.inCalls, n.inMsgs = nil, nil, nil, nil
+	n.inboxMu.Unlock()
+	for _, p := range props {
+		p.appendErr = err
+		close(p.appended)
+	}
+	for _, r := range reads {
+		r.finish(err)
+	}
+}
+
+// failApplyQueue ends the calls handed to the applier but not reached,
+// once it has stopped.
+func (n *Node) failApplyQueue() {
+	err := n.stopErrFor(ErrClosed)
 	for {
 		select {
 		case b := <-n.applyCh:
@@ -622,17 +644,6 @@ func (n *Node) failEverything(err error) {
 				r.finish(err)
 			}
 		default:
-			n.inboxMu.Lock()
-			props, reads := n.inProps, n.inReads
-			n.inProps, n.inReads, n.inCalls, n.inMsgs = nil, nil, nil, nil
-			n.inboxMu.Unlock()
-			for _, p := range props {
-				p.appendErr = err
-				close(p.appended)
-			}
-			for _, r := range reads {
-				r.finish(err)
-			}
 			return
 		}
 	}

@@ -1,0 +1,213 @@
+package raft
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+)
+
+// recordingSM is a StateMachine that records what it applies; Apply
+// returns the entry's index, so a test can tell which entry a result is for.
+type recordingSM struct {
+	mu      sync.Mutex
+	applied []Entry
+}
+
+func (s *recordingSM) Apply(e Entry) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.applied); n > 0 && s.applied[n-1].Index >= e.Index {
+		panic(fmt.Sprintf("entry %d applied after %d", e.Index, s.applied[n-1].Index))
+	}
+	s.applied = append(s.applied, e)
+	return e.Index
+}
+
+func (s *recordingSM) Snapshot() (Snapshot, error) { return nil, fmt.Errorf("not supported") }
+func (s *recordingSM) Restore(io.Reader) error     { return fmt.Errorf("not supported") }
+
+func (s *recordingSM) entries() []Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.applied)
+}
+
+// testCluster runs Nodes over an InmemNetwork.
+type testCluster struct {
+	t        *testing.T
+	net      *InmemNetwork
+	ids      []uint64
+	nodes    map[uint64]*Node
+	storages map[uint64]*MemoryStorage
+	sms      map[uint64]*recordingSM
+	cfg      func(id uint64) Config
+}
+
+// fastConfig uses short timeouts so that tests run quickly.
+func fastConfig(t *testing.T, id uint64, members []Member) Config {
+	return Config{
+		ID:                id,
+		InitialMembers:    members,
+		ElectionTimeout:   100 * time.Millisecond,
+		HeartbeatInterval: 10 * time.Millisecond,
+		Seed:              int64(id),
+		Logger:            zaptest.NewLogger(t).Named(fmt.Sprint(id)),
+	}
+}
+
+func newTestCluster(t *testing.T, n int, opts ...InmemOption) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, net: NewInmemNetwork(opts...), nodes: map[uint64]*Node{}, storages: map[uint64]*MemoryStorage{}, sms: map[uint64]*recordingSM{}}
+	var members []Member
+	for i := 1; i <= n; i++ {
+		c.ids = append(c.ids, uint64(i))
+		members = append(members, Member{ID: uint64(i)})
+	}
+	c.cfg = func(id uint64) Config { return fastConfig(t, id, members) }
+	for _, id := range c.ids {
+		c.storages[id] = NewMemoryStorage()
+		c.start(id)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+// start (re)starts node id on its storage, with a fresh state machine.
+func (c *testCluster) start(id uint64) {
+	c.t.Helper()
+	c.sms[id] = &recordingSM{}
+	n, err := NewNode(c.cfg(id), c.sms[id], c.storages[id], c.net.Transport(id))
+	require.NoError(c.t, err)
+	c.nodes[id] = n
+}
+
+// stop closes node id, as a crash in which every Save had reached the disk.
+func (c *testCluster) stop(id uint64) {
+	require.NoError(c.t, c.nodes[id].Close())
+	delete(c.nodes, id)
+}
+
+func (c *testCluster) close() {
+	for id := range c.nodes {
+		c.stop(id)
+	}
+	c.net.Close()
+}
+
+// waitLeader waits for a leader that every running node in among agrees on.
+func (c *testCluster) waitLeader(among ...uint64) uint64 {
+	c.t.Helper()
+	if len(among) == 0 {
+		among = c.running()
+	}
+	var leader uint64
+	require.Eventually(c.t, func() bool {
+		leader = 0
+		for _, id := range among {
+			s := c.nodes[id].Status()
+			if s.Role == Leader {
+				leader = id
+			}
+		}
+		if leader == 0 {
+			return false
+		}
+		term := c.nodes[leader].Status().Term
+		for _, id := range among {
+			if s := c.nodes[id].Status(); s.Leader != leader || s.Term != term {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 2*time.Millisecond, "no agreed leader among %v: %s", among, lazyStatuses{c})
+	return leader
+}
+
+func (c *testCluster) running() []uint64 {
+	var ids []uint64
+	for _, id := range c.ids {
+		if c.nodes[id] != nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// propose proposes on whichever node leads, retrying on leader changes.
+func (c *testCluster) propose(data string) uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		leader := c.waitLeader()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		res, err := c.nodes[leader].Propose(ctx, []byte(data))
+		cancel()
+		if err == nil {
+			return res.(uint64)
+		}
+	}
+	c.t.Fatalf("could not commit %q", data)
+	return 0
+}
+
+// waitApplied waits until node id has applied through index.
+func (c *testCluster) waitApplied(id, index uint64) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool { return c.nodes[id].Status().AppliedIndex >= index }, 10*time.Second, time.Millisecond,
+		"node %d did not apply %d (status %+v)", id, index, c.nodes[id].Status())
+}
+
+// checkSameHistory asserts that no two state machines applied different
+// entries at the same index (State Machine Safety, Raft §5.4.3).
+func (c *testCluster) checkSameHistory() {
+	c.t.Helper()
+	byIndex := map[uint64]Entry{}
+	for id, sm := range c.sms {
+		for _, e := range sm.entries() {
+			if prev, ok := byIndex[e.Index]; ok {
+				require.Equal(c.t, prev.Term, e.Term, "node %d applied a different entry at %d", id, e.Index)
+				require.Equal(c.t, prev.Data, e.Data, "node %d applied a different entry at %d", id, e.Index)
+			}
+			byIndex[e.Index] = e
+		}
+	}
+}
+
+func (s *MemoryStorage) mustEntries(t *testing.T) []Entry {
+	t.Helper()
+	first, err := s.FirstIndex()
+	require.NoError(t, err)
+	last, err := s.LastIndex()
+	require.NoError(t, err)
+	ents, err := s.Entries(first, last+1)
+	require.NoError(t, err)
+	return ents
+}
+
+// envSeed returns RAFT_SEED, for replaying a randomized test.
+func envSeed() int64 {
+	var s int64
+	fmt.Sscan(os.Getenv("RAFT_SEED"), &s)
+	return s
+}
+
+// lazyStatuses prints every running node's status when formatted.
+type lazyStatuses struct{ c *testCluster }
+
+func (l lazyStatuses) String() string {
+	var b strings.Builder
+	for _, id := range l.c.running() {
+		s := l.c.nodes[id].Status()
+		fmt.Fprintf(&b, "\n  node %d: %s term %d leader %d commit %d applied %d last %d", id, s.Role, s.Term, s.Leader, s.CommitIndex, s.AppliedIndex, s.LastIndex)
+	}
+	return b.String()
+}
