@@ -117,10 +117,14 @@ func (s *MemoryStorage) Save(hs HardState, entries []Entry) error {
 				return fmt.Errorf("raft: MemoryStorage.Save: entries are not consecutive at index %d", e.Index)
 			}
 		}
-		// The three-index slice forces a copy when truncating, so that slices
-		// handed out earlier never see their contents overwritten.
-		kept := s.entries[: at-s.first : at-s.first]
-		s.entries = append(kept, entries...)
+		if at <= last {
+			// Truncating: the three-index slice forces a copy, so that slices
+			// handed out earlier never see their contents overwritten.
+			kept := at - s.first
+			s.entries = append(s.entries[:kept:kept], entries...)
+		} else {
+			s.entries = append(s.entries, entries...)
+		}
 	}
 	s.hs = hs
 	s.saves++

@@ -1,0 +1,124 @@
+package raft
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Benchmarks of the whole node: 3 voters in one process over the in-memory
+// network, each on its own MemoryStorage, commands of 128 bytes applied to a
+// state machine that does nothing. Each reports ops/s and the p50/p99 latency
+// of Propose (from the call to the Apply result). Run with
+//
+//	go test -run '^$' -bench BenchmarkCluster -benchtime 200000x -count 5
+//
+// and compare medians (docs/benchmarks.md).
+
+type discardSM struct{}
+
+func (discardSM) Apply(Entry) any             { return nil }
+func (discardSM) Snapshot() (Snapshot, error) { return nil, errors.New("no snapshots") }
+func (discardSM) Restore(r io.Reader) error   { return errors.New("no snapshots") }
+
+// benchCluster starts three nodes and returns the leader.
+func benchCluster(b *testing.B) (*Node, func()) {
+	b.Helper()
+	nw := NewInmemNetwork()
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	var nodes []*Node
+	for _, m := range members {
+		n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
+			discardSM{}, NewMemoryStorage(), nw.Transport(m.ID))
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	stop := func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+		nw.Close()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n.Status().Role == Leader {
+				// Wait for the no-op so the first proposals do not pay for the election.
+				if err := n.LinearizableRead(context.Background()); err == nil {
+					return n, stop
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	b.Fatal("no leader")
+	return nil, nil
+}
+
+func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
+	slices.Sort(lat)
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+func BenchmarkCluster_64Proposers(b *testing.B) {
+	leader, stop := benchCluster(b)
+	defer stop()
+	cmd := make([]byte, 128)
+	const proposers = 64
+	var next atomic.Int64
+	lat := make([]time.Duration, b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < proposers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				if _, err := leader.Propose(context.Background(), cmd); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportLatency(b, lat, elapsed)
+}
+
+func BenchmarkCluster_SequentialProposer(b *testing.B) {
+	leader, stop := benchCluster(b)
+	defer stop()
+	cmd := make([]byte, 128)
+	lat := make([]time.Duration, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := leader.Propose(context.Background(), cmd); err != nil {
+			b.Fatal(err)
+		}
+		lat[i] = time.Since(t0)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportLatency(b, lat, elapsed)
+}
