@@ -154,6 +154,13 @@ func (c *core) tickLeader() {
 			pr.recentActive = false
 		}
 	}
+	if c.transferTarget != 0 {
+		c.transferElapsed++
+		if c.transferElapsed >= c.electionTicks {
+			c.logger.Warn("leadership transfer abandoned", zap.Uint64("to", c.transferTarget))
+			c.transferTarget = 0
+		}
+	}
 	if c.heartbeatElapsed >= c.heartbeatTicks {
 		c.heartbeatElapsed = 0
 		c.broadcastHeartbeat(c.reads.seq)

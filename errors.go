@@ -27,6 +27,8 @@ var (
 	ErrBusy = errors.New("raft: too many uncommitted proposals")
 	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
 	ErrInvalidConfig = errors.New("raft: invalid config")
+	// ErrNotSupported: the feature is not available in this version.
+	ErrNotSupported = errors.New("raft: not supported")
 	// ErrStopped: the node stopped itself after a fatal error (for instance a
 	// failed write to storage); Status().Err says which.
 	ErrStopped = errors.New("raft: node stopped after a fatal error")

@@ -39,6 +39,7 @@ type Node struct {
 	leaderTerm   uint64
 	configIndex  uint64
 	electionTick int
+	watchers     []func() bool // run after each loop iteration; done when they return true
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
@@ -292,6 +293,16 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// Snapshot is meant to take a snapshot of the state machine and compact the
+// log now. Snapshots and log compaction are not built yet: it returns an
+// error wrapping ErrNotSupported, and the log grows without bound.
+func (n *Node) Snapshot(ctx context.Context) error {
+	if err := n.usable(); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: snapshots and log compaction are not implemented yet", ErrNotSupported)
+}
+
 // Close stops the node: its goroutines end, pending calls fail with
 // ErrClosed, and the Transport is detached. It neither closes the Storage nor
 // the Transport, which belong to their creator. Close is idempotent.
@@ -423,7 +434,6 @@ func (n *Node) handleReady() error {
 		if rd.empty() {
 			break
 		}
-		n.noteRoleChange()
 		mustWait := rd.messages
 		if len(rd.entries) > 0 || rd.saveState {
 			// Messages that promise nothing about this node's disk leave now,
@@ -446,12 +456,16 @@ func (n *Node) handleReady() error {
 		}
 		n.handleReads(rd.reads)
 		if len(rd.committed) > 0 {
-			if err := n.sendToApplier(rd.committed); err != nil {
-				return err
-			}
+			n.sendToApplier(rd.committed)
 		}
+		// After the committed proposals left for the applier: the ones
+		// still pending when leadership ends have an unknown fate.
+		n.noteRoleChange()
 	}
 	n.noteRoleChange()
+	if len(n.watchers) > 0 {
+		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
+	}
 	if n.core.configIndex != n.configIndex {
 		n.configIndex = n.core.configIndex
 		n.transport.SetPeers(n.core.members)
@@ -531,7 +545,7 @@ func (n *Node) handleReads(results []readResult) {
 // sendToApplier hands committed entries, with their proposals, to the
 // apply goroutine. A proposal whose index now holds an entry of another term
 // was overwritten by a later leader: it failed.
-func (n *Node) sendToApplier(ents []Entry) error {
+func (n *Node) sendToApplier(ents []Entry) {
 	last := ents[len(ents)-1].Index
 	k := 0
 	for k < len(n.pendingProps) && n.pendingProps[k].Index <= last {
@@ -546,12 +560,10 @@ func (n *Node) sendToApplier(ents []Entry) error {
 	}
 	select {
 	case n.applyCh <- applyBatch{entries: ents, props: props}:
-		return nil
 	case <-n.done:
 		for _, p := range props {
 			p.finish(nil, ErrClosed)
 		}
-		return nil
 	}
 }
 

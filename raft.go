@@ -40,6 +40,9 @@ type core struct {
 	maxInflight        int
 	maxAppendBytes     uint64
 
+	transferTarget  uint64 // leadership transfer in progress to this node
+	transferElapsed int    // ticks since the transfer began
+
 	// Candidate state.
 	votes map[uint64]bool
 
@@ -302,6 +305,7 @@ func (c *core) resetRoleState() {
 	c.pendingBroadcast = false
 	c.uncommittedBytes = 0
 	c.sentCommit = 0
+	c.transferTarget = 0
 	c.resetReads()
 }
 
@@ -404,6 +408,12 @@ func (c *core) flush() {
 		c.sentCommit = c.log.committed
 	}
 	c.startReadRound()
+	if !c.isVoter() && c.configIndex <= c.log.committed {
+		// This leader's removal has committed (the commit index went out
+		// above): it steps down (dissertation §4.2.2).
+		c.logger.Info("removed from the cluster; stepping down", zap.Uint64("term", c.term))
+		c.becomeFollower(c.term, 0)
+	}
 }
 
 // ready collects the outputs since the last call; prev is the HardState the

@@ -70,6 +70,9 @@ func (c *core) propose(data []byte) (index, term uint64, err error) {
 	if c.role != Leader {
 		return 0, 0, c.notLeader()
 	}
+	if c.transferTarget != 0 {
+		return 0, 0, fmt.Errorf("%w: leadership transfer to %d in progress", ErrBusy, c.transferTarget)
+	}
 	if c.log.lastIndex()-c.log.committed >= c.maxUncommittedEnts ||
 		(c.uncommittedBytes > 0 && c.uncommittedBytes+uint64(len(data)) > c.maxUncommittedSize) {
 		return 0, 0, ErrBusy
@@ -270,6 +273,10 @@ func (c *core) handleAppendResp(pr *progress, m Message) {
 		c.maybeCommit()
 	} else if pr.state == probe && m.Index == pr.match && m.Index == pr.next-1 {
 		pr.becomeReplicate()
+	}
+	if m.From == c.transferTarget {
+		c.maybeSendTimeoutNow()
+		return
 	}
 	c.sendAppend(m.From, false)
 }
