@@ -219,24 +219,47 @@ func TestLogMatching_5_3_StaleAppendBelowCommit(t *testing.T) {
 }
 
 func TestCommit_5_4_2_Figure8(t *testing.T) {
+	figure8(t, coreHooks{}, 1)
+}
+
+// TestCommit_5_4_2_Figure8Bites shows that the test above catches a leader
+// that commits an earlier term's entry by counting replicas.
+func TestCommit_5_4_2_Figure8Bites(t *testing.T) {
+	figure8(t, coreHooks{commitPreviousTermByCounting: true}, 2)
+}
+
+// figure8 checks the commit index after entry 2 (term 2) reached a quorum
+// under the leader of term 4, before its no-op did.
+func figure8(t *testing.T, hooks coreHooks, wantCommit uint64) {
 	// The leader of term 4 holds entry 2 of term 2 that no quorum had. Once
 	// a follower stores entry 2, a quorum holds it, yet it must not commit by
 	// counting: only the leader's own term-4 no-op commits it (Figure 8).
 	ents := []Entry{{Index: 2, Term: 2}}
 	l := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 1}), withoutPreVote())
 	f := newTestCore(t, 2, []uint64{1, 2, 3}, withHardState(HardState{Term: 3, Commit: 1}), withoutPreVote())
+	l.hooks = hooks
 	n := newCoreNet(t, l, f)
-	// Deliver everything but the followers' acknowledgments of the no-op.
+	// The follower's acknowledgments of the no-op (index 3) are lost; the
+	// probe that finds entry 2 on it gets through.
 	n.drop = func(m Message) bool { return m.Type == MsgAppendResp && m.Index >= 3 }
 	n.elect(1)
 	require.Equal(t, Leader, l.role)
 	require.Equal(t, uint64(4), l.term)
 	require.GreaterOrEqual(t, f.log.lastIndex(), uint64(2))
-	assert.Equal(t, uint64(1), l.log.committed, "entry 2 (term 2) is on a quorum but must not commit by counting")
+	f.step(Message{Type: MsgAppend, From: 1, To: 2, Term: 4, Index: 1, LogTerm: 1, Entries: []Entry{{Index: 2, Term: 2}}})
+	n.stabilize()
+	assert.Equal(t, wantCommit, l.log.committed, "entry 2 (term 2) is on a quorum but must not commit by counting")
+	if wantCommit != 1 {
+		return
+	}
 
 	n.drop = nil
-	l.tick() // heartbeat: the follower answers, the leader resends
-	n.stabilize()
+	// The lost acknowledgments are made up for within an election timeout
+	// (unanswered appends are retried from the match point).
+	for i := 0; i < l.electionTicks && l.log.committed < 3; i++ {
+		l.tick()
+		n.stabilize()
+	}
 	assert.Equal(t, uint64(3), l.log.committed, "the no-op of term 4 commits, and entry 2 with it")
 }
 

@@ -1,0 +1,105 @@
+// Package compare measures raftkit against two anchor Raft libraries,
+// hashicorp/raft and etcd's raft, on the same workload in the same run, so
+// that the docs can quote ratios instead of absolute numbers measured on a
+// noisy machine. See README.md.
+//
+// It is a separate Go module on purpose: the main module must never depend on
+// the anchor libraries.
+package compare
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// The workload of the main module's BenchmarkCluster_* (bench_test.go): three
+// voters in one process, in memory, commands of cmdSize bytes applied to a
+// state machine that does nothing; either 64 concurrent proposers or one
+// sequential proposer. Latency is measured from the call until the apply
+// result is back on the proposer.
+const (
+	proposers = 64
+	cmdSize   = 128
+)
+
+// proposeFunc proposes one command and returns once its apply result is back.
+// A benchmark makes one per proposing goroutine (before the timer starts), so
+// that a library that needs per-proposer state (the etcd harness) can keep it
+// in the closure.
+type proposeFunc func() error
+
+// checkLeaks fails the benchmark if it leaves goroutines behind. Call it
+// first and defer the result, so that it runs after the cluster is stopped.
+func checkLeaks(b *testing.B) func() {
+	opt := goleak.IgnoreCurrent()
+	return func() { goleak.VerifyNone(b, opt) }
+}
+
+// reportLatency is bench_test.go's reportLatency.
+func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
+	slices.Sort(lat)
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+// runConcurrent is the body of bench_test.go's BenchmarkCluster_64Proposers:
+// 64 goroutines take proposal numbers from a shared counter until b.N
+// proposals are done.
+func runConcurrent(b *testing.B, newProposer func() proposeFunc) {
+	props := make([]proposeFunc, proposers)
+	for i := range props {
+		props[i] = newProposer()
+	}
+	var next atomic.Int64
+	lat := make([]time.Duration, b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < proposers; w++ {
+		wg.Add(1)
+		go func(propose proposeFunc) {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				t0 := time.Now()
+				if err := propose(); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}(props[w])
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportLatency(b, lat, elapsed)
+}
+
+// runSequential is the body of bench_test.go's
+// BenchmarkCluster_SequentialProposer.
+func runSequential(b *testing.B, newProposer func() proposeFunc) {
+	propose := newProposer()
+	lat := make([]time.Duration, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := propose(); err != nil {
+			b.Fatal(err)
+		}
+		lat[i] = time.Since(t0)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	reportLatency(b, lat, elapsed)
+}

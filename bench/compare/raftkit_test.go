@@ -1,0 +1,84 @@
+package compare
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/raftkit/raft"
+)
+
+// raftkit: the same cluster as bench_test.go's benchCluster, through the
+// public API only: InmemNetwork, MemoryStorage, the default Config apart from
+// ElectionTimeout 1s (which is also the default) and a fixed Seed.
+
+type raftkitSM struct{}
+
+func (raftkitSM) Apply(raft.Entry) any                  { return nil }
+func (raftkitSM) Snapshot() (raft.Snapshot, error)      { return nil, errors.New("no snapshots") }
+func (raftkitSM) Restore(io.Reader) error               { return errors.New("no snapshots") }
+
+// raftkitCluster starts three nodes and returns the leader once it has
+// committed an entry of its term, and a function that stops everything.
+func raftkitCluster(tb testing.TB) (*raft.Node, func()) {
+	tb.Helper()
+	nw := raft.NewInmemNetwork()
+	members := []raft.Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	var nodes []*raft.Node
+	stop := func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+		nw.Close()
+	}
+	for _, m := range members {
+		n, err := raft.NewNode(raft.Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
+			raftkitSM{}, raft.NewMemoryStorage(), nw.Transport(m.ID))
+		if err != nil {
+			stop()
+			tb.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n.Status().Role == raft.Leader {
+				// Wait for the no-op so the first proposals do not pay for the election.
+				if err := n.LinearizableRead(context.Background()); err == nil {
+					return n, stop
+				}
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	tb.Fatal("raftkit: no leader")
+	return nil, nil
+}
+
+func raftkitProposer(leader *raft.Node) func() proposeFunc {
+	cmd := make([]byte, cmdSize)
+	return func() proposeFunc {
+		return func() error {
+			_, err := leader.Propose(context.Background(), cmd)
+			return err
+		}
+	}
+}
+
+func BenchmarkRaftkit_64Proposers(b *testing.B) {
+	defer checkLeaks(b)()
+	leader, stop := raftkitCluster(b)
+	defer stop()
+	runConcurrent(b, raftkitProposer(leader))
+}
+
+func BenchmarkRaftkit_Sequential(b *testing.B) {
+	defer checkLeaks(b)()
+	leader, stop := raftkitCluster(b)
+	defer stop()
+	runSequential(b, raftkitProposer(leader))
+}

@@ -1,0 +1,98 @@
+package raft
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestConfigValidate(t *testing.T) {
+	three := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	cases := []struct {
+		name    string
+		cfg     Config
+		wantErr string // substring; "" means valid
+	}{
+		{"minimal", Config{ID: 1}, ""},
+		{"founding node", Config{ID: 1, InitialMembers: three}, ""},
+		{"zero ID", Config{InitialMembers: three}, "ID must be non-zero"},
+		{"negative election timeout", Config{ID: 1, ElectionTimeout: -time.Second}, "ElectionTimeout"},
+		{"negative heartbeat", Config{ID: 1, HeartbeatInterval: -time.Second}, "HeartbeatInterval"},
+		{"heartbeat not shorter than election timeout", Config{ID: 1, ElectionTimeout: time.Second, HeartbeatInterval: time.Second}, "HeartbeatInterval"},
+		{"heartbeat longer than default election timeout", Config{ID: 1, HeartbeatInterval: 2 * time.Second}, "HeartbeatInterval"},
+		{"tiny election timeout", Config{ID: 1, ElectionTimeout: time.Microsecond}, "ElectionTimeout"},
+		{"not among initial members", Config{ID: 4, InitialMembers: three}, "does not include"},
+		{"duplicate member", Config{ID: 1, InitialMembers: []Member{{ID: 1}, {ID: 1}}}, "twice"},
+		{"member with ID 0", Config{ID: 1, InitialMembers: []Member{{ID: 1}, {ID: 0}}}, "ID 0"},
+		{"no voter", Config{ID: 1, InitialMembers: []Member{{ID: 1, Learner: true}}}, "no voter"},
+		{"negative inflight", Config{ID: 1, MaxInflight: -1}, "MaxInflight"},
+		{"negative inbound queue", Config{ID: 1, MaxInboundMessages: -1}, "MaxInboundMessages"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.wantErr == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.ErrorIs(t, err, ErrInvalidConfig)
+			assert.Contains(t, err.Error(), tc.wantErr)
+		})
+	}
+}
+
+func TestNewNodeRejectsInvalidInput(t *testing.T) {
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	_, err := NewNode(Config{}, &recordingSM{}, NewMemoryStorage(), nw.Transport(1))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewNode(Config{ID: 1}, nil, NewMemoryStorage(), nw.Transport(1))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewNode(Config{ID: 1}, &recordingSM{}, nil, nw.Transport(1))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	_, err = NewNode(Config{ID: 1}, &recordingSM{}, NewMemoryStorage(), nil)
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+func TestNewNodeRejectsCorruptStorage(t *testing.T) {
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	s := NewMemoryStorage()
+	// A configuration entry that does not decode.
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 1}, []Entry{{Index: 1, Term: 1, Type: EntryConfChange, Data: []byte{9, 9}}}))
+	_, err := NewNode(Config{ID: 1}, &recordingSM{}, s, nw.Transport(1))
+	assert.ErrorIs(t, err, ErrCorrupt)
+}
+
+func TestConfigDefaultsAndTicks(t *testing.T) {
+	cfg := Config{ID: 1}.withDefaults()
+	assert.Equal(t, time.Second, cfg.ElectionTimeout)
+	assert.Equal(t, 100*time.Millisecond, cfg.HeartbeatInterval)
+	tick, election, heartbeat := cfg.ticks()
+	assert.Equal(t, 100*time.Millisecond, tick)
+	assert.Equal(t, 10, election)
+	assert.Equal(t, 1, heartbeat)
+
+	cfg = Config{ID: 1, ElectionTimeout: time.Second, HeartbeatInterval: 300 * time.Millisecond}.withDefaults()
+	tick, election, heartbeat = cfg.ticks()
+	assert.Equal(t, 100*time.Millisecond, tick, "ten ticks per election timeout at least")
+	assert.Equal(t, 10, election)
+	assert.Equal(t, 3, heartbeat)
+}
+
+func TestMembersEncoding(t *testing.T) {
+	members := []Member{{ID: 1, Addr: "a:1"}, {ID: 1 << 60, Learner: true}, {ID: 7, Addr: ""}}
+	got, err := decodeMembers(encodeMembers(members))
+	require.NoError(t, err)
+	assert.Equal(t, members, got)
+	enc := encodeMembers(members)
+	for i := 0; i < len(enc); i++ {
+		_, err := decodeMembers(enc[:i])
+		assert.ErrorIs(t, err, ErrCorrupt, "truncated at %d", i)
+	}
+	_, err = decodeMembers(append(enc, 0))
+	assert.ErrorIs(t, err, ErrCorrupt)
+}

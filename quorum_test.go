@@ -1,0 +1,48 @@
+package raft
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestQuorumMajorityCommitted(t *testing.T) {
+	cases := []struct {
+		voters majority
+		acks   map[uint64]uint64
+		want   uint64
+	}{
+		{majority{1}, map[uint64]uint64{1: 5}, 5},
+		{majority{1, 2, 3}, map[uint64]uint64{1: 5, 2: 3, 3: 1}, 3},
+		{majority{1, 2, 3}, map[uint64]uint64{1: 5}, 0},
+		{majority{1, 2, 3, 4}, map[uint64]uint64{1: 9, 2: 8, 3: 7, 4: 1}, 7},
+		{majority{1, 2, 3, 4, 5}, map[uint64]uint64{1: 9, 2: 8, 3: 1, 4: 1, 5: 7}, 7},
+		{majority{}, map[uint64]uint64{}, 0},
+	}
+	for _, tc := range cases {
+		got := tc.voters.committed(func(id uint64) uint64 { return tc.acks[id] })
+		assert.Equal(t, tc.want, got, "voters %v acks %v", tc.voters, tc.acks)
+	}
+}
+
+func TestQuorumMajorityVote(t *testing.T) {
+	q := majority{1, 2, 3, 4, 5}
+	assert.Equal(t, votePending, q.vote(map[uint64]bool{1: true, 2: true}))
+	assert.Equal(t, voteWon, q.vote(map[uint64]bool{1: true, 2: true, 3: true}))
+	assert.Equal(t, voteLost, q.vote(map[uint64]bool{1: true, 2: false, 3: false, 4: false}))
+	assert.Equal(t, votePending, q.vote(map[uint64]bool{1: true, 9: true, 8: true}), "non-voters do not count")
+}
+
+func TestQuorumJoint_4_3(t *testing.T) {
+	q := joint{majority{1, 2, 3}, majority{3, 4, 5}}
+	acks := map[uint64]uint64{1: 9, 2: 9, 3: 2, 4: 5, 5: 5}
+	assert.Equal(t, uint64(5), q.committed(func(id uint64) uint64 { return acks[id] }), "needs both majorities")
+	assert.Equal(t, votePending, q.vote(map[uint64]bool{1: true, 2: true}))
+	assert.Equal(t, voteWon, q.vote(map[uint64]bool{1: true, 2: true, 4: true, 5: true}))
+	assert.Equal(t, voteLost, q.vote(map[uint64]bool{4: false, 5: false}))
+	assert.True(t, q.contains(5))
+	assert.False(t, q.contains(6))
+	// A joint config with an empty second half is the first half.
+	single := joint{majority{1, 2, 3}, nil}
+	assert.Equal(t, voteWon, single.vote(map[uint64]bool{1: true, 2: true}))
+}

@@ -1,0 +1,44 @@
+package raft
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMemoryStorage(t *testing.T) {
+	s := NewMemoryStorage()
+	hs, err := s.InitialState()
+	require.NoError(t, err)
+	assert.Zero(t, hs)
+	first, _ := s.FirstIndex()
+	last, _ := s.LastIndex()
+	assert.Equal(t, uint64(1), first)
+	assert.Equal(t, uint64(0), last)
+
+	ents := []Entry{{Index: 1, Term: 1}, {Index: 2, Term: 1}, {Index: 3, Term: 2}}
+	require.NoError(t, s.Save(HardState{Term: 2, Vote: 1, Commit: 2}, ents))
+	got, err := s.Entries(1, 4)
+	require.NoError(t, err)
+	assert.Equal(t, ents, got)
+	hs, _ = s.InitialState()
+	assert.Equal(t, HardState{Term: 2, Vote: 1, Commit: 2}, hs)
+
+	// Replacing a suffix truncates it and leaves earlier slices intact.
+	require.NoError(t, s.Save(HardState{Term: 3}, []Entry{{Index: 2, Term: 3}}))
+	last, _ = s.LastIndex()
+	assert.Equal(t, uint64(2), last)
+	assert.Equal(t, uint64(1), got[1].Term, "a slice returned earlier does not change")
+	now, err := s.Entries(1, 3)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), now[1].Term)
+
+	// Bad input is an error, not a panic.
+	assert.Error(t, s.Save(HardState{}, []Entry{{Index: 5, Term: 3}}), "gap")
+	assert.Error(t, s.Save(HardState{}, []Entry{{Index: 3, Term: 3}, {Index: 5, Term: 3}}), "not consecutive")
+	_, err = s.Entries(0, 2)
+	assert.Error(t, err)
+	_, err = s.Entries(2, 9)
+	assert.Error(t, err)
+}
