@@ -181,6 +181,10 @@ func (c *core) sendAppend(id uint64, sendEmpty bool) {
 
 // handleAppend is the follower's side of AppendEntries (Raft §5.3).
 func (c *core) handleAppend(m Message) {
+	if err := checkAppend(m); err != nil {
+		c.logger.Warn("dropping malformed append", zap.Uint64("from", m.From), zap.Error(err))
+		return
+	}
 	if m.Index < c.log.committed {
 		// Everything up to our commit index already matches the leader's
 		// log (Leader Completeness); a stale or duplicated message must not
@@ -203,13 +207,38 @@ func (c *core) handleAppend(m Message) {
 			continue
 		}
 		if e.Index <= c.log.committed {
-			panic(fmt.Sprintf("raft: entry %d (term %d) conflicts with a committed entry (term %d)", e.Index, e.Term, t))
+			// Impossible from a correct leader (Leader Completeness, §5.4):
+			// refuse to overwrite a committed entry rather than lose it.
+			c.logger.Error("append conflicts with a committed entry; dropped", zap.Uint64("from", m.From),
+				zap.Uint64("index", e.Index), zap.Uint64("term", e.Term), zap.Uint64("committedTerm", t))
+			return
 		}
 		c.truncateAndAppend(m.Entries[i:])
 		break
 	}
 	c.log.commitTo(min(m.Commit, lastNew))
 	c.send(Message{Type: MsgAppendResp, To: m.From, Index: lastNew})
+}
+
+// checkAppend rejects an append that no correct leader sends: entries that
+// do not follow Index, terms that go down or exceed the message's term.
+func checkAppend(m Message) error {
+	prevTerm := m.LogTerm
+	if prevTerm > m.Term {
+		return fmt.Errorf("previous entry's term %d is above the message's term %d", prevTerm, m.Term)
+	}
+	for i, e := range m.Entries {
+		switch {
+		case e.Index != m.Index+1+uint64(i):
+			return fmt.Errorf("entry %d of the message has index %d, want %d", i, e.Index, m.Index+1+uint64(i))
+		case e.Term < prevTerm || e.Term > m.Term:
+			return fmt.Errorf("entry %d has term %d outside [%d, %d]", e.Index, e.Term, prevTerm, m.Term)
+		case e.Type >= entryTypeEnd:
+			return fmt.Errorf("entry %d has unknown type %d", e.Index, e.Type)
+		}
+		prevTerm = e.Term
+	}
+	return nil
 }
 
 // truncateAndAppend writes leader entries into a follower's log and keeps
