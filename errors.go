@@ -12,8 +12,9 @@ var (
 	// A *NotLeaderError carries the known leader and matches ErrNotLeader.
 	ErrNotLeader = errors.New("raft: not the leader")
 	// ErrLeadershipLost: leadership was lost after the proposal was
-	// appended; the proposal may or may not be committed later.
-	ErrLeadershipLost = errors.New("raft: leadership lost; the outcome of the proposal is unknown")
+	// appended, so it may or may not be committed later; or, for a read,
+	// before the leader could confirm it (retry the read).
+	ErrLeadershipLost = errors.New("raft: leadership lost before the operation completed (a proposal's outcome is unknown)")
 	// ErrClosed: the node is closed.
 	ErrClosed = errors.New("raft: node closed")
 	// ErrMembershipChange: another membership change is still in progress.

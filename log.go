@@ -7,12 +7,13 @@ package raft
 // this node's vote in quorums (see core.persisted).
 //
 // Invariant: offset <= committed <= lastIndex(), applying <= committed,
-// offset <= stable <= lastIndex(), and entries[i].Index == offset+1+i.
+// offset <= stable <= handedOff <= lastIndex(), and entries[i].Index == offset+1+i.
 type raftLog struct {
 	offset     uint64  // index of the entry just before entries[0] (0, or the last compacted one)
 	offsetTerm uint64  // term of the entry at offset
 	entries    []Entry // the log after offset
 	stable     uint64  // entries up to here are durable
+	handedOff  uint64  // entries up to here were given to the runtime to persist (>= stable)
 	committed  uint64  // highest index known to be committed
 	applying   uint64  // highest index handed to the state machine
 }
@@ -90,9 +91,8 @@ func (l *raftLog) truncateAndAppend(ents []Entry) {
 		// The three-index slice makes append copy: messages and storage may
 		// still hold slices of the old array, which must not change under them.
 		l.entries = append(l.entries[:kept:kept], ents...)
-		if l.stable >= at {
-			l.stable = at - 1
-		}
+		l.stable = min(l.stable, at-1)
+		l.handedOff = min(l.handedOff, at-1)
 		return
 	}
 	l.entries = append(l.entries, ents...)
@@ -126,12 +126,16 @@ func (l *raftLog) commitTo(i uint64) bool {
 	return false
 }
 
-// unstable returns the entries not yet durable.
-func (l *raftLog) unstable() []Entry {
-	if l.stable >= l.lastIndex() {
+// takeUnstable returns the entries not yet given to the runtime to persist
+// and counts them as given. With a runtime that writes asynchronously they
+// stay unstable (not counted for quorum, not applied) until persisted says so.
+func (l *raftLog) takeUnstable() []Entry {
+	from := max(l.stable, l.handedOff)
+	l.handedOff = l.lastIndex()
+	if from >= l.lastIndex() {
 		return nil
 	}
-	return l.entries[l.stable-l.offset:]
+	return l.entries[from-l.offset:]
 }
 
 // toApply returns the committed entries not yet handed to the state

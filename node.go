@@ -409,17 +409,19 @@ func (n *Node) drainInbox() {
 	}
 }
 
-// retryReads re-asks the leader for read indexes that went unanswered for
-// an election timeout (a message may have been lost), and forgets reads
-// whose callers gave up.
+// retryReads asks again for read indexes that went unanswered for an
+// election timeout (a message may have been lost), and forgets reads whose
+// callers gave up. An answer to the first request after a retry is ignored.
 func (n *Node) retryReads() {
 	for id, r := range n.reads {
 		if r.abandoned.Load() {
 			delete(n.reads, id)
 			continue
 		}
+		// Also on a leader: a read forwarded while this node was a follower
+		// may have been lost before it took office.
 		r.ticks++
-		if r.ticks >= n.electionTick && n.core.role != Leader {
+		if r.ticks >= n.electionTick {
 			r.ticks = 0
 			n.core.readIndex(id)
 		}

@@ -71,6 +71,7 @@ type core struct {
 type coreHooks struct {
 	commitPreviousTermByCounting bool // break Figure 8 (Raft §5.4.2)
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
+	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -126,6 +127,7 @@ func newCore(cfg coreConfig) (*core, error) {
 	}
 	c.log = raftLog{offset: first - 1, entries: cfg.entries}
 	c.log.stable = c.log.lastIndex()
+	c.log.handedOff = c.log.stable
 	hs := cfg.hardState
 	if last := c.log.lastTerm(); hs.Term < last {
 		return nil, fmt.Errorf("%w: stored term %d is below the last entry's term %d", ErrCorrupt, hs.Term, last)
@@ -422,7 +424,7 @@ func (c *core) ready(prev HardState) ready {
 	c.flush()
 	rd := ready{
 		hardState: c.hardState(),
-		entries:   c.log.unstable(),
+		entries:   c.log.takeUnstable(),
 		messages:  c.msgs,
 		committed: c.log.toApply(),
 		reads:     c.reads.results,

@@ -67,15 +67,18 @@ func (c *core) confirmReads() {
 	if len(c.reads.pending) == 0 {
 		return
 	}
-	acked := c.voters.committed(func(id uint64) uint64 {
-		if id == c.id {
-			return c.reads.seq
-		}
-		if pr := c.progress[id]; pr != nil {
-			return pr.readAck
-		}
-		return 0
-	})
+	acked := c.reads.seq
+	if !c.hooks.readWithoutConfirmation {
+		acked = c.voters.committed(func(id uint64) uint64 {
+			if id == c.id {
+				return c.reads.seq
+			}
+			if pr := c.progress[id]; pr != nil {
+				return pr.readAck
+			}
+			return 0
+		})
+	}
 	n := 0
 	for _, r := range c.reads.pending {
 		if r.seq > acked {
