@@ -3,6 +3,7 @@ module github.com/raftkit/raft
 go 1.26
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/golang/mock v1.6.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
