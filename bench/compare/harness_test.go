@@ -35,9 +35,52 @@ type proposeFunc func() error
 
 // checkLeaks fails the benchmark if it leaves goroutines behind. Call it
 // first and defer the result, so that it runs after the cluster is stopped.
-func checkLeaks(b *testing.B) func() {
+func checkLeaks(tb testing.TB) func() {
 	opt := goleak.IgnoreCurrent()
-	return func() { goleak.VerifyNone(b, opt) }
+	return func() { goleak.VerifyNone(tb, opt) }
+}
+
+// TestHarnesses runs a few thousand proposals through each library's harness
+// with 64 proposers and checks that none fails and that the cluster stops
+// without leaking goroutines.
+func TestHarnesses(t *testing.T) {
+	start := map[string]func(testing.TB) (func() proposeFunc, func()){
+		"raftkit": func(tb testing.TB) (func() proposeFunc, func()) {
+			leader, stop := raftkitCluster(tb)
+			return raftkitProposer(leader), stop
+		},
+		"hashicorp": func(tb testing.TB) (func() proposeFunc, func()) {
+			leader, stop := hashicorpCluster(tb)
+			return hashicorpProposer(leader), stop
+		},
+		"etcd": func(tb testing.TB) (func() proposeFunc, func()) {
+			c, leader, stop := etcdStart(tb)
+			return etcdProposer(c, leader), stop
+		},
+	}
+	for name, start := range start {
+		t.Run(name, func(t *testing.T) {
+			defer checkLeaks(t)()
+			newProposer, stop := start(t)
+			defer stop()
+			const total = 3000
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range proposers {
+				wg.Add(1)
+				go func(propose proposeFunc) {
+					defer wg.Done()
+					for next.Add(1) <= total {
+						if err := propose(); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}(newProposer())
+			}
+			wg.Wait()
+		})
+	}
 }
 
 // reportLatency is bench_test.go's reportLatency.

@@ -16,9 +16,9 @@ import (
 
 type raftkitSM struct{}
 
-func (raftkitSM) Apply(raft.Entry) any                  { return nil }
-func (raftkitSM) Snapshot() (raft.Snapshot, error)      { return nil, errors.New("no snapshots") }
-func (raftkitSM) Restore(io.Reader) error               { return errors.New("no snapshots") }
+func (raftkitSM) Apply(raft.Entry) any             { return nil }
+func (raftkitSM) Snapshot() (raft.Snapshot, error) { return nil, errors.New("no snapshots") }
+func (raftkitSM) Restore(io.Reader) error          { return errors.New("no snapshots") }
 
 // raftkitCluster starts three nodes and returns the leader once it has
 // committed an entry of its term, and a function that stops everything.
