@@ -28,6 +28,9 @@ var (
 	ErrBusy = errors.New("raft: too many uncommitted proposals")
 	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
 	ErrInvalidConfig = errors.New("raft: invalid config")
+	// ErrLocked: the FileStorage directory is in use by another process or
+	// another FileStorage in this one.
+	ErrLocked = errors.New("raft: storage directory is locked")
 	// ErrNotSupported: the feature is not available in this version.
 	ErrNotSupported = errors.New("raft: not supported")
 	// ErrStopped: the node stopped itself after a fatal error (for instance a

@@ -528,3 +528,58 @@ func TestRuntime_LeaderSendsBeforeItsOwnWrite(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, []string{"send-noop", "save-noop"}, events[:2])
 }
+
+func TestCluster_FileStorageRestartAllAtOnce(t *testing.T) {
+	c := newTestCluster(t, 3)
+	// Replace the memory storages with FileStorages before anything runs.
+	dirs := map[uint64]string{}
+	fileStores := map[uint64]*FileStorage{}
+	for _, id := range c.ids {
+		c.stop(id)
+	}
+	open := func(id uint64) {
+		s, err := OpenFileStorage(dirs[id])
+		require.NoError(t, err)
+		fileStores[id] = s
+	}
+	startOn := func(id uint64) {
+		c.sms[id] = &recordingSM{}
+		n, err := NewNode(c.cfg(id), c.sms[id], fileStores[id], c.net.Transport(id))
+		require.NoError(t, err)
+		c.nodes[id] = n
+	}
+	for _, id := range c.ids {
+		dirs[id] = t.TempDir()
+		open(id)
+		startOn(id)
+	}
+	defer func() {
+		for _, id := range c.ids {
+			if n := c.nodes[id]; n != nil {
+				c.stop(id)
+			}
+			fileStores[id].Close()
+		}
+	}()
+	var last uint64
+	for i := 0; i < 100; i++ {
+		last = c.propose(fmt.Sprint("durable ", i))
+	}
+	// Stop every node and close every store: only the disk remains.
+	for _, id := range c.ids {
+		c.stop(id)
+		require.NoError(t, fileStores[id].Close())
+	}
+	for _, id := range c.ids {
+		open(id)
+		startOn(id)
+	}
+	c.waitLeader()
+	for _, id := range c.ids {
+		c.waitApplied(id, last)
+		ents := c.sms[id].entries()
+		require.Len(t, ents, 100, "node %d re-applied every committed command", id)
+		assert.Equal(t, "durable 99", string(ents[99].Data))
+	}
+	c.checkSameHistory()
+}

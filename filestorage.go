@@ -1,0 +1,633 @@
+package raft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// FileStorage is the durable Storage: a segmented write-ahead log in one
+// directory. Every Save is one write and one fsync; concurrent Saves are
+// coalesced into one write and one fsync (group commit).
+//
+// # On-disk format
+//
+// The directory holds a LOCK file and segment files named
+// wal-<sequence, 16 hex digits>.log. Each segment starts with the 8-byte
+// magic "RKWAL01\n" and then holds records:
+//
+//	length  uint32, little endian: the length N of payload
+//	crc     uint32, little endian: CRC-32C (Castagnoli) of type and payload
+//	type    1 byte: 1 = entry, 2 = hard state
+//	payload N bytes
+//
+// An entry payload is uvarint index, uvarint term, one byte of EntryType,
+// then the data. A hard-state payload is uvarint term, vote and commit.
+//
+// Replaying the segments in sequence order rebuilds the state: the last
+// hard-state record wins; an entry record with index i replaces every entry
+// from i on (this is how a conflicting suffix is truncated, Raft §5.3), so
+// i may be at most one past the last entry. Within a Save, the hard state is
+// written before the entries, so a torn write can never leave entries of a
+// term above the stored term. A new segment starts, after the magic, with the
+// current hard state, so old segments can be deleted once compacted.
+//
+// # Recovery
+//
+// A record that fails its checksum, or whose length runs past the end of
+// the file, is a torn write if nothing valid follows it in the last
+// segment: the file is truncated there and the log opens (such a write never
+// returned, so nothing in it was acknowledged). Anywhere else it is
+// corruption: OpenFileStorage fails with an error wrapping ErrCorrupt rather
+// than drop entries that may have been acknowledged.
+//
+// # Failures
+//
+// A failed write or fsync makes the FileStorage refuse every later Save
+// with the same error: after a failed fsync the kernel may have dropped the
+// dirty pages, so retrying could report success for data that is lost.
+type FileStorage struct {
+	dir      string
+	opts     fileOptions
+	lockFile *os.File
+
+	mu      sync.Mutex // guards everything below and the segments' files
+	hs      HardState
+	first   uint64     // index of the first entry (1 until compaction exists)
+	locs    []entryLoc // locs[i] locates entry first+i
+	segs    []*segment // ascending sequence; the last is written to
+	failed  error      // sticky write/fsync error
+	closed  bool
+	buf     []byte
+	readBuf []byte
+
+	// Group commit: Saves queue here; one caller writes and syncs for all.
+	queue    []*saveRequest
+	flushing bool
+	flushed  *sync.Cond
+}
+
+type fileOptions struct {
+	segmentSize int64
+	noSync      bool
+	// syncHook, if set, replaces fsync of a segment: tests use it to inject
+	// failures and to count syncs.
+	syncHook func(f *os.File) error
+}
+
+// FileOption configures OpenFileStorage.
+type FileOption func(*fileOptions)
+
+// WithSegmentSize sets the size at which a segment is closed and a new one
+// started. Default 64 MiB.
+func WithSegmentSize(n int64) FileOption { return func(o *fileOptions) { o.segmentSize = n } }
+
+// WithNoSync turns fsync off. UNSAFE: a machine crash (not a process
+// crash) can lose or corrupt acknowledged writes. For tests and benchmarks
+// only.
+func WithNoSync() FileOption { return func(o *fileOptions) { o.noSync = true } }
+
+const (
+	walMagic          = "RKWAL01\n"
+	recHeaderSize     = 9
+	recEntry          = 1
+	recHardState      = 2
+	maxRecordPayload  = 256 << 20
+	defaultSegmentMiB = 64
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+type segment struct {
+	seq  uint64
+	f    *os.File
+	size int64
+}
+
+type entryLoc struct {
+	seg uint32 // position in segs
+	off uint32 // offset of the record
+	len uint32 // record length including header
+}
+
+type saveRequest struct {
+	hs      HardState
+	entries []Entry
+	done    bool
+	err     error
+}
+
+// OpenFileStorage opens (creating if needed) the log in dir, recovers its
+// state, and locks dir against other users until Close. It fails with an
+// error wrapping ErrCorrupt if the log is damaged anywhere but in a torn
+// final write.
+func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
+	o := fileOptions{segmentSize: defaultSegmentMiB << 20}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.segmentSize < 4096 || o.segmentSize > 1<<30 {
+		return nil, fmt.Errorf("%w: segment size %d is outside [4 KiB, 1 GiB]", ErrInvalidConfig, o.segmentSize)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raft: creating %s: %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &FileStorage{dir: dir, opts: o, lockFile: lock, first: 1}
+	s.flushed = sync.NewCond(&s.mu)
+	if err := s.recover(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	return s, nil
+}
+
+// recover replays every segment.
+func (s *FileStorage) recover() error {
+	names, err := filepath.Glob(filepath.Join(s.dir, "wal-*.log"))
+	if err != nil {
+		return err
+	}
+	var seqs []uint64
+	for _, name := range names {
+		var seq uint64
+		base := filepath.Base(name)
+		if _, err := fmt.Sscanf(base, "wal-%016x.log", &seq); err != nil || fmt.Sprintf("wal-%016x.log", seq) != base {
+			return fmt.Errorf("%w: unexpected file %s in the log directory", ErrCorrupt, base)
+		}
+		seqs = append(seqs, seq)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	for i, seq := range seqs {
+		if i > 0 && seq != seqs[i-1]+1 {
+			return fmt.Errorf("%w: segment %d is missing", ErrCorrupt, seqs[i-1]+1)
+		}
+		last := i == len(seqs)-1
+		f, err := os.OpenFile(s.segPath(seq), os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("raft: opening segment: %w", err)
+		}
+		seg := &segment{seq: seq, f: f}
+		s.segs = append(s.segs, seg)
+		if err := s.replay(seg, uint32(i), last); err != nil {
+			return err
+		}
+	}
+	if len(s.segs) == 0 {
+		return s.newSegment(1)
+	}
+	return nil
+}
+
+// replay reads one segment's records into the in-memory state.
+func (s *FileStorage) replay(seg *segment, segIdx uint32, last bool) error {
+	data, err := io.ReadAll(io.NewSectionReader(seg.f, 0, 1<<62))
+	if err != nil {
+		return fmt.Errorf("raft: reading %s: %w", seg.f.Name(), err)
+	}
+	name := filepath.Base(seg.f.Name())
+	if len(data) < len(walMagic) || string(data[:len(walMagic)]) != walMagic {
+		if last && isTornHeader(data) {
+			// Crashed while creating this segment: nothing in it was written.
+			return s.truncateSegment(seg, 0, true)
+		}
+		return fmt.Errorf("%w: %s: bad segment header", ErrCorrupt, name)
+	}
+	off := len(walMagic)
+	for off < len(data) {
+		typ, payload, n, ok := parseRecord(data[off:])
+		if !ok {
+			if last && !validRecordAfter(data, off+1) {
+				// A torn final write: cut it off.
+				return s.truncateSegment(seg, int64(off), false)
+			}
+			return fmt.Errorf("%w: %s: bad record at offset %d", ErrCorrupt, name, off)
+		}
+		if err := s.applyRecord(typ, payload, entryLoc{seg: segIdx, off: uint32(off), len: uint32(n)}); err != nil {
+			return fmt.Errorf("%w: %s: record at offset %d: %v", ErrCorrupt, name, off, err)
+		}
+		off += n
+	}
+	seg.size = int64(len(data))
+	return nil
+}
+
+// isTornHeader reports whether data can be what a crash left while the
+// segment was being created: a prefix of the magic, then only zeros.
+func isTornHeader(data []byte) bool {
+	n := 0
+	for n < len(data) && n < len(walMagic) && data[n] == walMagic[n] {
+		n++
+	}
+	for _, b := range data[n:] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// parseRecord parses the record at the start of b. ok is false if it is
+// truncated or fails its checksum.
+func parseRecord(b []byte) (typ byte, payload []byte, n int, ok bool) {
+	if len(b) < recHeaderSize {
+		return 0, nil, 0, false
+	}
+	length := binary.LittleEndian.Uint32(b[0:4])
+	if length > maxRecordPayload || int64(length) > int64(len(b)-recHeaderSize) {
+		return 0, nil, 0, false
+	}
+	n = recHeaderSize + int(length)
+	if crc32.Checksum(b[8:n], crcTable) != binary.LittleEndian.Uint32(b[4:8]) {
+		return 0, nil, 0, false
+	}
+	typ = b[8]
+	if typ != recEntry && typ != recHardState {
+		return 0, nil, 0, false
+	}
+	return typ, b[recHeaderSize:n], n, true
+}
+
+// validRecordAfter reports whether any offset from `from` on starts a valid
+// record: if one does, a bad record before it is not a torn tail.
+func validRecordAfter(data []byte, from int) bool {
+	for off := from; off+recHeaderSize <= len(data); off++ {
+		if t := data[off+8]; t != recEntry && t != recHardState {
+			continue
+		}
+		if _, _, _, ok := parseRecord(data[off:]); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error {
+	switch typ {
+	case recHardState:
+		var v [3]uint64
+		for i := range v {
+			x, k := binary.Uvarint(payload)
+			if k <= 0 {
+				return errors.New("truncated hard state")
+			}
+			v[i], payload = x, payload[k:]
+		}
+		s.hs = HardState{Term: v[0], Vote: v[1], Commit: v[2]}
+	case recEntry:
+		e, err := decodeEntryPayload(payload)
+		if err != nil {
+			return err
+		}
+		last := s.first + uint64(len(s.locs)) - 1
+		if e.Index < s.first || e.Index > last+1 {
+			return fmt.Errorf("entry %d does not follow the log [%d, %d]", e.Index, s.first, last)
+		}
+		s.locs = append(s.locs[:e.Index-s.first], loc)
+	}
+	return nil
+}
+
+func decodeEntryPayload(p []byte) (Entry, error) {
+	index, k := binary.Uvarint(p)
+	if k <= 0 {
+		return Entry{}, errors.New("truncated entry index")
+	}
+	p = p[k:]
+	term, k := binary.Uvarint(p)
+	if k <= 0 || len(p) < k+1 {
+		return Entry{}, errors.New("truncated entry term")
+	}
+	p = p[k:]
+	typ := EntryType(p[0])
+	if typ >= entryTypeEnd {
+		return Entry{}, fmt.Errorf("unknown entry type %d", typ)
+	}
+	e := Entry{Index: index, Term: term, Type: typ}
+	if len(p) > 1 {
+		e.Data = p[1:]
+	}
+	return e, nil
+}
+
+func appendRecord(buf []byte, typ byte, payload func([]byte) []byte) []byte {
+	start := len(buf)
+	buf = append(buf, make([]byte, recHeaderSize)...)
+	buf[start+8] = typ
+	buf = payload(buf)
+	binary.LittleEndian.PutUint32(buf[start:], uint32(len(buf)-start-recHeaderSize))
+	binary.LittleEndian.PutUint32(buf[start+4:], crc32.Checksum(buf[start+8:], crcTable))
+	return buf
+}
+
+func appendHardState(buf []byte, hs HardState) []byte {
+	return appendRecord(buf, recHardState, func(b []byte) []byte {
+		b = binary.AppendUvarint(b, hs.Term)
+		b = binary.AppendUvarint(b, hs.Vote)
+		return binary.AppendUvarint(b, hs.Commit)
+	})
+}
+
+func appendEntry(buf []byte, e *Entry) []byte {
+	return appendRecord(buf, recEntry, func(b []byte) []byte {
+		b = binary.AppendUvarint(b, e.Index)
+		b = binary.AppendUvarint(b, e.Term)
+		b = append(b, byte(e.Type))
+		return append(b, e.Data...)
+	})
+}
+
+// truncateSegment cuts a segment at off (a torn tail), durably.
+func (s *FileStorage) truncateSegment(seg *segment, off int64, rewriteHeader bool) error {
+	if err := seg.f.Truncate(off); err != nil {
+		return fmt.Errorf("raft: truncating a torn write: %w", err)
+	}
+	seg.size = off
+	if rewriteHeader {
+		if _, err := seg.f.WriteAt([]byte(walMagic), 0); err != nil {
+			return fmt.Errorf("raft: rewriting a segment header: %w", err)
+		}
+		seg.size = int64(len(walMagic))
+	}
+	if err := s.sync(seg.f); err != nil {
+		return fmt.Errorf("raft: truncating a torn write: %w", err)
+	}
+	return nil
+}
+
+func (s *FileStorage) segPath(seq uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("wal-%016x.log", seq))
+}
+
+// newSegment creates segment seq, starting with the magic and the current
+// hard state, and makes its directory entry durable.
+func (s *FileStorage) newSegment(seq uint64) error {
+	f, err := os.OpenFile(s.segPath(seq), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("raft: creating segment: %w", err)
+	}
+	buf := appendHardState([]byte(walMagic), s.hs)
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		return fmt.Errorf("raft: writing segment header: %w", err)
+	}
+	if err := s.sync(f); err != nil {
+		f.Close()
+		return fmt.Errorf("raft: syncing a new segment: %w", err)
+	}
+	if err := s.syncDir(); err != nil {
+		f.Close()
+		return err
+	}
+	s.segs = append(s.segs, &segment{seq: seq, f: f, size: int64(len(buf))})
+	return nil
+}
+
+func (s *FileStorage) sync(f *os.File) error {
+	if s.opts.syncHook != nil {
+		return s.opts.syncHook(f)
+	}
+	if s.opts.noSync {
+		return nil
+	}
+	return f.Sync()
+}
+
+func (s *FileStorage) syncDir() error {
+	if s.opts.noSync {
+		return nil
+	}
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("raft: opening the log directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("raft: syncing the log directory: %w", err)
+	}
+	return nil
+}
+
+// InitialState implements Storage.
+func (s *FileStorage) InitialState() (HardState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hs, s.usable()
+}
+
+// FirstIndex implements Storage.
+func (s *FileStorage) FirstIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first, s.usable()
+}
+
+// LastIndex implements Storage.
+func (s *FileStorage) LastIndex() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first + uint64(len(s.locs)) - 1, s.usable()
+}
+
+// Entries implements Storage. It reads the entries from disk with the
+// in-memory index, and checks each record's checksum again.
+func (s *FileStorage) Entries(lo, hi uint64) ([]Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	last := s.first + uint64(len(s.locs)) - 1
+	if lo < s.first || hi < lo || hi > last+1 {
+		return nil, fmt.Errorf("raft: FileStorage.Entries(%d, %d) out of range [%d, %d]", lo, hi, s.first, last+1)
+	}
+	out := make([]Entry, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		loc := s.locs[i-s.first]
+		if cap(s.readBuf) < int(loc.len) {
+			s.readBuf = make([]byte, loc.len)
+		}
+		b := s.readBuf[:loc.len]
+		if _, err := s.segs[loc.seg].f.ReadAt(b, int64(loc.off)); err != nil {
+			return nil, fmt.Errorf("raft: reading entry %d: %w", i, err)
+		}
+		typ, payload, _, ok := parseRecord(b)
+		if !ok || typ != recEntry {
+			return nil, fmt.Errorf("%w: entry %d fails its checksum on read", ErrCorrupt, i)
+		}
+		e, err := decodeEntryPayload(payload)
+		if err != nil || e.Index != i {
+			return nil, fmt.Errorf("%w: entry %d: bad record", ErrCorrupt, i)
+		}
+		e.Data = slices.Clone(e.Data) // the read buffer is reused
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Save implements Storage: durably stores entries and hs. Saves from
+// several goroutines at once share one write and one fsync.
+func (s *FileStorage) Save(hs HardState, entries []Entry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	req := &saveRequest{hs: hs, entries: entries}
+	s.queue = append(s.queue, req)
+	for !req.done {
+		if !s.flushing {
+			s.flush()
+			continue
+		}
+		s.flushed.Wait()
+	}
+	return req.err
+}
+
+// flush writes every queued request with one write and one fsync. It is
+// called with mu held and releases it during the I/O.
+func (s *FileStorage) flush() {
+	batch := s.queue
+	s.queue = nil
+	s.flushing = true
+	err := s.usable()
+	var newLocs []entryLoc
+	var firstNew uint64
+	if err == nil {
+		err = s.rotateIfFull()
+	}
+	if err == nil {
+		// Validate and encode under the lock: the in-memory view must move
+		// with the queue order.
+		buf := s.buf[:0]
+		seg := s.segs[len(s.segs)-1]
+		segIdx := uint32(len(s.segs) - 1)
+		last := s.first + uint64(len(s.locs)) - 1
+		hs := s.hs
+		for _, req := range batch {
+			if e := validateSave(req.entries, s.first, last); e != nil {
+				req.err = e
+				continue
+			}
+			if req.hs != hs {
+				buf = appendHardState(buf, req.hs)
+				hs = req.hs
+			}
+			if len(req.entries) > 0 {
+				at := req.entries[0].Index
+				if firstNew == 0 || at < firstNew+uint64(len(newLocs)) {
+					if firstNew != 0 && at >= firstNew {
+						newLocs = newLocs[:at-firstNew]
+					} else {
+						firstNew, newLocs = at, nil
+					}
+				}
+				for i := range req.entries {
+					start := len(buf)
+					buf = appendEntry(buf, &req.entries[i])
+					newLocs = append(newLocs, entryLoc{seg: segIdx, off: uint32(seg.size) + uint32(start), len: uint32(len(buf) - start)})
+				}
+				last = req.entries[len(req.entries)-1].Index
+			}
+		}
+		s.buf = buf
+		if len(buf) > 0 {
+			s.mu.Unlock()
+			_, err = seg.f.WriteAt(buf, seg.size)
+			if err == nil {
+				err = s.sync(seg.f)
+			}
+			s.mu.Lock()
+			if err != nil {
+				err = fmt.Errorf("raft: writing the log: %w", err)
+				s.failed = err
+			} else {
+				seg.size += int64(len(buf))
+				s.hs = hs
+				if firstNew != 0 {
+					s.locs = append(s.locs[:firstNew-s.first], newLocs...)
+				}
+			}
+		}
+	}
+	for _, req := range batch {
+		if req.err == nil {
+			req.err = err
+		}
+		req.done = true
+	}
+	s.flushing = false
+	s.flushed.Broadcast()
+}
+
+// validateSave checks that entries can follow a log [first, last].
+func validateSave(entries []Entry, first, last uint64) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	at := entries[0].Index
+	if at < first || at > last+1 {
+		return fmt.Errorf("raft: FileStorage.Save: entry %d does not follow the log [%d, %d]", at, first, last)
+	}
+	for i, e := range entries {
+		if e.Index != at+uint64(i) {
+			return fmt.Errorf("raft: FileStorage.Save: entries are not consecutive at index %d", e.Index)
+		}
+	}
+	return nil
+}
+
+// rotateIfFull starts a new segment when the current one is full.
+func (s *FileStorage) rotateIfFull() error {
+	cur := s.segs[len(s.segs)-1]
+	if cur.size < s.opts.segmentSize {
+		return nil
+	}
+	if err := s.newSegment(cur.seq + 1); err != nil {
+		s.failed = err
+		return err
+	}
+	return nil
+}
+
+// usable returns why the storage cannot be used, or nil.
+func (s *FileStorage) usable() error {
+	if s.closed {
+		return errors.New("raft: FileStorage is closed")
+	}
+	return s.failed
+}
+
+// Close releases the files and the directory lock. It is idempotent.
+func (s *FileStorage) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	for s.flushing {
+		s.flushed.Wait()
+	}
+	s.closed = true
+	return s.closeFiles()
+}
+
+func (s *FileStorage) closeFiles() error {
+	var errs []error
+	for _, seg := range s.segs {
+		errs = append(errs, seg.f.Close())
+	}
+	if s.lockFile != nil {
+		errs = append(errs, unlockDir(s.lockFile))
+		s.lockFile = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,321 @@
+package raft
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func openFS(t *testing.T, dir string, opts ...FileOption) *FileStorage {
+	t.Helper()
+	s, err := OpenFileStorage(dir, opts...)
+	require.NoError(t, err)
+	return s
+}
+
+func testEntries(from, to, term uint64) []Entry {
+	var out []Entry
+	for i := from; i <= to; i++ {
+		out = append(out, Entry{Index: i, Term: term, Data: []byte(fmt.Sprintf("entry %d term %d", i, term))})
+	}
+	return out
+}
+
+func allEntries(t *testing.T, s Storage) []Entry {
+	t.Helper()
+	first, err := s.FirstIndex()
+	require.NoError(t, err)
+	last, err := s.LastIndex()
+	require.NoError(t, err)
+	ents, err := s.Entries(first, last+1)
+	require.NoError(t, err)
+	return ents
+}
+
+func TestFileStorage_EmptyAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openFS(t, dir)
+	hs, err := s.InitialState()
+	require.NoError(t, err)
+	assert.Zero(t, hs)
+	assert.Empty(t, allEntries(t, s))
+
+	require.NoError(t, s.Save(HardState{Term: 2, Vote: 1, Commit: 3}, testEntries(1, 5, 2)))
+	require.NoError(t, s.Save(HardState{Term: 2, Vote: 1, Commit: 5}, nil))
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close(), "Close is idempotent")
+
+	s = openFS(t, dir)
+	defer s.Close()
+	hs, _ = s.InitialState()
+	assert.Equal(t, HardState{Term: 2, Vote: 1, Commit: 5}, hs)
+	assert.Equal(t, testEntries(1, 5, 2), allEntries(t, s))
+}
+
+func TestFileStorage_SuffixTruncation(t *testing.T) {
+	cases := []struct {
+		name  string
+		saves [][]Entry
+		want  []Entry
+	}{
+		{"append", [][]Entry{testEntries(1, 3, 1), testEntries(4, 6, 1)}, testEntries(1, 6, 1)},
+		{"overwrite the middle", [][]Entry{testEntries(1, 6, 1), testEntries(4, 4, 2)}, append(testEntries(1, 3, 1), testEntries(4, 4, 2)...)},
+		{"overwrite everything", [][]Entry{testEntries(1, 6, 1), testEntries(1, 2, 3)}, testEntries(1, 2, 3)},
+		{"overwrite then extend", [][]Entry{testEntries(1, 6, 1), testEntries(3, 8, 2)}, append(testEntries(1, 2, 1), testEntries(3, 8, 2)...)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openFS(t, dir)
+			for _, ents := range tc.saves {
+				require.NoError(t, s.Save(HardState{Term: 3}, ents))
+			}
+			assert.Equal(t, tc.want, allEntries(t, s))
+			require.NoError(t, s.Close())
+			s = openFS(t, dir)
+			defer s.Close()
+			assert.Equal(t, tc.want, allEntries(t, s), "after reopening")
+		})
+	}
+}
+
+func TestFileStorage_Segments(t *testing.T) {
+	dir := t.TempDir()
+	s := openFS(t, dir, WithSegmentSize(4096))
+	var want []Entry
+	for i := uint64(1); i <= 500; i += 10 {
+		ents := testEntries(i, i+9, 1)
+		require.NoError(t, s.Save(HardState{Term: 1, Commit: i}, ents))
+		want = append(want, ents...)
+	}
+	// A truncation reaching back into an earlier segment.
+	require.NoError(t, s.Save(HardState{Term: 2, Commit: 100}, testEntries(101, 120, 2)))
+	want = append(want[:100], testEntries(101, 120, 2)...)
+	require.NoError(t, s.Close())
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal-*.log"))
+	assert.Greater(t, len(segs), 3, "the log spans several segments")
+
+	s = openFS(t, dir, WithSegmentSize(4096))
+	defer s.Close()
+	assert.Equal(t, want, allEntries(t, s))
+	hs, _ := s.InitialState()
+	assert.Equal(t, HardState{Term: 2, Commit: 100}, hs)
+	part, err := s.Entries(95, 105)
+	require.NoError(t, err)
+	assert.Equal(t, want[94:104], part)
+}
+
+func TestFileStorage_BadInput(t *testing.T) {
+	s := openFS(t, t.TempDir())
+	defer s.Close()
+	require.NoError(t, s.Save(HardState{Term: 1}, testEntries(1, 3, 1)))
+	assert.Error(t, s.Save(HardState{Term: 1}, testEntries(5, 6, 1)), "a gap")
+	assert.Error(t, s.Save(HardState{Term: 1}, []Entry{{Index: 4, Term: 1}, {Index: 6, Term: 1}}), "not consecutive")
+	_, err := s.Entries(0, 2)
+	assert.Error(t, err)
+	_, err = s.Entries(2, 9)
+	assert.Error(t, err)
+	assert.Equal(t, testEntries(1, 3, 1), allEntries(t, s), "a refused save changes nothing")
+	_, err = OpenFileStorage(t.TempDir(), WithSegmentSize(10))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+func TestFileStorage_DirectoryLock(t *testing.T) {
+	dir := t.TempDir()
+	s := openFS(t, dir)
+	_, err := OpenFileStorage(dir)
+	assert.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, s.Close())
+	s = openFS(t, dir)
+	require.NoError(t, s.Close())
+}
+
+func TestFileStorage_FailedSyncIsSticky(t *testing.T) {
+	diskFull := errors.New("no space left on device")
+	var fail atomic.Bool
+	hook := func(f *os.File) error {
+		if fail.Load() {
+			return diskFull
+		}
+		return nil
+	}
+	dir := t.TempDir()
+	s := openFS(t, dir, func(o *fileOptions) { o.syncHook = hook })
+	require.NoError(t, s.Save(HardState{Term: 1}, testEntries(1, 2, 1)))
+	fail.Store(true)
+	err := s.Save(HardState{Term: 1}, testEntries(3, 3, 1))
+	assert.ErrorIs(t, err, diskFull)
+	fail.Store(false)
+	assert.ErrorIs(t, s.Save(HardState{Term: 1}, testEntries(3, 3, 1)), diskFull, "fsync errors are not retried")
+	_, err = s.InitialState()
+	assert.ErrorIs(t, err, diskFull)
+	require.NoError(t, s.Close())
+	// Reopening recovers what is on disk.
+	s = openFS(t, dir)
+	defer s.Close()
+	assert.GreaterOrEqual(t, len(allEntries(t, s)), 2)
+}
+
+func TestFileStorage_GroupCommit(t *testing.T) {
+	var syncs atomic.Int64
+	s := openFS(t, t.TempDir(), func(o *fileOptions) {
+		o.syncHook = func(f *os.File) error { syncs.Add(1); return f.Sync() }
+	})
+	defer s.Close()
+	before := syncs.Load()
+	const writers, each = 16, 50
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				assert.NoError(t, s.Save(HardState{Term: uint64(w*each + i + 1)}, nil))
+			}
+		}()
+	}
+	wg.Wait()
+	n := syncs.Load() - before
+	t.Logf("%d saves, %d fsyncs", writers*each, n)
+	assert.Less(t, n, int64(writers*each), "concurrent saves share fsyncs")
+}
+
+// lastRecordOffset returns where the last record of the segment starts.
+func lastRecordOffset(t *testing.T, path string) (int, int) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	off, last := len(walMagic), 0
+	for off < len(data) {
+		_, _, n, ok := parseRecord(data[off:])
+		require.True(t, ok)
+		last = off
+		off += n
+	}
+	return last, len(data)
+}
+
+func TestFileStorage_TornTailAtEveryOffset(t *testing.T) {
+	base := t.TempDir()
+	s := openFS(t, base)
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 1}, testEntries(1, 4, 1)))
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 4}, testEntries(5, 5, 1)))
+	require.NoError(t, s.Close())
+	seg := filepath.Join(base, "wal-0000000000000001.log")
+	lastOff, size := lastRecordOffset(t, seg)
+	orig, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	for cut := lastOff; cut < size; cut++ {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(seg)), orig[:cut], 0o644))
+		s, err := OpenFileStorage(dir)
+		require.NoError(t, err, "cut at %d", cut)
+		ents := allEntries(t, s)
+		require.Equal(t, testEntries(1, 4, 1), ents, "cut at %d: the torn record goes, the rest stays", cut)
+		// The log goes on cleanly after the cut.
+		require.NoError(t, s.Save(HardState{Term: 1}, testEntries(5, 6, 2)))
+		require.NoError(t, s.Close())
+		s = openFS(t, dir)
+		require.Equal(t, append(testEntries(1, 4, 1), testEntries(5, 6, 2)...), allEntries(t, s))
+		require.NoError(t, s.Close())
+	}
+}
+
+func TestFileStorage_ZeroFilledTail(t *testing.T) {
+	dir := t.TempDir()
+	s := openFS(t, dir)
+	require.NoError(t, s.Save(HardState{Term: 1}, testEntries(1, 3, 1)))
+	require.NoError(t, s.Close())
+	seg := filepath.Join(dir, "wal-0000000000000001.log")
+	f, err := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.Write(make([]byte, 5000))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	s = openFS(t, dir)
+	defer s.Close()
+	assert.Equal(t, testEntries(1, 3, 1), allEntries(t, s))
+}
+
+func TestFileStorage_CorruptionIsAnError(t *testing.T) {
+	build := func(t *testing.T) (string, string) {
+		dir := t.TempDir()
+		s := openFS(t, dir, WithSegmentSize(4096))
+		for i := uint64(1); i <= 300; i += 10 {
+			require.NoError(t, s.Save(HardState{Term: 1, Commit: i}, testEntries(i, i+9, 1)))
+		}
+		require.NoError(t, s.Close())
+		return dir, filepath.Join(dir, "wal-0000000000000001.log")
+	}
+	flip := func(t *testing.T, path string, off int64) {
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		data[off] ^= 0x40
+		require.NoError(t, os.WriteFile(path, data, 0o644))
+	}
+	cases := []struct {
+		name   string
+		damage func(t *testing.T, dir, first string)
+	}{
+		{"flipped byte in an early segment", func(t *testing.T, dir, first string) { flip(t, first, 200) }},
+		{"flipped byte in the middle of the last segment", func(t *testing.T, dir, first string) {
+			segs, _ := filepath.Glob(filepath.Join(dir, "wal-*.log"))
+			flip(t, segs[len(segs)-1], 100)
+		}},
+		{"bad magic", func(t *testing.T, dir, first string) { flip(t, first, 0) }},
+		{"missing segment", func(t *testing.T, dir, first string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, "wal-0000000000000002.log")))
+		}},
+		{"stray file", func(t *testing.T, dir, first string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "wal-zz.log"), nil, 0o644))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, first := build(t)
+			tc.damage(t, dir, first)
+			_, err := OpenFileStorage(dir, WithSegmentSize(4096))
+			require.Error(t, err)
+			assert.ErrorIs(t, err, ErrCorrupt)
+		})
+	}
+}
+
+// FuzzFileStorageRecovery opens logs with arbitrary contents: recovery must
+// never panic, and either open a log whose entries read back, or fail with
+// ErrCorrupt.
+func FuzzFileStorageRecovery(f *testing.F) {
+	valid := appendHardState([]byte(walMagic), HardState{Term: 2, Vote: 1, Commit: 1})
+	for _, e := range testEntries(1, 3, 2) {
+		valid = appendEntry(valid, &e)
+	}
+	f.Add(valid)
+	f.Add(valid[:len(valid)-3])
+	f.Add([]byte(walMagic))
+	f.Add([]byte("RKW"))
+	f.Add(append(append([]byte{}, valid...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "wal-0000000000000001.log"), data, 0o644))
+		s, err := OpenFileStorage(dir, WithNoSync())
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		defer s.Close()
+		first, _ := s.FirstIndex()
+		last, _ := s.LastIndex()
+		ents, err := s.Entries(first, last+1)
+		require.NoError(t, err)
+		require.Len(t, ents, int(last+1-first))
+		require.NoError(t, s.Save(HardState{Term: 9}, []Entry{{Index: last + 1, Term: 9}}), "the recovered log accepts writes")
+	})
+}
