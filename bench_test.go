@@ -3,7 +3,9 @@ package raft
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,15 +28,19 @@ func (discardSM) Apply(Entry) any             { return nil }
 func (discardSM) Snapshot() (Snapshot, error) { return nil, errors.New("no snapshots") }
 func (discardSM) Restore(r io.Reader) error   { return errors.New("no snapshots") }
 
-// benchCluster starts three nodes and returns the leader.
-func benchCluster(b *testing.B) (*Node, func()) {
+// benchCluster starts three nodes, each on the storage newStorage makes,
+// and returns the leader.
+func benchCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func()) {
 	b.Helper()
 	nw := NewInmemNetwork()
 	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
 	var nodes []*Node
+	var stores []Storage
 	for _, m := range members {
+		st := newStorage(m.ID)
+		stores = append(stores, st)
 		n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			discardSM{}, NewMemoryStorage(), nw.Transport(m.ID))
+			discardSM{}, st, nw.Transport(m.ID))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -45,6 +51,11 @@ func benchCluster(b *testing.B) (*Node, func()) {
 			n.Close()
 		}
 		nw.Close()
+		for _, st := range stores {
+			if c, ok := st.(interface{ Close() error }); ok {
+				c.Close()
+			}
+		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -70,11 +81,41 @@ func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
+func memStorage(uint64) Storage { return NewMemoryStorage() }
+
+// fileStorage gives each node a FileStorage with fsync in a temp dir.
+func fileStorage(b *testing.B) func(uint64) Storage {
+	return func(id uint64) Storage {
+		s, err := OpenFileStorage(filepath.Join(b.TempDir(), fmt.Sprint(id)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+}
+
 func BenchmarkCluster_64Proposers(b *testing.B) {
-	leader, stop := benchCluster(b)
+	benchProposers(b, memStorage, 64)
+}
+
+func BenchmarkCluster_SequentialProposer(b *testing.B) {
+	benchProposers(b, memStorage, 1)
+}
+
+// BenchmarkClusterFile_64Proposers is the same workload with every node on
+// its own FileStorage, fsync on (issue #4).
+func BenchmarkClusterFile_64Proposers(b *testing.B) {
+	benchProposers(b, fileStorage(b), 64)
+}
+
+func BenchmarkClusterFile_SequentialProposer(b *testing.B) {
+	benchProposers(b, fileStorage(b), 1)
+}
+
+func benchProposers(b *testing.B, newStorage func(uint64) Storage, proposers int) {
+	leader, stop := benchCluster(b, newStorage)
 	defer stop()
 	cmd := make([]byte, 128)
-	const proposers = 64
 	var next atomic.Int64
 	lat := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
@@ -99,25 +140,6 @@ func BenchmarkCluster_64Proposers(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	reportLatency(b, lat, elapsed)
-}
-
-func BenchmarkCluster_SequentialProposer(b *testing.B) {
-	leader, stop := benchCluster(b)
-	defer stop()
-	cmd := make([]byte, 128)
-	lat := make([]time.Duration, b.N)
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		t0 := time.Now()
-		if _, err := leader.Propose(context.Background(), cmd); err != nil {
-			b.Fatal(err)
-		}
-		lat[i] = time.Since(t0)
-	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)

@@ -429,7 +429,9 @@ func (c *core) ready(prev HardState) ready {
 		committed: c.log.toApply(),
 		reads:     c.reads.results,
 	}
-	rd.saveState = rd.hardState != prev
+	// The commit index rides along with the next write; it alone is not
+	// worth an fsync, since a restarted node learns it from the leader.
+	rd.saveState = rd.hardState.Term != prev.Term || rd.hardState.Vote != prev.Vote
 	c.msgs = nil
 	c.reads.results = nil
 	if n := len(rd.committed); n > 0 {
