@@ -72,6 +72,7 @@ type linConfig struct {
 	load                 time.Duration // how long clients and the nemesis run
 	opTimeout            time.Duration // per Wait and per LinearizableRead
 	checkTimeout         time.Duration // for porcupine
+	durable              bool          // nodes on FileStorage, reopened from disk after each crash
 }
 
 var linShort = linConfig{nodes: 5, clients: 6, keys: 4, load: 3 * time.Second, opTimeout: 500 * time.Millisecond, checkTimeout: 20 * time.Second}
@@ -84,6 +85,20 @@ func linSeed(t *testing.T) int64 {
 	}
 	t.Logf("seed %d (replay the nemesis and client choices with RAFT_SEED=%d; goroutine timing is not replayable)", seed, seed)
 	return seed
+}
+
+// TestLinearizability_FileStorage is the same check with every node on a
+// FileStorage: a crash closes the node and its storage, and the restart
+// reopens the log from its files.
+func TestLinearizability_FileStorage(t *testing.T) {
+	seed := linSeed(t)
+	cfg := linShort
+	cfg.durable = true
+	r := runLinearizability(t, seed, cfg)
+	t.Logf("seed %d: %s", seed, r)
+	t.Logf("nemesis: %s", strings.Join(r.actions, "; "))
+	require.Greater(t, r.writesOK, 100, "seed %d: too few writes completed: %s", seed, r)
+	require.Greater(t, r.readsOK, 50, "seed %d: too few reads completed: %s", seed, r)
 }
 
 func TestLinearizability_Short(t *testing.T) {
@@ -136,7 +151,7 @@ func TestLinearizability_Soak(t *testing.T) {
 // race. As a control, the same follower's read through LinearizableRead once
 // the partition heals makes a history porcupine accepts.
 func TestLinearizability_CatchesStaleReads(t *testing.T) {
-	lc := newLinCluster(t, 3, 1)
+	lc := newLinCluster(t, 3, 1, false)
 	h := newLinHistory()
 	leader := lc.waitLeader()
 	follower := lc.ids[0]
@@ -215,16 +230,26 @@ func TestLinearizability_CatchesStaleReads(t *testing.T) {
 // crashed and restarted while clients use them.
 type linCluster struct {
 	*testCluster
-	mu  sync.Mutex // guards testCluster.nodes, testCluster.sms and kvs while clients and the nemesis run
+	mu  sync.Mutex // guards testCluster.nodes, testCluster.sms, kvs and files while clients and the nemesis run
 	kvs map[uint64]*kvSM
+	// With durable storage: each node's log directory, and its open FileStorage.
+	dirs  map[uint64]string
+	files map[uint64]*FileStorage
 }
 
 // newLinCluster starts a testCluster of n nodes and swaps each node's
 // recordingSM for a kvSM: every node is closed and restarted on its storage,
 // which holds nothing but the founding configuration yet.
-func newLinCluster(t *testing.T, n int, seed int64) *linCluster {
+func newLinCluster(t *testing.T, n int, seed int64, durable bool) *linCluster {
 	t.Helper()
 	lc := &linCluster{testCluster: newTestCluster(t, n, WithSeed(seed)), kvs: map[uint64]*kvSM{}}
+	if durable {
+		lc.dirs, lc.files = map[uint64]string{}, map[uint64]*FileStorage{}
+		for _, id := range lc.ids {
+			lc.dirs[id] = t.TempDir()
+		}
+		t.Cleanup(lc.close)
+	}
 	for _, id := range lc.ids {
 		lc.stop(id)
 		require.NoError(t, lc.start(id))
@@ -236,26 +261,57 @@ func newLinCluster(t *testing.T, n int, seed int64) *linCluster {
 // fills by re-applying its committed log.
 func (lc *linCluster) start(id uint64) error {
 	kv := newKVSM()
-	n, err := NewNode(lc.cfg(id), kv, lc.storages[id], lc.net.Transport(id))
+	var storage Storage = lc.storages[id]
+	var file *FileStorage
+	if lc.dirs != nil {
+		// No fsync: the crashes here are of processes, not machines.
+		var err error
+		if file, err = OpenFileStorage(lc.dirs[id], WithNoSync()); err != nil {
+			return fmt.Errorf("reopening node %d's log: %w", id, err)
+		}
+		storage = file
+	}
+	n, err := NewNode(lc.cfg(id), kv, storage, lc.net.Transport(id))
 	if err != nil {
+		if file != nil {
+			file.Close()
+		}
 		return fmt.Errorf("restarting node %d: %w", id, err)
 	}
 	lc.mu.Lock()
 	lc.nodes[id], lc.sms[id], lc.kvs[id] = n, &kv.rec, kv
+	if file != nil {
+		lc.files[id] = file
+	}
 	lc.mu.Unlock()
 	return nil
+}
+
+// close stops every node, then closes their FileStorages.
+func (lc *linCluster) close() {
+	lc.testCluster.close()
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	for id, f := range lc.files {
+		f.Close()
+		delete(lc.files, id)
+	}
 }
 
 // crash closes node id, as a crash after which every Save had reached the
 // disk; its storage stays for the restart.
 func (lc *linCluster) crash(id uint64) {
 	lc.mu.Lock()
-	n := lc.nodes[id]
+	n, file := lc.nodes[id], lc.files[id]
 	delete(lc.nodes, id)
 	delete(lc.kvs, id)
+	delete(lc.files, id)
 	lc.mu.Unlock()
 	if n != nil {
 		n.Close()
+	}
+	if file != nil {
+		file.Close()
 	}
 }
 
@@ -402,7 +458,7 @@ type linWorkload struct {
 // closes the cluster.
 func runLinearizability(t *testing.T, seed int64, cfg linConfig) *linResult {
 	t.Helper()
-	w := &linWorkload{t: t, cfg: cfg, lc: newLinCluster(t, cfg.nodes, seed), h: newLinHistory()}
+	w := &linWorkload{t: t, cfg: cfg, lc: newLinCluster(t, cfg.nodes, seed, cfg.durable), h: newLinHistory()}
 	defer w.lc.close()
 	for i := range cfg.keys {
 		w.keys = append(w.keys, fmt.Sprintf("k%d", i))
