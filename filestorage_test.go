@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -369,4 +371,35 @@ func BenchmarkFileStorage_ConcurrentSaves(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "saves/s")
 	b.ReportMetric(float64(b.N)/float64(syncs.Load()), "saves/fsync")
+}
+
+func TestFileStorage_FailedFsyncStopsTheNode(t *testing.T) {
+	eio := errors.New("input/output error")
+	var fail atomic.Bool
+	s := openFS(t, t.TempDir(), func(o *fileOptions) {
+		o.syncHook = func(f *os.File) error {
+			if fail.Load() {
+				return eio
+			}
+			return nil
+		}
+	})
+	defer s.Close()
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	cfg := fastConfig(t, 1, []Member{{ID: 1}})
+	n, err := NewNode(cfg, &recordingSM{}, s, nw.Transport(1))
+	require.NoError(t, err)
+	defer n.Close()
+	require.Eventually(t, func() bool { return n.Status().Role == Leader }, 5*time.Second, time.Millisecond)
+	_, err = n.Propose(context.Background(), []byte("ok"))
+	require.NoError(t, err)
+
+	fail.Store(true)
+	_, err = n.Propose(context.Background(), []byte("lost"))
+	require.ErrorIs(t, err, ErrStopped)
+	require.ErrorIs(t, err, eio)
+	require.ErrorIs(t, n.Status().Err, eio)
+	_, err = n.Propose(context.Background(), []byte("after"))
+	require.ErrorIs(t, err, ErrStopped, "a stopped node takes no more proposals")
 }

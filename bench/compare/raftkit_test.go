@@ -3,7 +3,9 @@ package compare
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,8 +13,10 @@ import (
 )
 
 // raftkit: the same cluster as bench_test.go's benchCluster, through the
-// public API only: InmemNetwork, MemoryStorage, the default Config apart from
-// ElectionTimeout 1s (which is also the default) and a fixed Seed.
+// public API only: InmemNetwork, MemoryStorage (or, for the durable variant,
+// a FileStorage with fsync per node, as bench_test.go's fileStorage), the
+// default Config apart from ElectionTimeout 1s (which is also the default)
+// and a fixed Seed.
 
 type raftkitSM struct{}
 
@@ -20,22 +24,47 @@ func (raftkitSM) Apply(raft.Entry) any             { return nil }
 func (raftkitSM) Snapshot() (raft.Snapshot, error) { return nil, errors.New("no snapshots") }
 func (raftkitSM) Restore(io.Reader) error          { return errors.New("no snapshots") }
 
-// raftkitCluster starts three nodes and returns the leader once it has
-// committed an entry of its term, and a function that stops everything.
-func raftkitCluster(tb testing.TB) (*raft.Node, func()) {
+func raftkitMemStorage(testing.TB, uint64) (raft.Storage, error) {
+	return raft.NewMemoryStorage(), nil
+}
+
+// raftkitFileStorage gives each node a FileStorage with fsync on in its own
+// temp dir, as bench_test.go's fileStorage.
+func raftkitFileStorage(tb testing.TB, id uint64) (raft.Storage, error) {
+	return raft.OpenFileStorage(filepath.Join(tb.TempDir(), fmt.Sprint(id)))
+}
+
+// raftkitCluster starts three nodes, each on the storage newStorage makes,
+// and returns the leader once it has committed an entry of its term, and a
+// function that stops everything (nodes, network, then storages).
+func raftkitCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Storage, error)) (*raft.Node, func()) {
 	tb.Helper()
 	nw := raft.NewInmemNetwork()
 	members := []raft.Member{{ID: 1}, {ID: 2}, {ID: 3}}
 	var nodes []*raft.Node
+	var stores []raft.Storage
 	stop := func() {
 		for _, n := range nodes {
 			n.Close()
 		}
 		nw.Close()
+		for _, st := range stores {
+			if c, ok := st.(io.Closer); ok {
+				if err := c.Close(); err != nil {
+					tb.Error(err)
+				}
+			}
+		}
 	}
 	for _, m := range members {
+		st, err := newStorage(tb, m.ID)
+		if err != nil {
+			stop()
+			tb.Fatal(err)
+		}
+		stores = append(stores, st)
 		n, err := raft.NewNode(raft.Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			raftkitSM{}, raft.NewMemoryStorage(), nw.Transport(m.ID))
+			raftkitSM{}, st, nw.Transport(m.ID))
 		if err != nil {
 			stop()
 			tb.Fatal(err)
@@ -71,14 +100,30 @@ func raftkitProposer(leader *raft.Node) func() proposeFunc {
 
 func BenchmarkRaftkit_64Proposers(b *testing.B) {
 	defer checkLeaks(b)()
-	leader, stop := raftkitCluster(b)
+	leader, stop := raftkitCluster(b, raftkitMemStorage)
 	defer stop()
 	runConcurrent(b, raftkitProposer(leader))
 }
 
 func BenchmarkRaftkit_Sequential(b *testing.B) {
 	defer checkLeaks(b)()
-	leader, stop := raftkitCluster(b)
+	leader, stop := raftkitCluster(b, raftkitMemStorage)
+	defer stop()
+	runSequential(b, raftkitProposer(leader))
+}
+
+// BenchmarkRaftkitFile_64Proposers is the durable variant (issue #4): every
+// node on its own FileStorage, fsync on.
+func BenchmarkRaftkitFile_64Proposers(b *testing.B) {
+	defer checkLeaks(b)()
+	leader, stop := raftkitCluster(b, raftkitFileStorage)
+	defer stop()
+	runConcurrent(b, raftkitProposer(leader))
+}
+
+func BenchmarkRaftkitFile_Sequential(b *testing.B) {
+	defer checkLeaks(b)()
+	leader, stop := raftkitCluster(b, raftkitFileStorage)
 	defer stop()
 	runSequential(b, raftkitProposer(leader))
 }
