@@ -21,6 +21,11 @@ func (c *core) changeMembers(edit func(members []Member) ([]Member, bool, error)
 	if c.role != Leader {
 		return 0, 0, false, c.notLeader()
 	}
+	if c.configIndex > c.log.committed {
+		// Checked before the edit: a change that is already in the pending
+		// configuration is not done until that configuration commits.
+		return 0, 0, false, ErrMembershipChange
+	}
 	next, ok, err := edit(slices.Clone(c.members))
 	if err != nil || !ok {
 		return 0, 0, false, err

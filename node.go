@@ -3,6 +3,7 @@ package raft
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -51,8 +52,11 @@ type Node struct {
 	maxInbox int
 	dropped  atomic.Uint64
 
-	applyCh chan applyBatch
-	applied atomic.Uint64
+	// The apply queue: the event loop never blocks on a slow state machine.
+	applyMu    sync.Mutex
+	applyQueue []applyBatch
+	applyWake  chan struct{}
+	applied    atomic.Uint64
 
 	statusMu sync.Mutex
 	status   Status
@@ -127,11 +131,14 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		electionTick: electionTicks,
 		notify:       make(chan struct{}, 1),
 		maxInbox:     cfg.MaxInboundMessages,
-		applyCh:      make(chan applyBatch, 256),
+		applyWake:    make(chan struct{}, 1),
 		done:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 	}
 	n.applied.Store(c.log.offset)
+	// Read IDs start at random, so that a late answer to a read of an earlier
+	// incarnation of this node cannot complete a read of this one.
+	n.nextReadID = rand.Uint64() >> 1
 	if err := transport.Attach(cfg.ID, n.deliver); err != nil {
 		return nil, fmt.Errorf("raft: attaching transport: %w", err)
 	}
@@ -211,7 +218,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	p, err := n.ProposeAsync(cmd)
+	p, err := n.proposeAsync(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +230,12 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 // at once with a *NotLeaderError off the leader, ErrBusy when too much is
 // uncommitted, and ErrClosed after Close.
 func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
+	return n.proposeAsync(context.Background(), cmd)
+}
+
+// proposeAsync is ProposeAsync, giving up when ctx ends before the event
+// loop took the proposal; the command may then still be appended.
+func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) {
 	if err := n.usable(); err != nil {
 		return nil, err
 	}
@@ -233,6 +246,8 @@ func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 	n.wake()
 	select {
 	case <-p.appended:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	case <-n.stopped:
 		select {
 		case <-p.appended:
@@ -392,6 +407,12 @@ func (n *Node) drainInbox() {
 		n.core.step(m)
 	}
 	for _, p := range props {
+		if n.core.role == Leader && n.core.log.lastIndex()-min(n.applied.Load(), n.core.log.lastIndex()) >= n.cfg.MaxUncommittedEntries {
+			// The state machine is behind: refuse rather than queue without bound.
+			p.appendErr = fmt.Errorf("%w: %d entries wait to be applied", ErrBusy, n.core.log.lastIndex()-n.applied.Load())
+			close(p.appended)
+			continue
+		}
 		p.Index, p.Term, p.appendErr = n.core.propose(p.data)
 		if p.appendErr == nil {
 			n.pendingProps = append(n.pendingProps, p)
@@ -436,6 +457,11 @@ func (n *Node) handleReady() error {
 		if rd.empty() {
 			break
 		}
+		// Entries already durable and committed go to the applier first:
+		// their proposers need not wait for this ready's write.
+		if len(rd.committed) > 0 {
+			n.sendToApplier(rd.committed)
+		}
 		mustWait := rd.messages
 		if len(rd.entries) > 0 || rd.saveState {
 			// Messages that promise nothing about this node's disk leave now,
@@ -457,9 +483,6 @@ func (n *Node) handleReady() error {
 			n.transport.Send(mustWait)
 		}
 		n.handleReads(rd.reads)
-		if len(rd.committed) > 0 {
-			n.sendToApplier(rd.committed)
-		}
 		// After the committed proposals left for the applier: the ones
 		// still pending when leadership ends have an unknown fate.
 		n.noteRoleChange()
@@ -534,13 +557,20 @@ func (n *Node) handleReads(results []readResult) {
 		ready = append(ready, r)
 	}
 	if len(ready) > 0 {
-		select {
-		case n.applyCh <- applyBatch{reads: ready}:
-		case <-n.done:
-			for _, r := range ready {
-				r.finish(ErrClosed)
-			}
-		}
+		n.enqueueApply(applyBatch{reads: ready})
+	}
+}
+
+// enqueueApply hands work to the apply goroutine without ever blocking.
+// Its memory is bounded by the log it refers to: the leader refuses
+// proposals beyond MaxUncommittedEntries entries past the applied index.
+func (n *Node) enqueueApply(b applyBatch) {
+	n.applyMu.Lock()
+	n.applyQueue = append(n.applyQueue, b)
+	n.applyMu.Unlock()
+	select {
+	case n.applyWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -560,13 +590,7 @@ func (n *Node) sendToApplier(ents []Entry) {
 			p.finish(nil, ErrLeadershipLost)
 		}
 	}
-	select {
-	case n.applyCh <- applyBatch{entries: ents, props: props}:
-	case <-n.done:
-		for _, p := range props {
-			p.finish(nil, ErrClosed)
-		}
-	}
+	n.enqueueApply(applyBatch{entries: ents, props: props})
 }
 
 // runApplier applies committed entries in log order, exactly once each, and
@@ -575,39 +599,59 @@ func (n *Node) runApplier() {
 	defer n.applierWG.Done()
 	var waiting []*readWait
 	for {
-		var b applyBatch
 		select {
-		case b = <-n.applyCh:
+		case <-n.applyWake:
 		case <-n.done:
 			return
 		}
-		props := b.props
-		for _, e := range b.entries {
-			var result any
-			if e.Type == EntryCommand {
-				result = n.sm.Apply(e)
+		n.applyMu.Lock()
+		batches := n.applyQueue
+		n.applyQueue = nil
+		n.applyMu.Unlock()
+		for i, b := range batches {
+			select {
+			case <-n.done:
+				// Closing: hand the rest back for failApplyQueue.
+				n.applyMu.Lock()
+				n.applyQueue = append(batches[i:], n.applyQueue...)
+				n.applyMu.Unlock()
+				return
+			default:
 			}
-			for len(props) > 0 && props[0].Index <= e.Index {
-				if props[0].Index == e.Index {
-					props[0].finish(result, nil) // no-op if it already failed
-				}
-				props = props[1:]
-			}
-			n.applied.Store(e.Index)
+			waiting = n.applyBatch(b, waiting)
 		}
-		waiting = append(waiting, b.reads...)
-		applied := n.applied.Load()
-		kept := waiting[:0]
-		for _, r := range waiting {
-			if r.index <= applied {
-				r.finish(nil)
-			} else {
-				kept = append(kept, r)
-			}
-		}
-		clear(waiting[len(kept):])
-		waiting = kept
 	}
+}
+
+// applyBatch applies one batch and releases the reads it satisfies; it
+// returns the reads still waiting.
+func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
+	props := b.props
+	for _, e := range b.entries {
+		var result any
+		if e.Type == EntryCommand {
+			result = n.sm.Apply(e)
+		}
+		for len(props) > 0 && props[0].Index <= e.Index {
+			if props[0].Index == e.Index {
+				props[0].finish(result, nil) // no-op if it already failed
+			}
+			props = props[1:]
+		}
+		n.applied.Store(e.Index)
+	}
+	waiting = append(waiting, b.reads...)
+	applied := n.applied.Load()
+	kept := waiting[:0]
+	for _, r := range waiting {
+		if r.index <= applied {
+			r.finish(nil)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	clear(waiting[len(kept):])
+	return kept
 }
 
 // stopErrFor is the error for calls cut short by a stop: err, or
@@ -648,17 +692,16 @@ func (n *Node) failPending() {
 // once it has stopped.
 func (n *Node) failApplyQueue() {
 	err := n.stopErrFor(ErrClosed)
-	for {
-		select {
-		case b := <-n.applyCh:
-			for _, p := range b.props {
-				p.finish(nil, err)
-			}
-			for _, r := range b.reads {
-				r.finish(err)
-			}
-		default:
-			return
+	n.applyMu.Lock()
+	batches := n.applyQueue
+	n.applyQueue = nil
+	n.applyMu.Unlock()
+	for _, b := range batches {
+		for _, p := range b.props {
+			p.finish(nil, err)
+		}
+		for _, r := range b.reads {
+			r.finish(err)
 		}
 	}
 }

@@ -279,7 +279,7 @@ func (c *core) stepLeader(m Message) {
 			c.handleHeartbeatResp(pr, m)
 		}
 	case MsgReadIndex:
-		c.reads.batch = append(c.reads.batch, readRequest{id: m.Context, from: m.From})
+		c.queueRead(readRequest{id: m.Context, from: m.From})
 	}
 }
 

@@ -25,23 +25,46 @@ type readResult struct {
 
 // readIndexState holds the reads in flight.
 type readIndexState struct {
-	seq     uint64        // the last heartbeat round started in this term (leader)
-	batch   []readRequest // arrived, round not yet started (leader)
-	pending []readRequest // in a round, ascending seq (leader)
-	results []readResult  // for the runtime, drained by ready
+	seq     uint64               // the last heartbeat round started in this term (leader)
+	batch   []readRequest        // arrived, round not yet started (leader)
+	pending []readRequest        // in a round, ascending seq (leader)
+	results []readResult         // for the runtime, drained by ready
+	queued  map[readKey]struct{} // everything in batch and pending
 }
+
+// readKey identifies a read request across retries.
+type readKey struct{ id, from uint64 }
 
 // readIndex asks for a read index for the local read id. The answer comes
 // out of ready as a readResult with the same id.
 func (c *core) readIndex(id uint64) {
 	switch {
 	case c.role == Leader:
-		c.reads.batch = append(c.reads.batch, readRequest{id: id})
+		c.queueRead(readRequest{id: id})
 	case c.leader != 0:
 		c.send(Message{Type: MsgReadIndex, To: c.leader, Context: id})
 	default:
 		c.reads.results = append(c.reads.results, readResult{id: id, err: c.notLeader()})
 	}
+}
+
+// maxQueuedReads bounds the reads a leader holds for confirmation, so that
+// retries and followers' requests cannot grow it without bound while it
+// cannot reach a quorum.
+const maxQueuedReads = 1 << 14
+
+// queueRead adds a read to the next round, once: a retried request that is
+// already queued is not queued again.
+func (c *core) queueRead(r readRequest) {
+	key := readKey{id: r.id, from: r.from}
+	if _, dup := c.reads.queued[key]; dup || len(c.reads.queued) >= maxQueuedReads {
+		return
+	}
+	if c.reads.queued == nil {
+		c.reads.queued = map[readKey]struct{}{}
+	}
+	c.reads.queued[key] = struct{}{}
+	c.reads.batch = append(c.reads.batch, r)
 }
 
 // startReadRound starts one heartbeat round for every read that arrived
@@ -85,6 +108,7 @@ func (c *core) confirmReads() {
 			break
 		}
 		n++
+		delete(c.reads.queued, readKey{id: r.id, from: r.from})
 		if r.from == 0 {
 			c.reads.results = append(c.reads.results, readResult{id: r.id, index: r.index})
 		} else {
@@ -96,6 +120,9 @@ func (c *core) confirmReads() {
 
 // readAnswered handles the leader's answer to a forwarded read.
 func (c *core) readAnswered(m Message) {
+	if m.From != c.leader {
+		return // an answer from a former leader; the request will be retried
+	}
 	if m.Reject {
 		c.reads.results = append(c.reads.results, readResult{id: m.Context, err: c.notLeader()})
 		return
@@ -114,4 +141,5 @@ func (c *core) resetReads() {
 		}
 	}
 	c.reads.batch, c.reads.pending, c.reads.seq = c.reads.batch[:0], c.reads.pending[:0], 0
+	clear(c.reads.queued)
 }

@@ -314,6 +314,10 @@ func (c *core) handleAppendResp(pr *progress, m Message) {
 // restarts replication to a follower that is behind.
 func (c *core) handleHeartbeatResp(pr *progress, m Message) {
 	pr.recentActive = true
+	if m.From == c.transferTarget {
+		// Resend a MsgTimeoutNow that may have been lost.
+		c.maybeSendTimeoutNow()
+	}
 	if m.Context > pr.readAck {
 		pr.readAck = m.Context
 		c.confirmReads()

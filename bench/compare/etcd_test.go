@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,6 +42,11 @@ import (
 //     to, and that node's Ready loop wakes it when it applies the entry. If
 //     the node loses leadership, its pending waiters fail.
 //   - No snapshots and no log compaction: the log of a run fits in memory.
+//   - The durable variant (issue #4) adds one thing: before the MemoryStorage,
+//     the Ready loop appends the HardState and Entries to the node's etcdWAL
+//     (etcd_wal_test.go), a plain file in its own temp dir, fsynced when
+//     Ready.MustSync is set, so still before the Messages are sent and before
+//     Advance.
 
 const (
 	etcdTick        = 10 * time.Millisecond
@@ -57,6 +63,7 @@ type etcdNode struct {
 	id      uint64
 	node    raft.Node
 	storage *raft.MemoryStorage
+	wal     *etcdWAL // nil unless durable
 	inbox   chan *raftpb.Message
 	leader  atomic.Bool
 
@@ -76,7 +83,9 @@ type etcdCluster struct {
 	err     error // first internal error, reported by stop
 }
 
-func newEtcdCluster() *etcdCluster {
+// newEtcdCluster starts the three nodes; if walDir is non-nil, each node also
+// writes an etcdWAL to the file "wal" in the directory walDir(id) returns.
+func newEtcdCluster(walDir func(id uint64) string) (*etcdCluster, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &etcdCluster{
 		nodes:  make(map[uint64]*etcdNode),
@@ -89,12 +98,27 @@ func newEtcdCluster() *etcdCluster {
 	for i, id := range ids {
 		peers[i] = raft.Peer{ID: id}
 	}
+	wals := make(map[uint64]*etcdWAL)
+	if walDir != nil {
+		for _, id := range ids {
+			w, err := openEtcdWAL(filepath.Join(walDir(id), "wal"))
+			if err != nil {
+				for _, w := range wals {
+					w.close()
+				}
+				cancel()
+				return nil, err
+			}
+			wals[id] = w
+		}
+	}
 	discard := &raft.DefaultLogger{Logger: log.New(io.Discard, "", 0)}
 	for _, id := range ids {
 		storage := raft.NewMemoryStorage()
 		n := &etcdNode{
 			id:      id,
 			storage: storage,
+			wal:     wals[id],
 			inbox:   make(chan *raftpb.Message, etcdInboxSize),
 			waiters: make(map[uint64]chan error),
 		}
@@ -116,7 +140,7 @@ func newEtcdCluster() *etcdCluster {
 		go c.readyLoop(n)
 		go c.receiveLoop(n)
 	}
-	return c
+	return c, nil
 }
 
 // fail records the first internal error; stop reports it.
@@ -133,6 +157,13 @@ func (c *etcdCluster) stop() error {
 		n.node.Stop()
 	}
 	c.wg.Wait()
+	for _, n := range c.nodes {
+		if n.wal != nil {
+			if err := n.wal.close(); err != nil {
+				c.fail(err)
+			}
+		}
+	}
 	return c.err
 }
 
@@ -153,8 +184,14 @@ func (c *etcdCluster) readyLoop(n *etcdNode) {
 					n.failWaiters(errEtcdLostLeadership)
 				}
 			}
-			// 1. Persist (to memory): HardState, Entries (and a snapshot,
-			// which this harness never produces).
+			// 1. Persist: HardState and Entries to the WAL (durable variant),
+			// then to the MemoryStorage (and a snapshot, which this harness
+			// never produces).
+			if n.wal != nil {
+				if err := n.wal.save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+					c.fail(err)
+				}
+			}
 			if !raft.IsEmptySnap(rd.Snapshot) {
 				if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
 					c.fail(err)
@@ -276,15 +313,26 @@ func (c *etcdCluster) propose(ctx context.Context, n *etcdNode, done chan error)
 	}
 }
 
-// etcdStart starts the cluster and returns the leader once a proposal has
-// gone through it, and a function that stops everything.
-func etcdStart(tb testing.TB) (*etcdCluster, *etcdNode, func()) {
+// etcdStart starts the cluster (with an etcdWAL per node in a temp dir if
+// durable) and returns the leader once a proposal has gone through it, and a
+// function that stops everything; calling it again does nothing.
+func etcdStart(tb testing.TB, durable bool) (*etcdCluster, *etcdNode, func()) {
 	tb.Helper()
-	c := newEtcdCluster()
+	var walDir func(uint64) string
+	if durable {
+		walDir = func(uint64) string { return tb.TempDir() }
+	}
+	c, err := newEtcdCluster(walDir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var once sync.Once
 	stop := func() {
-		if err := c.stop(); err != nil {
-			tb.Error(err)
-		}
+		once.Do(func() {
+			if err := c.stop(); err != nil {
+				tb.Error(err)
+			}
+		})
 	}
 	done := make(chan error, 1)
 	deadline := time.Now().Add(20 * time.Second)
@@ -325,23 +373,45 @@ func etcdProposer(c *etcdCluster, leader *etcdNode) func() proposeFunc {
 
 func BenchmarkEtcd_64Proposers(b *testing.B) {
 	defer checkLeaks(b)()
-	c, leader, stop := etcdStart(b)
+	c, leader, stop := etcdStart(b, false)
 	defer stop()
 	runConcurrent(b, etcdProposer(c, leader))
 }
 
 func BenchmarkEtcd_Sequential(b *testing.B) {
 	defer checkLeaks(b)()
-	c, leader, stop := etcdStart(b)
+	c, leader, stop := etcdStart(b, false)
+	defer stop()
+	runSequential(b, etcdProposer(c, leader))
+}
+
+// BenchmarkEtcdWAL_64Proposers is the durable variant (issue #4): every node
+// also appends to its own etcdWAL, fsync on.
+func BenchmarkEtcdWAL_64Proposers(b *testing.B) {
+	defer checkLeaks(b)()
+	c, leader, stop := etcdStart(b, true)
+	defer stop()
+	runConcurrent(b, etcdProposer(c, leader))
+}
+
+func BenchmarkEtcdWAL_Sequential(b *testing.B) {
+	defer checkLeaks(b)()
+	c, leader, stop := etcdStart(b, true)
 	defer stop()
 	runSequential(b, etcdProposer(c, leader))
 }
 
 // TestEtcdHarness checks that every proposal of 64 concurrent proposers
-// returns and ends up exactly once in the log of every node.
+// returns and ends up exactly once in the log of every node, and in the
+// durable variant that replaying each node's WAL gives its HardState and log.
 func TestEtcdHarness(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testEtcdHarness(t, false) })
+	t.Run("wal", func(t *testing.T) { testEtcdHarness(t, true) })
+}
+
+func testEtcdHarness(t *testing.T, durable bool) {
 	defer checkLeaks(t)()
-	c, leader, stop := etcdStart(t)
+	c, leader, stop := etcdStart(t, durable)
 	defer stop()
 	const total = 2000
 	var wg sync.WaitGroup
@@ -381,6 +451,37 @@ func TestEtcdHarness(t *testing.T) {
 				t.Fatalf("node %d holds %d commands, want %d", n.id, len(ids), total+1)
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !durable {
+		return
+	}
+	stop() // closes the WALs; the MemoryStorages stay readable
+	for _, n := range c.nodes {
+		hs, ents, err := etcdReadWAL(n.wal.f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		memHS, _, err := n.storage.InitialState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(hs, memHS) {
+			t.Errorf("node %d: WAL HardState %v, MemoryStorage %v", n.id, hs, memHS)
+		}
+		first, _ := n.storage.FirstIndex()
+		last, _ := n.storage.LastIndex()
+		memEnts, err := n.storage.Entries(first, last+1, ^uint64(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) != len(memEnts) {
+			t.Fatalf("node %d: WAL holds %d entries, MemoryStorage %d", n.id, len(ents), len(memEnts))
+		}
+		for i := range ents {
+			if !proto.Equal(ents[i], memEnts[i]) {
+				t.Fatalf("node %d: entry %d differs: WAL %v, MemoryStorage %v", n.id, i, ents[i], memEnts[i])
+			}
 		}
 	}
 }

@@ -8,6 +8,8 @@
 package compare
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,28 +35,69 @@ const (
 // in the closure.
 type proposeFunc func() error
 
-// checkLeaks fails the benchmark if it leaves goroutines behind. Call it
-// first and defer the result, so that it runs after the cluster is stopped.
+// checkLeaks fails the benchmark if it leaves goroutines or open files
+// behind. Call it first and defer the result, so that it runs after the
+// cluster is stopped.
 func checkLeaks(tb testing.TB) func() {
 	opt := goleak.IgnoreCurrent()
-	return func() { goleak.VerifyNone(tb, opt) }
+	files := openFiles()
+	return func() {
+		goleak.VerifyNone(tb, opt)
+		for fd, target := range openFiles() {
+			if files[fd] != target {
+				tb.Errorf("file left open: fd %s -> %s", fd, target)
+			}
+		}
+	}
 }
 
-// TestHarnesses runs a few thousand proposals through each library's harness
-// with 64 proposers and checks that none fails and that the cluster stops
-// without leaking goroutines.
+// openFiles maps the process's open file descriptors to what they point to
+// (Linux /proc; empty elsewhere). The descriptor that reads /proc/self/fd is
+// left out.
+func openFiles() map[string]string {
+	dir := "/proc/self/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	files := make(map[string]string, len(ents))
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // the directory's own descriptor, closed by now
+		}
+		files[e.Name()] = target
+	}
+	return files
+}
+
+// TestHarnesses runs a few thousand proposals through each library's harness,
+// in memory and durable, with 64 proposers and checks that none fails and
+// that the cluster stops without leaking goroutines.
 func TestHarnesses(t *testing.T) {
 	start := map[string]func(testing.TB) (func() proposeFunc, func()){
 		"raftkit": func(tb testing.TB) (func() proposeFunc, func()) {
-			leader, stop := raftkitCluster(tb)
+			leader, stop := raftkitCluster(tb, raftkitMemStorage)
 			return raftkitProposer(leader), stop
 		},
 		"hashicorp": func(tb testing.TB) (func() proposeFunc, func()) {
-			leader, stop := hashicorpCluster(tb)
+			leader, stop := hashicorpCluster(tb, hashicorpInmemStores)
 			return hashicorpProposer(leader), stop
 		},
 		"etcd": func(tb testing.TB) (func() proposeFunc, func()) {
-			c, leader, stop := etcdStart(tb)
+			c, leader, stop := etcdStart(tb, false)
+			return etcdProposer(c, leader), stop
+		},
+		"raftkit-file": func(tb testing.TB) (func() proposeFunc, func()) {
+			leader, stop := raftkitCluster(tb, raftkitFileStorage)
+			return raftkitProposer(leader), stop
+		},
+		"hashicorp-wal": func(tb testing.TB) (func() proposeFunc, func()) {
+			leader, stop := hashicorpCluster(tb, hashicorpWALStores)
+			return hashicorpProposer(leader), stop
+		},
+		"etcd-wal": func(tb testing.TB) (func() proposeFunc, func()) {
+			c, leader, stop := etcdStart(tb, true)
 			return etcdProposer(c, leader), stop
 		},
 	}

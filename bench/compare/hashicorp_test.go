@@ -1,6 +1,7 @@
 package compare
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // hashicorp/raft v1.8.0: raft.DefaultConfig() with LocalID set and a null
@@ -18,6 +21,13 @@ import (
 // InmemSnapshotStore and an InmemTransport connected to the other two; the
 // cluster is bootstrapped with the same three-voter configuration on every
 // node.
+//
+// The durable variant (issue #4) differs only in the stores: each node opens
+// github.com/hashicorp/raft-wal in its own temp dir and uses it as LogStore
+// and StableStore (segment appends are fsynced on every StoreLogs, the stable
+// store is the WAL's BoltDB meta store, which fsyncs each commit), with a
+// FileSnapshotStore in the same dir; no snapshot is taken during a run. No
+// LogCache in front of the WAL, as there is none in front of the InmemStore.
 
 type hashicorpFSM struct{}
 
@@ -30,10 +40,46 @@ type hashicorpSnapshot struct{}
 func (hashicorpSnapshot) Persist(sink raft.SnapshotSink) error { return sink.Close() }
 func (hashicorpSnapshot) Release()                             {}
 
-// hashicorpCluster starts three nodes and returns the leader once a Barrier
-// (which commits an entry of the leader's term) has gone through, and a
-// function that stops everything.
-func hashicorpCluster(tb testing.TB) (*raft.Raft, func()) {
+// hashicorpStores are one node's stores; close, if set, is called after the
+// node has shut down.
+type hashicorpStores struct {
+	logs   raft.LogStore
+	stable raft.StableStore
+	snaps  raft.SnapshotStore
+	close  func() error
+}
+
+func hashicorpInmemStores(testing.TB) (hashicorpStores, error) {
+	store := raft.NewInmemStore()
+	return hashicorpStores{logs: store, stable: store, snaps: raft.NewInmemSnapshotStore()}, nil
+}
+
+// hashicorpWALStores opens raft-wal (log and stable store) in a fresh temp dir
+// and a FileSnapshotStore in another. raft-wal v0.4.0's WAL.Close does not
+// close its BoltDB meta store, so the harness passes its own and closes it
+// after the WAL.
+func hashicorpWALStores(tb testing.TB) (hashicorpStores, error) {
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(tb.TempDir(), wal.WithLogger(hclog.NewNullLogger()), wal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return hashicorpStores{}, err
+	}
+	closeAll := func() error {
+		return errors.Join(w.Close(), meta.Close())
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(tb.TempDir(), 1, hclog.NewNullLogger())
+	if err != nil {
+		closeAll()
+		return hashicorpStores{}, err
+	}
+	return hashicorpStores{logs: w, stable: w, snaps: snaps, close: closeAll}, nil
+}
+
+// hashicorpCluster starts three nodes, each on the stores newStores makes,
+// and returns the leader once a Barrier (which commits an entry of the
+// leader's term) has gone through, and a function that stops everything.
+func hashicorpCluster(tb testing.TB, newStores func(testing.TB) (hashicorpStores, error)) (*raft.Raft, func()) {
 	tb.Helper()
 	const n = 3
 	addrs := make([]raft.ServerAddress, n)
@@ -55,6 +101,7 @@ func hashicorpCluster(tb testing.TB) (*raft.Raft, func()) {
 		}
 	}
 	var nodes []*raft.Raft
+	var stores []hashicorpStores
 	stop := func() {
 		for _, r := range nodes {
 			r.Shutdown().Error()
@@ -62,18 +109,29 @@ func hashicorpCluster(tb testing.TB) (*raft.Raft, func()) {
 		for _, t := range trans {
 			t.Close()
 		}
+		for _, s := range stores {
+			if s.close != nil {
+				if err := s.close(); err != nil {
+					tb.Error(err)
+				}
+			}
+		}
 	}
 	for i := range n {
 		conf := raft.DefaultConfig()
 		conf.LocalID = raft.ServerID(addrs[i])
 		conf.Logger = hclog.NewNullLogger()
-		store := raft.NewInmemStore()
-		snaps := raft.NewInmemSnapshotStore()
-		if err := raft.BootstrapCluster(conf, store, store, snaps, trans[i], configuration); err != nil {
+		s, err := newStores(tb)
+		if err != nil {
 			stop()
 			tb.Fatal(err)
 		}
-		r, err := raft.NewRaft(conf, hashicorpFSM{}, store, store, snaps, trans[i])
+		stores = append(stores, s)
+		if err := raft.BootstrapCluster(conf, s.logs, s.stable, s.snaps, trans[i], configuration); err != nil {
+			stop()
+			tb.Fatal(err)
+		}
+		r, err := raft.NewRaft(conf, hashicorpFSM{}, s.logs, s.stable, s.snaps, trans[i])
 		if err != nil {
 			stop()
 			tb.Fatal(err)
@@ -115,14 +173,30 @@ func hashicorpProposer(leader *raft.Raft) func() proposeFunc {
 
 func BenchmarkHashicorp_64Proposers(b *testing.B) {
 	defer checkLeaks(b)()
-	leader, stop := hashicorpCluster(b)
+	leader, stop := hashicorpCluster(b, hashicorpInmemStores)
 	defer stop()
 	runConcurrent(b, hashicorpProposer(leader))
 }
 
 func BenchmarkHashicorp_Sequential(b *testing.B) {
 	defer checkLeaks(b)()
-	leader, stop := hashicorpCluster(b)
+	leader, stop := hashicorpCluster(b, hashicorpInmemStores)
+	defer stop()
+	runSequential(b, hashicorpProposer(leader))
+}
+
+// BenchmarkHashicorpWAL_64Proposers is the durable variant (issue #4): every
+// node on its own raft-wal, fsync on.
+func BenchmarkHashicorpWAL_64Proposers(b *testing.B) {
+	defer checkLeaks(b)()
+	leader, stop := hashicorpCluster(b, hashicorpWALStores)
+	defer stop()
+	runConcurrent(b, hashicorpProposer(leader))
+}
+
+func BenchmarkHashicorpWAL_Sequential(b *testing.B) {
+	defer checkLeaks(b)()
+	leader, stop := hashicorpCluster(b, hashicorpWALStores)
 	defer stop()
 	runSequential(b, hashicorpProposer(leader))
 }

@@ -5,9 +5,12 @@
 #   ./run.sh [COUNT]
 #
 # Environment:
-#   BENCHTIME      -benchtime of the 64-proposer benchmarks (default 100000x)
-#   SEQ_BENCHTIME  -benchtime of the sequential benchmarks  (default 100000x)
-#   OUT            file that keeps the raw `go test` output (default: a temp file)
+#   SUITE               all (default), memory or durable
+#   BENCHTIME           -benchtime of the in-memory 64-proposer benchmarks (default 100000x)
+#   SEQ_BENCHTIME       -benchtime of the in-memory sequential benchmarks  (default 100000x)
+#   DURABLE_BENCHTIME   -benchtime of the durable 64-proposer benchmarks   (default 30000x)
+#   DURABLE_SEQ_BENCHTIME -benchtime of the durable sequential benchmarks  (default 3000x)
+#   OUT                 file that keeps the raw `go test` output (default: a temp file)
 #
 # The test binary is built once. Each round runs every benchmark once, in an
 # order rotated from round to round, so that the libraries are interleaved in
@@ -15,8 +18,23 @@
 set -eu
 
 COUNT=${1:-5}
+SUITE=${SUITE:-all}
 BENCHTIME=${BENCHTIME:-100000x}
 SEQ_BENCHTIME=${SEQ_BENCHTIME:-100000x}
+DURABLE_BENCHTIME=${DURABLE_BENCHTIME:-30000x}
+DURABLE_SEQ_BENCHTIME=${DURABLE_SEQ_BENCHTIME:-3000x}
+
+memory="Raftkit_64Proposers Hashicorp_64Proposers Etcd_64Proposers Raftkit_Sequential Hashicorp_Sequential Etcd_Sequential"
+durable="RaftkitFile_64Proposers HashicorpWAL_64Proposers EtcdWAL_64Proposers RaftkitFile_Sequential HashicorpWAL_Sequential EtcdWAL_Sequential"
+case $SUITE in
+all) benches="$memory $durable" ;;
+memory) benches=$memory ;;
+durable) benches=$durable ;;
+*)
+	echo "run.sh: SUITE must be all, memory or durable" >&2
+	exit 2
+	;;
+esac
 
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
@@ -27,10 +45,10 @@ OUT=${OUT:-$tmp/bench.txt}
 go test -c -o "$tmp/compare.test" .
 go build -o "$tmp/median" ./cmd/median
 
-benches="Raftkit_64Proposers Hashicorp_64Proposers Etcd_64Proposers Raftkit_Sequential Hashicorp_Sequential Etcd_Sequential"
 nbench=$(echo $benches | wc -w)
 
-echo "# $(date -u '+%Y-%m-%dT%H:%M:%SZ') count=$COUNT benchtime=$BENCHTIME seq_benchtime=$SEQ_BENCHTIME go=$(go env GOVERSION) nproc=$(nproc)"
+echo "# $(date -u '+%Y-%m-%dT%H:%M:%SZ') count=$COUNT suite=$SUITE benchtime=$BENCHTIME seq_benchtime=$SEQ_BENCHTIME durable_benchtime=$DURABLE_BENCHTIME durable_seq_benchtime=$DURABLE_SEQ_BENCHTIME go=$(go env GOVERSION) nproc=$(nproc)"
+echo "# temp dir: ${TMPDIR:-/tmp} ($(df -PT "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}'))"
 echo "# load before: $(uptime)"
 round=0
 while [ "$round" -lt "$COUNT" ]; do
@@ -47,6 +65,8 @@ while [ "$round" -lt "$COUNT" ]; do
 	done
 	for b in "$@"; do
 		case $b in
+		RaftkitFile_Sequential | HashicorpWAL_Sequential | EtcdWAL_Sequential) bt=$DURABLE_SEQ_BENCHTIME ;;
+		RaftkitFile_* | HashicorpWAL_* | EtcdWAL_*) bt=$DURABLE_BENCHTIME ;;
 		*_Sequential) bt=$SEQ_BENCHTIME ;;
 		*) bt=$BENCHTIME ;;
 		esac

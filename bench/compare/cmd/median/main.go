@@ -1,6 +1,8 @@
 // Command median reads `go test -bench` output of the compare benchmarks on
 // standard input and prints, per benchmark, the median of ops/s, p50-µs and
-// p99-µs across the runs, then the ratio of raftkit to each anchor library.
+// p99-µs across the runs, then the ratio of raftkit to each anchor library:
+// in memory (Raftkit against Hashicorp and Etcd) and durable (RaftkitFile
+// against HashicorpWAL and EtcdWAL).
 //
 // Ratios are given two ways: the ratio of the medians, and the median of the
 // per-round ratios (the i-th run of raftkit against the i-th run of the
@@ -19,9 +21,18 @@ import (
 	"text/tabwriter"
 )
 
+// A suite is a set of benchmarks of the same setup: the first library is
+// raftkit, the others are its anchors.
+type suite struct {
+	name      string
+	libraries []string
+}
+
 var (
-	units     = []string{"ops/s", "p50-µs", "p99-µs"}
-	libraries = []string{"Raftkit", "Hashicorp", "Etcd"}
+	suites = []suite{
+		{"in memory", []string{"Raftkit", "Hashicorp", "Etcd"}},
+		{"durable (fsync)", []string{"RaftkitFile", "HashicorpWAL", "EtcdWAL"}},
+	}
 	workloads = []string{"64Proposers", "Sequential"}
 )
 
@@ -85,15 +96,17 @@ func median(vs []float64) float64 {
 func report(w io.Writer, res results) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "benchmark\truns\tops/s\tp50-µs\tp99-µs\t")
-	for _, wl := range workloads {
-		for _, lib := range libraries {
-			name := lib + "_" + wl
-			m := res[name]
-			if m == nil {
-				continue
+	for _, su := range suites {
+		for _, wl := range workloads {
+			for _, lib := range su.libraries {
+				name := lib + "_" + wl
+				m := res[name]
+				if m == nil {
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t\n", name, len(m["ops/s"]),
+					median(m["ops/s"]), median(m["p50-µs"]), median(m["p99-µs"]))
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t\n", name, len(m["ops/s"]),
-				median(m["ops/s"]), median(m["p50-µs"]), median(m["p99-µs"]))
 		}
 	}
 	tw.Flush()
@@ -101,22 +114,24 @@ func report(w io.Writer, res results) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "raftkit / anchor (ops/s: >1 means raftkit is faster; latency: <1 means raftkit is faster)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tanchor\tops/s\tops/s (per round)\tp50\tp99\t")
-	for _, wl := range workloads {
-		rk := res["Raftkit_"+wl]
-		if rk == nil {
-			continue
-		}
-		for _, lib := range libraries[1:] {
-			an := res[lib+"_"+wl]
-			if an == nil {
+	fmt.Fprintln(tw, "raftkit\tworkload\tanchor\tops/s\tops/s (per round)\tp50\tp99\t")
+	for _, su := range suites {
+		for _, wl := range workloads {
+			rk := res[su.libraries[0]+"_"+wl]
+			if rk == nil {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", wl, lib,
-				ratio(median(rk["ops/s"]), median(an["ops/s"])),
-				pairedRatio(rk["ops/s"], an["ops/s"]),
-				ratio(median(rk["p50-µs"]), median(an["p50-µs"])),
-				ratio(median(rk["p99-µs"]), median(an["p99-µs"])))
+			for _, lib := range su.libraries[1:] {
+				an := res[lib+"_"+wl]
+				if an == nil {
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", su.libraries[0], wl, lib,
+					ratio(median(rk["ops/s"]), median(an["ops/s"])),
+					pairedRatio(rk["ops/s"], an["ops/s"]),
+					ratio(median(rk["p50-µs"]), median(an["p50-µs"])),
+					ratio(median(rk["p99-µs"]), median(an["p99-µs"])))
+			}
 		}
 	}
 	tw.Flush()
