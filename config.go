@@ -63,6 +63,8 @@ type Config struct {
 	// MaxUncommittedEntries and MaxUncommittedBytes bound the proposals the
 	// leader holds in its log before they commit; beyond them a proposal fails
 	// at once with ErrBusy rather than growing memory without bound.
+	// MaxUncommittedEntries also bounds the entries not yet applied by this
+	// leader's StateMachine, so a slow Apply pushes back on proposers too.
 	// Defaults 65536 entries and 64 MiB.
 	MaxUncommittedEntries uint64
 	MaxUncommittedBytes   uint64
