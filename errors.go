@@ -28,6 +28,8 @@ var (
 	ErrBusy = errors.New("raft: too many uncommitted proposals")
 	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
 	ErrInvalidConfig = errors.New("raft: invalid config")
+	// ErrNoSnapshot: Storage.Snapshot found no snapshot.
+	ErrNoSnapshot = errors.New("raft: no snapshot")
 	// ErrLocked: the FileStorage directory is in use by another process or
 	// another FileStorage in this one.
 	ErrLocked = errors.New("raft: storage directory is locked")

@@ -58,15 +58,20 @@ type FileStorage struct {
 	opts     fileOptions
 	lockFile *os.File
 
-	mu      sync.Mutex // guards everything below and the segments' files
-	hs      HardState
-	first   uint64     // index of the first entry (1 until compaction exists)
-	locs    []entryLoc // locs[i] locates entry first+i
-	segs    []*segment // ascending sequence; the last is written to
-	failed  error      // sticky write/fsync error
-	closed  bool
-	buf     []byte
-	readBuf []byte
+	mu        sync.Mutex // guards everything below and the segments' files
+	hs        HardState
+	first     uint64     // index of the first entry
+	firstTerm uint64     // term of the entry at first-1 (0 if never compacted)
+	locs      []entryLoc // locs[i] locates entry first+i
+	// startKnown is false while replay has met entries whose predecessors
+	// were deleted but not yet the compaction record that explains it.
+	startKnown bool
+	snap       *snapFile  // the newest snapshot, nil if none
+	segs       []*segment // ascending sequence; the last is written to
+	failed     error      // sticky write/fsync error
+	closed     bool
+	buf        []byte
+	readBuf    []byte
 
 	// Group commit: Saves queue here; one caller writes and syncs for all.
 	queue    []*saveRequest
@@ -99,6 +104,7 @@ const (
 	recHeaderSize     = 9
 	recEntry          = 1
 	recHardState      = 2
+	recCompact        = 3
 	maxRecordPayload  = 256 << 20
 	defaultSegmentMiB = 64
 )
@@ -112,9 +118,10 @@ type segment struct {
 }
 
 type entryLoc struct {
-	seg uint32 // position in segs
-	off uint32 // offset of the record
-	len uint32 // record length including header
+	seq  uint64 // the segment's sequence number
+	term uint64
+	off  uint32 // offset of the record
+	len  uint32 // record length including header
 }
 
 type saveRequest struct {
@@ -143,7 +150,7 @@ func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &FileStorage{dir: dir, opts: o, lockFile: lock, first: 1}
+	s := &FileStorage{dir: dir, opts: o, lockFile: lock, first: 1, startKnown: true}
 	s.flushed = sync.NewCond(&s.mu)
 	if err := s.recover(); err != nil {
 		s.closeFiles()
@@ -179,9 +186,15 @@ func (s *FileStorage) recover() error {
 		}
 		seg := &segment{seq: seq, f: f}
 		s.segs = append(s.segs, seg)
-		if err := s.replay(seg, uint32(i), last); err != nil {
+		if err := s.replay(seg, last); err != nil {
 			return err
 		}
+	}
+	if !s.startKnown {
+		return fmt.Errorf("%w: the log starts at %d but no compaction record says why", ErrCorrupt, s.first)
+	}
+	if err := s.loadSnapshots(); err != nil {
+		return err
 	}
 	if len(s.segs) == 0 {
 		return s.newSegment(1)
@@ -190,7 +203,7 @@ func (s *FileStorage) recover() error {
 }
 
 // replay reads one segment's records into the in-memory state.
-func (s *FileStorage) replay(seg *segment, segIdx uint32, last bool) error {
+func (s *FileStorage) replay(seg *segment, last bool) error {
 	data, err := io.ReadAll(io.NewSectionReader(seg.f, 0, 1<<62))
 	if err != nil {
 		return fmt.Errorf("raft: reading %s: %w", seg.f.Name(), err)
@@ -213,7 +226,7 @@ func (s *FileStorage) replay(seg *segment, segIdx uint32, last bool) error {
 			}
 			return fmt.Errorf("%w: %s: bad record at offset %d", ErrCorrupt, name, off)
 		}
-		if err := s.applyRecord(typ, payload, entryLoc{seg: segIdx, off: uint32(off), len: uint32(n)}); err != nil {
+		if err := s.applyRecord(typ, payload, entryLoc{seq: seg.seq, off: uint32(off), len: uint32(n)}); err != nil {
 			return fmt.Errorf("%w: %s: record at offset %d: %v", ErrCorrupt, name, off, err)
 		}
 		off += n
@@ -252,7 +265,7 @@ func parseRecord(b []byte) (typ byte, payload []byte, n int, ok bool) {
 		return 0, nil, 0, false
 	}
 	typ = b[8]
-	if typ != recEntry && typ != recHardState {
+	if typ != recEntry && typ != recHardState && typ != recCompact {
 		return 0, nil, 0, false
 	}
 	return typ, b[recHeaderSize:n], n, true
@@ -262,7 +275,7 @@ func parseRecord(b []byte) (typ byte, payload []byte, n int, ok bool) {
 // record: if one does, a bad record before it is not a torn tail.
 func validRecordAfter(data []byte, from int) bool {
 	for off := from; off+recHeaderSize <= len(data); off++ {
-		if t := data[off+8]; t != recEntry && t != recHardState {
+		if t := data[off+8]; t != recEntry && t != recHardState && t != recCompact {
 			continue
 		}
 		if _, _, _, ok := parseRecord(data[off:]); ok {
@@ -289,13 +302,61 @@ func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error 
 		if err != nil {
 			return err
 		}
+		if len(s.locs) == 0 && e.Index > s.first && s.startKnown && len(s.segs) > 0 && s.segs[0].seq == loc.seq {
+			// The first surviving segment starts after entries that
+			// compaction deleted; a compaction record later on must cover them.
+			s.first, s.firstTerm, s.startKnown = e.Index, 0, false
+		}
 		last := s.first + uint64(len(s.locs)) - 1
-		if e.Index < s.first || e.Index > last+1 {
+		if e.Index < s.first {
+			return nil // compacted away; superseded by a later record
+		}
+		if e.Index > last+1 {
 			return fmt.Errorf("entry %d does not follow the log [%d, %d]", e.Index, s.first, last)
 		}
+		loc.term = e.Term
 		s.locs = append(s.locs[:e.Index-s.first], loc)
+	case recCompact:
+		index, term, err := decodeCompact(payload)
+		if err != nil {
+			return err
+		}
+		s.compactTo(index, term)
 	}
 	return nil
+}
+
+// compactTo drops the in-memory index up to index.
+func (s *FileStorage) compactTo(index, term uint64) {
+	if index+1 < s.first {
+		return // an older compaction point (from a segment header)
+	}
+	last := s.first + uint64(len(s.locs)) - 1
+	if index >= last {
+		s.locs = nil
+	} else {
+		s.locs = append([]entryLoc(nil), s.locs[index+1-s.first:]...)
+	}
+	s.first, s.firstTerm, s.startKnown = index+1, term, true
+}
+
+func decodeCompact(p []byte) (uint64, uint64, error) {
+	index, k := binary.Uvarint(p)
+	if k <= 0 {
+		return 0, 0, errors.New("truncated compaction record")
+	}
+	term, k2 := binary.Uvarint(p[k:])
+	if k2 <= 0 {
+		return 0, 0, errors.New("truncated compaction record")
+	}
+	return index, term, nil
+}
+
+func appendCompact(buf []byte, index, term uint64) []byte {
+	return appendRecord(buf, recCompact, func(b []byte) []byte {
+		b = binary.AppendUvarint(b, index)
+		return binary.AppendUvarint(b, term)
+	})
 }
 
 func decodeEntryPayload(p []byte) (Entry, error) {
@@ -377,6 +438,9 @@ func (s *FileStorage) newSegment(seq uint64) error {
 		return fmt.Errorf("raft: creating segment: %w", err)
 	}
 	buf := appendHardState([]byte(walMagic), s.hs)
+	if s.first > 1 {
+		buf = appendCompact(buf, s.first-1, s.firstTerm)
+	}
 	if _, err := f.Write(buf); err != nil {
 		f.Close()
 		return fmt.Errorf("raft: writing segment header: %w", err)
@@ -458,7 +522,7 @@ func (s *FileStorage) Entries(lo, hi uint64) ([]Entry, error) {
 			s.readBuf = make([]byte, loc.len)
 		}
 		b := s.readBuf[:loc.len]
-		if _, err := s.segs[loc.seg].f.ReadAt(b, int64(loc.off)); err != nil {
+		if _, err := s.segment(loc.seq).f.ReadAt(b, int64(loc.off)); err != nil {
 			return nil, fmt.Errorf("raft: reading entry %d: %w", i, err)
 		}
 		typ, payload, _, ok := parseRecord(b)
@@ -509,7 +573,6 @@ func (s *FileStorage) flush() {
 		// with the queue order.
 		buf := s.buf[:0]
 		seg := s.segs[len(s.segs)-1]
-		segIdx := uint32(len(s.segs) - 1)
 		last := s.first + uint64(len(s.locs)) - 1
 		hs := s.hs
 		for _, req := range batch {
@@ -533,7 +596,7 @@ func (s *FileStorage) flush() {
 				for i := range req.entries {
 					start := len(buf)
 					buf = appendEntry(buf, &req.entries[i])
-					newLocs = append(newLocs, entryLoc{seg: segIdx, off: uint32(seg.size) + uint32(start), len: uint32(len(buf) - start)})
+					newLocs = append(newLocs, entryLoc{seq: seg.seq, term: req.entries[i].Term, off: uint32(seg.size) + uint32(start), len: uint32(len(buf) - start)})
 				}
 				last = req.entries[len(req.entries)-1].Index
 			}
@@ -594,6 +657,83 @@ func (s *FileStorage) rotateIfFull() error {
 	if err := s.newSegment(cur.seq + 1); err != nil {
 		s.failed = err
 		return err
+	}
+	return nil
+}
+
+// segment returns the open segment with sequence number seq.
+func (s *FileStorage) segment(seq uint64) *segment { return s.segs[seq-s.segs[0].seq] }
+
+// Term implements Storage.
+func (s *FileStorage) Term(i uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return 0, err
+	}
+	last := s.first + uint64(len(s.locs)) - 1
+	switch {
+	case i == s.first-1:
+		return s.firstTerm, nil
+	case i < s.first || i > last:
+		return 0, fmt.Errorf("raft: FileStorage.Term(%d) out of range [%d, %d]", i, s.first-1, last)
+	}
+	return s.locs[i-s.first].term, nil
+}
+
+// Compact implements Storage: a compaction record makes the new start of
+// the log durable first; then segments holding only discarded entries are
+// deleted. A crash in between leaves segments that replay discards.
+func (s *FileStorage) Compact(index, term uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.flushing {
+		s.flushed.Wait()
+	}
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if index < s.first {
+		return nil
+	}
+	if err := s.rotateIfFull(); err != nil {
+		return err
+	}
+	seg := s.segs[len(s.segs)-1]
+	buf := appendCompact(nil, index, term)
+	if _, err := seg.f.WriteAt(buf, seg.size); err != nil {
+		s.failed = fmt.Errorf("raft: writing the log: %w", err)
+		return s.failed
+	}
+	if err := s.sync(seg.f); err != nil {
+		s.failed = fmt.Errorf("raft: writing the log: %w", err)
+		return s.failed
+	}
+	seg.size += int64(len(buf))
+	s.compactTo(index, term)
+	// Delete the segments before the first one still needed.
+	keep := seg.seq
+	if len(s.locs) > 0 {
+		keep = s.locs[0].seq
+	}
+	removed := 0
+	for _, old := range s.segs {
+		if old.seq >= keep {
+			break
+		}
+		old.f.Close()
+		if err := os.Remove(old.f.Name()); err != nil {
+			s.failed = fmt.Errorf("raft: deleting a compacted segment: %w", err)
+			return s.failed
+		}
+		removed++
+	}
+	if removed > 0 {
+		s.segs = append([]*segment(nil), s.segs[removed:]...)
+		if err := s.syncDir(); err != nil {
+			s.failed = err
+			return err
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@
 package raft
 
 import (
+	io "io"
 	reflect "reflect"
 
 	gomock "github.com/golang/mock/gomock"
@@ -31,6 +32,20 @@ func NewMockStorage(ctrl *gomock.Controller) *MockStorage {
 // EXPECT returns an object that allows the caller to indicate expected use.
 func (m *MockStorage) EXPECT() *MockStorageMockRecorder {
 	return m.recorder
+}
+
+// Compact mocks base method.
+func (m *MockStorage) Compact(index, term uint64) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Compact", index, term)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// Compact indicates an expected call of Compact.
+func (mr *MockStorageMockRecorder) Compact(index, term interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Compact", reflect.TypeOf((*MockStorage)(nil).Compact), index, term)
 }
 
 // Entries mocks base method.
@@ -105,4 +120,49 @@ func (m *MockStorage) Save(hs HardState, entries []Entry) error {
 func (mr *MockStorageMockRecorder) Save(hs, entries interface{}) *gomock.Call {
 	mr.mock.ctrl.T.Helper()
 	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Save", reflect.TypeOf((*MockStorage)(nil).Save), hs, entries)
+}
+
+// SaveSnapshot mocks base method.
+func (m *MockStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "SaveSnapshot", meta, data)
+	ret0, _ := ret[0].(error)
+	return ret0
+}
+
+// SaveSnapshot indicates an expected call of SaveSnapshot.
+func (mr *MockStorageMockRecorder) SaveSnapshot(meta, data interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "SaveSnapshot", reflect.TypeOf((*MockStorage)(nil).SaveSnapshot), meta, data)
+}
+
+// Snapshot mocks base method.
+func (m *MockStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Snapshot")
+	ret0, _ := ret[0].(SnapshotMeta)
+	ret1, _ := ret[1].(io.ReadCloser)
+	ret2, _ := ret[2].(error)
+	return ret0, ret1, ret2
+}
+
+// Snapshot indicates an expected call of Snapshot.
+func (mr *MockStorageMockRecorder) Snapshot() *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Snapshot", reflect.TypeOf((*MockStorage)(nil).Snapshot))
+}
+
+// Term mocks base method.
+func (m *MockStorage) Term(i uint64) (uint64, error) {
+	m.ctrl.T.Helper()
+	ret := m.ctrl.Call(m, "Term", i)
+	ret0, _ := ret[0].(uint64)
+	ret1, _ := ret[1].(error)
+	return ret0, ret1
+}
+
+// Term indicates an expected call of Term.
+func (mr *MockStorageMockRecorder) Term(i interface{}) *gomock.Call {
+	mr.mock.ctrl.T.Helper()
+	return mr.mock.ctrl.RecordCallWithMethodType(mr.mock, "Term", reflect.TypeOf((*MockStorage)(nil).Term), i)
 }

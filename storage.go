@@ -1,7 +1,10 @@
 package raft
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"slices"
 	"sync"
 )
 
@@ -42,6 +45,34 @@ type Storage interface {
 	// entries slice, though it may keep the Data slices, which are never
 	// modified.
 	Save(hs HardState, entries []Entry) error
+
+	// Term returns the term of the entry at index i, for
+	// FirstIndex()-1 <= i <= LastIndex(). For FirstIndex()-1 it is the term
+	// of the last discarded entry (0 when nothing was ever discarded): the
+	// log's consistency check (Raft §5.3) needs it after compaction.
+	Term(i uint64) (uint64, error)
+	// Compact durably discards every entry up to and including index; term
+	// is the term of the entry at index. If index >= LastIndex(), the log
+	// becomes empty and starts after index (a follower that installed a
+	// leader's snapshot). index is never above the newest snapshot's index.
+	// Compacting below FirstIndex() does nothing.
+	Compact(index, term uint64) error
+	// SaveSnapshot durably stores a snapshot, reading its data from data
+	// until EOF, and makes it the newest once complete: a crash at any point
+	// leaves either the previous newest snapshot or this one. It may run
+	// concurrently with the other methods. On an error nothing changes.
+	SaveSnapshot(meta SnapshotMeta, data io.Reader) error
+	// Snapshot opens the newest snapshot; it fails with ErrNoSnapshot when
+	// there is none. The reader may be used concurrently with the other
+	// methods and stays valid, until closed, when newer snapshots are saved.
+	Snapshot() (SnapshotMeta, io.ReadCloser, error)
+}
+
+// SnapshotMeta describes a snapshot: the state of the StateMachine after
+// it applied every entry up to Index.
+type SnapshotMeta struct {
+	Index, Term uint64   // the last entry the snapshot covers
+	Members     []Member // the configuration in effect at Index
 }
 
 // MemoryStorage is a Storage that keeps everything in memory. It is meant for
@@ -52,12 +83,14 @@ type Storage interface {
 // A MemoryStorage is safe for concurrent use, so a test can inspect it while
 // its Node runs.
 type MemoryStorage struct {
-	mu      sync.Mutex
-	hs      HardState
-	first   uint64  // index of entries[0]
-	entries []Entry // entries[i].Index == first+i
-	saves   int
-	failErr error
+	mu        sync.Mutex
+	hs        HardState
+	first     uint64  // index of entries[0]
+	firstTerm uint64  // term of the entry at first-1
+	entries   []Entry // entries[i].Index == first+i
+	snapMeta  SnapshotMeta
+	snapData  []byte // nil: no snapshot
+	failErr   error
 }
 
 // NewMemoryStorage returns an empty MemoryStorage.
@@ -127,8 +160,73 @@ func (s *MemoryStorage) Save(hs HardState, entries []Entry) error {
 		}
 	}
 	s.hs = hs
-	s.saves++
 	return nil
+}
+
+// Term implements Storage.
+func (s *MemoryStorage) Term(i uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last := s.first + uint64(len(s.entries)) - 1
+	switch {
+	case i == s.first-1:
+		return s.firstTerm, nil
+	case i < s.first || i > last:
+		return 0, fmt.Errorf("raft: MemoryStorage.Term(%d) out of range [%d, %d]", i, s.first-1, last)
+	}
+	return s.entries[i-s.first].Term, nil
+}
+
+// Compact implements Storage.
+func (s *MemoryStorage) Compact(index, term uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr != nil {
+		return s.failErr
+	}
+	if index < s.first {
+		return nil
+	}
+	last := s.first + uint64(len(s.entries)) - 1
+	if index >= last {
+		s.entries = nil
+	} else {
+		// Copy, so that the discarded prefix can be freed.
+		s.entries = append([]Entry(nil), s.entries[index+1-s.first:]...)
+	}
+	s.first, s.firstTerm = index+1, term
+	return nil
+}
+
+// SaveSnapshot implements Storage.
+func (s *MemoryStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
+	b, err := io.ReadAll(data)
+	if err != nil {
+		return fmt.Errorf("raft: reading snapshot data: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr != nil {
+		return s.failErr
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	meta.Members = slices.Clone(meta.Members)
+	s.snapMeta, s.snapData = meta, b
+	return nil
+}
+
+// Snapshot implements Storage.
+func (s *MemoryStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snapData == nil {
+		return SnapshotMeta{}, nil, ErrNoSnapshot
+	}
+	meta := s.snapMeta
+	meta.Members = slices.Clone(meta.Members)
+	return meta, io.NopCloser(bytes.NewReader(s.snapData)), nil
 }
 
 // FailSaves makes every later Save return err (nil restores normal
