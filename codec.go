@@ -19,7 +19,7 @@ package raft
 // Version 1 of the format is, in order:
 //
 //	version    1 byte    always 0x01
-//	type       1 byte    Message.Type; 1 (MsgAppend) to 11 (MsgTimeoutNow)
+//	type       1 byte    Message.Type; 1 (MsgAppend) to 13 (MsgSnapshotResp)
 //	From       uvarint
 //	To         uvarint
 //	Term       uvarint
@@ -29,7 +29,8 @@ package raft
 //	HintIndex  uvarint
 //	HintTerm   uvarint
 //	Context    uvarint
-//	flags      1 byte    bit 0 (0x01): Reject; bits 1-7 must be zero
+//	flags      1 byte    bit 0 (0x01): Reject; bit 1 (0x02): Done;
+//	                     bit 2 (0x04): Data follows the entries; bits 3-7 must be zero
 //	count      uvarint   number of entries that follow
 //	count times an entry:
 //	  index delta  uvarint  Entry.Index - (previous Index + 1)
@@ -37,6 +38,11 @@ package raft
 //	  type         1 byte   Entry.Type; 0 (EntryCommand) to 2 (EntryConfChange)
 //	  length       uvarint  number of data bytes that follow
 //	  data         length bytes
+//
+// and then, only when flag bit 2 is set:
+//
+//	length     uvarint   number of Data bytes that follow; at least 1
+//	data       length bytes
 //
 // For the first entry, "previous Index" is the message's Index and "previous
 // Term" is the message's LogTerm; for the others they are those of the entry
@@ -55,7 +61,8 @@ package raft
 // allocating anything for the entries.
 //
 // Entry data of length zero decodes as nil, whether it was nil or empty
-// when encoded, and a message without entries decodes with nil Entries.
+// when encoded, and a message without entries decodes with nil Entries. The
+// same holds for Message.Data: empty Data is encoded as absent (bit 2 clear).
 
 import (
 	"encoding"
@@ -69,8 +76,13 @@ import (
 // codecVersion is the first byte of every encoded Message.
 const codecVersion = 1
 
-// flagReject is the flags bit that carries Message.Reject.
-const flagReject = 0x01
+// The flags bits.
+const (
+	flagReject = 0x01 // Message.Reject
+	flagDone   = 0x02 // Message.Done
+	flagData   = 0x04 // Message.Data follows the entries
+	flagsKnown = flagReject | flagDone | flagData
+)
 
 // minEntrySize is the fewest bytes an encoded entry takes: one for each of
 // its two deltas, its type and its data length. Decoding bounds the entry
@@ -107,6 +119,9 @@ func (m *Message) EncodedSize() int {
 		n += uvarintLen(e.Index-(prevIndex+1)) + uvarintLen(e.Term-prevTerm) + 1 +
 			uvarintLen(uint64(len(e.Data))) + len(e.Data)
 		prevIndex, prevTerm = e.Index, e.Term
+	}
+	if len(m.Data) > 0 {
+		n += uvarintLen(uint64(len(m.Data))) + len(m.Data)
 	}
 	return n
 }
@@ -163,6 +178,12 @@ func (m *Message) appendTo(buf []byte) []byte {
 	if m.Reject {
 		flags |= flagReject
 	}
+	if m.Done {
+		flags |= flagDone
+	}
+	if len(m.Data) > 0 {
+		flags |= flagData
+	}
 	buf = append(buf, flags)
 	buf = binary.AppendUvarint(buf, uint64(len(m.Entries)))
 	prevIndex, prevTerm := m.Index, m.LogTerm
@@ -174,6 +195,10 @@ func (m *Message) appendTo(buf []byte) []byte {
 		buf = binary.AppendUvarint(buf, uint64(len(e.Data)))
 		buf = append(buf, e.Data...)
 		prevIndex, prevTerm = e.Index, e.Term
+	}
+	if len(m.Data) > 0 {
+		buf = binary.AppendUvarint(buf, uint64(len(m.Data)))
+		buf = append(buf, m.Data...)
 	}
 	return buf
 }
@@ -212,10 +237,11 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 	msg.HintTerm = d.readUvarint("HintTerm")
 	msg.Context = d.readUvarint("Context")
 	flags := d.readByte("flags")
-	if d.err == nil && flags&^flagReject != 0 {
+	if d.err == nil && flags&^flagsKnown != 0 {
 		return fmt.Errorf("%w: message: unknown flags %#02x", ErrCorrupt, flags)
 	}
 	msg.Reject = flags&flagReject != 0
+	msg.Done = flags&flagDone != 0
 	count := d.readUvarint("entry count")
 	if d.err != nil {
 		return d.err
@@ -253,6 +279,19 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 		}
 	}
 
+	if flags&flagData != 0 {
+		size := d.readUvarint("data length")
+		if d.err != nil {
+			return d.err
+		}
+		if size == 0 || size > uint64(len(d.data)-d.off) {
+			return fmt.Errorf("%w: message: data length %d is zero or exceeds the remaining %d bytes",
+				ErrCorrupt, size, len(d.data)-d.off)
+		}
+		end := d.off + int(size)
+		msg.Data = d.data[d.off:end:end]
+		d.off = end
+	}
 	if d.off != len(d.data) {
 		return fmt.Errorf("%w: message: %d trailing bytes", ErrCorrupt, len(d.data)-d.off)
 	}

@@ -13,6 +13,9 @@ import (
 // normalized returns m as UnmarshalBinary gives it back: empty Entries and
 // empty entry Data become nil.
 func normalized(m Message) Message {
+	if len(m.Data) == 0 {
+		m.Data = nil
+	}
 	if len(m.Entries) == 0 {
 		m.Entries = nil
 		return m
@@ -95,6 +98,13 @@ func codecSamples() map[string]Message {
 			Type: MsgAppendResp, From: 2, To: 1, Term: 4, Index: 77, Reject: true, HintIndex: 50, HintTerm: 3,
 		},
 		"append with 64 entries": appendMessage(64, 16),
+		"snapshot chunk": {
+			Type: MsgSnapshot, From: 1, To: 2, Term: 7, Index: 900, LogTerm: 6, Context: 262144,
+			Data: bytes.Repeat([]byte{0xab}, 300), Done: true, HintIndex: 0xdeadbeef,
+			Entries: []Entry{{Index: 900, Term: 6, Type: EntryConfChange, Data: []byte{1, 1, 1, 0, 0}}},
+		},
+		"snapshot with empty data": {Type: MsgSnapshot, From: 1, To: 2, Term: 7, Data: []byte{}, Done: true},
+		"snapshot ack":             {Type: MsgSnapshotResp, From: 2, To: 1, Term: 7, Index: 900, Context: 524288, Reject: true},
 		"entries going backwards": {
 			Type: MsgAppend, Index: 10, LogTerm: 5,
 			Entries: []Entry{
@@ -348,7 +358,9 @@ func TestMessageUnmarshalCorrupt(t *testing.T) {
 		{"type 0", with([]byte{1, 0}, valid[2:]...), "unknown message type 0"},
 		{"type past the end", with([]byte{1, byte(msgTypeEnd)}, valid[2:]...), "unknown message type"},
 		{"type 255", with([]byte{1, 255}, valid[2:]...), "unknown message type 255"},
-		{"unknown flag", with(header(MsgVote)[:11], 0x02, 0), "unknown flags"},
+		{"unknown flag", with(header(MsgVote)[:11], 0x08, 0), "unknown flags"},
+		{"data flag with zero length", with(header(MsgVote)[:11], 0x04, 0, 0), "data length 0"},
+		{"data flag with data past the end", with(header(MsgVote)[:11], 0x04, 0, 5, 1, 2), "data length 5"},
 		{"all flags", with(header(MsgVote)[:11], 0xff, 0), "unknown flags"},
 		{"trailing byte", with(valid, 0), "1 trailing bytes"},
 		{"trailing bytes after empty message", with(header(MsgVote), 0, 1, 2, 3), "3 trailing bytes"},

@@ -42,6 +42,17 @@ const (
 	// MsgTimeoutNow tells the receiver to start an election at once, skipping
 	// PreVote; leadership transfer uses it (dissertation §3.10).
 	MsgTimeoutNow
+	// MsgSnapshot is one chunk of InstallSnapshot (Raft §7): Index and
+	// LogTerm name the last entry the snapshot covers, Context is the offset
+	// of Data in the snapshot's data, Done marks the last chunk, whose
+	// HintIndex carries the CRC-32C (Castagnoli) of the whole data. The
+	// first chunk (offset 0) carries the configuration at Index as its one
+	// EntryConfChange entry.
+	MsgSnapshot
+	// MsgSnapshotResp acknowledges chunks: Index names the snapshot, Context
+	// is the number of bytes received so far. Reject asks the leader to start
+	// the transfer again from Context.
+	MsgSnapshotResp
 
 	msgTypeEnd // one past the last valid type; keep last
 )
@@ -58,6 +69,8 @@ var msgTypeNames = [...]string{
 	MsgReadIndex:     "MsgReadIndex",
 	MsgReadIndexResp: "MsgReadIndexResp",
 	MsgTimeoutNow:    "MsgTimeoutNow",
+	MsgSnapshot:      "MsgSnapshot",
+	MsgSnapshotResp:  "MsgSnapshotResp",
 }
 
 // String returns the type's name, e.g. "MsgAppend".
@@ -90,7 +103,10 @@ type Message struct {
 	HintIndex uint64 // on a rejected MsgAppendResp: first index to retry from
 	HintTerm  uint64 // on a rejected MsgAppendResp: term of the follower's conflicting entry, 0 if its log is short
 
-	Context uint64 // ReadIndex round or request number (MsgHeartbeat*, MsgReadIndex*)
+	Context uint64 // ReadIndex round or request number (MsgHeartbeat*, MsgReadIndex*); byte offset (MsgSnapshot*)
+
+	Data []byte // a snapshot chunk (MsgSnapshot); never modified after sending
+	Done bool   // the last chunk of a snapshot (MsgSnapshot)
 }
 
 // Transport carries Messages between the nodes of one cluster. A Transport
