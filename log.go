@@ -151,3 +151,28 @@ func (l *raftLog) toApply() []Entry {
 	}
 	return l.entries[l.applying-l.offset : hi-l.offset]
 }
+
+// compact drops the entries up to and including i, which must be in
+// (offset, applying]: only applied entries, already in a snapshot, go.
+func (l *raftLog) compact(i uint64) {
+	t, _ := l.term(i)
+	l.entries = append([]Entry(nil), l.entries[i-l.offset:]...)
+	l.offset, l.offsetTerm = i, t
+}
+
+// restore makes the log start after a snapshot of (index, term) that a
+// follower installed: entries after it are kept if the log holds the
+// snapshot's last entry (Raft §7: "If existing log entry has same index and
+// term as snapshot's last included entry, retain log entries following it"),
+// otherwise the whole log is discarded.
+func (l *raftLog) restore(index, term uint64) {
+	if l.matchTerm(index, term) && index > l.offset {
+		l.compact(index)
+	} else if !l.matchTerm(index, term) {
+		l.entries, l.offset, l.offsetTerm = nil, index, term
+	}
+	l.committed = max(l.committed, index)
+	l.applying = max(l.applying, index)
+	l.stable = max(l.stable, index)
+	l.handedOff = max(l.handedOff, index)
+}

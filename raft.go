@@ -30,6 +30,10 @@ type core struct {
 	configIndex uint64
 	voters      quorum
 
+	// snap is the newest snapshot this node has: followers that need
+	// entries compacted away get it (Raft §7).
+	snap SnapshotMeta
+
 	// Leader state.
 	progress           map[uint64]*progress
 	pendingBroadcast   bool   // entries were proposed; send them at the next flush
@@ -61,6 +65,11 @@ type core struct {
 
 	// Output, drained by ready.
 	msgs []Message
+	// snapshotsToSend are followers that need the snapshot (leader).
+	snapshotsToSend []uint64
+	// snapshotMsgs are MsgSnapshot chunks (follower) and MsgSnapshotResp
+	// acknowledgments (leader) for the runtime, which moves the data.
+	snapshotMsgs []Message
 
 	logger *zap.Logger
 	hooks  coreHooks
@@ -90,9 +99,13 @@ type coreConfig struct {
 	logger                *zap.Logger
 
 	hardState HardState
-	// entries are the stored log; they follow firstIndex-1.
+	// entries are the stored log; they follow firstIndex-1, whose term is
+	// firstTerm.
 	firstIndex uint64
+	firstTerm  uint64
 	entries    []Entry
+	// snapshot is the newest stored snapshot (zero if none).
+	snapshot SnapshotMeta
 }
 
 func newCore(cfg coreConfig) (*core, error) {
@@ -125,7 +138,11 @@ func newCore(cfg coreConfig) (*core, error) {
 			return nil, fmt.Errorf("%w: stored entry %d has term %d below its predecessor's %d", ErrCorrupt, e.Index, e.Term, cfg.entries[i-1].Term)
 		}
 	}
-	c.log = raftLog{offset: first - 1, entries: cfg.entries}
+	c.log = raftLog{offset: first - 1, offsetTerm: cfg.firstTerm, entries: cfg.entries}
+	c.snap = cfg.snapshot
+	if c.snap.Index < c.log.offset {
+		return nil, fmt.Errorf("%w: the log was compacted to %d, past the newest snapshot at %d", ErrCorrupt, c.log.offset, c.snap.Index)
+	}
 	c.log.stable = c.log.lastIndex()
 	c.log.handedOff = c.log.stable
 	hs := cfg.hardState
@@ -133,8 +150,9 @@ func newCore(cfg coreConfig) (*core, error) {
 		return nil, fmt.Errorf("%w: stored term %d is below the last entry's term %d", ErrCorrupt, hs.Term, last)
 	}
 	c.term, c.vote = hs.Term, hs.Vote
-	c.log.committed = min(max(hs.Commit, c.log.offset), c.log.lastIndex())
-	c.log.applying = c.log.offset
+	c.log.committed = min(max(hs.Commit, c.snap.Index, c.log.offset), c.log.lastIndex())
+	// The runtime restored the state machine from the snapshot.
+	c.log.applying = max(c.log.offset, min(c.snap.Index, c.log.lastIndex()))
 	if err := c.reloadConfig(); err != nil {
 		return nil, err
 	}
@@ -181,7 +199,7 @@ func (c *core) step(m Message) {
 			// A granted PreVote carries the term we would campaign in.
 		default:
 			leader := uint64(0)
-			if m.Type == MsgAppend || m.Type == MsgHeartbeat {
+			if m.Type == MsgAppend || m.Type == MsgHeartbeat || m.Type == MsgSnapshot {
 				leader = m.From
 			}
 			c.logger.Debug("newer term seen", zap.Uint64("term", c.term), zap.Uint64("newTerm", m.Term), zap.Stringer("msg", m.Type), zap.Uint64("from", m.From))
@@ -189,7 +207,7 @@ func (c *core) step(m Message) {
 		}
 	case m.Term < c.term:
 		switch m.Type {
-		case MsgAppend, MsgHeartbeat:
+		case MsgAppend, MsgHeartbeat, MsgSnapshot:
 			// A stale leader: tell it our term so that it steps down. Without
 			// this, a leader cut off from the cluster whose followers moved on
 			// under PreVote and CheckQuorum would never learn of the new term.
@@ -236,13 +254,23 @@ func (c *core) stepFollower(m Message) {
 		c.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
 	case MsgReadIndexResp:
 		c.readAnswered(m)
+	case MsgSnapshot:
+		c.electionElapsed = 0
+		c.leader = m.From
+		if m.Index <= c.log.committed {
+			// We already have everything the snapshot holds: tell the
+			// leader where we are instead.
+			c.send(Message{Type: MsgAppendResp, To: m.From, Index: c.log.committed})
+			return
+		}
+		c.snapshotMsgs = append(c.snapshotMsgs, m)
 	}
 }
 
 // stepCandidate is what a candidate or pre-candidate does with each message.
 func (c *core) stepCandidate(m Message) {
 	switch m.Type {
-	case MsgAppend, MsgHeartbeat:
+	case MsgAppend, MsgHeartbeat, MsgSnapshot:
 		// Someone won this term (Raft §5.2): follow it.
 		c.becomeFollower(m.Term, m.From)
 		c.stepFollower(m)
@@ -280,6 +308,11 @@ func (c *core) stepLeader(m Message) {
 		}
 	case MsgReadIndex:
 		c.queueRead(readRequest{id: m.Context, from: m.From})
+	case MsgSnapshotResp:
+		if pr != nil {
+			pr.recentActive = true
+			c.snapshotMsgs = append(c.snapshotMsgs, m)
+		}
 	}
 }
 
@@ -323,7 +356,10 @@ func (c *core) reloadConfig() error {
 			return c.applyConfig(*e)
 		}
 	}
-	c.setMembers(nil)
+	// No configuration entry after the compaction point: the configuration
+	// has not changed since the snapshot, which records it.
+	c.configIndex = c.log.offset
+	c.setMembers(c.snap.Members)
 	return nil
 }
 
@@ -379,17 +415,20 @@ func (c *core) member(id uint64) (Member, bool) {
 // votes are in messages, so they leave only once what they promise is on
 // disk (Raft Figure 2, "respond to RPCs after updating stable storage").
 type ready struct {
-	hardState HardState
-	saveState bool    // hardState changed since the last ready
-	entries   []Entry // to persist
-	messages  []Message
-	committed []Entry // to apply, in order
-	reads     []readResult
+	sendSnapshots []uint64  // followers to stream the snapshot to (leader)
+	snapshotMsgs  []Message // chunks to store, or acknowledgments to route
+	hardState     HardState
+	saveState     bool    // hardState changed since the last ready
+	entries       []Entry // to persist
+	messages      []Message
+	committed     []Entry // to apply, in order
+	reads         []readResult
 }
 
 // empty reports whether rd asks for nothing.
 func (rd *ready) empty() bool {
-	return !rd.saveState && len(rd.entries) == 0 && len(rd.messages) == 0 && len(rd.committed) == 0 && len(rd.reads) == 0
+	return !rd.saveState && len(rd.entries) == 0 && len(rd.messages) == 0 && len(rd.committed) == 0 && len(rd.reads) == 0 &&
+		len(rd.sendSnapshots) == 0 && len(rd.snapshotMsgs) == 0
 }
 
 // flush turns the leader's pending work into messages: one append per
@@ -428,7 +467,11 @@ func (c *core) ready(prev HardState) ready {
 		messages:  c.msgs,
 		committed: c.log.toApply(),
 		reads:     c.reads.results,
+
+		sendSnapshots: c.snapshotsToSend,
+		snapshotMsgs:  c.snapshotMsgs,
 	}
+	c.snapshotsToSend, c.snapshotMsgs = nil, nil
 	// The commit index rides along with the next write; it alone is not
 	// worth an fsync, since a restarted node learns it from the leader.
 	rd.saveState = rd.hardState.Term != prev.Term || rd.hardState.Vote != prev.Vote

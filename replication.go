@@ -16,19 +16,23 @@ const (
 	// replicate: the logs are known to match up to match; the leader streams
 	// entries optimistically (pipelining), up to maxInflight messages.
 	replicate
+	// snapshotState: the follower needs entries that were compacted away;
+	// the runtime streams it the snapshot, and appends wait for its answer.
+	snapshotState
 )
 
 // progress is the leader's view of one member (Raft Figure 2's nextIndex
 // and matchIndex, plus the flow-control state).
 type progress struct {
-	match, next   uint64
-	state         progressState
-	probeSent     bool     // probe: an append is outstanding; wait for its answer or a heartbeat answer
-	inflight      []uint64 // replicate: last index of each unacknowledged append, ascending
-	ticksSinceAck int      // ticks since this follower last acknowledged an append
-	recentActive  bool     // heard from within the current election timeout (CheckQuorum)
-	readAck       uint64   // highest ReadIndex round this follower confirmed in this term
-	learner       bool
+	match, next     uint64
+	state           progressState
+	probeSent       bool     // probe: an append is outstanding; wait for its answer or a heartbeat answer
+	pendingSnapshot uint64   // snapshotState: the index of the snapshot being sent
+	inflight        []uint64 // replicate: last index of each unacknowledged append, ascending
+	ticksSinceAck   int      // ticks since this follower last acknowledged an append
+	recentActive    bool     // heard from within the current election timeout (CheckQuorum)
+	readAck         uint64   // highest ReadIndex round this follower confirmed in this term
+	learner         bool
 }
 
 func (c *core) newProgress(id uint64) *progress {
@@ -149,6 +153,8 @@ func (c *core) broadcastAppend() {
 func (c *core) sendAppend(id uint64, sendEmpty bool) {
 	pr := c.progress[id]
 	switch {
+	case pr.state == snapshotState:
+		return
 	case pr.state == probe && pr.probeSent:
 		return
 	case pr.state == replicate && len(pr.inflight) >= c.maxInflight:
@@ -161,9 +167,12 @@ func (c *core) sendAppend(id uint64, sendEmpty bool) {
 	prev := pr.next - 1
 	prevTerm, ok := c.log.term(prev)
 	if !ok {
-		// The entries the follower needs were compacted away; snapshot
-		// transfer (InstallSnapshot) is not built yet, so it cannot catch up.
-		c.logger.Error("follower needs compacted entries", zap.Uint64("to", id), zap.Uint64("next", pr.next))
+		// The entries the follower needs were compacted away: it gets the
+		// snapshot instead (Raft §7).
+		pr.state, pr.pendingSnapshot = snapshotState, c.snap.Index
+		pr.inflight = pr.inflight[:0]
+		c.snapshotsToSend = append(c.snapshotsToSend, id)
+		c.logger.Info("follower needs the snapshot", zap.Uint64("to", id), zap.Uint64("next", pr.next), zap.Uint64("snapshot", c.snap.Index))
 		return
 	}
 	ents := c.log.slice(pr.next, last+1, c.maxAppendBytes)
@@ -275,8 +284,9 @@ func (c *core) handleAppendResp(pr *progress, m Message) {
 	pr.recentActive = true
 	if m.Reject {
 		// Ignore stale rejections: ones about an index we already know to
-		// match, or, while probing, about a probe we no longer wait for.
-		if m.Index <= pr.match || (pr.state == probe && m.Index != pr.next-1) {
+		// match, or, while probing, about a probe we no longer wait for, or
+		// any while the snapshot is on its way.
+		if m.Index <= pr.match || (pr.state == probe && m.Index != pr.next-1) || pr.state == snapshotState {
 			return
 		}
 		next := m.HintIndex
@@ -293,7 +303,7 @@ func (c *core) handleAppendResp(pr *progress, m Message) {
 		pr.match = m.Index
 		pr.ticksSinceAck = 0
 		pr.acked(m.Index)
-		if pr.state == probe {
+		if pr.state == probe || pr.state == snapshotState {
 			pr.becomeReplicate()
 		}
 		if pr.next <= pr.match {
@@ -385,4 +395,54 @@ func (c *core) persisted(index, term uint64) {
 			c.maybeCommit()
 		}
 	}
+}
+
+// snapshotFailed is the runtime's report that streaming the snapshot to id
+// failed (the follower stopped answering, or storage failed): replication
+// to it starts over from probing, which asks for the snapshot again if it
+// still needs it.
+func (c *core) snapshotFailed(id uint64) {
+	if pr := c.progress[id]; c.role == Leader && pr != nil && pr.state == snapshotState {
+		pr.becomeProbe(pr.match + 1)
+	}
+}
+
+// snapshotTaken records a snapshot the runtime has made durable, and
+// compacts the log behind it, keeping trailing entries for slow followers.
+// It returns the new start of the log for the runtime to compact storage
+// to, or ok=false if nothing is compacted.
+func (c *core) snapshotTaken(meta SnapshotMeta, trailing uint64) (index, term uint64, ok bool) {
+	if meta.Index > c.snap.Index {
+		c.snap = meta
+	}
+	if c.snap.Index <= trailing {
+		return 0, 0, false
+	}
+	to := min(c.snap.Index-trailing, c.log.applying)
+	if to <= c.log.offset {
+		return 0, 0, false
+	}
+	c.log.compact(to)
+	return c.log.offset, c.log.offsetTerm, true
+}
+
+// installSnapshot takes a snapshot the runtime received from the leader,
+// stored, and restored into the state machine: the log now starts after it
+// (see raftLog.restore), and the leader hears that we hold everything up to
+// its index. It returns false if the snapshot is older than what we have.
+func (c *core) installSnapshot(meta SnapshotMeta, from uint64) bool {
+	if meta.Index <= c.log.committed {
+		c.send(Message{Type: MsgAppendResp, To: from, Index: c.log.committed})
+		return false
+	}
+	c.log.restore(meta.Index, meta.Term)
+	if meta.Index > c.snap.Index {
+		c.snap = meta
+	}
+	if err := c.reloadConfig(); err != nil {
+		c.logger.Error("bad configuration entry after a snapshot", zap.Error(err))
+	}
+	c.logger.Info("installed snapshot", zap.Uint64("index", meta.Index), zap.Uint64("term", meta.Term), zap.Uint64("from", from))
+	c.send(Message{Type: MsgAppendResp, To: from, Index: meta.Index})
+	return true
 }

@@ -26,8 +26,14 @@ import (
 // github.com/hashicorp/raft-wal in its own temp dir and uses it as LogStore
 // and StableStore (segment appends are fsynced on every StoreLogs, the stable
 // store is the WAL's BoltDB meta store, which fsyncs each commit), with a
-// FileSnapshotStore in the same dir; no snapshot is taken during a run. No
-// LogCache in front of the WAL, as there is none in front of the InmemStore.
+// FileSnapshotStore in another temp dir; no snapshot is taken during a run.
+// The LogStore given to raft is the WAL behind a raft.LogCache of 512
+// entries, as Consul and Vault set it up: without it the leader reads every
+// entry it replicates back from the WAL (see README.md for the difference).
+
+// hashicorpLogCacheSize is the LogCache of the durable variant: Consul's and
+// Vault's raftLogCacheSize.
+const hashicorpLogCacheSize = 512
 
 type hashicorpFSM struct{}
 
@@ -54,8 +60,8 @@ func hashicorpInmemStores(testing.TB) (hashicorpStores, error) {
 	return hashicorpStores{logs: store, stable: store, snaps: raft.NewInmemSnapshotStore()}, nil
 }
 
-// hashicorpWALStores opens raft-wal (log and stable store) in a fresh temp dir
-// and a FileSnapshotStore in another. raft-wal v0.4.0's WAL.Close does not
+// hashicorpWALStores opens raft-wal (log store, behind a LogCache, and stable
+// store) in a fresh temp dir and a FileSnapshotStore in another. raft-wal v0.4.0's WAL.Close does not
 // close its BoltDB meta store, so the harness passes its own and closes it
 // after the WAL.
 func hashicorpWALStores(tb testing.TB) (hashicorpStores, error) {
@@ -73,7 +79,12 @@ func hashicorpWALStores(tb testing.TB) (hashicorpStores, error) {
 		closeAll()
 		return hashicorpStores{}, err
 	}
-	return hashicorpStores{logs: w, stable: w, snaps: snaps, close: closeAll}, nil
+	logs, err := raft.NewLogCache(hashicorpLogCacheSize, w)
+	if err != nil {
+		closeAll()
+		return hashicorpStores{}, err
+	}
+	return hashicorpStores{logs: logs, stable: w, snaps: snaps, close: closeAll}, nil
 }
 
 // hashicorpCluster starts three nodes, each on the stores newStores makes,
