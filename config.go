@@ -17,6 +17,7 @@ const (
 	DefaultMaxInboundMessages    = 1 << 14
 	DefaultSnapshotThreshold     = 16384
 	DefaultTrailingEntries       = 4096
+	DefaultSnapshotChunkSize     = 256 << 10
 )
 
 // Config configures a Node. The zero value of every field but ID means the
@@ -53,6 +54,10 @@ type Config struct {
 	// TrailingEntries is the number of log entries kept behind a snapshot
 	// for slow followers. Default 4096.
 	TrailingEntries uint64
+
+	// SnapshotChunkSize is the size of the chunks a snapshot is sent to a
+	// follower in; one chunk at a time is in flight. Default 256 KiB.
+	SnapshotChunkSize int
 
 	// MaxInflight bounds the AppendEntries messages sent to one follower and
 	// not yet acknowledged (pipelining). Default 256.
@@ -111,6 +116,9 @@ func (c Config) Validate() error {
 	if c.MaxInflight < 0 {
 		return bad("MaxInflight %d is negative", c.MaxInflight)
 	}
+	if c.SnapshotChunkSize < 0 {
+		return bad("SnapshotChunkSize %d is negative", c.SnapshotChunkSize)
+	}
 	if c.MaxInboundMessages < 0 {
 		return bad("MaxInboundMessages %d is negative", c.MaxInboundMessages)
 	}
@@ -158,6 +166,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.SnapshotChunkSize == 0 {
+		c.SnapshotChunkSize = DefaultSnapshotChunkSize
 	}
 	if c.MaxAppendBytes == 0 {
 		c.MaxAppendBytes = DefaultMaxAppendBytes

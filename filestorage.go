@@ -331,9 +331,13 @@ func (s *FileStorage) compactTo(index, term uint64) {
 	if index+1 < s.first {
 		return // an older compaction point (from a segment header)
 	}
+	if index+1 == s.first {
+		s.firstTerm, s.startKnown = term, true
+		return
+	}
 	last := s.first + uint64(len(s.locs)) - 1
-	if index >= last {
-		s.locs = nil
+	if index >= last || s.locs[index-s.first].term != term {
+		s.locs = nil // past the end, or diverging from the snapshot
 	} else {
 		s.locs = append([]entryLoc(nil), s.locs[index+1-s.first:]...)
 	}

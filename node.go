@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -41,6 +42,17 @@ type Node struct {
 	configIndex  uint64
 	electionTick int
 	watchers     []func() bool // run after each loop iteration; done when they return true
+	persistErr   error         // a fatal error met outside handleReady
+	senders      map[uint64]*snapSender
+	receiver     *snapReceiver
+
+	// Snapshots (node_snapshot.go).
+	snapMu         sync.Mutex
+	snapWaiters    []chan error // Node.Snapshot calls waiting for the next snapshot
+	snapshotting   atomic.Bool
+	lastSnapIndex  atomic.Uint64
+	appliedMembers []Member // apply goroutine: the configuration at the applied index
+	appliedTerm    uint64   // apply goroutine: the term of the applied entry
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
@@ -48,6 +60,8 @@ type Node struct {
 	inProps  []*Proposal
 	inReads  []*readWait
 	inCalls  []func()
+	inOut    []Message // snapshot chunks to send, from sender goroutines
+	inEvents []func()  // results of snapshot goroutines, run on the loop
 	notify   chan struct{}
 	maxInbox int
 	dropped  atomic.Uint64
@@ -65,6 +79,7 @@ type Node struct {
 	done      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when the event loop has exited
 	applierWG sync.WaitGroup
+	bgWG      sync.WaitGroup // snapshot writers, senders and receivers
 	loopWG    sync.WaitGroup
 	fatal     atomic.Pointer[error]
 }
@@ -75,6 +90,7 @@ type applyBatch struct {
 	entries []Entry
 	props   []*Proposal
 	reads   []*readWait
+	restore *restoreRequest // restore the state machine from a received snapshot
 }
 
 // NewNode validates cfg, recovers state from storage, and starts the node;
@@ -91,10 +107,11 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	tick, electionTicks, heartbeatTicks := cfg.ticks()
 	logger := cfg.Logger.With(zap.Uint64("node", cfg.ID))
 
-	hs, entries, first, err := loadStorage(cfg, storage)
+	st, err := loadStorage(cfg, storage, sm)
 	if err != nil {
 		return nil, err
 	}
+	hs := st.hs
 	seed := cfg.Seed
 	if seed == 0 {
 		seed = time.Now().UnixNano() ^ int64(cfg.ID)<<32
@@ -112,8 +129,10 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		seed:                  seed,
 		logger:                cfg.Logger,
 		hardState:             hs,
-		firstIndex:            first,
-		entries:               entries,
+		firstIndex:            st.first,
+		firstTerm:             st.firstTerm,
+		entries:               st.entries,
+		snapshot:              st.snap,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raft: recovering node %d: %w", cfg.ID, err)
@@ -128,6 +147,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		core:         c,
 		savedState:   hs,
 		reads:        make(map[uint64]*readWait),
+		senders:      make(map[uint64]*snapSender),
 		electionTick: electionTicks,
 		notify:       make(chan struct{}, 1),
 		maxInbox:     cfg.MaxInboundMessages,
@@ -135,7 +155,9 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		done:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 	}
-	n.applied.Store(c.log.offset)
+	n.applied.Store(c.log.applying)
+	n.lastSnapIndex.Store(st.snap.Index)
+	n.appliedMembers, n.appliedTerm = st.snap.Members, st.snap.Term
 	// Read IDs start at random, so that a late answer to a read of an earlier
 	// incarnation of this node cannot complete a read of this one.
 	n.nextReadID = rand.Uint64() >> 1
@@ -154,39 +176,77 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	return n, nil
 }
 
-// loadStorage reads what storage holds; for a new founding node it first
-// writes the founding configuration as entry 1 of term 1. Every founder
-// writes the same entry, so the founders' logs already match, and it counts
-// as committed: any leader must hold it, since all founders do.
-func loadStorage(cfg Config, storage Storage) (HardState, []Entry, uint64, error) {
-	hs, err := storage.InitialState()
-	if err != nil {
-		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+// stored is what a node recovers from its Storage.
+type stored struct {
+	hs        HardState
+	entries   []Entry
+	first     uint64
+	firstTerm uint64
+	snap      SnapshotMeta
+}
+
+// loadStorage reads what storage holds and restores the state machine from
+// the newest snapshot. For a new founding node it first writes the founding
+// configuration as entry 1 of term 1. Every founder writes the same entry,
+// so the founders' logs already match, and it counts as committed: any
+// leader must hold it, since all founders do.
+func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
+	var st stored
+	wrap := func(err error) error { return fmt.Errorf("raft: reading storage: %w", err) }
+	var err error
+	if st.hs, err = storage.InitialState(); err != nil {
+		return st, wrap(err)
 	}
-	first, err := storage.FirstIndex()
-	if err != nil {
-		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+	meta, rc, err := storage.Snapshot()
+	switch {
+	case err == nil:
+		err = sm.Restore(rc)
+		rc.Close()
+		if err != nil {
+			return st, fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", meta.Index, err)
+		}
+		st.snap = meta
+	case !errors.Is(err, ErrNoSnapshot):
+		return st, wrap(err)
+	}
+	if st.first, err = storage.FirstIndex(); err != nil {
+		return st, wrap(err)
 	}
 	last, err := storage.LastIndex()
 	if err != nil {
-		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+		return st, wrap(err)
 	}
-	if last+1 < first {
-		return hs, nil, 0, fmt.Errorf("%w: storage's last index %d is before its first %d", ErrCorrupt, last, first)
+	if last+1 < st.first {
+		return st, fmt.Errorf("%w: storage's last index %d is before its first %d", ErrCorrupt, last, st.first)
 	}
-	if hs == (HardState{}) && last == 0 && len(cfg.InitialMembers) > 0 {
-		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
-		hs = HardState{Term: 1, Commit: 1}
-		if err := storage.Save(hs, []Entry{founding}); err != nil {
-			return hs, nil, 0, fmt.Errorf("raft: writing the founding configuration: %w", err)
+	if st.snap.Index > 0 {
+		// A crash between storing a leader's snapshot and discarding the log
+		// it replaces leaves a log that does not continue the snapshot:
+		// finish the job now.
+		t, terr := storage.Term(st.snap.Index)
+		if st.snap.Index > last || terr != nil || t != st.snap.Term {
+			if err := storage.Compact(st.snap.Index, st.snap.Term); err != nil {
+				return st, fmt.Errorf("raft: discarding the log behind snapshot %d: %w", st.snap.Index, err)
+			}
+			st.first, last = st.snap.Index+1, st.snap.Index
 		}
-		return hs, []Entry{founding}, 1, nil
 	}
-	entries, err := storage.Entries(first, last+1)
-	if err != nil {
-		return hs, nil, 0, fmt.Errorf("raft: reading storage: %w", err)
+	if st.firstTerm, err = storage.Term(st.first - 1); err != nil {
+		return st, wrap(err)
 	}
-	return hs, entries, first, nil
+	if st.hs == (HardState{}) && last == 0 && st.snap.Index == 0 && len(cfg.InitialMembers) > 0 {
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
+		st.hs = HardState{Term: 1, Commit: 1}
+		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
+			return st, fmt.Errorf("raft: writing the founding configuration: %w", err)
+		}
+		st.entries, st.first = []Entry{founding}, 1
+		return st, nil
+	}
+	if st.entries, err = storage.Entries(st.first, last+1); err != nil {
+		return st, wrap(err)
+	}
+	return st, nil
 }
 
 // deliver is the Transport's callback: queue m for the event loop.
@@ -308,16 +368,6 @@ func (n *Node) Status() Status {
 	return s
 }
 
-// Snapshot is meant to take a snapshot of the state machine and compact the
-// log now. Snapshots and log compaction are not built yet: it returns an
-// error wrapping ErrNotSupported, and the log grows without bound.
-func (n *Node) Snapshot(ctx context.Context) error {
-	if err := n.usable(); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: snapshots and log compaction are not implemented yet", ErrNotSupported)
-}
-
 // Close stops the node: its goroutines end, pending calls fail with
 // ErrClosed, and the Transport is detached. It neither closes the Storage nor
 // the Transport, which belong to their creator. Close is idempotent.
@@ -326,6 +376,7 @@ func (n *Node) Close() error {
 		close(n.done)
 		n.loopWG.Wait()
 		n.applierWG.Wait()
+		n.bgWG.Wait()
 		n.transport.Detach()
 		n.failApplyQueue()
 		n.logger.Info("node closed")
@@ -381,10 +432,15 @@ func (n *Node) run() {
 		case <-ticker.C:
 			n.core.tick()
 			n.retryReads()
+			n.tickReceiver()
 		case <-n.notify:
 			n.drainInbox()
 		}
-		if err := n.handleReady(); err != nil {
+		err := n.persistErr
+		if err == nil {
+			err = n.handleReady()
+		}
+		if err != nil {
 			n.fatal.Store(&err)
 			n.logger.Error("stopping after a fatal error", zap.Error(err))
 			n.updateStatus()
@@ -400,8 +456,16 @@ func (n *Node) run() {
 func (n *Node) drainInbox() {
 	n.inboxMu.Lock()
 	msgs, props, reads, calls := n.inMsgs, n.inProps, n.inReads, n.inCalls
-	n.inMsgs, n.inProps, n.inReads, n.inCalls = nil, nil, nil, nil
+	out, events := n.inOut, n.inEvents
+	n.inMsgs, n.inProps, n.inReads, n.inCalls, n.inOut, n.inEvents = nil, nil, nil, nil, nil, nil
 	n.inboxMu.Unlock()
+
+	for _, ev := range events {
+		ev()
+	}
+	if len(out) > 0 {
+		n.transport.Send(out)
+	}
 
 	for _, m := range msgs {
 		n.core.step(m)
@@ -457,6 +521,11 @@ func (n *Node) handleReady() error {
 		if rd.empty() {
 			break
 		}
+		if len(rd.sendSnapshots) > 0 || len(rd.snapshotMsgs) > 0 {
+			if err := n.handleSnapshotOutput(rd.sendSnapshots, rd.snapshotMsgs); err != nil {
+				return err
+			}
+		}
 		// Entries already durable and committed go to the applier first:
 		// their proposers need not wait for this ready's write.
 		if len(rd.committed) > 0 {
@@ -488,6 +557,7 @@ func (n *Node) handleReady() error {
 		n.noteRoleChange()
 	}
 	n.noteRoleChange()
+	n.checkSenders()
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
@@ -620,18 +690,32 @@ func (n *Node) runApplier() {
 			}
 			waiting = n.applyBatch(b, waiting)
 		}
+		n.maybeSnapshot()
 	}
 }
 
 // applyBatch applies one batch and releases the reads it satisfies; it
 // returns the reads still waiting.
 func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
+	if b.restore != nil {
+		n.restoreFromSnapshot(b.restore)
+		return waiting
+	}
 	props := b.props
 	for _, e := range b.entries {
-		var result any
-		if e.Type == EntryCommand {
-			result = n.sm.Apply(e)
+		if e.Index <= n.applied.Load() {
+			continue // covered by a snapshot restored meanwhile
 		}
+		var result any
+		switch e.Type {
+		case EntryCommand:
+			result = n.sm.Apply(e)
+		case EntryConfChange:
+			if members, err := decodeMembers(e.Data); err == nil {
+				n.appliedMembers = members
+			}
+		}
+		n.appliedTerm = e.Term
 		for len(props) > 0 && props[0].Index <= e.Index {
 			if props[0].Index == e.Index {
 				props[0].finish(result, nil) // no-op if it already failed
@@ -666,6 +750,7 @@ func (n *Node) stopErrFor(err error) error {
 // failPending ends the calls the event loop was tracking; it runs as the
 // loop exits, for a Close or a fatal error.
 func (n *Node) failPending() {
+	n.abortReceiver("the node stops")
 	err := n.stopErrFor(ErrClosed)
 	for _, p := range n.pendingProps {
 		p.finish(nil, err)
@@ -718,7 +803,7 @@ func (n *Node) updateStatus() {
 		LastIndex:   c.log.lastIndex(),
 		Members:     c.members,
 	}
-	s.SnapshotIndex = c.log.offset
+	s.SnapshotIndex = c.snap.Index
 	n.statusMu.Lock()
 	n.status = s
 	n.statusMu.Unlock()

@@ -444,10 +444,7 @@ func TestRuntime_PersistsBeforeResponding(t *testing.T) {
 	storage := NewMockStorage(ctrl)
 	transport := NewMockTransport(ctrl)
 	founding := configEntry(1, 1, 1, 2, 3)
-	storage.EXPECT().InitialState().Return(HardState{Term: 1, Commit: 1}, nil)
-	storage.EXPECT().FirstIndex().Return(uint64(1), nil)
-	storage.EXPECT().LastIndex().Return(uint64(1), nil)
-	storage.EXPECT().Entries(uint64(1), uint64(2)).Return([]Entry{founding}, nil)
+	expectRecovery(storage, founding)
 	var deliver func(Message)
 	transport.EXPECT().Attach(uint64(1), gomock.Any()).DoAndReturn(func(_ uint64, d func(Message)) error { deliver = d; return nil })
 	transport.EXPECT().SetPeers(gomock.Any()).AnyTimes()
@@ -482,10 +479,7 @@ func TestRuntime_LeaderSendsBeforeItsOwnWrite(t *testing.T) {
 	storage := NewMockStorage(ctrl)
 	transport := NewMockTransport(ctrl)
 	founding := configEntry(1, 1, 1, 2)
-	storage.EXPECT().InitialState().Return(HardState{Term: 1, Commit: 1}, nil)
-	storage.EXPECT().FirstIndex().Return(uint64(1), nil)
-	storage.EXPECT().LastIndex().Return(uint64(1), nil)
-	storage.EXPECT().Entries(uint64(1), uint64(2)).Return([]Entry{founding}, nil)
+	expectRecovery(storage, founding)
 	var deliver func(Message)
 	transport.EXPECT().Attach(uint64(1), gomock.Any()).DoAndReturn(func(_ uint64, d func(Message)) error { deliver = d; return nil })
 	transport.EXPECT().SetPeers(gomock.Any()).AnyTimes()
@@ -582,4 +576,14 @@ func TestCluster_FileStorageRestartAllAtOnce(t *testing.T) {
 		assert.Equal(t, "durable 99", string(ents[99].Data))
 	}
 	c.checkSameHistory()
+}
+
+// expectRecovery sets up a mock Storage holding one entry and no snapshot.
+func expectRecovery(storage *MockStorage, founding Entry) {
+	storage.EXPECT().InitialState().Return(HardState{Term: 1, Commit: 1}, nil)
+	storage.EXPECT().Snapshot().Return(SnapshotMeta{}, nil, ErrNoSnapshot)
+	storage.EXPECT().FirstIndex().Return(uint64(1), nil)
+	storage.EXPECT().LastIndex().Return(uint64(1), nil)
+	storage.EXPECT().Term(uint64(0)).Return(uint64(0), nil)
+	storage.EXPECT().Entries(uint64(1), uint64(2)).Return([]Entry{founding}, nil)
 }

@@ -52,10 +52,12 @@ type Storage interface {
 	// log's consistency check (Raft §5.3) needs it after compaction.
 	Term(i uint64) (uint64, error)
 	// Compact durably discards every entry up to and including index; term
-	// is the term of the entry at index. If index >= LastIndex(), the log
-	// becomes empty and starts after index (a follower that installed a
-	// leader's snapshot). index is never above the newest snapshot's index.
-	// Compacting below FirstIndex() does nothing.
+	// is the term of the entry at index. If the log holds no entry at index
+	// with that term (index >= LastIndex(), or a conflicting entry), the
+	// whole log is discarded and starts after index: a follower that
+	// installed a leader's snapshot keeps only what continues it (Raft §7).
+	// index is never above the newest snapshot's index. Compacting below
+	// FirstIndex() does nothing.
 	Compact(index, term uint64) error
 	// SaveSnapshot durably stores a snapshot, reading its data from data
 	// until EOF, and makes it the newest once complete: a crash at any point
@@ -188,7 +190,8 @@ func (s *MemoryStorage) Compact(index, term uint64) error {
 		return nil
 	}
 	last := s.first + uint64(len(s.entries)) - 1
-	if index >= last {
+	if index >= last || s.entries[index-s.first].Term != term {
+		// Past the end, or the log diverges from the snapshot: discard it all.
 		s.entries = nil
 	} else {
 		// Copy, so that the discarded prefix can be freed.

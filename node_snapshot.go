@@ -1,0 +1,452 @@
+package raft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Snapshots in the runtime (Raft §7).
+//
+// Taking one: after applying a batch, the apply goroutine checks whether
+// SnapshotThreshold entries were applied since the last snapshot (or
+// Node.Snapshot asked for one). It calls StateMachine.Snapshot there, so the
+// snapshot is exactly the state at the applied index, and hands it to a
+// writer goroutine that streams Snapshot.WriteTo into Storage.SaveSnapshot
+// while applying goes on. Once it is durable, the event loop compacts the
+// log behind it, keeping TrailingEntries for slow followers.
+//
+// Sending one: when a follower needs entries that were compacted away, the
+// core asks for the snapshot to be sent; a sender goroutine reads it from
+// Storage in chunks of SnapshotChunkSize and sends one chunk at a time,
+// waiting for each acknowledgment (so a large snapshot never sits in memory
+// and heartbeats keep flowing beside it). The last chunk carries the data's
+// CRC-32C. A silent follower, a leadership change or a rejection ends the
+// transfer; replication then starts over and asks again if needed.
+//
+// Receiving one: the event loop pipes chunks into Storage.SaveSnapshot on a
+// writer goroutine, checks the CRC before the last byte goes in (a mismatch
+// fails the save, which changes nothing), then has the apply goroutine call
+// StateMachine.Restore, then discards the log the snapshot replaces, and
+// only then acknowledges. A transfer that stops (leader change, silence)
+// is abandoned and the partial file removed by the storage.
+
+// restoreRequest asks the apply goroutine to restore a received snapshot.
+type restoreRequest struct {
+	meta SnapshotMeta
+	from uint64
+}
+
+// snapSender streams the snapshot to one follower.
+type snapSender struct {
+	to     uint64
+	term   uint64
+	acks   chan Message
+	cancel chan struct{}
+}
+
+// snapReceiver is a snapshot arriving from the leader.
+type snapReceiver struct {
+	meta   SnapshotMeta
+	from   uint64
+	offset uint64
+	crc    hash.Hash32
+	pw     *io.PipeWriter
+	saved  chan error
+	ticks  int
+	start  time.Time
+}
+
+// Snapshot takes a snapshot of the state machine at its applied index and
+// compacts the log behind it now, without waiting for SnapshotThreshold.
+// It returns once the snapshot is durable, or the error that stopped it.
+func (n *Node) Snapshot(ctx context.Context) error {
+	if err := n.usable(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	n.snapMu.Lock()
+	n.snapWaiters = append(n.snapWaiters, done)
+	n.snapMu.Unlock()
+	select {
+	case n.applyWake <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return n.stopErr()
+	}
+}
+
+// postEvent runs f on the event loop.
+func (n *Node) postEvent(f func()) {
+	n.inboxMu.Lock()
+	n.inEvents = append(n.inEvents, f)
+	n.inboxMu.Unlock()
+	n.wake()
+}
+
+// maybeSnapshot runs on the apply goroutine after each batch.
+func (n *Node) maybeSnapshot() {
+	if n.snapshotting.Load() {
+		return
+	}
+	n.snapMu.Lock()
+	waiters := n.snapWaiters
+	n.snapWaiters = nil
+	n.snapMu.Unlock()
+	applied := n.applied.Load()
+	due := applied >= n.lastSnapIndex.Load()+n.cfg.SnapshotThreshold
+	if !due && len(waiters) == 0 {
+		return
+	}
+	if applied <= n.lastSnapIndex.Load() {
+		for _, w := range waiters {
+			w <- nil // nothing applied since the last snapshot
+		}
+		return
+	}
+	snap, err := n.sm.Snapshot()
+	if err != nil {
+		err = fmt.Errorf("raft: StateMachine.Snapshot at %d: %w", applied, err)
+		n.logger.Error("taking a snapshot failed", zap.Error(err))
+		for _, w := range waiters {
+			w <- err
+		}
+		return
+	}
+	meta := SnapshotMeta{Index: applied, Term: n.appliedTerm, Members: n.appliedMembers}
+	n.snapshotting.Store(true)
+	n.bgWG.Add(1)
+	go n.writeSnapshot(meta, snap, waiters)
+}
+
+// writeSnapshot streams a snapshot into storage, off the apply goroutine.
+func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan error) {
+	defer n.bgWG.Done()
+	start := time.Now()
+	pr, pw := io.Pipe()
+	size := make(chan int64, 1)
+	go func() {
+		written, err := snap.WriteTo(pw)
+		size <- written
+		pw.CloseWithError(err)
+	}()
+	err := n.storage.SaveSnapshot(meta, pr)
+	pr.CloseWithError(errors.New("raft: snapshot write abandoned"))
+	written := <-size
+	snap.Release()
+	n.postEvent(func() {
+		n.snapshotting.Store(false)
+		if err == nil {
+			err = n.snapshotWritten(meta, written, time.Since(start))
+		} else {
+			err = fmt.Errorf("raft: saving snapshot %d: %w", meta.Index, err)
+			n.logger.Error("saving a snapshot failed", zap.Error(err))
+		}
+		for _, w := range waiters {
+			w <- err
+		}
+		select {
+		case n.applyWake <- struct{}{}: // maybe another is due already
+		default:
+		}
+	})
+}
+
+// snapshotWritten compacts the log behind a durable snapshot (event loop).
+func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration) error {
+	n.lastSnapIndex.Store(max(n.lastSnapIndex.Load(), meta.Index))
+	index, term, ok := n.core.snapshotTaken(meta, n.cfg.TrailingEntries)
+	n.logger.Info("snapshot taken", zap.Uint64("index", meta.Index), zap.Uint64("term", meta.Term),
+		zap.Int64("bytes", size), zap.Duration("took", took), zap.Uint64("compactedTo", index))
+	if !ok {
+		return nil
+	}
+	if err := n.storage.Compact(index, term); err != nil {
+		err = fmt.Errorf("raft: compacting the log to %d: %w", index, err)
+		n.persistErr = err
+		return err
+	}
+	return nil
+}
+
+// handleSnapshotOutput starts senders and routes chunks and acks (event loop).
+func (n *Node) handleSnapshotOutput(sendTo []uint64, msgs []Message) error {
+	for _, id := range sendTo {
+		if n.senders[id] == nil {
+			s := &snapSender{to: id, term: n.core.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
+			n.senders[id] = s
+			n.bgWG.Add(1)
+			go n.streamSnapshot(s)
+		}
+	}
+	for _, m := range msgs {
+		switch m.Type {
+		case MsgSnapshotResp:
+			if s := n.senders[m.From]; s != nil {
+				select {
+				case s.acks <- m:
+				default: // the sender is behind; it will time out and retry
+				}
+			}
+		case MsgSnapshot:
+			if err := n.receiveChunk(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkSenders stops senders whose transfer the core no longer wants.
+func (n *Node) checkSenders() {
+	for id, s := range n.senders {
+		pr := n.core.progress[id]
+		if n.core.role != Leader || n.core.term != s.term || pr == nil || pr.state != snapshotState {
+			close(s.cancel)
+			delete(n.senders, id)
+		}
+	}
+}
+
+// sendOut sends messages from a goroutine other than the event loop, which
+// is the only one that calls Transport.Send.
+func (n *Node) sendOut(m Message) {
+	n.inboxMu.Lock()
+	n.inOut = append(n.inOut, m)
+	n.inboxMu.Unlock()
+	n.wake()
+}
+
+// streamSnapshot sends the newest snapshot to one follower, one chunk at a
+// time, each acknowledged before the next.
+func (n *Node) streamSnapshot(s *snapSender) {
+	defer n.bgWG.Done()
+	start := time.Now()
+	sent, err := n.sendSnapshotChunks(s)
+	if err == errSenderCancelled {
+		return
+	}
+	n.postEvent(func() {
+		if n.senders[s.to] == s {
+			delete(n.senders, s.to)
+		}
+		if err != nil {
+			n.logger.Warn("sending the snapshot failed", zap.Uint64("to", s.to), zap.Error(err))
+			n.core.snapshotFailed(s.to)
+			return
+		}
+		n.logger.Info("snapshot sent", zap.Uint64("to", s.to), zap.Uint64("bytes", sent), zap.Duration("took", time.Since(start)))
+	})
+}
+
+var errSenderCancelled = errors.New("raft: snapshot transfer cancelled")
+
+func (n *Node) sendSnapshotChunks(s *snapSender) (uint64, error) {
+	meta, rc, err := n.storage.Snapshot()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	buf := make([]byte, n.cfg.SnapshotChunkSize)
+	crc := crc32.New(crcTable)
+	timeout := 2 * n.cfg.ElectionTimeout
+	var offset uint64
+	for first := true; ; first = false {
+		k, rerr := io.ReadFull(rc, buf)
+		done := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
+		if rerr != nil && !done {
+			return offset, fmt.Errorf("reading the snapshot: %w", rerr)
+		}
+		crc.Write(buf[:k])
+		m := Message{Type: MsgSnapshot, From: n.cfg.ID, To: s.to, Term: s.term, Index: meta.Index, LogTerm: meta.Term,
+			Context: offset, Data: append([]byte(nil), buf[:k]...), Done: done}
+		if first {
+			m.Entries = []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeMembers(meta.Members)}}
+		}
+		if done {
+			m.HintIndex = uint64(crc.Sum32())
+		}
+		want := offset + uint64(k)
+		// Send, and resend on silence a few times before giving up.
+		for tries := 0; ; tries++ {
+			n.sendOut(m)
+			acked, err := n.awaitAck(s, meta.Index, want, timeout)
+			if err != nil {
+				return offset, err
+			}
+			if acked {
+				break
+			}
+			if tries == 2 {
+				return offset, fmt.Errorf("no acknowledgment of the chunk at %d after %v", offset, 3*timeout)
+			}
+		}
+		offset = want
+		if done {
+			return offset, nil
+		}
+	}
+}
+
+// awaitAck waits for the acknowledgment of everything up to want.
+func (n *Node) awaitAck(s *snapSender, index, want uint64, timeout time.Duration) (bool, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case ack := <-s.acks:
+			switch {
+			case ack.Index != index:
+			case ack.Reject:
+				return false, fmt.Errorf("the follower restarted the transfer at %d", ack.Context)
+			case ack.Context >= want:
+				return true, nil
+			}
+		case <-timer.C:
+			return false, nil
+		case <-s.cancel:
+			return false, errSenderCancelled
+		case <-n.done:
+			return false, errSenderCancelled
+		}
+	}
+}
+
+// receiveChunk takes one chunk of a snapshot from the leader (event loop).
+func (n *Node) receiveChunk(m Message) error {
+	r := n.receiver
+	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: n.core.term, Index: m.Index}
+	if m.Context == 0 {
+		n.abortReceiver("a new transfer began")
+		if len(m.Entries) != 1 || m.Entries[0].Type != EntryConfChange {
+			return nil // malformed: ignore
+		}
+		members, err := decodeMembers(m.Entries[0].Data)
+		if err != nil {
+			n.logger.Warn("bad configuration in a snapshot", zap.Error(err))
+			return nil
+		}
+		r = &snapReceiver{meta: SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members}, from: m.From,
+			crc: crc32.New(crcTable), saved: make(chan error, 1), start: time.Now()}
+		pr, pw := io.Pipe()
+		r.pw = pw
+		n.bgWG.Add(1)
+		go func(meta SnapshotMeta) {
+			defer n.bgWG.Done()
+			err := n.storage.SaveSnapshot(meta, pr)
+			pr.CloseWithError(errors.New("raft: snapshot receive abandoned"))
+			r.saved <- err
+		}(r.meta)
+		n.receiver = r
+	}
+	switch {
+	case r == nil || r.meta.Index != m.Index || r.from != m.From || m.Context > r.offset:
+		// We lost the start of this transfer: ask for it again.
+		n.abortReceiver("chunk out of order")
+		ack.Reject, ack.Context = true, 0
+		n.transport.Send([]Message{ack})
+		return nil
+	case m.Context < r.offset:
+		// A retransmission of a chunk we have: acknowledge it again.
+		ack.Context = r.offset
+		n.transport.Send([]Message{ack})
+		return nil
+	}
+	r.ticks = 0
+	r.crc.Write(m.Data)
+	if m.Done && uint64(r.crc.Sum32()) != m.HintIndex {
+		n.abortReceiver("checksum mismatch")
+		ack.Reject, ack.Context = true, 0
+		n.transport.Send([]Message{ack})
+		return nil
+	}
+	if _, err := r.pw.Write(m.Data); err != nil {
+		n.abortReceiver("storage failed")
+		return nil
+	}
+	r.offset += uint64(len(m.Data))
+	if !m.Done {
+		ack.Context = r.offset
+		n.transport.Send([]Message{ack})
+		return nil
+	}
+	r.pw.Close()
+	err := <-r.saved
+	n.receiver = nil
+	if err != nil {
+		n.logger.Error("storing a received snapshot failed", zap.Uint64("index", r.meta.Index), zap.Error(err))
+		return nil
+	}
+	ack.Context = r.offset
+	n.transport.Send([]Message{ack})
+	n.logger.Info("snapshot received", zap.Uint64("index", r.meta.Index), zap.Uint64("bytes", r.offset), zap.Duration("took", time.Since(r.start)))
+	n.enqueueApply(applyBatch{restore: &restoreRequest{meta: r.meta, from: r.from}})
+	return nil
+}
+
+// abortReceiver abandons a transfer in progress; the storage discards what
+// it had written.
+func (n *Node) abortReceiver(why string) {
+	if r := n.receiver; r != nil {
+		n.logger.Info("snapshot transfer abandoned", zap.Uint64("index", r.meta.Index), zap.String("why", why))
+		r.pw.CloseWithError(errors.New("raft: snapshot transfer abandoned: " + why))
+		<-r.saved
+		n.receiver = nil
+	}
+}
+
+// tickReceiver abandons a transfer the leader stopped feeding.
+func (n *Node) tickReceiver() {
+	if r := n.receiver; r != nil {
+		if r.ticks++; r.ticks > 2*n.electionTick {
+			n.abortReceiver("the leader went silent")
+		}
+	}
+}
+
+// restoreFromSnapshot replaces the state machine's state with a received
+// snapshot (apply goroutine). A Restore error stops the node: running on
+// with half a state is worse than stopping.
+func (n *Node) restoreFromSnapshot(req *restoreRequest) {
+	start := time.Now()
+	meta, rc, err := n.storage.Snapshot()
+	if err == nil && (meta.Index != req.meta.Index || meta.Term != req.meta.Term) {
+		rc.Close()
+		err = fmt.Errorf("storage holds snapshot %d/%d, not %d/%d", meta.Term, meta.Index, req.meta.Term, req.meta.Index)
+	}
+	if err == nil {
+		err = n.sm.Restore(rc)
+		rc.Close()
+	}
+	if err == nil {
+		n.applied.Store(req.meta.Index)
+		n.appliedMembers, n.appliedTerm = req.meta.Members, req.meta.Term
+		n.lastSnapIndex.Store(req.meta.Index)
+	}
+	n.postEvent(func() {
+		if err != nil {
+			n.persistErr = fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", req.meta.Index, err)
+			return
+		}
+		// The snapshot replaces the log up to its index: discard it durably
+		// before the leader hears that we have it.
+		if cerr := n.storage.Compact(req.meta.Index, req.meta.Term); cerr != nil {
+			n.persistErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", req.meta.Index, cerr)
+			return
+		}
+		n.core.installSnapshot(req.meta, req.from)
+		n.logger.Info("snapshot restored", zap.Uint64("index", req.meta.Index), zap.Duration("took", time.Since(start)))
+	})
+}
