@@ -14,8 +14,8 @@ package raft
 //	lane 0, control: every message whose encoding is at most
 //	                 TCPConfig.BulkThreshold bytes (heartbeats, votes,
 //	                 responses, ordinary appends)
-//	lane 1, bulk:    larger messages (big appends; snapshot chunks once they
-//	                 exist), so that they never queue in front of heartbeats
+//	lane 1, bulk:    snapshot chunks (MsgSnapshot) and larger messages (big
+//	                 appends), so that they never queue in front of heartbeats
 //
 // The bulk connection is dialed the first time a large message is sent.
 //
@@ -283,9 +283,9 @@ type TCPStats struct {
 
 type tcpCounters struct {
 	sent, droppedQueueFull, droppedUnreachable, droppedUnknownPeer, droppedTooLarge atomic.Uint64
-	received, droppedMisrouted, badFrames, handshakesRefused                         atomic.Uint64
-	connsAccepted, connsRefused, dials, dialFailures                                 atomic.Uint64
-	outboundConns                                                                    atomic.Int64
+	received, droppedMisrouted, badFrames, handshakesRefused                        atomic.Uint64
+	connsAccepted, connsRefused, dials, dialFailures                                atomic.Uint64
+	outboundConns                                                                   atomic.Int64
 }
 
 // Wire constants; see the top of this file.
@@ -355,7 +355,9 @@ var (
 // tcpRefusedError is a handshake refused by the peer.
 type tcpRefusedError struct{ status tcpStatus }
 
-func (e *tcpRefusedError) Error() string { return "handshake refused by the peer: " + e.status.String() }
+func (e *tcpRefusedError) Error() string {
+	return "handshake refused by the peer: " + e.status.String()
+}
 
 // TCPTransport is a Transport over TCP connections; see TCPConfig for its
 // settings, docs/tcp.md for a guide and the top of tcp.go for the wire
@@ -385,10 +387,10 @@ type TCPTransport struct {
 	mu       sync.Mutex
 	closed   bool
 	detached bool
-	members  map[uint64]bool                  // the IDs of the last SetPeers
-	learned  map[uint64]string                // addresses from handshakes of nodes that are not members
-	inbound  map[*tcpInbound]struct{}         // open inbound connections
-	streams  map[tcpStreamKey]*tcpInbound     // the newest inbound connection of each peer and lane
+	members  map[uint64]bool              // the IDs of the last SetPeers
+	learned  map[uint64]string            // addresses from handshakes of nodes that are not members
+	inbound  map[*tcpInbound]struct{}     // open inbound connections
+	streams  map[tcpStreamKey]*tcpInbound // the newest inbound connection of each peer and lane
 	closing  sync.Once
 	stats    tcpCounters
 	nextWarn atomic.Int64 // unix nanos before which connection-cap refusals are not logged
@@ -526,12 +528,12 @@ func (t *TCPTransport) Send(msgs []Message) {
 	addIf(&t.stats.droppedQueueFull, full)
 }
 
-// laneFor picks the lane of a message whose encoding takes size bytes: large
-// messages go on the bulk lane, so that they never delay heartbeats, votes
-// and small appends. A snapshot-chunk message type, once it exists, belongs
-// on the bulk lane whatever its size: test for its Type here.
+// laneFor picks the lane of a message whose encoding takes size bytes:
+// snapshot chunks and other large messages go on the bulk lane, so that they
+// never delay heartbeats, votes and small appends. All the chunks of a
+// snapshot take the same lane, the last (often short) one included.
 func (t *TCPTransport) laneFor(m *Message, size int) tcpLane {
-	if size > t.cfg.BulkThreshold {
+	if m.Type == MsgSnapshot || size > t.cfg.BulkThreshold {
 		return tcpLaneBulk
 	}
 	return tcpLaneControl
@@ -1368,7 +1370,7 @@ func (t *TCPTransport) readFrames(in *tcpInbound, conn net.Conn, from uint64, se
 			return
 		}
 		if !fresh {
-			ownEntryData(&m) // body is reused for the next frame
+			ownData(&m) // body is reused for the next frame
 		}
 		if m.From != from || m.To != self.id {
 			t.stats.droppedMisrouted.Add(1)
@@ -1433,10 +1435,11 @@ func readFrameBody(br *bufio.Reader, size int, small *[]byte, deadline func(need
 	return body, true, nil
 }
 
-// ownEntryData copies the entries' data, which UnmarshalBinary left
-// aliasing the frame buffer, into one new allocation.
-func ownEntryData(m *Message) {
-	total := 0
+// ownData copies the message's byte slices (entries' data, snapshot chunk),
+// which UnmarshalBinary left aliasing the frame buffer, into one new
+// allocation.
+func ownData(m *Message) {
+	total := len(m.Data)
 	for i := range m.Entries {
 		total += len(m.Entries[i].Data)
 	}
@@ -1444,13 +1447,16 @@ func ownEntryData(m *Message) {
 		return
 	}
 	owned := make([]byte, 0, total)
-	for i := range m.Entries {
-		e := &m.Entries[i]
-		if len(e.Data) == 0 {
-			continue
+	own := func(b []byte) []byte {
+		if len(b) == 0 {
+			return b
 		}
 		start := len(owned)
-		owned = append(owned, e.Data...)
-		e.Data = owned[start:len(owned):len(owned)]
+		owned = append(owned, b...)
+		return owned[start:len(owned):len(owned)]
 	}
+	for i := range m.Entries {
+		m.Entries[i].Data = own(m.Entries[i].Data)
+	}
+	m.Data = own(m.Data)
 }

@@ -1,0 +1,471 @@
+package raft
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// listSM is a StateMachine whose state is the list of commands applied,
+// with real snapshots: a snapshot is the list, length-prefixed.
+type listSM struct {
+	mu       sync.Mutex
+	items    []string
+	restored int // how many times Restore ran
+}
+
+func (s *listSM) Apply(e Entry) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.items = append(s.items, string(e.Data))
+	return e.Index
+}
+
+func (s *listSM) Snapshot() (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return listSnapshot(slices.Clone(s.items)), nil
+}
+
+func (s *listSM) Restore(r io.Reader) error {
+	var items []string
+	br := bufio.NewReader(r)
+	for {
+		n, err := binary.ReadUvarint(br)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return err
+		}
+		items = append(items, string(b))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.items = items
+	s.restored++
+	return nil
+}
+
+func (s *listSM) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.items)
+}
+
+type listSnapshot []string
+
+func (l listSnapshot) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for _, it := range l {
+		b := binary.AppendUvarint(nil, uint64(len(it)))
+		b = append(b, it...)
+		k, err := w.Write(b)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (l listSnapshot) Release() {}
+
+// snapCluster is a testCluster whose nodes run listSMs with small snapshot
+// thresholds, on MemoryStorage.
+type snapCluster struct {
+	*testCluster
+	lists map[uint64]*listSM
+}
+
+func newSnapCluster(t *testing.T, n int, tune func(*Config)) *snapCluster {
+	t.Helper()
+	sc := &snapCluster{testCluster: newTestCluster(t, n), lists: map[uint64]*listSM{}}
+	base := sc.cfg
+	sc.cfg = func(id uint64) Config {
+		cfg := base(id)
+		cfg.SnapshotThreshold = 50
+		cfg.TrailingEntries = 10
+		cfg.SnapshotChunkSize = 64
+		if tune != nil {
+			tune(&cfg)
+		}
+		return cfg
+	}
+	for _, id := range sc.ids {
+		sc.stop(id)
+		sc.startList(id)
+	}
+	return sc
+}
+
+func (sc *snapCluster) startList(id uint64) {
+	sc.t.Helper()
+	sm := &listSM{}
+	n, err := NewNode(sc.cfg(id), sm, sc.storages[id], sc.net.Transport(id))
+	require.NoError(sc.t, err)
+	sc.nodes[id], sc.lists[id] = n, sm
+}
+
+// waitSame waits until every running node's list equals the leader's.
+func (sc *snapCluster) waitSame(last uint64) {
+	sc.t.Helper()
+	for _, id := range sc.running() {
+		sc.waitApplied(id, last)
+	}
+	leader := sc.waitLeader()
+	want := sc.lists[leader].list()
+	for _, id := range sc.running() {
+		require.Eventually(sc.t, func() bool { return slices.Equal(sc.lists[id].list(), want) }, 10*time.Second, time.Millisecond,
+			"node %d's state differs from the leader's", id)
+	}
+}
+
+func TestSnapshot_FollowerCatchesUpByInstallSnapshot(t *testing.T) {
+	sc := newSnapCluster(t, 3, nil)
+	leader := sc.waitLeader()
+	lagging := sc.ids[0]
+	if lagging == leader {
+		lagging = sc.ids[1]
+	}
+	sc.net.Isolate(lagging)
+	var others []uint64
+	for _, id := range sc.ids {
+		if id != lagging {
+			others = append(others, id)
+		}
+	}
+	var last uint64
+	for i := 0; i < 300; i++ {
+		leader = sc.waitLeader(others...)
+		res, err := sc.nodes[leader].Propose(context.Background(), []byte(fmt.Sprint("cmd ", i)))
+		require.NoError(t, err)
+		last = res.(uint64)
+	}
+	require.Eventually(t, func() bool { return sc.nodes[leader].Status().SnapshotIndex >= 200 }, 10*time.Second, time.Millisecond)
+	first, err := sc.storages[leader].FirstIndex()
+	require.NoError(t, err)
+	require.Greater(t, first, uint64(100), "the leader compacted its log past what the lagging node has")
+
+	sc.net.Heal()
+	sc.waitSame(last)
+	assert.Positive(t, sc.lists[lagging].restored, "the lagging node caught up through a snapshot")
+	assert.Len(t, sc.lists[lagging].list(), 300)
+	s := sc.nodes[lagging].Status()
+	assert.GreaterOrEqual(t, s.SnapshotIndex, uint64(200))
+}
+
+func TestSnapshot_NewLearnerCatchesUpBySnapshot(t *testing.T) {
+	sc := newSnapCluster(t, 3, nil)
+	var last uint64
+	for i := 0; i < 200; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	sc.waitSame(last)
+	leader := sc.waitLeader()
+	require.Eventually(t, func() bool {
+		first, _ := sc.storages[leader].FirstIndex()
+		return first > 2
+	}, 10*time.Second, time.Millisecond, "the leader compacts its log")
+	// Node 4 starts empty.
+	sc.ids = append(sc.ids, 4)
+	sc.storages[4] = NewMemoryStorage()
+	base := sc.cfg
+	sc.cfg = func(id uint64) Config {
+		cfg := base(id)
+		if id == 4 {
+			cfg.InitialMembers = nil
+		}
+		return cfg
+	}
+	sc.startList(4)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, sc.nodes[leader].AddLearner(ctx, 4, ""))
+	last = sc.propose("after the learner joined")
+	sc.waitSame(last)
+	assert.Equal(t, 1, sc.lists[4].restored)
+	assert.Len(t, sc.lists[4].list(), 201)
+}
+
+func TestSnapshot_RestartEveryNodeFromSnapshotAndLog(t *testing.T) {
+	sc := newSnapCluster(t, 3, nil)
+	var last uint64
+	for i := 0; i < 237; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	sc.waitSame(last)
+	for _, id := range sc.ids {
+		require.Eventually(t, func() bool { return sc.nodes[id].Status().SnapshotIndex > 0 }, 10*time.Second, time.Millisecond)
+		sc.stop(id)
+	}
+	for _, id := range sc.ids {
+		sc.startList(id)
+		assert.Equal(t, 1, sc.lists[id].restored, "node %d starts from its snapshot", id)
+	}
+	sc.waitSame(last)
+	for _, id := range sc.ids {
+		assert.Len(t, sc.lists[id].list(), 237)
+	}
+	last = sc.propose("after restart")
+	sc.waitSame(last)
+}
+
+func TestSnapshot_ForcedSnapshotAndStatus(t *testing.T) {
+	sc := newSnapCluster(t, 1, func(c *Config) { c.SnapshotThreshold = 1 << 30 })
+	var last uint64
+	for i := 0; i < 20; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	n := sc.nodes[1]
+	sc.waitApplied(1, last)
+	assert.Zero(t, n.Status().SnapshotIndex)
+	require.NoError(t, n.Snapshot(context.Background()))
+	assert.GreaterOrEqual(t, n.Status().SnapshotIndex, last)
+	meta, rc, err := sc.storages[1].Snapshot()
+	require.NoError(t, err)
+	rc.Close()
+	assert.GreaterOrEqual(t, meta.Index, last)
+	assert.Equal(t, []Member{{ID: 1}}, meta.Members)
+	require.NoError(t, n.Snapshot(context.Background()), "nothing new to snapshot is not an error")
+}
+
+// failingRestoreSM fails every Restore.
+type failingRestoreSM struct{ listSM }
+
+func (s *failingRestoreSM) Restore(io.Reader) error { return errors.New("restore exploded") }
+
+func TestSnapshot_RestoreErrorStopsTheNode(t *testing.T) {
+	sc := newSnapCluster(t, 3, nil)
+	leader := sc.waitLeader()
+	lagging := sc.ids[0]
+	if lagging == leader {
+		lagging = sc.ids[1]
+	}
+	sc.stop(lagging)
+	var last uint64
+	for i := 0; i < 200; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	require.Eventually(t, func() bool {
+		first, _ := sc.storages[leader].FirstIndex()
+		return first > 50
+	}, 10*time.Second, time.Millisecond)
+	_ = last
+	sm := &failingRestoreSM{}
+	n, err := NewNode(sc.cfg(lagging), sm, sc.storages[lagging], sc.net.Transport(lagging))
+	require.NoError(t, err)
+	sc.nodes[lagging] = n
+	require.Eventually(t, func() bool { return n.Status().Err != nil }, 10*time.Second, time.Millisecond)
+	assert.ErrorContains(t, n.Status().Err, "restore exploded")
+	_, err = n.Propose(context.Background(), []byte("x"))
+	assert.ErrorIs(t, err, ErrStopped)
+}
+
+func TestSnapshot_TransferInterruptedByLeaderChange(t *testing.T) {
+	// Tiny chunks and a slow network make the transfer long; the leader is
+	// isolated mid-transfer, and the new leader's transfer completes.
+	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 16 })
+	leader := sc.waitLeader()
+	lagging := sc.ids[0]
+	if lagging == leader {
+		lagging = sc.ids[1]
+	}
+	sc.net.Isolate(lagging)
+	var others []uint64
+	for _, id := range sc.ids {
+		if id != lagging {
+			others = append(others, id)
+		}
+	}
+	var last uint64
+	for i := 0; i < 300; i++ {
+		res, err := sc.nodes[sc.waitLeader(others...)].Propose(context.Background(), []byte(fmt.Sprintf("a fairly long command number %d", i)))
+		require.NoError(t, err)
+		last = res.(uint64)
+	}
+	require.Eventually(t, func() bool { return sc.nodes[leader].Status().SnapshotIndex > 100 }, 10*time.Second, time.Millisecond)
+	sc.net.SetFaults(Faults{MinDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond})
+	sc.net.Heal()
+	// Let the transfer start, then cut the leader off.
+	require.Eventually(t, func() bool {
+		var busy bool
+		_ = sc.nodes[lagging].call(context.Background(), func() { busy = sc.nodes[lagging].receiver != nil })
+		return busy
+	}, 10*time.Second, time.Millisecond, "a transfer starts")
+	sc.net.Isolate(leader)
+	var rest []uint64
+	for _, id := range sc.ids {
+		if id != leader {
+			rest = append(rest, id)
+		}
+	}
+	newLeader := sc.waitLeader(rest...)
+	require.NotEqual(t, leader, newLeader)
+	sc.net.Heal()
+	sc.net.SetFaults(Faults{})
+	sc.waitSame(last)
+	assert.Len(t, sc.lists[lagging].list(), 300)
+}
+
+// bigSM's snapshot is size bytes generated on the fly; Restore checks them
+// without keeping them. It never holds the snapshot in memory.
+type bigSM struct {
+	size     int64
+	restored atomic.Int64
+	listSM
+}
+
+type bigSnapshot struct{ size int64 }
+
+func bigByte(i int64) byte { return byte(i*7 + i>>11) }
+
+func (b bigSnapshot) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, 64<<10)
+	var n int64
+	for n < b.size {
+		k := min(int64(len(buf)), b.size-n)
+		for i := int64(0); i < k; i++ {
+			buf[i] = bigByte(n + i)
+		}
+		m, err := w.Write(buf[:k])
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (b bigSnapshot) Release() {}
+
+func (s *bigSM) Snapshot() (Snapshot, error) { return bigSnapshot{size: s.size}, nil }
+
+func (s *bigSM) Restore(r io.Reader) error {
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		for i := 0; i < k; i++ {
+			if buf[i] != bigByte(n+int64(i)) {
+				return fmt.Errorf("byte %d differs", n+int64(i))
+			}
+		}
+		n += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if n != s.size {
+		return fmt.Errorf("restored %d bytes, want %d", n, s.size)
+	}
+	s.restored.Add(1)
+	return nil
+}
+
+func TestSnapshot_200MiBStreamsWithBoundedMemory(t *testing.T) {
+	const size = 200 << 20
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	nodes := map[uint64]*Node{}
+	var stores []*FileStorage
+	sms := map[uint64]*bigSM{}
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+		for _, s := range stores {
+			s.Close()
+		}
+	}()
+	for _, m := range members {
+		st, err := OpenFileStorage(t.TempDir(), WithNoSync())
+		require.NoError(t, err)
+		stores = append(stores, st)
+		cfg := fastConfig(t, m.ID, members)
+		cfg.SnapshotThreshold = 1 << 30
+		cfg.TrailingEntries = 1
+		sms[m.ID] = &bigSM{size: size}
+		n, err := NewNode(cfg, sms[m.ID], st, nw.Transport(m.ID))
+		require.NoError(t, err)
+		nodes[m.ID] = n
+	}
+	var leader uint64
+	require.Eventually(t, func() bool {
+		for id, n := range nodes {
+			if n.Status().Role == Leader {
+				leader = id
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, time.Millisecond)
+	lagging := uint64(1)
+	if lagging == leader {
+		lagging = 2
+	}
+	nw.Isolate(lagging)
+	propose := func(cmd string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := nodes[leader].Propose(ctx, []byte(cmd))
+		require.NoError(t, err)
+	}
+	for i := 0; i < 10; i++ {
+		propose("x")
+	}
+
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	began := time.Now()
+	require.NoError(t, nodes[leader].Snapshot(context.Background()))
+	took := time.Since(began)
+	nw.Heal()
+	propose("y") // the lagging node now needs the snapshot
+	require.Eventually(t, func() bool { return sms[lagging].restored.Load() == 1 }, 2*time.Minute, 10*time.Millisecond)
+	total := time.Since(began)
+	close(stop)
+	wg.Wait()
+	t.Logf("200 MiB snapshot: written in %v (%.0f MiB/s); written, streamed and restored in %v (%.0f MiB/s end to end); peak heap in use %d MiB",
+		took.Round(time.Millisecond), float64(size>>20)/took.Seconds(), total.Round(time.Millisecond), float64(size>>20)/total.Seconds(), peak.Load()>>20)
+	assert.Less(t, peak.Load(), uint64(64<<20), "the snapshot must not be held in memory")
+	require.Eventually(t, func() bool { return nodes[lagging].Status().AppliedIndex == nodes[leader].Status().AppliedIndex }, 10*time.Second, time.Millisecond)
+}
