@@ -1,10 +1,13 @@
 package raft
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -81,8 +84,9 @@ func decodeKV(data []byte) (kind kvOpKind, key, value string, err error) {
 type kvSM struct {
 	rec recordingSM
 
-	mu   sync.Mutex
-	data map[string]string
+	mu       sync.Mutex
+	data     map[string]string
+	restores int // snapshots restored (the runs must exercise InstallSnapshot)
 }
 
 func newKVSM() *kvSM { return &kvSM{data: map[string]string{}} }
@@ -115,8 +119,68 @@ func (s *kvSM) get(key string) string {
 	return s.data[key]
 }
 
-func (s *kvSM) Snapshot() (Snapshot, error) { return nil, fmt.Errorf("not supported") }
-func (s *kvSM) Restore(io.Reader) error     { return fmt.Errorf("not supported") }
+// Snapshot copies the map: a point-in-time view that WriteTo encodes later,
+// while Apply goes on.
+func (s *kvSM) Snapshot() (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return kvSnapshot(maps.Clone(s.data)), nil
+}
+
+// Restore replaces the map with a snapshot's.
+func (s *kvSM) Restore(r io.Reader) error {
+	data := map[string]string{}
+	br := bufio.NewReader(r)
+	for {
+		key, err := readKVString(br)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		value, err := readKVString(br)
+		if err != nil {
+			return fmt.Errorf("snapshot: value of %q: %w", key, err)
+		}
+		data[key] = value
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.data = data
+	s.restores++
+	return nil
+}
+
+func readKVString(r *bufio.Reader) (string, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return "", err
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// kvSnapshot is a copy of the map, encoded as uvarint-prefixed key, value
+// pairs in key order.
+type kvSnapshot map[string]string
+
+func (k kvSnapshot) WriteTo(w io.Writer) (int64, error) {
+	var buf []byte
+	for _, key := range slices.Sorted(maps.Keys(k)) {
+		buf = binary.AppendUvarint(buf, uint64(len(key)))
+		buf = append(buf, key...)
+		buf = binary.AppendUvarint(buf, uint64(len(k[key])))
+		buf = append(buf, k[key]...)
+	}
+	n, err := w.Write(buf)
+	return int64(n), err
+}
+
+func (k kvSnapshot) Release() {}
 
 // kvModel is the sequential specification of the store, partitioned by key:
 // operations on different keys never constrain each other, so each key is

@@ -109,6 +109,7 @@ func TestLinearizability_Short(t *testing.T) {
 	require.Greater(t, r.writesOK, 100, "seed %d: too few writes completed for the check to mean anything: %s", seed, r)
 	require.Greater(t, r.readsOK, 50, "seed %d: too few reads completed for the check to mean anything: %s", seed, r)
 	require.GreaterOrEqual(t, len(r.actions), 3, "seed %d: the nemesis did too little: %s", seed, r)
+	require.Positive(t, r.snapshots, "seed %d: no snapshot was taken: %s", seed, r)
 }
 
 // TestLinearizability_Soak runs back-to-back rounds of 20 s of load, each on
@@ -230,8 +231,9 @@ func TestLinearizability_CatchesStaleReads(t *testing.T) {
 // crashed and restarted while clients use them.
 type linCluster struct {
 	*testCluster
-	mu  sync.Mutex // guards testCluster.nodes, testCluster.sms, kvs and files while clients and the nemesis run
-	kvs map[uint64]*kvSM
+	mu       sync.Mutex // guards testCluster.nodes, testCluster.sms, kvs and files while clients and the nemesis run
+	kvs      map[uint64]*kvSM
+	restores int // snapshots restored by state machines no longer running
 	// With durable storage: each node's log directory, and its open FileStorage.
 	dirs  map[uint64]string
 	files map[uint64]*FileStorage
@@ -243,6 +245,14 @@ type linCluster struct {
 func newLinCluster(t *testing.T, n int, seed int64, durable bool) *linCluster {
 	t.Helper()
 	lc := &linCluster{testCluster: newTestCluster(t, n, WithSeed(seed)), kvs: map[uint64]*kvSM{}}
+	// Frequent snapshots, so that restarted and lagging nodes often catch up
+	// by InstallSnapshot.
+	base := lc.cfg
+	lc.cfg = func(id uint64) Config {
+		cfg := base(id)
+		cfg.SnapshotThreshold, cfg.TrailingEntries, cfg.SnapshotChunkSize = 200, 50, 1024
+		return cfg
+	}
 	if durable {
 		lc.dirs, lc.files = map[uint64]string{}, map[uint64]*FileStorage{}
 		for _, id := range lc.ids {
@@ -303,6 +313,11 @@ func (lc *linCluster) close() {
 func (lc *linCluster) crash(id uint64) {
 	lc.mu.Lock()
 	n, file := lc.nodes[id], lc.files[id]
+	if kv := lc.kvs[id]; kv != nil {
+		kv.mu.Lock()
+		lc.restores += kv.restores
+		kv.mu.Unlock()
+	}
 	delete(lc.nodes, id)
 	delete(lc.kvs, id)
 	delete(lc.files, id)
@@ -399,6 +414,8 @@ func (h *linHistory) finish(end int64) []porcupine.Operation {
 // linResult summarizes a run.
 type linResult struct {
 	linCounts
+	restores  int    // snapshots installed from the leader or restored at restart
+	snapshots uint64 // highest snapshot index among the nodes at the end
 	ops       int
 	actions   []string
 	loadTime  time.Duration
@@ -407,8 +424,8 @@ type linResult struct {
 }
 
 func (r *linResult) String() string {
-	return fmt.Sprintf("%d ops: %d writes ok, %d reads ok, %d writes unknown (open-ended), %d write attempts and %d reads failed definitely (dropped); %d nemesis actions (%s); load %v, check %v: %s",
-		r.ops, r.writesOK, r.readsOK, r.writesUnknown, r.writeAttemptsFailed, r.readsFailed,
+	return fmt.Sprintf("%d ops: %d writes ok, %d reads ok, %d writes unknown (open-ended), %d write attempts and %d reads failed definitely (dropped); snapshots up to %d, %d restored; %d nemesis actions (%s); load %v, check %v: %s",
+		r.ops, r.writesOK, r.readsOK, r.writesUnknown, r.writeAttemptsFailed, r.readsFailed, r.snapshots, r.restores,
 		len(r.actions), r.actionKinds(), r.loadTime.Round(time.Millisecond), r.checkTime.Round(time.Millisecond), r.check)
 }
 
@@ -434,6 +451,8 @@ func (r *linResult) add(o *linResult) {
 	r.writesUnknown += o.writesUnknown
 	r.writeAttemptsFailed += o.writeAttemptsFailed
 	r.readsFailed += o.readsFailed
+	r.restores += o.restores
+	r.snapshots = max(r.snapshots, o.snapshots)
 	r.actions = append(r.actions, o.actions...)
 	r.loadTime += o.loadTime
 	r.checkTime += o.checkTime
@@ -494,6 +513,15 @@ func runLinearizability(t *testing.T, seed int64, cfg linConfig) *linResult {
 	w.lc.checkSameHistory()
 
 	r := &linResult{ops: len(ops), actions: w.actions, loadTime: loadTime}
+	w.lc.mu.Lock()
+	r.restores = w.lc.restores
+	for id, kv := range w.lc.kvs {
+		kv.mu.Lock()
+		r.restores += kv.restores
+		kv.mu.Unlock()
+		r.snapshots = max(r.snapshots, w.lc.nodes[id].Status().SnapshotIndex)
+	}
+	w.lc.mu.Unlock()
 	w.h.count(func(c *linCounts) { r.linCounts = *c })
 	checkStart := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(kvModel, ops, cfg.checkTimeout)
