@@ -166,10 +166,12 @@ func (l *raftLog) compact(i uint64) {
 // term as snapshot's last included entry, retain log entries following it"),
 // otherwise the whole log is discarded.
 func (l *raftLog) restore(index, term uint64) {
-	if l.matchTerm(index, term) && index > l.offset {
-		l.compact(index)
-	} else if !l.matchTerm(index, term) {
+	switch {
+	case !l.matchTerm(index, term):
 		l.entries, l.offset, l.offsetTerm = nil, index, term
+		l.stable, l.handedOff = index, index
+	case index > l.offset:
+		l.compact(index)
 	}
 	l.committed = max(l.committed, index)
 	l.applying = max(l.applying, index)

@@ -421,6 +421,11 @@ func (n *Node) tickReceiver() {
 // with half a state is worse than stopping.
 func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 	start := time.Now()
+	if req.meta.Index <= n.applied.Load() {
+		// Stale: the state machine is already past it (entries arrived
+		// meanwhile). Restoring would roll it back.
+		return
+	}
 	meta, rc, err := n.storage.Snapshot()
 	if err == nil && (meta.Index != req.meta.Index || meta.Term != req.meta.Term) {
 		rc.Close()

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"slices"
@@ -66,21 +67,23 @@ type simRead struct {
 }
 
 type simNode struct {
-	id         uint64
-	gen        int // incremented by each crash; events of older generations are void
-	tickPeriod int // microticks between ticks: the node's clock rate
-	writeDone  int // when the last scheduled write completes (writes are FIFO)
-	core       *core
-	up         bool
-	store      *MemoryStorage // what survives a crash
-	writes     []simWrite     // issued, not yet durable, in order
-	lastHS     HardState      // the HardState last handed to the disk
-	applied    uint64
-	lastCommit uint64
-	props      []simProposal
-	nextReadID uint64
-	leaderTerm uint64 // term of the leadership props belong to
-	reads      []*simRead
+	id          uint64
+	gen         int // incremented by each crash; events of older generations are void
+	tickPeriod  int // microticks between ticks: the node's clock rate
+	writeDone   int // when the last scheduled write completes (writes are FIFO)
+	core        *core
+	up          bool
+	store       *MemoryStorage // what survives a crash
+	writes      []simWrite     // issued, not yet durable, in order
+	lastHS      HardState      // the HardState last handed to the disk
+	applied     uint64
+	lastCommit  uint64
+	props       []simProposal
+	nextReadID  uint64
+	lastSnap    uint64 // index of the node's newest snapshot
+	appliedTerm uint64
+	leaderTerm  uint64 // term of the leadership props belong to
+	reads       []*simRead
 }
 
 type simEntryID struct {
@@ -90,15 +93,16 @@ type simEntryID struct {
 }
 
 type sim struct {
-	t      testing.TB
-	opts   simOptions
-	seed   int64
-	rng    *rand.Rand
-	step   int // the virtual clock, in microticks
-	nodes  []*simNode
-	events simEvents
-	seq    int // orders events due at the same time
-	delay  int // maximum message delay, in microticks
+	t       testing.TB
+	opts    simOptions
+	seed    int64
+	rng     *rand.Rand
+	step    int // the virtual clock, in microticks
+	nodes   []*simNode
+	members []Member
+	events  simEvents
+	seq     int // orders events due at the same time
+	delay   int // maximum message delay, in microticks
 
 	cut map[[2]uint64]bool // from -> to blocked
 	// netFaultUntil is the step before which the network fault in force stays.
@@ -125,7 +129,7 @@ type sim struct {
 }
 
 type simStats struct {
-	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped int
+	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -138,6 +142,7 @@ func newSim(t testing.TB, seed int64, opts simOptions) *sim {
 	for i := range members {
 		members[i] = Member{ID: uint64(i + 1)}
 	}
+	s.members = members
 	founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(members)}
 	for i := 0; i < opts.nodes; i++ {
 		n := &simNode{id: uint64(i + 1), store: NewMemoryStorage(), tickPeriod: 9 + s.rng.Intn(3)}
@@ -173,10 +178,12 @@ func (s *sim) fail(format string, args ...any) error {
 
 // restart (re)creates a node's core from what its disk holds.
 func (s *sim) restart(n *simNode) {
-	hs, _ := n.store.InitialState()
-	first, _ := n.store.FirstIndex()
-	last, _ := n.store.LastIndex()
-	ents, _ := n.store.Entries(first, last+1)
+	// Recover as the runtime does (loadStorage), from the snapshot and the log.
+	st, err := loadStorage(Config{ID: n.id}, n.store, simSM{})
+	if err != nil {
+		s.t.Fatalf("seed %d: recovering %d: %v", s.seed, n.id, err)
+	}
+	hs := st.hs
 	appendBytes := uint64(256)
 	if s.opts.smallAppends {
 		appendBytes = 1
@@ -184,14 +191,15 @@ func (s *sim) restart(n *simNode) {
 	c, err := newCore(coreConfig{
 		id: n.id, electionTicks: 6, heartbeatTicks: 1, preVote: s.seed%2 == 0, checkQuorum: s.seed%3 != 0,
 		maxInflight: 4, maxAppendBytes: appendBytes, maxUncommittedEntries: 256, maxUncommittedBytes: 1 << 20,
-		seed: s.rng.Int63(), hardState: hs, firstIndex: first, entries: ents,
+		seed: s.rng.Int63(), hardState: hs, firstIndex: st.first, firstTerm: st.firstTerm, entries: st.entries, snapshot: st.snap,
 	})
 	if err != nil {
 		s.t.Fatalf("seed %d: restart of %d: %v", s.seed, n.id, err)
 	}
 	c.hooks = s.opts.hooks
 	n.core, n.up, n.lastHS, n.writes = c, true, hs, nil
-	n.applied, n.lastCommit, n.props, n.reads = c.log.offset, c.log.committed, nil, nil
+	n.applied, n.lastCommit, n.props, n.reads = c.log.applying, c.log.committed, nil, nil
+	n.lastSnap, n.appliedTerm = st.snap.Index, st.snap.Term
 	// As the runtime does: each incarnation numbers its reads from a random
 	// start, so late answers to an earlier incarnation's reads match nothing.
 	n.nextReadID = s.rng.Uint64() >> 1
@@ -214,7 +222,7 @@ func (s *sim) completeWrite(n *simNode, send bool) {
 	w := n.writes[0]
 	n.writes = n.writes[1:]
 	if err := n.store.Save(w.hs, w.entries); err != nil {
-		s.t.Fatalf("seed %d: save: %v", s.seed, err)
+		s.t.Fatalf("%v", s.fail("node %d: save: %v", n.id, err))
 	}
 	if !send {
 		return
@@ -271,10 +279,82 @@ func (s *sim) process(n *simNode) error {
 		for _, r := range rd.reads {
 			s.readAnswered(n, r)
 		}
+		if err := s.snapshots(n, rd); err != nil {
+			return err
+		}
 		if n.core.role != Leader || n.core.term != n.leaderTerm {
 			// As the runtime does: proposals of an ended leadership have an
 			// unknown outcome and are no longer waited for.
 			n.props, n.leaderTerm = nil, n.core.term
+		}
+	}
+	return nil
+}
+
+// simSM stands in for a state machine when the simulator restarts a node:
+// its state is what the simulator tracks (the applied index).
+type simSM struct{}
+
+func (simSM) Apply(Entry) any             { return nil }
+func (simSM) Snapshot() (Snapshot, error) { return nil, nil }
+func (simSM) Restore(r io.Reader) error   { return nil }
+
+// simSnapshotEvery is how many applied entries make a node snapshot; small,
+// so that lagging and restarted nodes often need InstallSnapshot.
+const simSnapshotEvery, simTrailing = 40, 5
+
+// snapshots takes, sends and installs snapshots for node n. Snapshot I/O is
+// synchronous here: the ordering that matters (durable before compacting,
+// before acknowledging) is the same.
+func (s *sim) snapshots(n *simNode, rd ready) error {
+	if n.applied >= n.lastSnap+simSnapshotEvery {
+		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: s.members}
+		if err := n.store.SaveSnapshot(meta, strings.NewReader("")); err != nil {
+			return err
+		}
+		n.lastSnap = n.applied
+		if index, term, ok := n.core.snapshotTaken(meta, simTrailing); ok {
+			if err := n.store.Compact(index, term); err != nil {
+				return s.fail("node %d: compacting to %d: %v", n.id, index, err)
+			}
+		}
+	}
+	for _, to := range rd.sendSnapshots {
+		meta, rc, err := n.store.Snapshot()
+		if err != nil {
+			return s.fail("leader %d has no snapshot to send: %v", n.id, err)
+		}
+		rc.Close()
+		s.logf("leader %d sends snapshot %d/%d to %d", n.id, meta.Term, meta.Index, to)
+		s.send([]Message{{Type: MsgSnapshot, From: n.id, To: to, Term: n.core.term, Index: meta.Index, LogTerm: meta.Term, Done: true,
+			Entries: []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeMembers(meta.Members)}}}})
+		// The runtime gives up on a transfer nobody answers.
+		s.schedule(simEvent{at: s.step + 300, kind: evSnapFail, node: n, gen: n.gen, msg: Message{To: to}})
+	}
+	for _, m := range rd.snapshotMsgs {
+		if m.Type != MsgSnapshot {
+			continue
+		}
+		members, err := decodeMembers(m.Entries[0].Data)
+		if err != nil {
+			return s.fail("node %d: bad snapshot configuration: %v", n.id, err)
+		}
+		meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members}
+		// Earlier writes reach the disk first, in order.
+		for len(n.writes) > 0 {
+			s.completeWrite(n, true)
+		}
+		if err := n.store.SaveSnapshot(meta, strings.NewReader("")); err != nil {
+			return err
+		}
+		if err := n.store.Compact(meta.Index, meta.Term); err != nil {
+			return s.fail("node %d: discarding the log behind snapshot %d: %v", n.id, meta.Index, err)
+		}
+		if n.core.installSnapshot(meta, m.From) {
+			n.applied, n.appliedTerm, n.lastSnap = meta.Index, meta.Term, meta.Index
+			s.stats.installs++
+			s.logf("node %d installed snapshot %d/%d from %d", n.id, meta.Term, meta.Index, m.From)
+			s.finishReads(n)
 		}
 	}
 	return nil
@@ -285,13 +365,21 @@ func (s *sim) apply(n *simNode, e Entry) error {
 	if e.Index != n.applied+1 {
 		return s.fail("node %d applied %d after %d", n.id, e.Index, n.applied)
 	}
-	n.applied = e.Index
+	n.applied, n.appliedTerm = e.Index, e.Term
 	id := simEntryID{term: e.Term, data: string(e.Data)}
 	// State Machine Safety (§5.4.3).
 	if prev, ok := s.applied[e.Index]; ok && (prev.term != id.term || prev.data != id.data) {
 		return s.fail("state machine safety: node %d applied %d/%d %q, another node %d/%q", n.id, e.Term, e.Index, e.Data, prev.term, prev.data)
 	}
 	s.applied[e.Index] = id
+	// Applied means committed; record it here too, since a snapshot may
+	// compact the entry away before the next invariant check sees it.
+	if prev, ok := s.committed[e.Index]; ok && prev.term != e.Term {
+		return s.fail("node %d applied %d/%d where %d/%d was committed", n.id, e.Term, e.Index, prev.term, e.Index)
+	}
+	if _, ok := s.committed[e.Index]; !ok {
+		s.committed[e.Index] = s.entries[[2]uint64{e.Index, e.Term}]
+	}
 	for len(n.props) > 0 && n.props[0].index <= e.Index {
 		p := n.props[0]
 		n.props = n.props[1:]
@@ -357,7 +445,7 @@ func (s *sim) checkInvariants() error {
 				s.logf("node %d leads term %d (last %d)", n.id, c.term, c.log.lastIndex())
 				// Leader Completeness (§5.4): the new leader holds every
 				// committed entry.
-				for i := uint64(1); i <= uint64(len(s.committed)); i++ {
+				for i := max(1, c.log.offset); i <= uint64(len(s.committed)); i++ {
 					want := s.committed[i]
 					if t, ok := c.log.term(i); !ok || t != want.term {
 						return s.fail("leader completeness: leader %d of term %d lacks committed entry %d/%d", n.id, c.term, want.term, i)
@@ -368,7 +456,7 @@ func (s *sim) checkInvariants() error {
 		if c.log.committed < n.lastCommit {
 			return s.fail("node %d commit index went back from %d to %d", n.id, n.lastCommit, c.log.committed)
 		}
-		for i := n.lastCommit + 1; i <= c.log.committed; i++ {
+		for i := max(n.lastCommit, c.log.offset) + 1; i <= c.log.committed; i++ {
 			t, _ := c.log.term(i)
 			id := s.entries[[2]uint64{i, t}]
 			if prev, ok := s.committed[i]; ok && prev.term != id.term {
@@ -465,6 +553,7 @@ const (
 	evTick = iota
 	evDeliver
 	evWrite
+	evSnapFail
 )
 
 type simEvent struct {
@@ -507,6 +596,10 @@ func (s *sim) advance() error {
 			s.schedule(simEvent{at: s.step + e.node.tickPeriod, kind: evTick, node: e.node})
 		case evDeliver:
 			s.deliver(e.msg)
+		case evSnapFail:
+			if e.node.up && e.gen == e.node.gen {
+				e.node.core.snapshotFailed(e.msg.To)
+			}
 		case evWrite:
 			if e.node.up && e.gen == e.node.gen && len(e.node.writes) > 0 {
 				s.completeWrite(e.node, true)
@@ -707,6 +800,9 @@ func (s *sim) healed() bool {
 func (s *sim) checkConverged() error {
 	for _, n := range s.nodes {
 		for index, term := range s.acked {
+			if index < n.core.log.offset {
+				continue // in the node's snapshot
+			}
 			if t, ok := n.core.log.term(index); !ok || t != term {
 				return s.fail("acknowledged write %d/%d lost on node %d", term, index, n.id)
 			}
@@ -759,6 +855,7 @@ func TestSim(t *testing.T) {
 		total.partitions += s.stats.partitions
 		total.delivered += s.stats.delivered
 		total.dropped += s.stats.dropped
+		total.installs += s.stats.installs
 	}
 	t.Logf("%d seeds in %v: %+v", len(seeds), time.Since(start).Round(time.Millisecond), total)
 	if len(seeds) >= 100 {
@@ -768,6 +865,7 @@ func TestSim(t *testing.T) {
 		require.Greater(t, total.readsOK, 5*len(seeds), "reads")
 		require.Greater(t, total.crashes, len(seeds), "crashes")
 		require.Greater(t, total.partitions, len(seeds), "partitions")
+		require.Greater(t, total.installs, len(seeds)/4, "snapshot installs")
 	}
 }
 

@@ -61,8 +61,9 @@ type Storage interface {
 	Compact(index, term uint64) error
 	// SaveSnapshot durably stores a snapshot, reading its data from data
 	// until EOF, and makes it the newest once complete: a crash at any point
-	// leaves either the previous newest snapshot or this one. It may run
-	// concurrently with the other methods. On an error nothing changes.
+	// leaves either the previous newest snapshot or this one. A snapshot
+	// older than the newest one never replaces it. It may run concurrently
+	// with the other methods. On an error nothing changes.
 	SaveSnapshot(meta SnapshotMeta, data io.Reader) error
 	// Snapshot opens the newest snapshot; it fails with ErrNoSnapshot when
 	// there is none. The reader may be used concurrently with the other
@@ -214,6 +215,9 @@ func (s *MemoryStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 	}
 	if b == nil {
 		b = []byte{}
+	}
+	if s.snapData != nil && meta.Index < s.snapMeta.Index {
+		return nil // older than the newest: it never replaces it
 	}
 	meta.Members = slices.Clone(meta.Members)
 	s.snapMeta, s.snapData = meta, b
