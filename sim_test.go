@@ -23,7 +23,7 @@ import (
 // every step. The same seed replays the same run exactly:
 //
 //	go test -run 'TestSim$' -seed=N -v        (or RAFT_SEED=N)
-//	go test -run 'TestSim$' -seed=N -trace -v (print every step)
+//	go test -run 'TestSim$' -seed=N -simtrace -v (print every step)
 //
 // Storage is modelled as an asynchronous disk: writes complete (become
 // durable) at a random later step, in order, and a crash loses the writes not
@@ -32,7 +32,7 @@ import (
 
 var (
 	simSeedFlag  = flag.Int64("seed", 0, "TestSim: run only this seed")
-	simTraceFlag = flag.Bool("trace", false, "TestSim: log every step of the run")
+	simTraceFlag = flag.Bool("simtrace", false, "TestSim: log every step of the run")
 )
 
 // simOptions shape one simulated run.
@@ -172,7 +172,7 @@ func (s *sim) logf(format string, args ...any) {
 
 // fail reports a broken invariant with the seed and the end of the trace.
 func (s *sim) fail(format string, args ...any) error {
-	return fmt.Errorf("seed %d, step %d: %s\nreplay: go test -run 'TestSim$' -seed=%d -trace -v\nlast steps:\n%s",
+	return fmt.Errorf("seed %d, step %d: %s\nreplay: go test -run 'TestSim$' -seed=%d -simtrace -v\nlast steps:\n%s",
 		s.seed, s.step, fmt.Sprintf(format, args...), s.seed, strings.Join(s.trace[max(0, len(s.trace)-60):], "\n"))
 }
 
