@@ -2,7 +2,6 @@ package raft
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -25,8 +24,14 @@ import (
 type discardSM struct{}
 
 func (discardSM) Apply(Entry) any             { return nil }
-func (discardSM) Snapshot() (Snapshot, error) { return nil, errors.New("no snapshots") }
-func (discardSM) Restore(r io.Reader) error   { return errors.New("no snapshots") }
+func (discardSM) Snapshot() (Snapshot, error) { return emptySnapshot{}, nil }
+func (discardSM) Restore(r io.Reader) error   { return nil }
+
+// emptySnapshot is the snapshot of a state machine without state.
+type emptySnapshot struct{}
+
+func (emptySnapshot) WriteTo(io.Writer) (int64, error) { return 0, nil }
+func (emptySnapshot) Release()                         {}
 
 // benchCluster starts three nodes, each on the storage newStorage makes,
 // and returns the leader.

@@ -53,6 +53,7 @@ type Node struct {
 	lastSnapIndex  atomic.Uint64
 	appliedMembers []Member // apply goroutine: the configuration at the applied index
 	appliedTerm    uint64   // apply goroutine: the term of the applied entry
+	snapRetryAt    uint64   // apply goroutine: after a failed Snapshot, the applied index to try again at
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex

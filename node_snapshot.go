@@ -106,7 +106,7 @@ func (n *Node) maybeSnapshot() {
 	n.snapWaiters = nil
 	n.snapMu.Unlock()
 	applied := n.applied.Load()
-	due := applied >= n.lastSnapIndex.Load()+n.cfg.SnapshotThreshold
+	due := applied >= max(n.lastSnapIndex.Load()+n.cfg.SnapshotThreshold, n.snapRetryAt)
 	if !due && len(waiters) == 0 {
 		return
 	}
@@ -120,6 +120,8 @@ func (n *Node) maybeSnapshot() {
 	if err != nil {
 		err = fmt.Errorf("raft: StateMachine.Snapshot at %d: %w", applied, err)
 		n.logger.Error("taking a snapshot failed", zap.Error(err))
+		// Try again only after another threshold's worth of entries.
+		n.snapRetryAt = applied + n.cfg.SnapshotThreshold
 		for _, w := range waiters {
 			w <- err
 		}

@@ -61,9 +61,9 @@ func hashicorpInmemStores(testing.TB) (hashicorpStores, error) {
 }
 
 // hashicorpWALStores opens raft-wal (log store, behind a LogCache, and stable
-// store) in a fresh temp dir and a FileSnapshotStore in another. raft-wal v0.4.0's WAL.Close does not
-// close its BoltDB meta store, so the harness passes its own and closes it
-// after the WAL.
+// store) in a fresh temp dir and a FileSnapshotStore in another. raft-wal
+// v0.4.0's WAL.Close does not close its BoltDB meta store, so the harness
+// passes its own and closes it after the WAL.
 func hashicorpWALStores(tb testing.TB) (hashicorpStores, error) {
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(tb.TempDir(), wal.WithLogger(hclog.NewNullLogger()), wal.WithMetaStore(meta))
