@@ -202,3 +202,33 @@ func TestFileStorage_CorruptSnapshotDetected(t *testing.T) {
 		})
 	}
 }
+
+func TestFileStorage_CompactExactlyAtSegmentBoundary(t *testing.T) {
+	dir := t.TempDir()
+	s := openFS(t, dir, WithSegmentSize(4096))
+	for i := uint64(1); i <= 300; i += 10 {
+		require.NoError(t, s.Save(HardState{Term: 1}, testEntries(i, i+9, 1)))
+	}
+	// The last entry of the first segment.
+	s.mu.Lock()
+	firstSeq := s.segs[0].seq
+	var boundary uint64
+	for i, loc := range s.locs {
+		if loc.seq == firstSeq {
+			boundary = s.first + uint64(i)
+		}
+	}
+	s.mu.Unlock()
+	require.Positive(t, boundary)
+	require.NoError(t, s.Compact(boundary, 1))
+	_, err := os.Stat(filepath.Join(dir, "wal-0000000000000001.log"))
+	assert.True(t, os.IsNotExist(err), "the first segment held only compacted entries")
+	require.NoError(t, s.Close())
+	s = openFS(t, dir, WithSegmentSize(4096))
+	defer s.Close()
+	first, _ := s.FirstIndex()
+	assert.Equal(t, boundary+1, first)
+	ents, err := s.Entries(first, 301)
+	require.NoError(t, err)
+	assert.Equal(t, testEntries(first, 300, 1), ents)
+}
