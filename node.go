@@ -44,6 +44,7 @@ type Node struct {
 	watchers     []func() bool // run after each loop iteration; done when they return true
 	persistErr   error         // a fatal error met outside handleReady
 	senders      map[uint64]*snapSender
+	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
 
 	// Snapshots (node_snapshot.go).
@@ -149,6 +150,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		savedState:   hs,
 		reads:        make(map[uint64]*readWait),
 		senders:      make(map[uint64]*snapSender),
+		senderRetry:  make(map[uint64]time.Time),
 		electionTick: electionTicks,
 		notify:       make(chan struct{}, 1),
 		maxInbox:     cfg.MaxInboundMessages,

@@ -156,6 +156,7 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan er
 			err = fmt.Errorf("raft: saving snapshot %d: %w", meta.Index, err)
 			n.logger.Error("saving a snapshot failed", zap.Error(err))
 		}
+		n.updateStatus() // so that a caller of Node.Snapshot sees it in Status
 		for _, w := range waiters {
 			w <- err
 		}
@@ -184,14 +185,12 @@ func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration
 }
 
 // handleSnapshotOutput starts senders and routes chunks and acks (event loop).
+// The core's progress is the truth about who needs a snapshot: checkSenders
+// starts and stops senders to match it after every loop iteration, so
+// sendTo only says that one may be needed now.
 func (n *Node) handleSnapshotOutput(sendTo []uint64, msgs []Message) error {
-	for _, id := range sendTo {
-		if n.senders[id] == nil {
-			s := &snapSender{to: id, term: n.core.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
-			n.senders[id] = s
-			n.bgWG.Add(1)
-			go n.streamSnapshot(s)
-		}
+	if len(sendTo) > 0 {
+		n.checkSenders()
 	}
 	for _, m := range msgs {
 		switch m.Type {
@@ -211,7 +210,9 @@ func (n *Node) handleSnapshotOutput(sendTo []uint64, msgs []Message) error {
 	return nil
 }
 
-// checkSenders stops senders whose transfer the core no longer wants.
+// checkSenders stops senders whose transfer the core no longer wants, and
+// starts one for every follower that needs the snapshot and has none (after
+// a failure, not before an election timeout has passed).
 func (n *Node) checkSenders() {
 	for id, s := range n.senders {
 		pr := n.core.progress[id]
@@ -219,6 +220,19 @@ func (n *Node) checkSenders() {
 			close(s.cancel)
 			delete(n.senders, id)
 		}
+	}
+	if n.core.role != Leader {
+		return
+	}
+	for _, m := range n.core.members {
+		pr := n.core.progress[m.ID]
+		if pr == nil || pr.state != snapshotState || n.senders[m.ID] != nil || time.Now().Before(n.senderRetry[m.ID]) {
+			continue
+		}
+		s := &snapSender{to: m.ID, term: n.core.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
+		n.senders[m.ID] = s
+		n.bgWG.Add(1)
+		go n.streamSnapshot(s)
 	}
 }
 
@@ -246,6 +260,7 @@ func (n *Node) streamSnapshot(s *snapSender) {
 		}
 		if err != nil {
 			n.logger.Warn("sending the snapshot failed", zap.Uint64("to", s.to), zap.Error(err))
+			n.senderRetry[s.to] = time.Now().Add(n.cfg.ElectionTimeout)
 			n.core.snapshotFailed(s.to)
 			return
 		}
