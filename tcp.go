@@ -113,8 +113,9 @@ type TCPConfig struct {
 	// AdvertiseAddr is the address other nodes can dial to reach this one,
 	// sent in the handshake so that a node that does not know this one yet
 	// (a node being added to the cluster) can answer it. Default: the
-	// bound address, Addr(); set it when listening on a wildcard address
-	// such as ":7000". At most 255 bytes.
+	// bound address, Addr(), unless that is a wildcard address such as
+	// "[::]:7000", in which case nothing is advertised: set it when
+	// listening on ":7000". At most 255 bytes.
 	AdvertiseAddr string
 	// ClusterID names the cluster. A connection from a node with another
 	// ClusterID is refused during the handshake, so that a node of another
@@ -264,7 +265,7 @@ func (c TCPConfig) withDefaults() TCPConfig {
 // DroppedUnknownPeer and DroppedTooLarge (messages still queued are in none
 // yet).
 type TCPStats struct {
-	Sent               uint64 // messages written to a connection and flushed
+	Sent               uint64 // messages written to a connection and flushed (TCP may still lose them if the connection breaks right after)
 	DroppedQueueFull   uint64 // messages refused by Send because the peer's lane queue was full
 	DroppedUnreachable uint64 // messages discarded because a dial failed, a connection broke, or the peer was removed or the transport closed
 	DroppedUnknownPeer uint64 // messages to an ID with no known address (not a member, or a member without Addr)
@@ -435,7 +436,11 @@ func NewTCPTransport(cfg TCPConfig) (*TCPTransport, error) {
 		streams:   map[tcpStreamKey]*tcpInbound{},
 	}
 	if t.advertise == "" {
-		t.advertise = t.addr
+		// A wildcard address ("[::]:7000") tells a peer nothing: advertise
+		// none rather than a wrong one.
+		if tcp, ok := listener.Addr().(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() {
+			t.advertise = t.addr
+		}
 	}
 	t.logger = cfg.Logger.With(zap.String("transport", "tcp"), zap.String("listen", t.addr))
 	empty := map[uint64]*tcpPeer{}
@@ -901,9 +906,13 @@ func (s *tcpSender) run(ctx context.Context) {
 // failures: base doubled per failure up to limit, with "equal jitter" (a
 // random point in the upper half) so that peers do not dial in lockstep.
 func tcpBackoff(failures int, base, limit time.Duration) time.Duration {
-	d := limit
-	if failures <= 30 {
-		d = min(base<<(failures-1), limit)
+	d := min(base, limit)
+	for i := 1; i < failures && d < limit; i++ {
+		if d > limit/2 {
+			d = limit
+			break
+		}
+		d *= 2
 	}
 	half := d / 2
 	return half + rand.N(d-half+1)
