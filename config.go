@@ -116,8 +116,8 @@ func (c Config) Validate() error {
 	if c.MaxInflight < 0 {
 		return bad("MaxInflight %d is negative", c.MaxInflight)
 	}
-	if c.SnapshotChunkSize < 0 {
-		return bad("SnapshotChunkSize %d is negative", c.SnapshotChunkSize)
+	if c.SnapshotChunkSize < 0 || c.SnapshotChunkSize > 8<<20 {
+		return bad("SnapshotChunkSize %d is outside [0, 8 MiB] (a chunk must fit in a transport frame)", c.SnapshotChunkSize)
 	}
 	if c.MaxInboundMessages < 0 {
 		return bad("MaxInboundMessages %d is negative", c.MaxInboundMessages)

@@ -155,7 +155,8 @@ func (s *FileStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 	}
 	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
 	tmp := final + ".tmp"
-	if err := s.writeSnapFile(tmp, meta, data); err != nil {
+	info, err := s.writeSnapFile(tmp, meta, data)
+	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -163,11 +164,11 @@ func (s *FileStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("raft: installing snapshot: %w", err)
 	}
+	sf := &snapFile{meta: meta, path: final, dataOff: info.dataOff, dataLen: info.dataLen}
+	// From here the snapshot is in place: an error below (the directory
+	// fsync) is reported, but the snapshot may be the newest after a crash,
+	// which is safe: it holds committed state.
 	if err := s.syncDir(); err != nil {
-		return err
-	}
-	sf, err := openSnapFile(final)
-	if err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -185,10 +186,14 @@ func (s *FileStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 	return nil
 }
 
-func (s *FileStorage) writeSnapFile(path string, meta SnapshotMeta, data io.Reader) error {
+// writeSnapFile writes and fsyncs a snapshot file, returning where its
+// data lies; the checksum is computed as the data streams through, so the
+// file need not be read back.
+func (s *FileStorage) writeSnapFile(path string, meta SnapshotMeta, data io.Reader) (snapFile, error) {
+	var info snapFile
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return fmt.Errorf("raft: creating snapshot: %w", err)
+		return info, fmt.Errorf("raft: creating snapshot: %w", err)
 	}
 	defer f.Close()
 	w := bufio.NewWriterSize(f, 1<<20)
@@ -198,25 +203,26 @@ func (s *FileStorage) writeSnapFile(path string, meta SnapshotMeta, data io.Read
 	head = append(head, metaBuf...)
 	head = binary.LittleEndian.AppendUint32(head, crc32.Checksum(metaBuf, crcTable))
 	if _, err := w.Write(head); err != nil {
-		return fmt.Errorf("raft: writing snapshot: %w", err)
+		return info, fmt.Errorf("raft: writing snapshot: %w", err)
 	}
 	h := crc32.New(crcTable)
 	n, err := io.Copy(io.MultiWriter(w, h), data)
 	if err != nil {
-		return fmt.Errorf("raft: writing snapshot: %w", err)
+		return info, fmt.Errorf("raft: writing snapshot: %w", err)
 	}
 	trailer := binary.LittleEndian.AppendUint64(nil, uint64(n))
 	trailer = binary.LittleEndian.AppendUint32(trailer, h.Sum32())
 	if _, err := w.Write(trailer); err != nil {
-		return fmt.Errorf("raft: writing snapshot: %w", err)
+		return info, fmt.Errorf("raft: writing snapshot: %w", err)
 	}
 	if err := w.Flush(); err != nil {
-		return fmt.Errorf("raft: writing snapshot: %w", err)
+		return info, fmt.Errorf("raft: writing snapshot: %w", err)
 	}
 	if err := s.sync(f); err != nil {
-		return fmt.Errorf("raft: syncing snapshot: %w", err)
+		return info, fmt.Errorf("raft: syncing snapshot: %w", err)
 	}
-	return nil
+	info.dataOff, info.dataLen = int64(len(head)), n
+	return info, nil
 }
 
 // Snapshot implements Storage.

@@ -309,6 +309,15 @@ func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error 
 		}
 		last := s.first + uint64(len(s.locs)) - 1
 		if e.Index < s.first {
+			if !s.startKnown {
+				// Before the compaction record that explains the start, an
+				// earlier index is a truncation rewriting entries whose
+				// older records were deleted: the log restarts there.
+				s.first, s.locs = e.Index, s.locs[:0]
+				loc.term = e.Term
+				s.locs = append(s.locs, loc)
+				return nil
+			}
 			return nil // compacted away; superseded by a later record
 		}
 		if e.Index > last+1 {
@@ -720,26 +729,26 @@ func (s *FileStorage) Compact(index, term uint64) error {
 	if len(s.locs) > 0 {
 		keep = s.locs[0].seq
 	}
+	// Oldest first, each unlink made durable before the next, so that a
+	// crash never leaves a gap between segments.
 	removed := 0
 	for _, old := range s.segs {
 		if old.seq >= keep {
 			break
 		}
 		old.f.Close()
+		removed++
 		if err := os.Remove(old.f.Name()); err != nil {
 			s.failed = fmt.Errorf("raft: deleting a compacted segment: %w", err)
-			return s.failed
+			break
 		}
-		removed++
-	}
-	if removed > 0 {
-		s.segs = append([]*segment(nil), s.segs[removed:]...)
 		if err := s.syncDir(); err != nil {
 			s.failed = err
-			return err
+			break
 		}
 	}
-	return nil
+	s.segs = append([]*segment(nil), s.segs[removed:]...)
+	return s.failed
 }
 
 // usable returns why the storage cannot be used, or nil.

@@ -41,12 +41,14 @@ import (
 type restoreRequest struct {
 	meta SnapshotMeta
 	from uint64
+	size uint64 // bytes received, for the final acknowledgment
 }
 
 // snapSender streams the snapshot to one follower.
 type snapSender struct {
 	to     uint64
 	term   uint64
+	index  uint64 // the snapshot being sent, once opened
 	acks   chan Message
 	cancel chan struct{}
 }
@@ -265,6 +267,9 @@ func (n *Node) streamSnapshot(s *snapSender) {
 			return
 		}
 		n.logger.Info("snapshot sent", zap.Uint64("to", s.to), zap.Uint64("bytes", sent), zap.Duration("took", time.Since(start)))
+		// The final acknowledgment means installed: replication resumes
+		// after the snapshot even if the follower's append answer is lost.
+		n.core.snapshotSucceeded(s.to, s.index)
 	})
 }
 
@@ -276,6 +281,7 @@ func (n *Node) sendSnapshotChunks(s *snapSender) (uint64, error) {
 		return 0, err
 	}
 	defer rc.Close()
+	s.index = meta.Index
 	buf := make([]byte, n.cfg.SnapshotChunkSize)
 	crc := crc32.New(crcTable)
 	timeout := 2 * n.cfg.ElectionTimeout
@@ -296,10 +302,16 @@ func (n *Node) sendSnapshotChunks(s *snapSender) (uint64, error) {
 			m.HintIndex = uint64(crc.Sum32())
 		}
 		want := offset + uint64(k)
-		// Send, and resend on silence a few times before giving up.
+		// Send, and resend on silence a few times before giving up. The
+		// last chunk is acknowledged only after the follower restored the
+		// snapshot, which may take a while.
+		wait := timeout
+		if done {
+			wait = 10 * timeout
+		}
 		for tries := 0; ; tries++ {
 			n.sendOut(m)
-			acked, err := n.awaitAck(s, meta.Index, want, timeout)
+			acked, err := n.awaitAck(s, meta.Index, want, wait)
 			if err != nil {
 				return offset, err
 			}
@@ -342,10 +354,20 @@ func (n *Node) awaitAck(s *snapSender, index, want uint64, timeout time.Duration
 }
 
 // receiveChunk takes one chunk of a snapshot from the leader (event loop).
+// Chunks may come duplicated, late or reordered: a chunk that is not the
+// next one is acknowledged (if we have it) or ignored (if it is ahead), and
+// only a transfer we know nothing of is refused, so that the leader starts
+// it again.
 func (n *Node) receiveChunk(m Message) error {
 	r := n.receiver
 	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: n.core.term, Index: m.Index}
-	if m.Context == 0 {
+	if m.Index <= n.installing {
+		// This snapshot (or an older one) is being restored; the final
+		// acknowledgment follows the restore.
+		return nil
+	}
+	sameTransfer := r != nil && r.meta.Index == m.Index && r.from == m.From
+	if m.Context == 0 && !sameTransfer {
 		n.abortReceiver("a new transfer began")
 		if len(m.Entries) != 1 || m.Entries[0].Type != EntryConfChange {
 			return nil // malformed: ignore
@@ -366,20 +388,22 @@ func (n *Node) receiveChunk(m Message) error {
 			pr.CloseWithError(errors.New("raft: snapshot receive abandoned"))
 			r.saved <- err
 		}(r.meta)
-		n.receiver = r
+		n.receiver, sameTransfer = r, true
 	}
 	switch {
-	case r == nil || r.meta.Index != m.Index || r.from != m.From || m.Context > r.offset:
-		// We lost the start of this transfer: ask for it again.
-		n.abortReceiver("chunk out of order")
+	case !sameTransfer:
+		// A transfer we know nothing of (we restarted, or abandoned it):
+		// ask for it from the start.
 		ack.Reject, ack.Context = true, 0
 		n.transport.Send([]Message{ack})
 		return nil
 	case m.Context < r.offset:
-		// A retransmission of a chunk we have: acknowledge it again.
+		// A retransmission or duplicate of a chunk we have.
 		ack.Context = r.offset
 		n.transport.Send([]Message{ack})
 		return nil
+	case m.Context > r.offset:
+		return nil // ahead of what we have: a reordered message; the leader resends
 	}
 	r.ticks = 0
 	r.crc.Write(m.Data)
@@ -399,17 +423,27 @@ func (n *Node) receiveChunk(m Message) error {
 		n.transport.Send([]Message{ack})
 		return nil
 	}
+	// The last chunk: finish storing off the event loop (fsync, rename),
+	// then restore on the apply goroutine; the final acknowledgment goes
+	// out only once the state machine holds the snapshot and the log it
+	// replaces is discarded.
 	r.pw.Close()
-	err := <-r.saved
 	n.receiver = nil
-	if err != nil {
-		n.logger.Error("storing a received snapshot failed", zap.Uint64("index", r.meta.Index), zap.Error(err))
-		return nil
-	}
-	ack.Context = r.offset
-	n.transport.Send([]Message{ack})
-	n.logger.Info("snapshot received", zap.Uint64("index", r.meta.Index), zap.Uint64("bytes", r.offset), zap.Duration("took", time.Since(r.start)))
-	n.enqueueApply(applyBatch{restore: &restoreRequest{meta: r.meta, from: r.from}})
+	n.installing = r.meta.Index
+	n.bgWG.Add(1)
+	go func() {
+		defer n.bgWG.Done()
+		err := <-r.saved
+		n.postEvent(func() {
+			if err != nil {
+				n.installing = 0
+				n.logger.Error("storing a received snapshot failed", zap.Uint64("index", r.meta.Index), zap.Error(err))
+				return
+			}
+			n.logger.Info("snapshot received", zap.Uint64("index", r.meta.Index), zap.Uint64("bytes", r.offset), zap.Duration("took", time.Since(r.start)))
+			n.enqueueApply(applyBatch{restore: &restoreRequest{meta: r.meta, from: r.from, size: r.offset}})
+		})
+	}()
 	return nil
 }
 
@@ -438,37 +472,43 @@ func (n *Node) tickReceiver() {
 // with half a state is worse than stopping.
 func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 	start := time.Now()
-	if req.meta.Index <= n.applied.Load() {
+	meta, rc, err := n.storage.Snapshot()
+	if err == nil && meta.Index < req.meta.Index {
+		rc.Close()
+		err = fmt.Errorf("storage holds snapshot %d/%d, older than the received %d/%d", meta.Term, meta.Index, req.meta.Term, req.meta.Index)
+	}
+	if err == nil && meta.Index <= n.applied.Load() {
 		// Stale: the state machine is already past it (entries arrived
 		// meanwhile). Restoring would roll it back.
+		rc.Close()
+		n.postEvent(func() { n.installing = 0 })
 		return
 	}
-	meta, rc, err := n.storage.Snapshot()
-	if err == nil && (meta.Index != req.meta.Index || meta.Term != req.meta.Term) {
-		rc.Close()
-		err = fmt.Errorf("storage holds snapshot %d/%d, not %d/%d", meta.Term, meta.Index, req.meta.Term, req.meta.Index)
-	}
 	if err == nil {
+		// A newer snapshot stored meanwhile replaces the received one.
 		err = n.sm.Restore(rc)
 		rc.Close()
 	}
 	if err == nil {
-		n.applied.Store(req.meta.Index)
-		n.appliedMembers, n.appliedTerm = req.meta.Members, req.meta.Term
-		n.lastSnapIndex.Store(req.meta.Index)
+		n.applied.Store(meta.Index)
+		n.appliedMembers, n.appliedTerm = meta.Members, meta.Term
+		n.lastSnapIndex.Store(meta.Index)
 	}
 	n.postEvent(func() {
+		n.installing = 0
 		if err != nil {
 			n.persistErr = fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", req.meta.Index, err)
 			return
 		}
 		// The snapshot replaces the log up to its index: discard it durably
 		// before the leader hears that we have it.
-		if cerr := n.storage.Compact(req.meta.Index, req.meta.Term); cerr != nil {
-			n.persistErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", req.meta.Index, cerr)
+		if cerr := n.storage.Compact(meta.Index, meta.Term); cerr != nil {
+			n.persistErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", meta.Index, cerr)
 			return
 		}
-		n.core.installSnapshot(req.meta, req.from)
-		n.logger.Info("snapshot restored", zap.Uint64("index", req.meta.Index), zap.Duration("took", time.Since(start)))
+		if n.core.installSnapshot(meta, req.from) {
+			n.transport.Send([]Message{{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: n.core.term, Index: req.meta.Index, Context: req.size}})
+		}
+		n.logger.Info("snapshot restored", zap.Uint64("index", meta.Index), zap.Duration("took", time.Since(start)))
 	})
 }

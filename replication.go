@@ -407,6 +407,19 @@ func (c *core) snapshotFailed(id uint64) {
 	}
 }
 
+// snapshotSucceeded is the runtime's report that follower id installed the
+// snapshot at index (its final acknowledgment): it holds everything up to
+// there, so replication resumes after it.
+func (c *core) snapshotSucceeded(id, index uint64) {
+	pr := c.progress[id]
+	if c.role != Leader || pr == nil || pr.state != snapshotState || index < pr.pendingSnapshot {
+		return
+	}
+	pr.match = max(pr.match, index)
+	pr.becomeProbe(index + 1)
+	c.sendAppend(id, false)
+}
+
 // snapshotTaken records a snapshot the runtime has made durable, and
 // compacts the log behind it, keeping trailing entries for slow followers.
 // It returns the new start of the log for the runtime to compact storage

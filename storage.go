@@ -63,7 +63,8 @@ type Storage interface {
 	// until EOF, and makes it the newest once complete: a crash at any point
 	// leaves either the previous newest snapshot or this one. A snapshot
 	// older than the newest one never replaces it. It may run concurrently
-	// with the other methods. On an error nothing changes.
+	// with the other methods. On an error the previous newest snapshot stays
+	// usable (the new one may or may not have been made the newest).
 	SaveSnapshot(meta SnapshotMeta, data io.Reader) error
 	// Snapshot opens the newest snapshot; it fails with ErrNoSnapshot when
 	// there is none. The reader may be used concurrently with the other
