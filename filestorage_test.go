@@ -301,6 +301,9 @@ func FuzzFileStorageRecovery(f *testing.F) {
 	}
 	f.Add(valid)
 	f.Add(valid[:len(valid)-3])
+	compacted := appendCompact(append([]byte(nil), valid...), 2, 2)
+	f.Add(compacted)
+	f.Add(appendCompact(appendHardState([]byte(walMagic), HardState{Term: 3}), 40, 3))
 	f.Add([]byte(walMagic))
 	f.Add([]byte("RKW"))
 	f.Add(append(append([]byte{}, valid...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))

@@ -47,6 +47,7 @@ type Node struct {
 	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
 	installing   uint64 // a received snapshot being stored and restored
+	slowStorage  bool   // the last Save took longer than slowSave
 
 	// Snapshots (node_snapshot.go).
 	snapMu         sync.Mutex
@@ -530,9 +531,12 @@ func (n *Node) handleReady() error {
 				return err
 			}
 		}
-		// Entries already durable and committed go to the applier first:
-		// their proposers need not wait for this ready's write.
-		if len(rd.committed) > 0 {
+		// With a slow storage (fsync), entries already durable and
+		// committed go to the applier before this ready's write, so that
+		// their proposers need not wait for it. With a fast one they go
+		// after the messages, which batches the next proposals better.
+		applyFirst := n.slowStorage && len(rd.committed) > 0
+		if applyFirst {
 			n.sendToApplier(rd.committed)
 		}
 		mustWait := rd.messages
@@ -544,9 +548,11 @@ func (n *Node) handleReady() error {
 			if len(early) > 0 {
 				n.transport.Send(early)
 			}
+			began := time.Now()
 			if err := n.storage.Save(rd.hardState, rd.entries); err != nil {
 				return fmt.Errorf("raft: saving to storage: %w", err)
 			}
+			n.slowStorage = time.Since(began) > slowSave
 			n.savedState = rd.hardState
 			if k := len(rd.entries); k > 0 {
 				n.core.persisted(rd.entries[k-1].Index, rd.entries[k-1].Term)
@@ -556,6 +562,9 @@ func (n *Node) handleReady() error {
 			n.transport.Send(mustWait)
 		}
 		n.handleReads(rd.reads)
+		if !applyFirst && len(rd.committed) > 0 {
+			n.sendToApplier(rd.committed)
+		}
 		// After the committed proposals left for the applier: the ones
 		// still pending when leadership ends have an unknown fate.
 		n.noteRoleChange()
@@ -571,6 +580,10 @@ func (n *Node) handleReady() error {
 	}
 	return nil
 }
+
+// slowSave is the Save duration above which the storage counts as slow
+// (it waits for the disk), see handleReady.
+const slowSave = 50 * time.Microsecond
 
 // splitEarly separates the messages a leader may send before its own write
 // (appends, heartbeats) from the ones that must wait for it.
