@@ -62,21 +62,27 @@ func benchCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func
 			}
 		}
 	}
+	leader := waitBenchLeader(nodes)
+	if leader == nil {
+		stop()
+		b.Fatal("no leader")
+	}
+	return leader, stop
+}
+
+// waitBenchLeader returns the leader once it has committed its no-op, so
+// that the first proposals do not pay for the election; nil after 20s.
+func waitBenchLeader(nodes []*Node) *Node {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, n := range nodes {
-			if n.Status().Role == Leader {
-				// Wait for the no-op so the first proposals do not pay for the election.
-				if err := n.LinearizableRead(context.Background()); err == nil {
-					return n, stop
-				}
+			if n.Status().Role == Leader && n.LinearizableRead(context.Background()) == nil {
+				return n
 			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // polling interval
 	}
-	stop()
-	b.Fatal("no leader")
-	return nil, nil
+	return nil
 }
 
 func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
@@ -120,13 +126,19 @@ func BenchmarkClusterFile_SequentialProposer(b *testing.B) {
 func benchProposers(b *testing.B, newStorage func(uint64) Storage, proposers int) {
 	leader, stop := benchCluster(b, newStorage)
 	defer stop()
+	benchProposeFrom(b, leader, proposers)
+}
+
+// benchProposeFrom is the measuring loop: proposers goroutines share b.N
+// proposals of 128 bytes on leader.
+func benchProposeFrom(b *testing.B, leader *Node, proposers int) {
 	cmd := make([]byte, 128)
 	var next atomic.Int64
 	lat := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
-	for w := 0; w < proposers; w++ {
+	for range proposers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

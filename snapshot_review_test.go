@@ -1,7 +1,6 @@
 package raft
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -51,23 +50,8 @@ func TestFileStorage_ReplayAfterTruncationThenCompaction(t *testing.T) {
 func TestSnapshot_TransferSurvivesDuplicatesAndReordering(t *testing.T) {
 	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 32 })
 	leader := sc.waitLeader()
-	lagging := sc.ids[0]
-	if lagging == leader {
-		lagging = sc.ids[1]
-	}
-	sc.net.Isolate(lagging)
-	var others []uint64
-	for _, id := range sc.ids {
-		if id != lagging {
-			others = append(others, id)
-		}
-	}
-	var last uint64
-	for i := 0; i < 150; i++ {
-		res, err := sc.nodes[sc.waitLeader(others...)].Propose(context.Background(), []byte(fmt.Sprintf("command %03d", i)))
-		require.NoError(t, err)
-		last = res.(uint64)
-	}
+	lagging, others := sc.isolateFollower(leader)
+	last := sc.proposeAmong(others, 150, func(i int) string { return fmt.Sprintf("command %03d", i) })
 	sc.net.SetFaults(Faults{Drop: 0.05, Duplicate: 0.3, MaxDelay: 3 * time.Millisecond})
 	sc.net.Heal()
 	require.Eventually(t, func() bool { return sc.nodes[lagging].Status().AppliedIndex >= last }, 20*time.Second, 5*time.Millisecond,

@@ -123,6 +123,35 @@ func (sc *snapCluster) startList(id uint64) {
 	sc.nodes[id], sc.lists[id] = n, sm
 }
 
+// isolateFollower isolates a follower of leader and returns it and the
+// other nodes.
+func (sc *snapCluster) isolateFollower(leader uint64) (lagging uint64, others []uint64) {
+	lagging = sc.ids[0]
+	if lagging == leader {
+		lagging = sc.ids[1]
+	}
+	sc.net.Isolate(lagging)
+	for _, id := range sc.ids {
+		if id != lagging {
+			others = append(others, id)
+		}
+	}
+	return lagging, others
+}
+
+// proposeAmong commits count commands made by cmd through whoever leads
+// among ids, and returns the last one's index.
+func (sc *snapCluster) proposeAmong(ids []uint64, count int, cmd func(i int) string) uint64 {
+	sc.t.Helper()
+	var last uint64
+	for i := 0; i < count; i++ {
+		res, err := sc.nodes[sc.waitLeader(ids...)].Propose(context.Background(), []byte(cmd(i)))
+		require.NoError(sc.t, err)
+		last = res.(uint64)
+	}
+	return last
+}
+
 // waitSame waits until every running node's list equals the leader's.
 func (sc *snapCluster) waitSame(last uint64) {
 	sc.t.Helper()
@@ -140,24 +169,9 @@ func (sc *snapCluster) waitSame(last uint64) {
 func TestSnapshot_FollowerCatchesUpByInstallSnapshot(t *testing.T) {
 	sc := newSnapCluster(t, 3, nil)
 	leader := sc.waitLeader()
-	lagging := sc.ids[0]
-	if lagging == leader {
-		lagging = sc.ids[1]
-	}
-	sc.net.Isolate(lagging)
-	var others []uint64
-	for _, id := range sc.ids {
-		if id != lagging {
-			others = append(others, id)
-		}
-	}
-	var last uint64
-	for i := 0; i < 300; i++ {
-		leader = sc.waitLeader(others...)
-		res, err := sc.nodes[leader].Propose(context.Background(), []byte(fmt.Sprint("cmd ", i)))
-		require.NoError(t, err)
-		last = res.(uint64)
-	}
+	lagging, others := sc.isolateFollower(leader)
+	last := sc.proposeAmong(others, 300, func(i int) string { return fmt.Sprint("cmd ", i) })
+	leader = sc.waitLeader(others...)
 	require.Eventually(t, func() bool { return sc.nodes[leader].Status().SnapshotIndex >= 200 }, 10*time.Second, time.Millisecond)
 	first, err := sc.storages[leader].FirstIndex()
 	require.NoError(t, err)
@@ -283,23 +297,8 @@ func TestSnapshot_TransferInterruptedByLeaderChange(t *testing.T) {
 	// isolated mid-transfer, and the new leader's transfer completes.
 	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 16 })
 	leader := sc.waitLeader()
-	lagging := sc.ids[0]
-	if lagging == leader {
-		lagging = sc.ids[1]
-	}
-	sc.net.Isolate(lagging)
-	var others []uint64
-	for _, id := range sc.ids {
-		if id != lagging {
-			others = append(others, id)
-		}
-	}
-	var last uint64
-	for i := 0; i < 300; i++ {
-		res, err := sc.nodes[sc.waitLeader(others...)].Propose(context.Background(), []byte(fmt.Sprintf("a fairly long command number %d", i)))
-		require.NoError(t, err)
-		last = res.(uint64)
-	}
+	lagging, others := sc.isolateFollower(leader)
+	last := sc.proposeAmong(others, 300, func(i int) string { return fmt.Sprintf("a fairly long command number %d", i) })
 	require.Eventually(t, func() bool { return sc.nodes[leader].Status().SnapshotIndex > 100 }, 10*time.Second, time.Millisecond)
 	sc.net.SetFaults(Faults{MinDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond})
 	sc.net.Heal()

@@ -1315,52 +1315,10 @@ func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, f
 		}
 		nodes = append(nodes, n)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, n := range nodes {
-			if n.Status().Role == Leader {
-				// Wait for the no-op so the first proposals do not pay for the election.
-				if err := n.LinearizableRead(context.Background()); err == nil {
-					return n, stop
-				}
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
+	leader := waitBenchLeader(nodes)
+	if leader == nil {
+		stop()
+		b.Fatal("no leader")
 	}
-	stop()
-	b.Fatal("no leader")
-	return nil, nil
-}
-
-// benchProposeFrom is benchProposers' measuring loop on a given leader:
-// proposers goroutines share b.N proposals of 128 bytes.
-func benchProposeFrom(b *testing.B, leader *Node, proposers int) {
-	cmd := make([]byte, 128)
-	var next atomic.Int64
-	lat := make([]time.Duration, b.N)
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for range proposers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if _, err := leader.Propose(context.Background(), cmd); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[i] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	reportLatency(b, lat, elapsed)
+	return leader, stop
 }
