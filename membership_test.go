@@ -137,3 +137,21 @@ func TestCluster_TransferLeadershipRejectsBadTarget(t *testing.T) {
 	err := c.nodes[leader].TransferLeadership(context.Background(), 42)
 	assert.ErrorIs(t, err, ErrInvalidConfig)
 }
+
+func TestMembership_4_2_3_RemovedNodeLearnsOfItsRemoval(t *testing.T) {
+	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
+	n := newCoreNet(t, c1, c2, c3)
+	n.elect(1)
+	_, _, changed, err := c1.changeMembers(removeMember(3))
+	require.NoError(t, err)
+	require.True(t, changed)
+	n.stabilize()
+	assert.False(t, c3.voters.contains(3), "the removed node received its removal")
+	assert.False(t, c3.isVoter(), "so it will not campaign")
+	assert.Nil(t, c1.progress[3], "once the removal committed, the leader forgets it")
+	assert.Empty(t, c1.leaving)
+	for i := 0; i < 5*c3.electionTicks; i++ {
+		c3.tick()
+	}
+	assert.Empty(t, msgsOf(n.collect(3), MsgPreVote), "a removed node does not campaign")
+}

@@ -36,9 +36,10 @@ type core struct {
 
 	// Leader state.
 	progress           map[uint64]*progress
-	pendingBroadcast   bool   // entries were proposed; send them at the next flush
-	sentCommit         uint64 // the commit index last broadcast to followers
-	uncommittedBytes   uint64 // data bytes of entries after the commit index
+	leaving            []uint64 // removed members still sent the log until their removal commits
+	pendingBroadcast   bool     // entries were proposed; send them at the next flush
+	sentCommit         uint64   // the commit index last broadcast to followers
+	uncommittedBytes   uint64   // data bytes of entries after the commit index
 	maxUncommittedEnts uint64
 	maxUncommittedSize uint64
 	maxInflight        int
@@ -336,6 +337,7 @@ func (c *core) resetRoleState() {
 	c.heartbeatElapsed = 0
 	c.randomizedTimeout = c.electionTicks + c.rand.Intn(c.electionTicks)
 	c.progress = nil
+	c.leaving = nil
 	c.votes = nil
 	c.pendingBroadcast = false
 	c.uncommittedBytes = 0
@@ -386,7 +388,9 @@ func (c *core) setMembers(members []Member) {
 	if c.role != Leader {
 		return
 	}
-	// Track progress of new members, forget removed ones.
+	// Track progress of new members. Removed ones keep being sent the log
+	// until their removal commits, so that they learn of it and stop
+	// campaigning (dissertation §4.2.3) instead of waiting forever.
 	next := make(map[uint64]*progress, len(members))
 	for _, m := range members {
 		pr := c.progress[m.ID]
@@ -396,7 +400,27 @@ func (c *core) setMembers(members []Member) {
 		pr.learner = m.Learner
 		next[m.ID] = pr
 	}
-	c.progress = next
+	var leaving []uint64
+	for id, pr := range c.progress {
+		if _, ok := next[id]; !ok && id != c.id {
+			next[id] = pr
+			leaving = append(leaving, id)
+		}
+	}
+	slices.Sort(leaving)
+	c.progress, c.leaving = next, leaving
+}
+
+// replicaIDs lists the nodes the leader sends the log to: the other
+// members, then those whose removal has not committed yet.
+func (c *core) replicaIDs() []uint64 {
+	ids := make([]uint64, 0, len(c.members)+len(c.leaving))
+	for _, m := range c.members {
+		if m.ID != c.id {
+			ids = append(ids, m.ID)
+		}
+	}
+	return append(ids, c.leaving...)
 }
 
 // member returns the member with id, if it is one.
@@ -440,13 +464,17 @@ func (c *core) flush() {
 	}
 	commitChanged := c.log.committed > c.sentCommit
 	if c.pendingBroadcast || commitChanged {
-		for _, m := range c.members {
-			if m.ID != c.id {
-				c.sendAppend(m.ID, commitChanged)
-			}
+		for _, id := range c.replicaIDs() {
+			c.sendAppend(id, commitChanged)
 		}
 		c.pendingBroadcast = false
 		c.sentCommit = c.log.committed
+	}
+	if len(c.leaving) > 0 && c.configIndex <= c.log.committed {
+		for _, id := range c.leaving {
+			delete(c.progress, id)
+		}
+		c.leaving = nil
 	}
 	c.startReadRound()
 	if !c.isVoter() && c.configIndex <= c.log.committed {

@@ -140,10 +140,8 @@ func (c *core) appendLeaderEntries(ents ...Entry) {
 
 // broadcastAppend sends what each follower is missing.
 func (c *core) broadcastAppend() {
-	for _, m := range c.members {
-		if m.ID != c.id {
-			c.sendAppend(m.ID, false)
-		}
+	for _, id := range c.replicaIDs() {
+		c.sendAppend(id, false)
 	}
 }
 
@@ -347,11 +345,11 @@ func (c *core) handleHeartbeatResp(pr *progress, m Message) {
 // broadcastHeartbeat sends a heartbeat to every follower, carrying the
 // ReadIndex round readSeq.
 func (c *core) broadcastHeartbeat(readSeq uint64) {
-	// Iterate members, not the progress map, so that the order of messages
-	// is deterministic.
-	for _, m := range c.members {
-		if pr := c.progress[m.ID]; m.ID != c.id && pr != nil {
-			c.send(Message{Type: MsgHeartbeat, To: m.ID, Commit: min(pr.match, c.log.committed), Context: readSeq})
+	// Iterate a sorted list, not the progress map, so that the order of
+	// messages is deterministic.
+	for _, id := range c.replicaIDs() {
+		if pr := c.progress[id]; pr != nil {
+			c.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, c.log.committed), Context: readSeq})
 		}
 	}
 }
