@@ -67,23 +67,24 @@ type simRead struct {
 }
 
 type simNode struct {
-	id          uint64
-	gen         int // incremented by each crash; events of older generations are void
-	tickPeriod  int // microticks between ticks: the node's clock rate
-	writeDone   int // when the last scheduled write completes (writes are FIFO)
-	core        *core
-	up          bool
-	store       *MemoryStorage // what survives a crash
-	writes      []simWrite     // issued, not yet durable, in order
-	lastHS      HardState      // the HardState last handed to the disk
-	applied     uint64
-	lastCommit  uint64
-	props       []simProposal
-	nextReadID  uint64
-	lastSnap    uint64 // index of the node's newest snapshot
-	appliedTerm uint64
-	leaderTerm  uint64 // term of the leadership props belong to
-	reads       []*simRead
+	id             uint64
+	gen            int // incremented by each crash; events of older generations are void
+	tickPeriod     int // microticks between ticks: the node's clock rate
+	writeDone      int // when the last scheduled write completes (writes are FIFO)
+	core           *core
+	up             bool
+	store          *MemoryStorage // what survives a crash
+	writes         []simWrite     // issued, not yet durable, in order
+	lastHS         HardState      // the HardState last handed to the disk
+	applied        uint64
+	lastCommit     uint64
+	props          []simProposal
+	nextReadID     uint64
+	lastSnap       uint64   // index of the node's newest snapshot
+	appliedMembers []Member // the configuration at the applied index
+	appliedTerm    uint64
+	leaderTerm     uint64 // term of the leadership props belong to
+	reads          []*simRead
 }
 
 type simEntryID struct {
@@ -129,7 +130,7 @@ type sim struct {
 }
 
 type simStats struct {
-	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs int
+	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -199,7 +200,7 @@ func (s *sim) restart(n *simNode) {
 	c.hooks = s.opts.hooks
 	n.core, n.up, n.lastHS, n.writes = c, true, hs, nil
 	n.applied, n.lastCommit, n.props, n.reads = c.log.applying, c.log.committed, nil, nil
-	n.lastSnap, n.appliedTerm = st.snap.Index, st.snap.Term
+	n.lastSnap, n.appliedTerm, n.appliedMembers = st.snap.Index, st.snap.Term, st.snap.Members
 	// As the runtime does: each incarnation numbers its reads from a random
 	// start, so late answers to an earlier incarnation's reads match nothing.
 	n.nextReadID = s.rng.Uint64() >> 1
@@ -308,7 +309,7 @@ const simSnapshotEvery, simTrailing = 40, 5
 // before acknowledging) is the same.
 func (s *sim) snapshots(n *simNode, rd ready) error {
 	if n.applied >= n.lastSnap+simSnapshotEvery {
-		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: s.members}
+		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: n.appliedMembers}
 		if err := n.store.SaveSnapshot(meta, strings.NewReader("")); err != nil {
 			return err
 		}
@@ -351,7 +352,7 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 			return s.fail("node %d: discarding the log behind snapshot %d: %v", n.id, meta.Index, err)
 		}
 		if n.core.installSnapshot(meta, m.From) {
-			n.applied, n.appliedTerm, n.lastSnap = meta.Index, meta.Term, meta.Index
+			n.applied, n.appliedTerm, n.lastSnap, n.appliedMembers = meta.Index, meta.Term, meta.Index, meta.Members
 			s.stats.installs++
 			s.logf("node %d installed snapshot %d/%d from %d", n.id, meta.Term, meta.Index, m.From)
 			s.finishReads(n)
@@ -366,6 +367,13 @@ func (s *sim) apply(n *simNode, e Entry) error {
 		return s.fail("node %d applied %d after %d", n.id, e.Index, n.applied)
 	}
 	n.applied, n.appliedTerm = e.Index, e.Term
+	if e.Type == EntryConfChange {
+		members, err := decodeMembers(e.Data)
+		if err != nil {
+			return s.fail("node %d applied a bad configuration at %d: %v", n.id, e.Index, err)
+		}
+		n.appliedMembers = members
+	}
 	id := simEntryID{term: e.Term, data: string(e.Data)}
 	// State Machine Safety (§5.4.3).
 	if prev, ok := s.applied[e.Index]; ok && (prev.term != id.term || prev.data != id.data) {
@@ -723,6 +731,29 @@ func (s *sim) fault() {
 	}
 }
 
+// changeMembership has the leader remove a voter (keeping at least three)
+// or add a removed node back, one server at a time (dissertation §4.1).
+func (s *sim) changeMembership() {
+	l := s.leader()
+	if l == nil {
+		return
+	}
+	id := uint64(1 + s.rng.Intn(len(s.nodes)))
+	edit, what := addMember(id, "", false), "add"
+	if _, ok := l.core.member(id); ok {
+		if len(l.core.members) <= 3 {
+			return
+		}
+		edit, what = removeMember(id), "remove"
+	}
+	if _, _, changed, err := l.core.changeMembers(edit); changed {
+		s.stats.confChanges++
+		s.logf("leader %d proposes to %s %d", l.id, what, id)
+	} else if err != nil {
+		s.logf("leader %d cannot %s %d: %v", l.id, what, id, err)
+	}
+}
+
 // run executes the faulty phase, then the must-heal phase.
 func (s *sim) run() error {
 	for s.step < s.opts.steps {
@@ -737,6 +768,8 @@ func (s *sim) run() error {
 			s.read()
 		case r < 100+s.opts.faultRate:
 			s.fault()
+		case r < 103+s.opts.faultRate:
+			s.changeMembership()
 		}
 		for _, n := range s.nodes {
 			if err := s.process(n); err != nil {
@@ -763,6 +796,15 @@ func (s *sim) heal() error {
 	for s.step < deadline {
 		if err := s.advance(); err != nil {
 			return err
+		}
+		// Every node back in the configuration, one at a time.
+		if l := s.leader(); l != nil && len(l.core.members) < len(s.nodes) {
+			for _, n := range s.nodes {
+				if _, ok := l.core.member(n.id); !ok {
+					l.core.changeMembers(addMember(n.id, "", false))
+					break
+				}
+			}
 		}
 		if s.healed() {
 			return s.checkConverged()
@@ -856,6 +898,7 @@ func TestSim(t *testing.T) {
 		total.delivered += s.stats.delivered
 		total.dropped += s.stats.dropped
 		total.installs += s.stats.installs
+		total.confChanges += s.stats.confChanges
 	}
 	t.Logf("%d seeds in %v: %+v", len(seeds), time.Since(start).Round(time.Millisecond), total)
 	if len(seeds) >= 100 {
@@ -879,9 +922,9 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		hooks coreHooks
 		known int64
 	}{
-		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, 3},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, 309},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, 6},
+		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, 5},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, 1821},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, 51},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
