@@ -56,6 +56,57 @@ func (h hashSnapshot) WriteTo(w io.Writer) (int64, error) {
 }
 func (hashSnapshot) Release() {}
 
+// snapBench is a 3-voter cluster for the snapshot benchmarks, with one
+// follower isolated.
+type snapBench struct {
+	nw              *InmemNetwork
+	nodes           map[uint64]*Node
+	stores          []Storage
+	leader, lagging uint64
+}
+
+func newSnapBench(b *testing.B, newSM func(id uint64) StateMachine, newStorage func(id uint64) Storage, cfg Config) *snapBench {
+	b.Helper()
+	sb := &snapBench{nw: NewInmemNetwork(), nodes: map[uint64]*Node{}}
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	var list []*Node
+	for _, m := range members {
+		c := cfg
+		c.ID, c.InitialMembers, c.Seed = m.ID, members, int64(m.ID)
+		st := newStorage(m.ID)
+		sb.stores = append(sb.stores, st)
+		n, err := NewNode(c, newSM(m.ID), st, sb.nw.Transport(m.ID))
+		if err != nil {
+			b.Fatal(err)
+		}
+		sb.nodes[m.ID] = n
+		list = append(list, n)
+	}
+	l := waitBenchLeader(list)
+	if l == nil {
+		sb.close()
+		b.Fatal("no leader")
+	}
+	sb.leader, sb.lagging = l.cfg.ID, 1
+	if sb.lagging == sb.leader {
+		sb.lagging = 2
+	}
+	sb.nw.Isolate(sb.lagging)
+	return sb
+}
+
+func (sb *snapBench) close() {
+	for _, n := range sb.nodes {
+		n.Close()
+	}
+	sb.nw.Close()
+	for _, st := range sb.stores {
+		if c, ok := st.(io.Closer); ok {
+			c.Close()
+		}
+	}
+}
+
 // BenchmarkSnapshot_CatchUp1M: a follower misses 1,000,000 proposals of 128
 // bytes (the leader snapshots every 16,384 entries by default and compacts);
 // the benchmark times how long it takes, once the network heals, to have
@@ -65,33 +116,9 @@ func (hashSnapshot) Release() {}
 func BenchmarkSnapshot_CatchUp1M(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		nw := NewInmemNetwork()
-		members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
-		nodes := map[uint64]*Node{}
 		sms := map[uint64]*hashSM{}
-		for _, m := range members {
-			sms[m.ID] = &hashSM{}
-			n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-				sms[m.ID], NewMemoryStorage(), nw.Transport(m.ID))
-			if err != nil {
-				b.Fatal(err)
-			}
-			nodes[m.ID] = n
-		}
-		var leader uint64
-		for leader == 0 {
-			for id, n := range nodes {
-				if n.Status().Role == Leader && n.LinearizableRead(context.Background()) == nil {
-					leader = id
-				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		lagging := uint64(1)
-		if lagging == leader {
-			lagging = 2
-		}
-		nw.Isolate(lagging)
+		sb := newSnapBench(b, func(id uint64) StateMachine { sms[id] = &hashSM{}; return sms[id] },
+			func(uint64) Storage { return NewMemoryStorage() }, Config{ElectionTimeout: time.Second})
 		cmd := make([]byte, 128)
 		var wg sync.WaitGroup
 		const total, workers = 1_000_000, 64
@@ -100,7 +127,7 @@ func BenchmarkSnapshot_CatchUp1M(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for k := 0; k < total/workers; k++ {
-					if _, err := nodes[leader].Propose(context.Background(), cmd); err != nil {
+					if _, err := sb.nodes[sb.leader].Propose(context.Background(), cmd); err != nil {
 						b.Error(err)
 						return
 					}
@@ -108,23 +135,23 @@ func BenchmarkSnapshot_CatchUp1M(b *testing.B) {
 			}()
 		}
 		wg.Wait()
-		target := nodes[leader].Status().AppliedIndex
+		target := sb.nodes[sb.leader].Status().AppliedIndex
 		b.StartTimer()
 		start := time.Now()
-		nw.Heal()
-		for nodes[lagging].Status().AppliedIndex < target {
-			time.Sleep(time.Millisecond)
+		sb.nw.Heal()
+		for sb.nodes[sb.lagging].Status().AppliedIndex < target {
+			time.Sleep(time.Millisecond) // polling interval
 		}
 		took := time.Since(start)
 		b.StopTimer()
 		b.ReportMetric(took.Seconds()*1000, "catchup-ms")
-		if sms[lagging].sum != sms[leader].sum && sms[lagging].count == sms[leader].count {
-			b.Fatal("the caught-up state differs from the leader's")
+		sms[sb.lagging].mu.Lock()
+		same := sms[sb.lagging].sum == sms[sb.leader].sum
+		sms[sb.lagging].mu.Unlock()
+		if !same {
+			b.Error("the caught-up state differs from the leader's")
 		}
-		for _, n := range nodes {
-			n.Close()
-		}
-		nw.Close()
+		sb.close()
 	}
 }
 
@@ -136,62 +163,33 @@ func BenchmarkSnapshot_Transfer64MiB(b *testing.B) {
 	b.SetBytes(size)
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		nw := NewInmemNetwork()
-		members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
-		nodes := map[uint64]*Node{}
 		sms := map[uint64]*bigSM{}
-		var stores []*FileStorage
-		for _, m := range members {
-			st, err := OpenFileStorage(b.TempDir(), WithNoSync())
-			if err != nil {
-				b.Fatal(err)
-			}
-			stores = append(stores, st)
-			sms[m.ID] = &bigSM{size: size}
-			n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: 200 * time.Millisecond, Seed: int64(m.ID),
-				SnapshotThreshold: 1 << 30, TrailingEntries: 1}, sms[m.ID], st, nw.Transport(m.ID))
-			if err != nil {
-				b.Fatal(err)
-			}
-			nodes[m.ID] = n
-		}
-		var leader uint64
-		for leader == 0 {
-			for id, n := range nodes {
-				if n.Status().Role == Leader && n.LinearizableRead(context.Background()) == nil {
-					leader = id
+		sb := newSnapBench(b, func(id uint64) StateMachine { sms[id] = &bigSM{size: size}; return sms[id] },
+			func(uint64) Storage {
+				st, err := OpenFileStorage(b.TempDir(), WithNoSync())
+				if err != nil {
+					b.Fatal(err)
 				}
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		lagging := uint64(1)
-		if lagging == leader {
-			lagging = 2
-		}
-		nw.Isolate(lagging)
+				return st
+			}, Config{ElectionTimeout: 200 * time.Millisecond, SnapshotThreshold: 1 << 30, TrailingEntries: 1})
+		leader := sb.nodes[sb.leader]
 		for k := 0; k < 10; k++ {
-			if _, err := nodes[leader].Propose(context.Background(), []byte("x")); err != nil {
+			if _, err := leader.Propose(context.Background(), []byte("x")); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.StartTimer()
-		if err := nodes[leader].Snapshot(context.Background()); err != nil {
+		if err := leader.Snapshot(context.Background()); err != nil {
 			b.Fatal(err)
 		}
-		nw.Heal()
-		if _, err := nodes[leader].Propose(context.Background(), []byte("y")); err != nil {
+		sb.nw.Heal()
+		if _, err := leader.Propose(context.Background(), []byte("y")); err != nil {
 			b.Fatal(err)
 		}
-		for sms[lagging].restored.Load() == 0 {
-			time.Sleep(time.Millisecond)
+		for sms[sb.lagging].restored.Load() == 0 {
+			time.Sleep(time.Millisecond) // polling interval
 		}
 		b.StopTimer()
-		for _, n := range nodes {
-			n.Close()
-		}
-		for _, st := range stores {
-			st.Close()
-		}
-		nw.Close()
+		sb.close()
 	}
 }
