@@ -473,8 +473,8 @@ func TestTCPSlowloris(t *testing.T) {
 
 	t.Run("silent connection closed after HandshakeTimeout", func(t *testing.T) {
 		before := b.Stats().HandshakesRefused
+		start := time.Now() // before the dial: the server's timer starts after it
 		conn := dialRaw(t, b.Addr())
-		start := time.Now()
 		require.True(t, closedByPeer(t, conn, 10*time.Second))
 		assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "not before the timeout")
 		require.Eventually(t, func() bool { return b.Stats().HandshakesRefused == before+1 }, 5*time.Second, time.Millisecond)
@@ -487,11 +487,11 @@ func TestTCPSlowloris(t *testing.T) {
 	})
 	t.Run("half a frame then a stall", func(t *testing.T) {
 		before := b.Stats().BadFrames
+		start := time.Now() // before the handshake: the server's read deadline is set after it
 		conn := handshaken(t, b, 1, 2)
 		f := frame(t, heartbeat(1, 2, 1))
 		_, err := conn.Write(f[:len(f)/2])
 		require.NoError(t, err)
-		start := time.Now()
 		require.True(t, closedByPeer(t, conn, 10*time.Second))
 		assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond)
 		require.Eventually(t, func() bool { return b.Stats().BadFrames == before+1 }, 5*time.Second, time.Millisecond)
