@@ -47,6 +47,7 @@ type NotLeaderError struct {
 	Addr   string
 }
 
+// Error describes the error, naming the leader if one is known.
 func (e *NotLeaderError) Error() string {
 	if e.Leader == 0 {
 		return "raft: not the leader; no leader is known"
