@@ -182,17 +182,6 @@ func (c *testCluster) checkSameHistory() {
 	}
 }
 
-func (s *MemoryStorage) mustEntries(t *testing.T) []Entry {
-	t.Helper()
-	first, err := s.FirstIndex()
-	require.NoError(t, err)
-	last, err := s.LastIndex()
-	require.NoError(t, err)
-	ents, err := s.Entries(first, last+1)
-	require.NoError(t, err)
-	return ents
-}
-
 // envSeed returns RAFT_SEED, for replaying a randomized test.
 func envSeed() int64 {
 	var s int64

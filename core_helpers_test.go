@@ -58,6 +58,14 @@ func newTestCore(t *testing.T, id uint64, voters []uint64, opts ...coreOption) *
 	return c
 }
 
+// threeCores returns cores 1, 2 and 3 of a three-voter cluster, connected.
+func threeCores(t *testing.T, opts ...coreOption) (c1, c2, c3 *core, n *coreNet) {
+	t.Helper()
+	voters := []uint64{1, 2, 3}
+	c1, c2, c3 = newTestCore(t, 1, voters, opts...), newTestCore(t, 2, voters, opts...), newTestCore(t, 3, voters, opts...)
+	return c1, c2, c3, newCoreNet(t, c1, c2, c3)
+}
+
 // coreNet delivers messages between cores synchronously, persisting every
 // ready at once, as a runtime with an instant disk would.
 type coreNet struct {

@@ -11,8 +11,7 @@ import (
 )
 
 func TestMembership_4_1_OneChangeAtATime(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(m Message) bool { return m.Type == MsgAppendResp } // nothing commits
 	_, _, changed, err := c1.changeMembers(addMember(4, "", false))
@@ -24,8 +23,7 @@ func TestMembership_4_1_OneChangeAtATime(t *testing.T) {
 }
 
 func TestMembership_4_1_WaitsForLeadersFirstCommit(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.drop = func(m Message) bool { return m.Type == MsgAppendResp } // the no-op cannot commit
 	n.elect(1)
 	_, _, _, err := c1.changeMembers(addMember(4, "", false))
@@ -45,8 +43,7 @@ func TestMembership_4_1_TruncatedConfigReverts(t *testing.T) {
 }
 
 func TestMembership_RemovedLeaderStepsDown_4_2_2(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, c2, _, n := threeCores(t)
 	n.elect(1)
 	_, _, changed, err := c1.changeMembers(removeMember(1))
 	require.NoError(t, err)
@@ -139,8 +136,7 @@ func TestCluster_TransferLeadershipRejectsBadTarget(t *testing.T) {
 }
 
 func TestMembership_4_2_3_RemovedNodeLearnsOfItsRemoval(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, c3, n := threeCores(t)
 	n.elect(1)
 	_, _, changed, err := c1.changeMembers(removeMember(3))
 	require.NoError(t, err)

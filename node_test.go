@@ -261,7 +261,8 @@ func TestCluster_DivergentLogsRepaired(t *testing.T) {
 		assert.NotEqual(t, "orphan", string(e.Data))
 	}
 	// The old leader's log now matches the new leader's.
-	assert.Equal(t, c.storages[newLeader].mustEntries(t), c.storages[old].mustEntries(t)[:len(c.storages[newLeader].mustEntries(t))])
+	newLog := allEntries(t, c.storages[newLeader])
+	assert.Equal(t, newLog, allEntries(t, c.storages[old])[:len(newLog)])
 }
 
 func TestCluster_RestartRecoversFromMemoryStorage(t *testing.T) {

@@ -312,8 +312,7 @@ func TestReplication_PipelineBoundedByInflight(t *testing.T) {
 }
 
 func TestReplication_FollowerCatchesUp(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, c3, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(m Message) bool { return m.To == 3 || m.From == 3 }
 	for i := 0; i < 500; i++ {
@@ -356,8 +355,7 @@ func TestProposeOnFollowerIsNotLeader(t *testing.T) {
 }
 
 func TestPreVote_9_6_PartitionedNodeKeepsTerm(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, c3, n := threeCores(t)
 	n.elect(1)
 	term := c1.term
 	n.drop = func(m Message) bool { return m.To == 3 || m.From == 3 }
@@ -387,8 +385,7 @@ func TestPreVote_9_6_DisabledRaisesTerm(t *testing.T) {
 }
 
 func TestCheckQuorum_6_2_LeaderStepsDownWithoutQuorum(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(m Message) bool { return m.From == 1 || m.To == 1 }
 	for i := 0; i < 2*c1.electionTicks && c1.role == Leader; i++ {
@@ -399,8 +396,7 @@ func TestCheckQuorum_6_2_LeaderStepsDownWithoutQuorum(t *testing.T) {
 }
 
 func TestCheckQuorum_6_2_NoStepDownWithQuorum(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(m Message) bool { return m.From == 3 || m.To == 3 }
 	for i := 0; i < 5*c1.electionTicks; i++ {
@@ -411,8 +407,7 @@ func TestCheckQuorum_6_2_NoStepDownWithQuorum(t *testing.T) {
 }
 
 func TestCheckQuorum_4_2_3_FollowerInLeaseIgnoresVotes(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	_, c2, _, n := threeCores(t)
 	n.elect(1)
 	term := c2.term
 	c2.step(Message{Type: MsgVote, From: 3, To: 2, Term: term + 1, Index: 100, LogTerm: 100})
@@ -441,8 +436,7 @@ func TestReadIndex_6_4_WaitsForNoopCommit(t *testing.T) {
 }
 
 func TestReadIndex_6_4_NeedsQuorumConfirmation(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(m Message) bool { return m.Type == MsgHeartbeatResp }
 	c1.readIndex(1)
@@ -461,8 +455,7 @@ func TestReadIndex_6_4_NeedsQuorumConfirmation(t *testing.T) {
 }
 
 func TestReadIndex_6_4_1_FollowerAsksLeader(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, c2, _, n := threeCores(t)
 	n.elect(1)
 	_, _, err := c1.propose(cmd("x"))
 	require.NoError(t, err)

@@ -128,8 +128,7 @@ func TestCluster_SlowApplyDoesNotStallTheNode(t *testing.T) {
 }
 
 func TestMembership_PendingChangeIsNotReportedDone(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(Message) bool { return true }
 	_, _, changed, err := c1.changeMembers(addMember(4, "", false))
@@ -141,8 +140,7 @@ func TestMembership_PendingChangeIsNotReportedDone(t *testing.T) {
 }
 
 func TestTransfer_3_10_LostTimeoutNowIsResent(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, c2, _, n := threeCores(t)
 	n.elect(1)
 	dropped := false
 	n.drop = func(m Message) bool {
@@ -164,8 +162,7 @@ func TestTransfer_3_10_LostTimeoutNowIsResent(t *testing.T) {
 }
 
 func TestReadIndex_RetriesAreNotQueuedTwice(t *testing.T) {
-	c1, c2, c3 := newTestCore(t, 1, []uint64{1, 2, 3}), newTestCore(t, 2, []uint64{1, 2, 3}), newTestCore(t, 3, []uint64{1, 2, 3})
-	n := newCoreNet(t, c1, c2, c3)
+	c1, _, _, n := threeCores(t)
 	n.elect(1)
 	n.drop = func(m Message) bool { return m.Type == MsgHeartbeatResp }
 	for i := 0; i < 5; i++ {

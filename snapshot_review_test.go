@@ -82,10 +82,7 @@ func (c *countingStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error 
 func TestSnapshot_SlowRestoreIsNotResentAndDoesNotStop(t *testing.T) {
 	sc := newSnapCluster(t, 3, nil)
 	leader := sc.waitLeader()
-	lagging := sc.ids[0]
-	if lagging == leader {
-		lagging = sc.ids[1]
-	}
+	lagging := sc.follower(leader)
 	sc.stop(lagging)
 	var last uint64
 	for i := 0; i < 300; i++ {

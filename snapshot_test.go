@@ -123,13 +123,18 @@ func (sc *snapCluster) startList(id uint64) {
 	sc.nodes[id], sc.lists[id] = n, sm
 }
 
+// follower returns a node other than leader.
+func (sc *snapCluster) follower(leader uint64) uint64 {
+	if sc.ids[0] == leader {
+		return sc.ids[1]
+	}
+	return sc.ids[0]
+}
+
 // isolateFollower isolates a follower of leader and returns it and the
 // other nodes.
 func (sc *snapCluster) isolateFollower(leader uint64) (lagging uint64, others []uint64) {
-	lagging = sc.ids[0]
-	if lagging == leader {
-		lagging = sc.ids[1]
-	}
+	lagging = sc.follower(leader)
 	sc.net.Isolate(lagging)
 	for _, id := range sc.ids {
 		if id != lagging {
@@ -268,20 +273,15 @@ func (s *failingRestoreSM) Restore(io.Reader) error { return errors.New("restore
 func TestSnapshot_RestoreErrorStopsTheNode(t *testing.T) {
 	sc := newSnapCluster(t, 3, nil)
 	leader := sc.waitLeader()
-	lagging := sc.ids[0]
-	if lagging == leader {
-		lagging = sc.ids[1]
-	}
+	lagging := sc.follower(leader)
 	sc.stop(lagging)
-	var last uint64
 	for i := 0; i < 200; i++ {
-		last = sc.propose(fmt.Sprint(i))
+		sc.propose(fmt.Sprint(i))
 	}
 	require.Eventually(t, func() bool {
 		first, _ := sc.storages[leader].FirstIndex()
 		return first > 50
 	}, 10*time.Second, time.Millisecond)
-	_ = last
 	sm := &failingRestoreSM{}
 	n, err := NewNode(sc.cfg(lagging), sm, sc.storages[lagging], sc.net.Transport(lagging))
 	require.NoError(t, err)
