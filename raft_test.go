@@ -488,3 +488,26 @@ func TestStorageRecovery_RejectsImpossibleLog(t *testing.T) {
 		hardState: HardState{Term: 1}, entries: []Entry{{Index: 1, Term: 2}}})
 	assert.ErrorIs(t, err, ErrCorrupt, "a stored term below the last entry's term is impossible")
 }
+
+func TestReplication_HeartbeatNeverCommitsBeyondMatch(t *testing.T) {
+	// A heartbeat carries min(match, commit): a follower must not commit
+	// entries it holds but that may differ from the leader's (§5.3).
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.To == 3 }
+	for i := 0; i < 5; i++ {
+		_, _, err := c1.propose(cmd("x"))
+		require.NoError(t, err)
+		n.stabilize()
+	}
+	require.Greater(t, c1.log.committed, c1.progress[3].match)
+	c1.broadcastHeartbeat(0)
+	seen := false
+	for _, m := range msgsOf(n.collect(1), MsgHeartbeat) {
+		if m.To == 3 {
+			seen = true
+			assert.Equal(t, c1.progress[3].match, m.Commit)
+		}
+	}
+	require.True(t, seen, "a heartbeat went to node 3")
+}
