@@ -25,19 +25,26 @@ import (
 //
 //	length  uint32, little endian: the length N of payload
 //	crc     uint32, little endian: CRC-32C (Castagnoli) of type and payload
-//	type    1 byte: 1 = entry, 2 = hard state
+//	type    1 byte: 1 = entry, 2 = hard state, 3 = compaction
 //	payload N bytes
 //
 // An entry payload is uvarint index, uvarint term, one byte of EntryType,
-// then the data. A hard-state payload is uvarint term, vote and commit.
+// then the data. A hard-state payload is uvarint term, vote and commit, then
+// (optional: logs written before it existed lack it) the uvarint term of
+// the entry at the commit index. A compaction payload is the uvarint index
+// and term of the last discarded entry: the log now starts after it.
 //
 // Replaying the segments in sequence order rebuilds the state: the last
 // hard-state record wins; an entry record with index i replaces every entry
 // from i on (this is how a conflicting suffix is truncated, Raft §5.3), so
-// i may be at most one past the last entry. Within a Save, the hard state is
-// written before the entries, so a torn write can never leave entries of a
-// term above the stored term. A new segment starts, after the magic, with the
-// current hard state, so old segments can be deleted once compacted.
+// i may be at most one past the last entry. Within a Save, the entries are
+// written before the hard state, as the Storage contract orders them: a
+// torn write keeps a prefix of the records, so a surviving hard state never
+// names a commit index over entries the same Save was replacing. (Entries
+// of a newer term may survive without the hard state that raised the term;
+// the Node adopts that term on restart, see newCore.) A new segment starts,
+// after the magic, with the current hard state and the compaction point, so
+// old segments can be deleted once compacted.
 //
 // # Recovery
 //
@@ -46,7 +53,11 @@ import (
 // segment: the file is truncated there and the log opens (such a write never
 // returned, so nothing in it was acknowledged). Anywhere else it is
 // corruption: OpenFileStorage fails with an error wrapping ErrCorrupt rather
-// than drop entries that may have been acknowledged.
+// than drop entries that may have been acknowledged. If the commit index of
+// the last hard state is not backed by the surviving log (the entry there is
+// missing or has another term than the record says), recovery lowers it to
+// the newest one that is: a commit index may lag, but it must never cover an
+// entry that was not committed.
 //
 // # Failures
 //
@@ -66,6 +77,10 @@ type FileStorage struct {
 	// startKnown is false while replay has met entries whose predecessors
 	// were deleted but not yet the compaction record that explains it.
 	startKnown bool
+	// hsCommit checks hs.Commit against the log; lastBacked is the newest
+	// commit that the log backed when its record was replayed.
+	hsCommit   commitCheck
+	lastBacked commitCheck
 	snap       *snapFile  // the newest snapshot, nil if none
 	segs       []*segment // ascending sequence; the last is written to
 	failed     error      // sticky write/fsync error
@@ -193,6 +208,7 @@ func (s *FileStorage) recover() error {
 	if !s.startKnown {
 		return fmt.Errorf("%w: the log starts at %d but no compaction record says why", ErrCorrupt, s.first)
 	}
+	s.checkCommit()
 	if err := s.loadSnapshots(); err != nil {
 		return err
 	}
@@ -297,6 +313,17 @@ func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error 
 			v[i], payload = x, payload[k:]
 		}
 		s.hs = HardState{Term: v[0], Vote: v[1], Commit: v[2]}
+		s.hsCommit = commitCheck{index: v[2]}
+		if len(payload) > 0 {
+			t, k := binary.Uvarint(payload)
+			if k <= 0 {
+				return errors.New("truncated hard state")
+			}
+			s.hsCommit.term, s.hsCommit.known = t, true
+		}
+		if s.commitBacked(s.hsCommit) {
+			s.lastBacked = s.hsCommit
+		}
 	case recEntry:
 		e, err := decodeEntryPayload(payload)
 		if err != nil {
@@ -353,6 +380,58 @@ func (s *FileStorage) compactTo(index, term uint64) {
 	s.first, s.firstTerm, s.startKnown = index+1, term, true
 }
 
+// commitCheck is what a hard-state record says about the log it was
+// written after: the term of the entry at its commit index, when known
+// (records written before that field existed lack it).
+type commitCheck struct {
+	index, term uint64
+	known       bool
+}
+
+// termAt returns the term of the entry at index i in the in-memory view,
+// including the compaction point first-1.
+func (s *FileStorage) termAt(i uint64) (uint64, bool) {
+	switch last := s.first + uint64(len(s.locs)) - 1; {
+	case i == s.first-1:
+		return s.firstTerm, true
+	case i < s.first || i > last:
+		return 0, false
+	default:
+		return s.locs[i-s.first].term, true
+	}
+}
+
+// commitBacked reports whether the log holds the entries a hard state's
+// commit index covered when it was written. A commit index at or before the
+// compaction point is backed by the snapshot; one without a recorded term
+// cannot be checked and is trusted.
+func (s *FileStorage) commitBacked(c commitCheck) bool {
+	if c.index < s.first {
+		return true
+	}
+	t, ok := s.termAt(c.index)
+	return ok && (!c.known || t == c.term)
+}
+
+// checkCommit runs after replay. Entries are written before the hard state
+// of the same Save, so a torn write cannot leave a commit index over entries
+// the write was replacing; a log damaged otherwise (written with another
+// record order, or edited) could. The commit index is not needed for safety
+// (Raft Figure 2 keeps it volatile), but applying entries it wrongly covers
+// would apply entries that were never committed: fall back to the last
+// commit index that the surviving log backs, or to the compaction point.
+func (s *FileStorage) checkCommit() {
+	if s.commitBacked(s.hsCommit) {
+		return
+	}
+	commit := s.first - 1
+	if s.lastBacked.index > commit && s.lastBacked.index < s.hs.Commit && s.commitBacked(s.lastBacked) {
+		commit = s.lastBacked.index
+	}
+	s.hs.Commit = commit
+	s.hsCommit = commitCheck{index: commit}
+}
+
 func decodeCompact(p []byte) (uint64, uint64, error) {
 	index, k := binary.Uvarint(p)
 	if k <= 0 {
@@ -404,11 +483,18 @@ func appendRecord(buf []byte, typ byte, payload func([]byte) []byte) []byte {
 	return buf
 }
 
-func appendHardState(buf []byte, hs HardState) []byte {
+// appendHardState encodes hs; termAt gives the term of the entry at
+// hs.Commit in the log the record is written after, which recovery checks
+// (see commitBacked). It is left out when unknown.
+func appendHardState(buf []byte, hs HardState, termAt func(uint64) (uint64, bool)) []byte {
 	return appendRecord(buf, recHardState, func(b []byte) []byte {
 		b = binary.AppendUvarint(b, hs.Term)
 		b = binary.AppendUvarint(b, hs.Vote)
-		return binary.AppendUvarint(b, hs.Commit)
+		b = binary.AppendUvarint(b, hs.Commit)
+		if t, ok := termAt(hs.Commit); ok {
+			b = binary.AppendUvarint(b, t)
+		}
+		return b
 	})
 }
 
@@ -450,7 +536,7 @@ func (s *FileStorage) newSegment(seq uint64) error {
 	if err != nil {
 		return fmt.Errorf("raft: creating segment: %w", err)
 	}
-	buf := appendHardState([]byte(walMagic), s.hs)
+	buf := appendHardState([]byte(walMagic), s.hs, s.termAt)
 	if s.first > 1 {
 		buf = appendCompact(buf, s.first-1, s.firstTerm)
 	}
@@ -588,15 +674,26 @@ func (s *FileStorage) flush() {
 		seg := s.segs[len(s.segs)-1]
 		last := s.first + uint64(len(s.locs)) - 1
 		hs := s.hs
+		// termAt looks an index up in the log as this batch leaves it.
+		termAt := func(i uint64) (uint64, bool) {
+			if firstNew != 0 && i >= firstNew {
+				if i-firstNew < uint64(len(newLocs)) {
+					return newLocs[i-firstNew].term, true
+				}
+				return 0, false
+			}
+			return s.termAt(i)
+		}
 		for _, req := range batch {
 			if e := validateSave(req.entries, s.first, last); e != nil {
 				req.err = e
 				continue
 			}
-			if req.hs != hs {
-				buf = appendHardState(buf, req.hs)
-				hs = req.hs
-			}
+			// The entries go before the hard state, as the Storage contract
+			// orders them: a torn write keeps a prefix of the records, so a
+			// surviving hard state always finds the entries its commit index
+			// covers (a commit over entries the write was replacing would
+			// apply entries that were never committed).
 			if len(req.entries) > 0 {
 				at := req.entries[0].Index
 				if firstNew == 0 || at < firstNew+uint64(len(newLocs)) {
@@ -612,6 +709,10 @@ func (s *FileStorage) flush() {
 					newLocs = append(newLocs, entryLoc{seq: seg.seq, term: req.entries[i].Term, off: uint32(seg.size) + uint32(start), len: uint32(len(buf) - start)})
 				}
 				last = req.entries[len(req.entries)-1].Index
+			}
+			if req.hs != hs {
+				buf = appendHardState(buf, req.hs, termAt)
+				hs = req.hs
 			}
 		}
 		s.buf = buf

@@ -87,7 +87,12 @@ func TestFileStorage_CrashKill(t *testing.T) {
 			}
 			close(lines)
 		}()
-		kill := time.After(time.Duration(5+rng.Intn(60)) * time.Millisecond)
+		// The kill comes at a random moment after the child's first
+		// acknowledgment, so a slow start on a loaded machine cannot use up
+		// the time meant for writing.
+		var kill <-chan time.Time
+		armed := false
+		deadline := time.After(time.Minute)
 	read:
 		for {
 			select {
@@ -100,6 +105,12 @@ func TestFileStorage_CrashKill(t *testing.T) {
 				v, err := strconv.ParseUint(f[1], 10, 64)
 				require.NoError(t, err)
 				acked = max(acked, v)
+				if !armed {
+					kill, armed = time.After(time.Duration(rng.Intn(60))*time.Millisecond), true
+				}
+			case <-deadline:
+				_ = cmd.Process.Kill()
+				t.Fatalf("iteration %d: the child acknowledged nothing within a minute", it)
 			case <-kill:
 				require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 				kill = nil

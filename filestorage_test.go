@@ -208,7 +208,8 @@ func TestFileStorage_TornTailAtEveryOffset(t *testing.T) {
 	base := t.TempDir()
 	s := openFS(t, base)
 	require.NoError(t, s.Save(HardState{Term: 1, Commit: 1}, testEntries(1, 4, 1)))
-	require.NoError(t, s.Save(HardState{Term: 1, Commit: 4}, testEntries(5, 5, 1)))
+	// The hard state is unchanged, so entry 5 is the last record.
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 1}, testEntries(5, 5, 1)))
 	require.NoError(t, s.Close())
 	seg := filepath.Join(base, "wal-0000000000000001.log")
 	lastOff, size := lastRecordOffset(t, seg)
@@ -228,6 +229,84 @@ func TestFileStorage_TornTailAtEveryOffset(t *testing.T) {
 		s = openFS(t, dir)
 		require.Equal(t, append(testEntries(1, 4, 1), testEntries(5, 6, 2)...), allEntries(t, s))
 		require.NoError(t, s.Close())
+	}
+}
+
+// TestFileStorage_TornSaveNeverCommitsReplacedEntries tears, at every byte
+// offset, a Save that replaces a suffix and advances the commit index over
+// the new entries: a follower holds 6..10 of term 2, uncommitted, and the
+// term-3 leader overwrites 6..7 and says commit 7. Power loss keeps any
+// prefix of the write. Whatever survives, the recovered commit index must
+// not cover an entry of term 2 at 6 or 7: applying it on restart would apply
+// an entry that was never committed.
+func TestFileStorage_TornSaveNeverCommitsReplacedEntries(t *testing.T) {
+	base := t.TempDir()
+	s := openFS(t, base)
+	require.NoError(t, s.Save(HardState{Term: 2, Commit: 5}, testEntries(1, 10, 2)))
+	seg := filepath.Join(base, "wal-0000000000000001.log")
+	info, err := os.Stat(seg)
+	require.NoError(t, err)
+	saveStart := int(info.Size())
+	require.NoError(t, s.Save(HardState{Term: 3, Commit: 7}, testEntries(6, 7, 3)))
+	require.NoError(t, s.Close())
+	orig, err := os.ReadFile(seg)
+	require.NoError(t, err)
+
+	for cut := saveStart; cut <= len(orig); cut++ {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(seg)), orig[:cut], 0o644))
+		s, err := OpenFileStorage(dir)
+		require.NoError(t, err, "cut at %d", cut)
+		hs, err := s.InitialState()
+		require.NoError(t, err)
+		assert.GreaterOrEqual(t, hs.Commit, uint64(5), "cut at %d: a commit index the disk held before the write is kept", cut)
+		for i := uint64(6); i <= hs.Commit; i++ {
+			term, err := s.Term(i)
+			require.NoError(t, err, "cut at %d", cut)
+			require.Equal(t, uint64(3), term, "cut at %d: commit %d covers entry %d of the replaced term", cut, hs.Commit, i)
+		}
+		if cut == len(orig) {
+			assert.Equal(t, HardState{Term: 3, Commit: 7}, hs)
+			assert.Equal(t, append(testEntries(1, 5, 2), testEntries(6, 7, 3)...), allEntries(t, s))
+		}
+		require.NoError(t, s.Close())
+	}
+}
+
+// TestFileStorage_RecoveryLowersAnUnbackedCommit opens logs whose last hard
+// state names a commit index that the surviving entries do not back, as a
+// log written with the hard state first and torn after it would be.
+// Recovery lowers the commit index to the newest one that is backed.
+func TestFileStorage_RecoveryLowersAnUnbackedCommit(t *testing.T) {
+	termIs := func(term uint64) func(uint64) (uint64, bool) {
+		return func(uint64) (uint64, bool) { return term, true }
+	}
+	base := []byte(walMagic)
+	for _, e := range testEntries(1, 10, 2) {
+		base = appendEntry(base, &e)
+	}
+	base = appendHardState(base, HardState{Term: 2, Commit: 5}, termIs(2))
+	cases := []struct {
+		name       string
+		tail       []byte
+		wantCommit uint64
+	}{
+		{"commit over an entry of another term", appendHardState(nil, HardState{Term: 3, Commit: 7}, termIs(3)), 5},
+		{"commit past the last entry", appendHardState(nil, HardState{Term: 2, Commit: 12}, termIs(2)), 5},
+		{"backed commit is kept", appendHardState(nil, HardState{Term: 2, Commit: 8}, termIs(2)), 8},
+		{"a record without the term cannot be checked and is trusted", appendHardState(nil, HardState{Term: 3, Commit: 7}, func(uint64) (uint64, bool) { return 0, false }), 7},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			log := append(append([]byte(nil), base...), tc.tail...)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "wal-0000000000000001.log"), log, 0o644))
+			s := openFS(t, dir)
+			hs, err := s.InitialState()
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantCommit, hs.Commit)
+			require.NoError(t, s.Close())
+		})
 	}
 }
 
@@ -295,15 +374,17 @@ func TestFileStorage_CorruptionIsAnError(t *testing.T) {
 // never panic, and either open a log whose entries read back, or fail with
 // ErrCorrupt.
 func FuzzFileStorageRecovery(f *testing.F) {
-	valid := appendHardState([]byte(walMagic), HardState{Term: 2, Vote: 1, Commit: 1})
+	valid := []byte(walMagic)
 	for _, e := range testEntries(1, 3, 2) {
 		valid = appendEntry(valid, &e)
 	}
+	valid = appendHardState(valid, HardState{Term: 2, Vote: 1, Commit: 1}, func(uint64) (uint64, bool) { return 2, true })
 	f.Add(valid)
 	f.Add(valid[:len(valid)-3])
 	compacted := appendCompact(append([]byte(nil), valid...), 2, 2)
 	f.Add(compacted)
-	f.Add(appendCompact(appendHardState([]byte(walMagic), HardState{Term: 3}), 40, 3))
+	noTerm := func(uint64) (uint64, bool) { return 0, false }
+	f.Add(appendCompact(appendHardState([]byte(walMagic), HardState{Term: 3}, noTerm), 40, 3))
 	f.Add([]byte(walMagic))
 	f.Add([]byte("RKW"))
 	f.Add(append(append([]byte{}, valid...), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))

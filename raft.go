@@ -148,7 +148,14 @@ func newCore(cfg coreConfig) (*core, error) {
 	c.log.handedOff = c.log.stable
 	hs := cfg.hardState
 	if last := c.log.lastTerm(); hs.Term < last {
-		return nil, fmt.Errorf("%w: stored term %d is below the last entry's term %d", ErrCorrupt, hs.Term, last)
+		// Storage writes a Save's entries before its hard state, so a crash
+		// can keep entries of a term whose hard state was lost. Nothing was
+		// sent in that term before the write was durable, so no vote in it
+		// was cast: adopting the term with no vote is what the node would
+		// have had on learning the term from the entries' leader (§5.1).
+		logger.Warn("stored term is below the last entry's term: the write that raised it was torn; adopting the entry's term",
+			zap.Uint64("node", cfg.id), zap.Uint64("storedTerm", hs.Term), zap.Uint64("lastEntryTerm", last))
+		hs.Term, hs.Vote = last, 0
 	}
 	c.term, c.vote = hs.Term, hs.Vote
 	c.log.committed = min(max(hs.Commit, c.snap.Index, c.log.offset), c.log.lastIndex())

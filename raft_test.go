@@ -484,9 +484,20 @@ func TestStorageRecovery_RejectsImpossibleLog(t *testing.T) {
 	_, err := newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1,
 		hardState: HardState{Term: 1}, entries: []Entry{{Index: 1, Term: 1}, {Index: 3, Term: 1}}})
 	assert.ErrorIs(t, err, ErrCorrupt)
-	_, err = newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1,
-		hardState: HardState{Term: 1}, entries: []Entry{{Index: 1, Term: 2}}})
-	assert.ErrorIs(t, err, ErrCorrupt, "a stored term below the last entry's term is impossible")
+}
+
+func TestStorageRecovery_AdoptsTermOfEntriesWhoseHardStateWasTorn(t *testing.T) {
+	// Storage writes a Save's entries before its hard state; a torn write can
+	// keep term-3 entries and lose HardState{Term: 3}. Nothing was sent in
+	// term 3 before the write was durable, so the node takes term 3 with no
+	// vote (§5.1), rather than refuse to start or run with a term below its
+	// own log's.
+	c, err := newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1,
+		hardState: HardState{Term: 2, Vote: 2, Commit: 1}, entries: []Entry{{Index: 1, Term: 1}, {Index: 2, Term: 3}}})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(3), c.term)
+	assert.Equal(t, uint64(0), c.vote, "the vote of term 2 does not carry over to term 3")
+	assert.Equal(t, HardState{Term: 3, Commit: 1}, c.hardState())
 }
 
 func TestReplication_HeartbeatNeverCommitsBeyondMatch(t *testing.T) {
