@@ -525,6 +525,9 @@ func (n *Node) handleReady() error {
 		if rd.empty() {
 			break
 		}
+		if rd.err != nil {
+			return rd.err
+		}
 		if len(rd.sendSnapshots) > 0 || len(rd.snapshotMsgs) > 0 {
 			if err := n.handleSnapshotOutput(rd.sendSnapshots, rd.snapshotMsgs); err != nil {
 				return err

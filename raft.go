@@ -23,6 +23,10 @@ type core struct {
 	role   Role
 	leader uint64
 	log    raftLog
+	// diverged is set when this node finds that an entry it counts as
+	// committed differs from the leader's: its storage lost or tore a write
+	// (or a bug broke safety). The runtime stops the node with it.
+	diverged error
 
 	// Membership. members is the configuration in effect: that of the last
 	// configuration entry in the log, committed or not (dissertation §4.1).
@@ -454,12 +458,13 @@ type ready struct {
 	messages      []Message
 	committed     []Entry // to apply, in order
 	reads         []readResult
+	err           error // fatal: the node must stop (see core.diverged)
 }
 
 // empty reports whether rd asks for nothing.
 func (rd *ready) empty() bool {
 	return !rd.saveState && len(rd.entries) == 0 && len(rd.messages) == 0 && len(rd.committed) == 0 && len(rd.reads) == 0 &&
-		len(rd.sendSnapshots) == 0 && len(rd.snapshotMsgs) == 0
+		len(rd.sendSnapshots) == 0 && len(rd.snapshotMsgs) == 0 && rd.err == nil
 }
 
 // flush turns the leader's pending work into messages: one append per
@@ -505,6 +510,7 @@ func (c *core) ready(prev HardState) ready {
 
 		sendSnapshots: c.snapshotsToSend,
 		snapshotMsgs:  c.snapshotMsgs,
+		err:           c.diverged,
 	}
 	c.snapshotsToSend, c.snapshotMsgs = nil, nil
 	// The commit index rides along with the next write; it alone is not

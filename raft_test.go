@@ -209,13 +209,52 @@ func TestLogMatching_5_3_TruncateOnlyOnConflict(t *testing.T) {
 }
 
 func TestLogMatching_5_3_StaleAppendBelowCommit(t *testing.T) {
-	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}}
-	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 3}))
+	// An append below the commit index truncates nothing and acknowledges
+	// only the entries it carried and we checked, never the rest of what we
+	// count as committed.
+	ents := []Entry{{Index: 2, Term: 2}, {Index: 3, Term: 2}, {Index: 4, Term: 2}}
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 2, Commit: 4}))
 	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1})
 	msgs := c.ready(HardState{}).messages
 	require.Len(t, msgs, 1)
 	assert.False(t, msgs[0].Reject)
+	assert.Equal(t, uint64(1), msgs[0].Index, "only the previous entry was checked")
+
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1, Entries: ents[:2]})
+	msgs = c.ready(HardState{}).messages
+	require.Len(t, msgs, 1)
 	assert.Equal(t, uint64(3), msgs[0].Index)
+	assert.Equal(t, uint64(4), c.log.lastIndex(), "nothing is truncated")
+}
+
+func TestLogMatching_5_3_CommittedEntryDifferingFromLeaderStopsTheNode(t *testing.T) {
+	// A follower held 6..10 of term 2, uncommitted. The term-3 leader
+	// overwrote 6..7 and said commit 7, and a torn write kept the commit
+	// index but not the new entries. On restart the follower counts the old
+	// 6/2 and 7/2 as committed. When the leader probes below that commit
+	// index, the follower must not acknowledge a match up to 7 (the leader
+	// would never repair it: it ignores rejections at or below the match);
+	// it finds the difference and stops with ErrCorrupt.
+	var ents []Entry
+	for i := uint64(2); i <= 10; i++ {
+		ents = append(ents, Entry{Index: i, Term: 2})
+	}
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 7}))
+	require.Equal(t, uint64(7), c.log.committed)
+	c.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 3, Index: 5, LogTerm: 2, Commit: 7,
+		Entries: []Entry{{Index: 6, Term: 3}, {Index: 7, Term: 3}}})
+	rd := c.ready(HardState{Term: 3, Commit: 7})
+	assert.Empty(t, msgsOf(rd.messages, MsgAppendResp), "no acknowledgment of entries that differ from the leader's")
+	require.Error(t, rd.err)
+	assert.ErrorIs(t, rd.err, ErrCorrupt)
+	assert.Equal(t, uint64(2), c.log.entry(6).Term, "a committed entry is never overwritten")
+
+	// A probe whose previous entry is a differing committed entry stops it too.
+	c2 := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 7}))
+	c2.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 3, Index: 6, LogTerm: 3})
+	rd = c2.ready(HardState{Term: 3, Commit: 7})
+	assert.Empty(t, msgsOf(rd.messages, MsgAppendResp))
+	assert.ErrorIs(t, rd.err, ErrCorrupt)
 }
 
 func TestCommit_5_4_2_Figure8(t *testing.T) {

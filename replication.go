@@ -192,11 +192,11 @@ func (c *core) handleAppend(m Message) {
 		c.logger.Warn("dropping malformed append", zap.Uint64("from", m.From), zap.Error(err))
 		return
 	}
+	if c.diverged != nil {
+		return // stopping: answer nothing
+	}
 	if m.Index < c.log.committed {
-		// Everything up to our commit index already matches the leader's
-		// log (Leader Completeness); a stale or duplicated message must not
-		// cause a truncation, so answer with what we know to match.
-		c.send(Message{Type: MsgAppendResp, To: m.From, Index: c.log.committed})
+		c.handleAppendBelowCommit(m)
 		return
 	}
 	if !c.log.matchTerm(m.Index, m.LogTerm) {
@@ -225,6 +225,44 @@ func (c *core) handleAppend(m Message) {
 	}
 	c.log.commitTo(min(m.Commit, lastNew))
 	c.send(Message{Type: MsgAppendResp, To: m.From, Index: lastNew})
+}
+
+// handleAppendBelowCommit answers an append whose previous entry is below
+// our commit index: a stale or duplicated message, or a leader probing for
+// where our logs match. It must not truncate anything, and it reports as
+// matching only what it has checked against the message: every entry we
+// count as committed must equal the leader's (Leader Completeness, §5.4),
+// and if one does not, our commit index was wrong (storage lost or tore a
+// write), so the node stops rather than acknowledge entries that differ
+// from the leader's, which the leader would then never repair.
+func (c *core) handleAppendBelowCommit(m Message) {
+	check := func(index, term uint64) bool {
+		if index <= c.log.offset || index > c.log.committed {
+			return true // in our snapshot, or beyond what we count as committed
+		}
+		if c.log.matchTerm(index, term) {
+			return true
+		}
+		t, _ := c.log.term(index)
+		c.diverged = fmt.Errorf("%w: committed entry %d has term %d, but leader %d of term %d has term %d there: this node's storage lost committed data",
+			ErrCorrupt, index, t, m.From, c.term, term)
+		c.logger.Error("log diverges from the leader's below the commit index; stopping", zap.Error(c.diverged))
+		return false
+	}
+	if !check(m.Index, m.LogTerm) {
+		return
+	}
+	match := m.Index
+	for _, e := range m.Entries {
+		if e.Index > c.log.committed {
+			break
+		}
+		if !check(e.Index, e.Term) {
+			return
+		}
+		match = e.Index
+	}
+	c.send(Message{Type: MsgAppendResp, To: m.From, Index: match})
 }
 
 // checkAppend rejects an append that no correct leader sends: entries that

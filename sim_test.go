@@ -25,9 +25,12 @@ import (
 //	go test -run 'TestSim$' -seed=N -v        (or RAFT_SEED=N)
 //	go test -run 'TestSim$' -seed=N -simtrace -v (print every step)
 //
-// Storage is modelled as an asynchronous disk: writes complete (become
-// durable) at a random later step, in order, and a crash loses the writes not
-// yet complete. Messages that promise durable state wait behind the pending
+// Storage is modelled as an asynchronous disk that tears writes, as power
+// loss does: writes complete (become durable) at a random later step, in
+// order, and a crash keeps any prefix, in order, of the records of the writes
+// in flight: some whole writes, then part of the next one, record by record,
+// in the order FileStorage writes them (a Save's entries, then its hard
+// state). Messages that promise durable state wait behind the pending
 // writes, as docs/io-ordering.md requires of the runtime.
 
 var (
@@ -45,6 +48,10 @@ type simOptions struct {
 	// smallAppends sends one entry per append, so that a leader's old-term
 	// entries often reach a quorum before its own no-op does (Figure 8).
 	smallAppends bool
+	// hardStateFirst makes the disk write a Save's hard state before its
+	// entries, an order that breaks the Storage contract: a torn write can
+	// then keep a commit index over entries the write was replacing.
+	hardStateFirst bool
 }
 
 type simWrite struct {
@@ -206,13 +213,18 @@ func (s *sim) restart(n *simNode) {
 	n.nextReadID = s.rng.Uint64() >> 1
 }
 
-// crash stops n; a random prefix of its pending writes reaches the disk.
+// crash stops n; a random prefix of the records of its pending writes
+// reaches the disk.
 func (s *sim) crash(n *simNode) {
 	k := s.rng.Intn(len(n.writes) + 1)
 	for i := 0; i < k; i++ {
 		s.completeWrite(n, false)
 	}
-	s.logf("crash %d (%d of %d pending writes reached the disk)", n.id, k, k+len(n.writes))
+	torn := ""
+	if len(n.writes) > 0 && s.rng.Intn(2) == 0 {
+		torn = s.tearWrite(n, n.writes[0])
+	}
+	s.logf("crash %d (%d of %d pending writes reached the disk%s)", n.id, k, k+len(n.writes), torn)
 	n.up, n.core, n.writes, n.props, n.reads = false, nil, nil, nil, nil
 	n.gen++
 	s.stats.crashes++
@@ -234,12 +246,59 @@ func (s *sim) completeWrite(n *simNode, send bool) {
 	s.send(w.msgs)
 }
 
+// tearWrite makes part of w durable, as a power loss in the middle of it
+// would: a Save is one record per entry and one for the hard state (when it
+// changed), and a random proper prefix of them survives.
+func (s *sim) tearWrite(n *simNode, w simWrite) string {
+	stored, err := n.store.InitialState()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	records := len(w.entries)
+	if w.hs != stored {
+		records++
+	}
+	if records < 2 {
+		return "" // nothing between none and all of it
+	}
+	keep := 1 + s.rng.Intn(records-1)
+	hs, ents := stored, w.entries[:min(keep, len(w.entries))]
+	if s.opts.hardStateFirst && w.hs != stored {
+		hs, ents = w.hs, w.entries[:keep-1]
+	}
+	if err := n.store.Save(hs, ents); err != nil {
+		s.t.Fatalf("%v", s.fail("node %d: torn save: %v", n.id, err))
+	}
+	return fmt.Sprintf("; %d of the next write's %d records too", keep, records)
+}
+
+// truncates reports whether writing ents replaces entries n has written
+// (or is writing): a follower overwriting a conflicting suffix (§5.3).
+func (s *sim) truncates(n *simNode, ents []Entry) bool {
+	if len(ents) == 0 {
+		return false
+	}
+	last, err := n.store.LastIndex()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, w := range n.writes {
+		if k := len(w.entries); k > 0 {
+			last = w.entries[k-1].Index
+		}
+	}
+	return ents[0].Index <= last
+}
+
 // process carries out n's ready until it asks for nothing more.
 func (s *sim) process(n *simNode) error {
 	for n.up {
 		rd := n.core.ready(n.lastHS)
 		if rd.empty() {
 			break
+		}
+		if rd.err != nil {
+			return s.fail("node %d stopped: %v", n.id, rd.err)
 		}
 		for i, e := range rd.entries {
 			var prevTerm uint64
@@ -262,6 +321,13 @@ func (s *sim) process(n *simNode) error {
 		s.send(early)
 		switch {
 		case rd.saveState || len(rd.entries) > 0:
+			risky := s.truncates(n, rd.entries) || (len(rd.entries) > 0 && rd.hardState.Term > n.lastHS.Term)
+			if risky && s.step < s.opts.steps && s.rng.Intn(4) == 0 {
+				// Power fails while the node overwrites a conflicting suffix
+				// or writes entries of a term it has just learned: the writes
+				// most exposed to a torn record order.
+				s.schedule(simEvent{at: s.step, kind: evCrash, node: n, gen: n.gen})
+			}
 			n.writes = append(n.writes, simWrite{hs: rd.hardState, entries: slices.Clone(rd.entries), msgs: late})
 			n.lastHS = rd.hardState
 			n.writeDone = max(n.writeDone, s.step) + 1 + s.rng.Intn(4)
@@ -562,6 +628,7 @@ const (
 	evDeliver
 	evWrite
 	evSnapFail
+	evCrash
 )
 
 type simEvent struct {
@@ -611,6 +678,10 @@ func (s *sim) advance() error {
 		case evWrite:
 			if e.node.up && e.gen == e.node.gen && len(e.node.writes) > 0 {
 				s.completeWrite(e.node, true)
+			}
+		case evCrash:
+			if e.node.up && e.gen == e.node.gen && len(s.upNodes()) > len(s.nodes)/2+1 {
+				s.crash(e.node)
 			}
 		}
 		if err := s.process(e.node); err != nil {
@@ -710,9 +781,17 @@ func (s *sim) fault() {
 		s.stats.partitions++
 		s.logf("bridge partition %v | %d | %v", ids[1:k+1], ids[0], ids[k+1:])
 	case 6:
-		// Crash a node; mostly keep a quorum up, sometimes not.
-		down := len(s.nodes) - len(s.upNodes())
-		if n := s.pick(s.upNodes()); n != nil && (down < len(s.nodes)/2 || (down < len(s.nodes)-1 && s.rng.Intn(4) == 0)) {
+		// Crash a node; mostly keep a quorum up, sometimes not. Half the
+		// time it is a power loss that strikes a node in the middle of a
+		// write, when there is one: the moment torn writes come from.
+		up := s.upNodes()
+		down := len(s.nodes) - len(up)
+		if s.rng.Intn(2) == 0 {
+			if writing := slices.DeleteFunc(slices.Clone(up), func(n *simNode) bool { return len(n.writes) == 0 }); len(writing) > 0 {
+				up = writing
+			}
+		}
+		if n := s.pick(up); n != nil && (down < len(s.nodes)/2 || (down < len(s.nodes)-1 && s.rng.Intn(4) == 0)) {
 			s.crash(n)
 		}
 	case 7, 8:
@@ -918,13 +997,15 @@ func TestSim(t *testing.T) {
 // fast; if a change to the core makes them pass, the search goes on.
 func TestSimCatchesBrokenRules(t *testing.T) {
 	cases := []struct {
-		name  string
-		hooks coreHooks
-		known int64
+		name           string
+		hooks          coreHooks
+		hardStateFirst bool
+		known          int64
 	}{
-		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, 5},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, 1821},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, 51},
+		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 378},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 92},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -933,7 +1014,8 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 				seeds = append(seeds, seed)
 			}
 			for _, seed := range seeds {
-				s := newSim(t, seed, simOptions{nodes: 5, steps: simSteps, healTicks: 2000, faultRate: 20, hooks: tc.hooks, smallAppends: true})
+				s := newSim(t, seed, simOptions{nodes: 5, steps: simSteps, healTicks: 2000, faultRate: 20, hooks: tc.hooks,
+					hardStateFirst: tc.hardStateFirst, smallAppends: true})
 				if err := s.run(); err != nil {
 					t.Logf("caught by seed %d: %v", seed, strings.SplitN(err.Error(), "\n", 2)[0])
 					return
