@@ -114,7 +114,7 @@ func BenchmarkCluster_SequentialProposer(b *testing.B) {
 }
 
 // BenchmarkClusterFile_64Proposers is the same workload with every node on
-// its own FileStorage, fsync on (issue #4).
+// its own FileStorage, fsync on.
 func BenchmarkClusterFile_64Proposers(b *testing.B) {
 	benchProposers(b, fileStorage(b), 64)
 }

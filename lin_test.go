@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Linearizability of the real runtime (issue 3). Clients of a replicated
+// Linearizability of the real runtime. Clients of a replicated
 // key-value store (kv_test.go) run Put, Append and Get against real Nodes
 // over an InmemNetwork while a nemesis partitions the network, isolates the
 // leader, cuts links in one direction, crashes and restarts nodes, and drops,

@@ -1,10 +1,11 @@
 package raft
 
 // raftLog is the core's view of the replicated log: every entry after the
-// last snapshot (issue: compaction) is held in memory, and stable marks how
-// far the runtime has made them durable. Entries beyond stable are
-// "unstable": they may still be lost in a crash, so they are not counted for
-// this node's vote in quorums (see core.persisted).
+// compaction point (the newest snapshot, less the trailing entries kept
+// behind it) is held in memory, and stable marks how far the runtime has
+// made them durable. Entries beyond stable are "unstable": they may still be
+// lost in a crash, so they are not counted for this node's vote in quorums
+// (see core.persisted).
 //
 // Invariant: offset <= committed <= lastIndex(), applying <= committed,
 // offset <= stable <= handedOff <= lastIndex(), and entries[i].Index == offset+1+i.

@@ -12,12 +12,17 @@ const (
 	// commit index.
 	MsgAppend MessageType = iota + 1
 	// MsgAppendResp answers MsgAppend. On success Index is the highest index
-	// the follower now stores that matches the leader's log. On rejection
-	// Index is the rejected previous index and HintIndex/HintTerm tell the
-	// leader where the logs may diverge (§5.3, the "fast backup" optimization).
+	// the follower has checked to match the leader's log. On rejection Index
+	// is the rejected previous index, and HintIndex/HintTerm name the
+	// follower's last entry at or before it whose term is at most the
+	// rejected LogTerm: the leader retries from where its own log can still
+	// match that (§5.3, the "fast backup" optimization).
 	MsgAppendResp
 	// MsgVote is RequestVote (§5.2): Index and LogTerm describe the
-	// candidate's last entry, for the up-to-date check of §5.4.1.
+	// candidate's last entry, for the up-to-date check of §5.4.1. Context
+	// says what started the campaign (1: a pre-election, 2: an election
+	// timeout, 3: a leadership transfer); a transfer's votes are granted even
+	// within the follower lease (dissertation §3.10, §4.2.3).
 	MsgVote
 	// MsgVoteResp answers MsgVote; Reject is false when the vote is granted.
 	MsgVoteResp
@@ -99,11 +104,17 @@ type Message struct {
 	Entries []Entry // log entries (MsgAppend); their Data is never modified after sending
 	Commit  uint64  // sender's commit index (MsgAppend, MsgHeartbeat)
 
-	Reject    bool   // the request was refused
-	HintIndex uint64 // on a rejected MsgAppendResp: first index to retry from
-	HintTerm  uint64 // on a rejected MsgAppendResp: term of the follower's conflicting entry, 0 if its log is short
+	Reject bool // the request was refused
+	// HintIndex: on a rejected MsgAppendResp, the follower's last entry at
+	// or before Index whose term is at most the rejected LogTerm; on the
+	// last MsgSnapshot chunk, the CRC-32C of the whole snapshot data.
+	HintIndex uint64
+	HintTerm  uint64 // on a rejected MsgAppendResp: the term of the entry at HintIndex
 
-	Context uint64 // ReadIndex round or request number (MsgHeartbeat*, MsgReadIndex*); byte offset (MsgSnapshot*)
+	// Context: the ReadIndex round or request number (MsgHeartbeat*,
+	// MsgReadIndex*); the campaign kind (MsgVote, MsgPreVote); the byte
+	// offset (MsgSnapshot*).
+	Context uint64
 
 	Data []byte // a snapshot chunk (MsgSnapshot); never modified after sending
 	Done bool   // the last chunk of a snapshot (MsgSnapshot)

@@ -42,7 +42,7 @@ import (
 //     to, and that node's Ready loop wakes it when it applies the entry. If
 //     the node loses leadership, its pending waiters fail.
 //   - No snapshots and no log compaction: the log of a run fits in memory.
-//   - The durable variant (issue #4) adds one thing: before the MemoryStorage,
+//   - The durable variant adds one thing: before the MemoryStorage,
 //     the Ready loop appends the HardState and Entries to the node's etcdWAL
 //     (etcd_wal_test.go), a plain file in its own temp dir, fsynced when
 //     Ready.MustSync is set, so still before the Messages are sent and before
@@ -385,7 +385,7 @@ func BenchmarkEtcd_Sequential(b *testing.B) {
 	runSequential(b, etcdProposer(c, leader))
 }
 
-// BenchmarkEtcdWAL_64Proposers is the durable variant (issue #4): every node
+// BenchmarkEtcdWAL_64Proposers is the durable variant: every node
 // also appends to its own etcdWAL, fsync on.
 func BenchmarkEtcdWAL_64Proposers(b *testing.B) {
 	defer checkLeaks(b)()

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// etcdWAL is the write-ahead log of the durable etcd harness (issue #4): what
+// etcdWAL is the write-ahead log of the durable etcd harness: what
 // an application of etcd raft would write without etcd's own wal package (an
 // etcd server dependency). One append-only file per node; for each Ready, the
 // HardState (if any) and then the Entries are appended as records in one

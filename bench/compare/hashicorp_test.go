@@ -22,7 +22,7 @@ import (
 // cluster is bootstrapped with the same three-voter configuration on every
 // node.
 //
-// The durable variant (issue #4) differs only in the stores: each node opens
+// The durable variant differs only in the stores: each node opens
 // github.com/hashicorp/raft-wal in its own temp dir and uses it as LogStore
 // and StableStore (segment appends are fsynced on every StoreLogs, the stable
 // store is the WAL's BoltDB meta store, which fsyncs each commit), with a
@@ -196,7 +196,7 @@ func BenchmarkHashicorp_Sequential(b *testing.B) {
 	runSequential(b, hashicorpProposer(leader))
 }
 
-// BenchmarkHashicorpWAL_64Proposers is the durable variant (issue #4): every
+// BenchmarkHashicorpWAL_64Proposers is the durable variant: every
 // node on its own raft-wal, fsync on.
 func BenchmarkHashicorpWAL_64Proposers(b *testing.B) {
 	defer checkLeaks(b)()

@@ -112,7 +112,7 @@ func BenchmarkRaftkit_Sequential(b *testing.B) {
 	runSequential(b, raftkitProposer(leader))
 }
 
-// BenchmarkRaftkitFile_64Proposers is the durable variant (issue #4): every
+// BenchmarkRaftkitFile_64Proposers is the durable variant: every
 // node on its own FileStorage, fsync on.
 func BenchmarkRaftkitFile_64Proposers(b *testing.B) {
 	defer checkLeaks(b)()
