@@ -310,6 +310,70 @@ func TestFileStorage_RecoveryLowersAnUnbackedCommit(t *testing.T) {
 	}
 }
 
+// TestNode_StopsWhenItsCommittedLogDiffersFromTheLeaders runs the whole
+// scenario over a real FileStorage: a log written by an older version (hard
+// state before entries, no commit term) was torn by power loss, keeping
+// HardState{Term: 3, Commit: 7} but not the term-3 entries 6..7 that the
+// Save was writing over node 3's uncommitted 6..10 of term 2. Recovery
+// cannot check such a record, so node 3 restarts counting 6/2 and 7/2 as
+// committed. When the leader probes it, it must stop with ErrCorrupt rather
+// than acknowledge a match up to 7 and diverge from the cluster for good.
+func TestNode_StopsWhenItsCommittedLogDiffersFromTheLeaders(t *testing.T) {
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	config := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(members)}
+	healthy := append([]Entry{config}, append(testEntries(2, 5, 2), testEntries(6, 7, 3)...)...)
+	torn := append([]Entry{config}, testEntries(2, 10, 2)...)
+
+	dir := t.TempDir()
+	log := []byte(walMagic)
+	for i := range torn {
+		log = appendEntry(log, &torn[i])
+	}
+	noTerm := func(uint64) (uint64, bool) { return 0, false }
+	log = appendHardState(log, HardState{Term: 2, Commit: 5}, noTerm)
+	log = appendHardState(log, HardState{Term: 3, Commit: 7}, noTerm) // its entries were torn off
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wal-0000000000000001.log"), log, 0o644))
+	store3 := openFS(t, dir)
+	defer store3.Close()
+
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	nodes := map[uint64]*Node{}
+	for _, id := range []uint64{1, 2} {
+		store := NewMemoryStorage()
+		require.NoError(t, store.Save(HardState{Term: 3, Commit: 7}, healthy))
+		n, err := NewNode(fastConfig(t, id, members), &recordingSM{}, store, nw.Transport(id))
+		require.NoError(t, err)
+		nodes[id] = n
+	}
+	n3, err := NewNode(fastConfig(t, 3, members), &recordingSM{}, store3, nw.Transport(3))
+	require.NoError(t, err)
+	nodes[3] = n3
+	defer func() {
+		for _, n := range nodes {
+			require.NoError(t, n.Close())
+		}
+	}()
+
+	require.Eventually(t, func() bool { return n3.Status().Err != nil }, 10*time.Second, time.Millisecond,
+		"node 3 never noticed that its committed entries differ from the leader's")
+	assert.ErrorIs(t, n3.Status().Err, ErrCorrupt)
+	_, err = n3.Propose(context.Background(), []byte("x"))
+	assert.ErrorIs(t, err, ErrStopped)
+	// The healthy majority goes on.
+	require.Eventually(t, func() bool {
+		for _, id := range []uint64{1, 2} {
+			if nodes[id].Status().Role == Leader {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				_, err := nodes[id].Propose(ctx, []byte("after"))
+				return err == nil
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
 func TestFileStorage_ZeroFilledTail(t *testing.T) {
 	dir := t.TempDir()
 	s := openFS(t, dir)
