@@ -47,9 +47,15 @@ type core struct {
 
 	transferTarget  uint64 // leadership transfer in progress to this node
 	transferElapsed int    // ticks since the transfer began
+	transferSent    bool   // a MsgTimeoutNow of the transfer in progress went out
+	// transferFence is the entry appended when a transfer whose MsgTimeoutNow
+	// went out was abandoned: until it commits, a delayed MsgTimeoutNow could
+	// still make the target campaign, so the transfer's outcome is unknown.
+	transferFence uint64
 
 	// Candidate state.
-	votes map[uint64]bool
+	votes        map[uint64]bool
+	campaignKind uint64 // campaignElection or campaignTransfer
 
 	// Timers, in ticks.
 	electionElapsed   int
@@ -246,10 +252,7 @@ func (c *core) stepFollower(m Message) {
 		c.leader = m.From
 		c.handleHeartbeat(m)
 	case MsgTimeoutNow:
-		if c.isVoter() {
-			c.logger.Info("leadership transfer: campaigning at once", zap.Uint64("from", m.From))
-			c.campaign(campaignTransfer)
-		}
+		c.handleTimeoutNow(m)
 	case MsgReadIndex:
 		// We are not the leader: tell the asker so that it retries elsewhere.
 		c.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
@@ -272,6 +275,17 @@ func (c *core) stepFollower(m Message) {
 func (c *core) stepCandidate(m Message) {
 	switch m.Type {
 	case MsgAppend, MsgHeartbeat, MsgSnapshot:
+		if c.role == PreCandidate && c.campaignKind == campaignTransfer && m.Term == c.term && m.Type != MsgSnapshot {
+			// The leader that asked for this election keeps its office until
+			// the vote, since PreVote changes no term: answer it as a
+			// follower would, without giving the campaign up.
+			if m.Type == MsgAppend {
+				c.handleAppend(m)
+			} else {
+				c.handleHeartbeat(m)
+			}
+			return
+		}
 		// Someone won this term (Raft §5.2): follow it.
 		c.becomeFollower(m.Term, m.From)
 		c.stepFollower(m)
@@ -283,7 +297,7 @@ func (c *core) stepCandidate(m Message) {
 		switch c.voters.vote(c.votes) {
 		case voteWon:
 			if c.role == PreCandidate {
-				c.campaign(campaignElection)
+				c.campaign(c.campaignKind, false)
 			} else {
 				c.becomeLeader()
 			}
@@ -343,6 +357,8 @@ func (c *core) resetRoleState() {
 	c.uncommittedBytes = 0
 	c.sentCommit = 0
 	c.transferTarget = 0
+	c.transferSent = false
+	c.transferFence = 0
 	c.resetReads()
 }
 

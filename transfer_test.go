@@ -1,0 +1,292 @@
+package raft
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Leadership transfer (dissertation §3.10): a MsgTimeoutNow must never move
+// leadership after its transfer was given up, and the target campaigns only
+// when it can win cleanly.
+
+// holdTimeoutNow makes n drop every MsgTimeoutNow and returns the list it
+// keeps them in, to deliver late.
+func holdTimeoutNow(n *coreNet) *[]Message {
+	var held []Message
+	n.drop = func(m Message) bool {
+		if m.Type == MsgTimeoutNow {
+			held = append(held, m)
+			return true
+		}
+		return false
+	}
+	return &held
+}
+
+// abandonTransfer ticks leader c until it gives its transfer up, without
+// delivering what the last tick produced.
+func abandonTransfer(t *testing.T, n *coreNet, c *core) {
+	t.Helper()
+	for i := 0; ; i++ {
+		require.Less(t, i, 10*c.electionTicks, "the transfer was never abandoned")
+		c.tick()
+		if c.transferTarget == 0 {
+			return
+		}
+		n.stabilize()
+	}
+}
+
+func TestTransfer_3_10_StaleTimeoutNowCannotDeposeTheLeader(t *testing.T) {
+	// The MsgTimeoutNow reaches the target only after the transfer was given
+	// up and the leader committed new entries without it: the target is cut
+	// off meanwhile, so its log still ends where the message says.
+	c1, c2, c3, n := threeCores(t)
+	n.elect(1)
+	term := c1.term
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held, "the leader asked the target to campaign")
+
+	n.drop = func(m Message) bool { return m.Type == MsgTimeoutNow || m.To == 2 || m.From == 2 }
+	abandonTransfer(t, n, c1)
+	assert.True(t, c1.transferring(), "the outcome is unknown until the entry that voids the message commits")
+	_, _, err = c1.propose(cmd("after"))
+	require.NoError(t, err, "the leader takes proposals again once it gave the transfer up")
+	n.stabilize()
+	require.False(t, c1.transferring(), "the voiding entry committed on 1 and 3")
+
+	c2.step((*held)[0])
+	n.drop = nil
+	n.stabilize()
+	assert.Equal(t, Leader, c1.role, "the leader keeps its office")
+	for _, c := range []*core{c1, c2, c3} {
+		assert.Equal(t, term, c.term, "node %d: nobody's term moved", c.id)
+	}
+	assert.Equal(t, []uint64{1}, n.leaders())
+}
+
+func TestTransfer_3_10_StaleTimeoutNowIsIgnoredByACurrentTarget(t *testing.T) {
+	c1, c2, _, n := threeCores(t)
+	n.elect(1)
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held)
+	abandonTransfer(t, n, c1)
+	n.stabilize()
+	require.False(t, c1.transferring())
+
+	term := c2.term
+	c2.step((*held)[0])
+	assert.Empty(t, msgsOf(n.collect(2), MsgPreVote), "the target holds entries the message does not know of")
+	assert.Equal(t, Follower, c2.role)
+	assert.Equal(t, term, c2.term)
+}
+
+func TestTransfer_3_10_TargetBehindTheLeaderDoesNotCampaign(t *testing.T) {
+	c2 := newTestCore(t, 2, []uint64{1, 2, 3}, withHardState(HardState{Term: 2, Commit: 1}))
+	c2.step(Message{Type: MsgAppend, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1, Entries: []Entry{{Index: 2, Term: 2, Type: EntryNoop}}, Commit: 1})
+	c2.ready(c2.hardState())
+	for _, m := range []Message{
+		{Type: MsgTimeoutNow, From: 1, To: 2, Term: 2, Index: 3, LogTerm: 2, Commit: 2}, // the leader has more
+		{Type: MsgTimeoutNow, From: 1, To: 2, Term: 2, Index: 2, LogTerm: 1, Commit: 1}, // another entry at 2
+		{Type: MsgTimeoutNow, From: 1, To: 2, Term: 2},                                  // names no entry
+	} {
+		c2.step(m)
+		assert.Equal(t, Follower, c2.role, "%+v", m)
+		assert.Empty(t, c2.ready(c2.hardState()).messages, "%+v", m)
+	}
+}
+
+func TestTransfer_3_10_TargetWaitsForItsConfigurationToCommit(t *testing.T) {
+	c2 := newTestCore(t, 2, []uint64{1, 2, 3}, withHardState(HardState{Term: 2, Commit: 1}))
+	four := configEntry(3, 2, 1, 2, 3, 4)
+	c2.step(Message{Type: MsgAppend, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1, Commit: 1,
+		Entries: []Entry{{Index: 2, Term: 2, Type: EntryNoop}, four}})
+	c2.ready(c2.hardState())
+	require.Equal(t, uint64(3), c2.configIndex)
+
+	c2.step(Message{Type: MsgTimeoutNow, From: 1, To: 2, Term: 2, Index: 3, LogTerm: 2, Commit: 2})
+	assert.Equal(t, Follower, c2.role, "its configuration is not known to be committed")
+	assert.Empty(t, c2.ready(c2.hardState()).messages)
+
+	// The leader's commit index in the message settles it.
+	c2.step(Message{Type: MsgTimeoutNow, From: 1, To: 2, Term: 2, Index: 3, LogTerm: 2, Commit: 3})
+	assert.Equal(t, PreCandidate, c2.role)
+	assert.Equal(t, uint64(3), c2.log.committed)
+	msgs := msgsOf(c2.ready(c2.hardState()).messages, MsgPreVote)
+	require.Len(t, msgs, 3, "it asks the voters of the configuration with 4")
+	for _, m := range msgs {
+		assert.Equal(t, campaignTransfer, m.Context, "voters hear it despite their lease")
+	}
+}
+
+func TestTransfer_3_10_TargetTakesOverWithPreVoteOff(t *testing.T) {
+	// A transfer's election always starts with PreVote; it must work in a
+	// cluster that has PreVote off.
+	c1, c2, _, n := threeCores(t, withoutPreVote())
+	n.elect(1)
+	term := c1.term
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	assert.Equal(t, Leader, c2.role)
+	assert.Equal(t, term+1, c2.term)
+	assert.Equal(t, []uint64{2}, n.leaders())
+}
+
+func TestTransfer_3_10_LeaderHeartbeatDoesNotStopTheTargetsPreVote(t *testing.T) {
+	c1, c2, c3, n := threeCores(t)
+	n.elect(1)
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held)
+	n.drop = nil
+
+	c2.step((*held)[0])
+	require.Equal(t, PreCandidate, c2.role)
+	preVotes := msgsOf(n.collect(2), MsgPreVote)
+	require.NotEmpty(t, preVotes)
+	// A heartbeat of the leader overtakes the answers.
+	for i := 0; i < c1.heartbeatTicks; i++ {
+		c1.tick()
+	}
+	for _, m := range msgsOf(n.collect(1), MsgHeartbeat) {
+		if m.To == 2 {
+			c2.step(m)
+		}
+	}
+	assert.Equal(t, PreCandidate, c2.role, "the leader that asked for the election does not cancel it")
+	for _, m := range preVotes {
+		n.cores[m.To].step(m)
+	}
+	n.stabilize()
+	assert.Equal(t, Leader, c2.role)
+	assert.NotEqual(t, Leader, c3.role)
+}
+
+func TestTransfer_RefusesProposalsAndMembershipChangesWithItsOwnError(t *testing.T) {
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held)
+
+	_, _, err = c1.propose(cmd("x"))
+	assert.ErrorIs(t, err, ErrTransferInProgress)
+	assert.NotErrorIs(t, err, ErrBusy, "ErrBusy means the log or state machine is behind")
+	_, _, changed, err := c1.changeMembers(addMember(4, "", true))
+	assert.ErrorIs(t, err, ErrTransferInProgress)
+	assert.False(t, changed)
+	assert.Equal(t, uint64(1), c1.configIndex, "no configuration entry was appended")
+
+	// Given up, with the voiding entry not yet committed: proposals are
+	// taken again, membership changes still wait.
+	n.drop = func(m Message) bool { return m.Type == MsgTimeoutNow || m.Type == MsgAppendResp }
+	abandonTransfer(t, n, c1)
+	n.stabilize()
+	_, _, err = c1.propose(cmd("y"))
+	assert.NoError(t, err)
+	_, _, _, err = c1.changeMembers(addMember(4, "", true))
+	assert.ErrorIs(t, err, ErrTransferInProgress)
+
+	n.drop = nil
+	c1.tick() // a heartbeat round restarts replication
+	n.stabilize()
+	require.False(t, c1.transferring())
+	_, _, changed, err = c1.changeMembers(addMember(4, "", true))
+	assert.NoError(t, err)
+	assert.True(t, changed)
+}
+
+// timeoutNowHolder is a Transport that keeps every MsgTimeoutNow instead of
+// sending it, for a test to deliver late.
+type timeoutNowHolder struct {
+	Transport
+	mu   sync.Mutex
+	held []Message
+}
+
+func (h *timeoutNowHolder) Send(msgs []Message) {
+	var out []Message
+	h.mu.Lock()
+	for _, m := range msgs {
+		if m.Type == MsgTimeoutNow {
+			h.held = append(h.held, m)
+		} else {
+			out = append(out, m)
+		}
+	}
+	h.mu.Unlock()
+	h.Transport.Send(out)
+}
+
+func (h *timeoutNowHolder) taken() []Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Message(nil), h.held...)
+}
+
+func TestCluster_TransferAbandonedIsNotUndoneByALateTimeoutNow(t *testing.T) {
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	nodes := map[uint64]*Node{}
+	holders := map[uint64]*timeoutNowHolder{}
+	for _, m := range members {
+		holders[m.ID] = &timeoutNowHolder{Transport: nw.Transport(m.ID)}
+		n, err := NewNode(fastConfig(t, m.ID, members), &recordingSM{}, NewMemoryStorage(), holders[m.ID])
+		require.NoError(t, err)
+		nodes[m.ID] = n
+		defer n.Close()
+	}
+	var leader uint64
+	require.Eventually(t, func() bool {
+		for id, n := range nodes {
+			if s := n.Status(); s.Role == Leader && s.CommitIndex > 1 {
+				leader = id
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, time.Millisecond)
+	target := leader%3 + 1
+	term := nodes[leader].Status().Term
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	err := nodes[leader].TransferLeadership(ctx, target)
+	require.ErrorIs(t, err, ErrTransferFailed)
+	assert.Contains(t, err.Error(), "abandoned")
+	late := holders[leader].taken()
+	require.NotEmpty(t, late, "the leader asked the target to campaign")
+	res, err := nodes[leader].Propose(ctx, []byte("after"))
+	require.NoError(t, err, "proposals are taken again")
+
+	// The message arrives now. The target steps it before the call below
+	// runs (the event loop steps messages before calls), and must not have
+	// moved to a new term (it may be in a PreVote round the others refuse).
+	holders[leader].Transport.Send(late[:1])
+	var targetTerm uint64
+	var targetRole Role
+	require.NoError(t, nodes[target].call(ctx, func() { targetTerm, targetRole = nodes[target].core.term, nodes[target].core.role }))
+	assert.Equal(t, term, targetTerm)
+	assert.NotEqual(t, Candidate, targetRole)
+	s := nodes[leader].Status()
+	assert.Equal(t, Leader, s.Role)
+	assert.Equal(t, term, s.Term)
+	assert.GreaterOrEqual(t, s.CommitIndex, res.(uint64))
+}
