@@ -178,28 +178,49 @@ func (c *core) maybeSendTimeoutNow() {
 
 // abandonTransfer gives up the transfer in progress (its target did not take
 // over within an election timeout, or another transfer replaces it), and
-// takes proposals again. A MsgTimeoutNow already
-// sent may still be on its way, so the leader appends a no-op: the target
-// ignores the message once it holds the no-op, and once the no-op is
-// committed a majority of voters refuse the target's PreVote, whose log
-// lacks it. Only then is the transfer over (transferring turns false), and
-// membership changes wait until then, so that this majority is one of the
-// configuration the target campaigns in.
+// takes proposals again. A MsgTimeoutNow already sent may still be on its
+// way, so the leader appends a no-op, the fence:
+//   - once the target holds the fence, it ignores the message (its log no
+//     longer ends where the message says) and ends a PreVote round it had
+//     started; only then is the transfer over for TransferLeadership
+//     (transferSettled);
+//   - once the fence is committed, a majority of voters refuse the
+//     target's PreVote, whose log lacks it, so even a target cut off from
+//     the leader cannot win one. Membership changes wait until then
+//     (transferring), so that this majority is one of the configuration the
+//     target campaigns in.
 func (c *core) abandonTransfer(reason string) {
 	c.logger.Warn("leadership transfer abandoned", zap.Uint64("to", c.transferTarget), zap.String("reason", reason),
 		zap.Bool("timeoutNowSent", c.transferSent))
 	if c.transferSent {
 		c.appendLeaderEntries(Entry{Type: EntryNoop})
 		c.pendingBroadcast = true
-		c.transferFence = c.log.lastIndex()
+		c.transferFence, c.transferFenceTarget = c.log.lastIndex(), c.transferTarget
 	}
 	c.transferTarget, c.transferSent = 0, false
 }
 
-// transferring reports whether a leadership transfer may still take effect:
-// one is in progress, or one was abandoned and its fence is not committed.
+// transferring reports whether membership changes must wait for a
+// leadership transfer: one is in progress, or one was abandoned and its
+// fence is not committed.
 func (c *core) transferring() bool {
 	return c.role == Leader && (c.transferTarget != 0 || c.transferFence > c.log.committed)
+}
+
+// transferSettled reports whether no leadership transfer can take effect any
+// more in this term: none is in progress, and the target of an abandoned one
+// holds its fence, or was removed and forgotten after the fence committed.
+func (c *core) transferSettled() bool {
+	if c.role != Leader || c.transferTarget != 0 {
+		return false
+	}
+	if c.transferFence == 0 {
+		return true
+	}
+	if pr := c.progress[c.transferFenceTarget]; pr != nil {
+		return pr.match >= c.transferFence
+	}
+	return c.log.committed >= c.transferFence
 }
 
 // AddVoter adds node id, reachable at addr, as a voter, or promotes the
@@ -299,7 +320,9 @@ func (n *Node) appliedConfig(members []Member, index uint64) {
 // election timeout the leader gives the transfer up and takes proposals
 // again; the call then fails with an error wrapping ErrTransferFailed, but
 // only once the target can no longer take over (a message asking it to may
-// still be on its way; the leader first commits an entry that voids it).
+// still be on its way: the leader first appends an entry that voids it, and
+// waits until the target has it). If the target becomes unreachable just
+// then, the call waits until it answers or leadership changes.
 // It also wraps ErrTransferFailed when another node takes over instead.
 // Until the outcome is known, the call waits: if ctx ends first, the error
 // wraps ctx.Err() and the outcome is unknown.
@@ -327,7 +350,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 				done <- nil
 			case c.term > term && c.leader != 0:
 				done <- fmt.Errorf("%w: %d leads instead of %d", ErrTransferFailed, c.leader, target)
-			case c.role == Leader && c.term == term && !c.transferring():
+			case c.term == term && c.transferSettled():
 				done <- fmt.Errorf("%w: abandoned: %d did not take over within an election timeout", ErrTransferFailed, target)
 			default:
 				return false

@@ -49,9 +49,11 @@ type core struct {
 	transferElapsed int    // ticks since the transfer began
 	transferSent    bool   // a MsgTimeoutNow of the transfer in progress went out
 	// transferFence is the entry appended when a transfer whose MsgTimeoutNow
-	// went out was abandoned: until it commits, a delayed MsgTimeoutNow could
-	// still make the target campaign, so the transfer's outcome is unknown.
-	transferFence uint64
+	// went out was abandoned, to transferFenceTarget: until the target holds
+	// it, a delayed MsgTimeoutNow could still make it campaign, so the
+	// transfer's outcome is unknown (see abandonTransfer).
+	transferFence       uint64
+	transferFenceTarget uint64
 
 	// Candidate state.
 	votes        map[uint64]bool
@@ -192,11 +194,15 @@ func (c *core) step(m Message) {
 	}
 	switch {
 	case m.Term > c.term:
-		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() && m.Context != campaignTransfer {
+		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() &&
+			(m.Context != campaignTransfer || !c.log.isUpToDate(m.Index, m.LogTerm)) {
 			// CheckQuorum's lease (dissertation §4.2.3, §9.6): a follower that
 			// heard from a live leader within the minimum election timeout
 			// ignores candidates, so that a node rejoining from a partition
 			// or one removed from the cluster cannot depose a healthy leader.
+			// The election of a leadership transfer is heard, unless the
+			// candidate lacks entries we hold: the leader appended them after
+			// it gave that transfer up.
 			return
 		}
 		switch {
@@ -275,10 +281,13 @@ func (c *core) stepFollower(m Message) {
 func (c *core) stepCandidate(m Message) {
 	switch m.Type {
 	case MsgAppend, MsgHeartbeat, MsgSnapshot:
-		if c.role == PreCandidate && c.campaignKind == campaignTransfer && m.Term == c.term && m.Type != MsgSnapshot {
+		if c.role == PreCandidate && c.campaignKind == campaignTransfer && m.Term == c.term &&
+			(m.Type == MsgHeartbeat || m.Type == MsgAppend && m.Index+uint64(len(m.Entries)) <= c.log.lastIndex()) {
 			// The leader that asked for this election keeps its office until
 			// the vote, since PreVote changes no term: answer it as a
-			// follower would, without giving the campaign up.
+			// follower would, without giving the campaign up. New entries,
+			// though, mean that the leader gave the transfer up (it appends
+			// none while one runs): then the campaign ends, below.
 			if m.Type == MsgAppend {
 				c.handleAppend(m)
 			} else {
@@ -358,7 +367,7 @@ func (c *core) resetRoleState() {
 	c.sentCommit = 0
 	c.transferTarget = 0
 	c.transferSent = false
-	c.transferFence = 0
+	c.transferFence, c.transferFenceTarget = 0, 0
 	c.resetReads()
 }
 

@@ -62,15 +62,76 @@ func TestTransfer_3_10_StaleTimeoutNowCannotDeposeTheLeader(t *testing.T) {
 	require.NoError(t, err, "the leader takes proposals again once it gave the transfer up")
 	n.stabilize()
 	require.False(t, c1.transferring(), "the voiding entry committed on 1 and 3")
+	assert.False(t, c1.transferSettled(), "the target does not hold it yet")
 
 	c2.step((*held)[0])
 	n.drop = nil
+	n.stabilize()
+	c1.tick() // a heartbeat round brings the target up to date
 	n.stabilize()
 	assert.Equal(t, Leader, c1.role, "the leader keeps its office")
 	for _, c := range []*core{c1, c2, c3} {
 		assert.Equal(t, term, c.term, "node %d: nobody's term moved", c.id)
 	}
 	assert.Equal(t, []uint64{1}, n.leaders())
+	assert.Equal(t, Follower, c2.role)
+	assert.True(t, c1.transferSettled(), "the target holds the voiding entry")
+}
+
+func TestTransfer_3_10_TargetThatReceivesTheFenceEndsItsPreVote(t *testing.T) {
+	// The target started its PreVote round and node 3 granted it; the
+	// grant arrives only after the leader gave the transfer up and the
+	// target received the leader's next entry.
+	c1, c2, c3, n := threeCores(t)
+	n.elect(1)
+	term := c1.term
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held)
+	c2.step((*held)[0])
+	require.Equal(t, PreCandidate, c2.role)
+	var grant []Message
+	for _, m := range msgsOf(n.collect(2), MsgPreVote) {
+		if m.To == 3 {
+			c3.step(m)
+			grant = msgsOf(n.collect(3), MsgPreVoteResp)
+		}
+	}
+	require.Len(t, grant, 1)
+	require.False(t, grant[0].Reject)
+
+	abandonTransfer(t, n, c1)
+	n.stabilize()
+	c1.tick()
+	n.stabilize()
+	assert.Equal(t, Follower, c2.role, "the leader's new entry ended the campaign")
+	require.True(t, c1.transferSettled())
+
+	c2.step(grant[0])
+	n.stabilize()
+	assert.Equal(t, Follower, c2.role)
+	for _, c := range []*core{c1, c2, c3} {
+		assert.Equal(t, term, c.term, "node %d: nobody's term moved", c.id)
+	}
+	assert.Equal(t, []uint64{1}, n.leaders())
+}
+
+func TestTransfer_3_10_VoterInLeaseIgnoresATransferCandidateThatLacksEntries(t *testing.T) {
+	_, c2, _, n := threeCores(t)
+	n.elect(1)
+	term := c2.term
+	last, lastTerm := c2.log.lastIndex(), c2.log.lastTerm()
+	for _, typ := range []MessageType{MsgPreVote, MsgVote} {
+		c2.step(Message{Type: typ, From: 3, To: 2, Term: term + 1, Index: last - 1, LogTerm: lastTerm, Context: campaignTransfer})
+		assert.Equal(t, term, c2.term, "%s", typ)
+		assert.Empty(t, n.collect(2), "%s: ignored, as any candidate under the lease", typ)
+	}
+	c2.step(Message{Type: MsgPreVote, From: 3, To: 2, Term: term + 1, Index: last, LogTerm: lastTerm, Context: campaignTransfer})
+	resp := msgsOf(n.collect(2), MsgPreVoteResp)
+	require.Len(t, resp, 1)
+	assert.False(t, resp[0].Reject, "a transfer candidate with our whole log is heard despite the lease")
 }
 
 func TestTransfer_3_10_StaleTimeoutNowIsIgnoredByACurrentTarget(t *testing.T) {
