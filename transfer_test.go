@@ -277,8 +277,9 @@ func TestTransfer_RefusesProposalsAndMembershipChangesWithItsOwnError(t *testing
 // sending it, for a test to deliver late.
 type timeoutNowHolder struct {
 	Transport
-	mu   sync.Mutex
-	held []Message
+	mu      sync.Mutex
+	held    []Message
+	holding chan struct{} // if set, signalled for each message held
 }
 
 func (h *timeoutNowHolder) Send(msgs []Message) {
@@ -287,6 +288,12 @@ func (h *timeoutNowHolder) Send(msgs []Message) {
 	for _, m := range msgs {
 		if m.Type == MsgTimeoutNow {
 			h.held = append(h.held, m)
+			if h.holding != nil {
+				select {
+				case h.holding <- struct{}{}:
+				default:
+				}
+			}
 		} else {
 			out = append(out, m)
 		}
@@ -301,20 +308,19 @@ func (h *timeoutNowHolder) taken() []Message {
 	return append([]Message(nil), h.held...)
 }
 
-func TestCluster_TransferAbandonedIsNotUndoneByALateTimeoutNow(t *testing.T) {
-	nw := NewInmemNetwork()
-	defer nw.Close()
+// startHoldingCluster starts three nodes whose transports hold every
+// MsgTimeoutNow, and returns them once one leads and has committed its no-op.
+func startHoldingCluster(t *testing.T, nw *InmemNetwork) (nodes map[uint64]*Node, holders map[uint64]*timeoutNowHolder, leader uint64) {
+	t.Helper()
 	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
-	nodes := map[uint64]*Node{}
-	holders := map[uint64]*timeoutNowHolder{}
+	nodes, holders = map[uint64]*Node{}, map[uint64]*timeoutNowHolder{}
 	for _, m := range members {
-		holders[m.ID] = &timeoutNowHolder{Transport: nw.Transport(m.ID)}
+		holders[m.ID] = &timeoutNowHolder{Transport: nw.Transport(m.ID), holding: make(chan struct{}, 1)}
 		n, err := NewNode(fastConfig(t, m.ID, members), &recordingSM{}, NewMemoryStorage(), holders[m.ID])
 		require.NoError(t, err)
 		nodes[m.ID] = n
-		defer n.Close()
+		t.Cleanup(func() { n.Close() })
 	}
-	var leader uint64
 	require.Eventually(t, func() bool {
 		for id, n := range nodes {
 			if s := n.Status(); s.Role == Leader && s.CommitIndex > 1 {
@@ -324,6 +330,38 @@ func TestCluster_TransferAbandonedIsNotUndoneByALateTimeoutNow(t *testing.T) {
 		}
 		return false
 	}, 10*time.Second, time.Millisecond)
+	return nodes, holders, leader
+}
+
+func TestCluster_TransferOutcomeStaysUnknownWhileTheTargetIsCutOff(t *testing.T) {
+	// The target is cut off right after the leader asked it to campaign: the
+	// message may still arrive, so the transfer is not reported abandoned.
+	nw := NewInmemNetwork()
+	t.Cleanup(nw.Close)
+	nodes, holders, leader := startHoldingCluster(t, nw)
+	target := leader%3 + 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*nodes[leader].cfg.ElectionTimeout)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { result <- nodes[leader].TransferLeadership(ctx, target) }()
+	select {
+	case <-holders[leader].holding:
+	case <-ctx.Done():
+		t.Fatal("the leader never asked the target to campaign")
+	}
+	nw.Isolate(target)
+	err := <-result
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotErrorIs(t, err, ErrTransferFailed)
+	assert.ErrorContains(t, err, "outcome unknown")
+	s := nodes[leader].Status()
+	assert.Equal(t, Leader, s.Role, "the leader gave the transfer up and leads on")
+}
+
+func TestCluster_TransferAbandonedIsNotUndoneByALateTimeoutNow(t *testing.T) {
+	nw := NewInmemNetwork()
+	t.Cleanup(nw.Close)
+	nodes, holders, leader := startHoldingCluster(t, nw)
 	target := leader%3 + 1
 	term := nodes[leader].Status().Term
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
