@@ -99,7 +99,10 @@ type applyBatch struct {
 
 // NewNode validates cfg, recovers state from storage, and starts the node;
 // it runs until Close. A node whose Storage is empty and whose
-// cfg.InitialMembers is set founds a new cluster with those members.
+// cfg.InitialMembers is set founds a new cluster with those members, which
+// must include cfg.ID (ErrInvalidConfig otherwise). A node whose Storage
+// holds state ignores InitialMembers, logging a difference from the stored
+// configuration, so one Config serves a node's whole life.
 func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
