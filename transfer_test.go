@@ -310,13 +310,18 @@ func (h *timeoutNowHolder) taken() []Message {
 
 // startHoldingCluster starts three nodes whose transports hold every
 // MsgTimeoutNow, and returns them once one leads and has committed its no-op.
-func startHoldingCluster(t *testing.T, nw *InmemNetwork) (nodes map[uint64]*Node, holders map[uint64]*timeoutNowHolder, leader uint64) {
+// A transfer is abandoned after electionTimeout (0: fastConfig's).
+func startHoldingCluster(t *testing.T, nw *InmemNetwork, electionTimeout time.Duration) (nodes map[uint64]*Node, holders map[uint64]*timeoutNowHolder, leader uint64) {
 	t.Helper()
 	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
 	nodes, holders = map[uint64]*Node{}, map[uint64]*timeoutNowHolder{}
 	for _, m := range members {
 		holders[m.ID] = &timeoutNowHolder{Transport: nw.Transport(m.ID), holding: make(chan struct{}, 1)}
-		n, err := NewNode(fastConfig(t, m.ID, members), &recordingSM{}, NewMemoryStorage(), holders[m.ID])
+		cfg := fastConfig(t, m.ID, members)
+		if electionTimeout > 0 {
+			cfg.ElectionTimeout, cfg.HeartbeatInterval = electionTimeout, electionTimeout/10
+		}
+		n, err := NewNode(cfg, &recordingSM{}, NewMemoryStorage(), holders[m.ID])
 		require.NoError(t, err)
 		nodes[m.ID] = n
 		t.Cleanup(func() { n.Close() })
@@ -338,7 +343,7 @@ func TestCluster_TransferOutcomeStaysUnknownWhileTheTargetIsCutOff(t *testing.T)
 	// message may still arrive, so the transfer is not reported abandoned.
 	nw := NewInmemNetwork()
 	t.Cleanup(nw.Close)
-	nodes, holders, leader := startHoldingCluster(t, nw)
+	nodes, holders, leader := startHoldingCluster(t, nw, 0)
 	target := leader%3 + 1
 	ctx, cancel := context.WithTimeout(context.Background(), 10*nodes[leader].cfg.ElectionTimeout)
 	defer cancel()
@@ -361,7 +366,7 @@ func TestCluster_TransferOutcomeStaysUnknownWhileTheTargetIsCutOff(t *testing.T)
 func TestCluster_TransferAbandonedIsNotUndoneByALateTimeoutNow(t *testing.T) {
 	nw := NewInmemNetwork()
 	t.Cleanup(nw.Close)
-	nodes, holders, leader := startHoldingCluster(t, nw)
+	nodes, holders, leader := startHoldingCluster(t, nw, 0)
 	target := leader%3 + 1
 	term := nodes[leader].Status().Term
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -388,4 +393,30 @@ func TestCluster_TransferAbandonedIsNotUndoneByALateTimeoutNow(t *testing.T) {
 	assert.Equal(t, Leader, s.Role)
 	assert.Equal(t, term, s.Term)
 	assert.GreaterOrEqual(t, s.CommitIndex, res.(uint64))
+}
+
+func TestCluster_ProposalsAndMembershipChangesDuringATransferGetTheirOwnError(t *testing.T) {
+	nw := NewInmemNetwork()
+	t.Cleanup(nw.Close)
+	// Long enough that the transfer is still on when the calls below run.
+	nodes, holders, leader := startHoldingCluster(t, nw, time.Second)
+	target := leader%3 + 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { result <- nodes[leader].TransferLeadership(ctx, target) }()
+	<-holders[leader].holding
+
+	_, err := nodes[leader].Propose(ctx, []byte("x"))
+	assert.ErrorIs(t, err, ErrTransferInProgress)
+	assert.NotErrorIs(t, err, ErrBusy)
+	_, err = nodes[leader].ProposeAsync([]byte("x"))
+	assert.ErrorIs(t, err, ErrTransferInProgress)
+	assert.ErrorIs(t, nodes[leader].AddLearner(ctx, 4, ""), ErrTransferInProgress)
+	assert.ErrorIs(t, nodes[leader].RemoveMember(ctx, target), ErrTransferInProgress)
+
+	assert.ErrorIs(t, <-result, ErrTransferFailed, "nothing reached the target: abandoned")
+	_, err = nodes[leader].Propose(ctx, []byte("y"))
+	assert.NoError(t, err)
+	assert.NoError(t, nodes[leader].AddLearner(ctx, 4, ""))
 }
