@@ -195,7 +195,10 @@ func (c *core) abandonTransfer(reason string) {
 	if c.transferSent {
 		c.appendLeaderEntries(Entry{Type: EntryNoop})
 		c.pendingBroadcast = true
-		c.transferFence, c.transferFenceTarget = c.log.lastIndex(), c.transferTarget
+		if c.transferFences == nil {
+			c.transferFences = map[uint64]uint64{}
+		}
+		c.transferFences[c.transferTarget] = c.log.lastIndex()
 	}
 	c.transferTarget, c.transferSent = 0, false
 }
@@ -204,23 +207,35 @@ func (c *core) abandonTransfer(reason string) {
 // leadership transfer: one is in progress, or one was abandoned and its
 // fence is not committed.
 func (c *core) transferring() bool {
-	return c.role == Leader && (c.transferTarget != 0 || c.transferFence > c.log.committed)
+	if c.role != Leader {
+		return false
+	}
+	if c.transferTarget != 0 {
+		return true
+	}
+	for _, fence := range c.transferFences {
+		if fence > c.log.committed {
+			return true
+		}
+	}
+	return false
 }
 
 // transferSettled reports whether no leadership transfer can take effect any
-// more in this term: none is in progress, and the target of an abandoned one
-// holds its fence, or was removed and forgotten after the fence committed.
+// more in this term: none is in progress, and the target of each abandoned
+// one holds its fence, or was removed and forgotten after the fence
+// committed. A target that holds a later fence holds the earlier ones too.
 func (c *core) transferSettled() bool {
 	if c.role != Leader || c.transferTarget != 0 {
 		return false
 	}
-	if c.transferFence == 0 {
-		return true
+	for target, fence := range c.transferFences {
+		pr := c.progress[target]
+		if pr != nil && pr.match < fence || pr == nil && c.log.committed < fence {
+			return false
+		}
 	}
-	if pr := c.progress[c.transferFenceTarget]; pr != nil {
-		return pr.match >= c.transferFence
-	}
-	return c.log.committed >= c.transferFence
+	return true
 }
 
 // AddVoter adds node id, reachable at addr, as a voter, or promotes the

@@ -48,12 +48,11 @@ type core struct {
 	transferTarget  uint64 // leadership transfer in progress to this node
 	transferElapsed int    // ticks since the transfer began
 	transferSent    bool   // a MsgTimeoutNow of the transfer in progress went out
-	// transferFence is the entry appended when a transfer whose MsgTimeoutNow
-	// went out was abandoned, to transferFenceTarget: until the target holds
-	// it, a delayed MsgTimeoutNow could still make it campaign, so the
-	// transfer's outcome is unknown (see abandonTransfer).
-	transferFence       uint64
-	transferFenceTarget uint64
+	// transferFences maps the target of each transfer of this term that was
+	// abandoned after its MsgTimeoutNow went out to the fence, the entry
+	// appended then: until the target holds it, a delayed MsgTimeoutNow could
+	// still make it campaign (see abandonTransfer).
+	transferFences map[uint64]uint64
 
 	// Candidate state.
 	votes        map[uint64]bool
@@ -367,7 +366,7 @@ func (c *core) resetRoleState() {
 	c.sentCommit = 0
 	c.transferTarget = 0
 	c.transferSent = false
-	c.transferFence, c.transferFenceTarget = 0, 0
+	c.transferFences = nil
 	c.resetReads()
 }
 

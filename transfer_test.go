@@ -2,6 +2,8 @@ package raft
 
 import (
 	"context"
+	"math/rand"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -419,4 +421,122 @@ func TestCluster_ProposalsAndMembershipChangesDuringATransferGetTheirOwnError(t 
 	_, err = nodes[leader].Propose(ctx, []byte("y"))
 	assert.NoError(t, err)
 	assert.NoError(t, nodes[leader].AddLearner(ctx, 4, ""))
+}
+
+// TestTransfer_Randomized_AbandonedTransferNeverTakesEffect drives cores
+// through random ticks, proposals and leadership transfers over a network
+// that drops, duplicates, delays and reorders messages, and checks after
+// every step that at most one node leads each term and that a node wins a
+// transfer's election only while the leader of the previous term has not yet
+// settled that transfer (what TransferLeadership reports as abandoned).
+// RAFT_SEED replays a run.
+func TestTransfer_Randomized_AbandonedTransferNeverTakesEffect(t *testing.T) {
+	seed := envSeed()
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	t.Logf("seed %d (replay with RAFT_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewSource(seed))
+	runs, steps := 30, 3000
+	if testing.Short() {
+		runs = 5
+	}
+	for run := 0; run < runs; run++ {
+		voters := []uint64{1, 2, 3}
+		if run%2 == 1 {
+			voters = []uint64{1, 2, 3, 4, 5}
+		}
+		runTransferChaos(t, rng, voters, steps)
+		if t.Failed() {
+			t.Fatalf("run %d failed; seed %d", run, seed)
+		}
+	}
+}
+
+// transferRecord is what the checker knows of one target's transfers in a term.
+type transferRecord struct{ settled bool }
+
+func runTransferChaos(t *testing.T, rng *rand.Rand, voters []uint64, steps int) {
+	t.Helper()
+	var cores []*core
+	for _, id := range voters {
+		cores = append(cores, newTestCore(t, id, voters))
+	}
+	n := newCoreNet(t, cores...)
+	var flight []Message
+	leaderOf := map[uint64]uint64{}                      // term -> leader
+	transfers := map[uint64]map[uint64]*transferRecord{} // term -> target -> record
+	collect := func() {
+		for _, id := range n.ids() {
+			flight = append(flight, n.collect(id)...)
+		}
+	}
+	leader := func() *core {
+		for _, c := range cores {
+			if c.role == Leader {
+				return c
+			}
+		}
+		return nil
+	}
+	started, won := 0, 0
+	defer func() { t.Logf("%d voters: %d transfers started, %d won, %d terms", len(voters), started, won, len(leaderOf)) }()
+	for step := 0; step < steps; step++ {
+		switch r := rng.Intn(100); {
+		case r < 65 && len(flight) > 0:
+			i := rng.Intn(len(flight)) // any message in flight: reordering
+			m := flight[i]
+			switch d := rng.Intn(100); {
+			case d < 5: // dropped
+				flight = slices.Delete(flight, i, i+1)
+			case d < 10: // duplicated: a copy stays in flight
+				n.cores[m.To].step(m)
+			default:
+				flight = slices.Delete(flight, i, i+1)
+				n.cores[m.To].step(m)
+			}
+		case r < 85:
+			cores[rng.Intn(len(cores))].tick()
+		case r < 93:
+			if l := leader(); l != nil {
+				l.propose(cmd("x"))
+			}
+		default:
+			if l := leader(); l != nil && rng.Intn(4) == 0 {
+				to := voters[rng.Intn(len(voters))]
+				if got, err := l.transferLeadership(to); err == nil && got != l.id {
+					if transfers[l.term] == nil {
+						transfers[l.term] = map[uint64]*transferRecord{}
+					}
+					transfers[l.term][got] = &transferRecord{}
+					started++
+				}
+			}
+		}
+		collect()
+
+		for _, c := range cores {
+			if c.role != Leader {
+				continue
+			}
+			if prev, ok := leaderOf[c.term]; ok {
+				require.Equal(t, prev, c.id, "step %d: two leaders in term %d", step, c.term)
+				if c.transferSettled() {
+					for _, rec := range transfers[c.term] {
+						rec.settled = true
+					}
+				}
+				continue
+			}
+			leaderOf[c.term] = c.id
+			if c.campaignKind != campaignTransfer {
+				continue
+			}
+			won++
+			rec := transfers[c.term-1][c.id]
+			require.NotNil(t, rec, "step %d: %d won a transfer election in term %d that nobody asked for", step, c.id, c.term)
+			require.False(t, rec.settled, "step %d: %d won term %d through a transfer that term %d's leader had settled",
+				step, c.id, c.term, c.term-1)
+		}
+	}
 }
