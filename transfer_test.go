@@ -429,7 +429,9 @@ func TestCluster_ProposalsAndMembershipChangesDuringATransferGetTheirOwnError(t 
 // every step that at most one node leads each term and that a node wins a
 // transfer's election only while the leader of the previous term has not yet
 // settled that transfer (what TransferLeadership reports as abandoned).
-// RAFT_SEED replays a run.
+// RAFT_SEED replays a run. With MsgTimeoutNow acted on unconditionally (the
+// earlier rule) it fails in every run of 60; without the rule that new
+// entries end a transfer's PreVote round, in most.
 func TestTransfer_Randomized_AbandonedTransferNeverTakesEffect(t *testing.T) {
 	seed := envSeed()
 	if seed == 0 {
@@ -437,7 +439,7 @@ func TestTransfer_Randomized_AbandonedTransferNeverTakesEffect(t *testing.T) {
 	}
 	t.Logf("seed %d (replay with RAFT_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewSource(seed))
-	runs, steps := 30, 3000
+	runs, steps := 60, 3000
 	if testing.Short() {
 		runs = 5
 	}
@@ -464,12 +466,34 @@ func runTransferChaos(t *testing.T, rng *rand.Rand, voters []uint64, steps int) 
 	}
 	n := newCoreNet(t, cores...)
 	var flight []Message
+	// late holds messages delayed for long, until the step in due: any
+	// message now and then, and MsgTimeoutNow often, so that some arrive
+	// after their transfer was given up.
+	type lateMsg struct {
+		m   Message
+		due int
+	}
+	var late []lateMsg
+	step := 0
 	leaderOf := map[uint64]uint64{}                      // term -> leader
 	transfers := map[uint64]map[uint64]*transferRecord{} // term -> target -> record
 	collect := func() {
 		for _, id := range n.ids() {
-			flight = append(flight, n.collect(id)...)
+			for _, m := range n.collect(id) {
+				if rng.Intn(100) < 3 || m.Type == MsgTimeoutNow && rng.Intn(4) != 0 {
+					late = append(late, lateMsg{m, step + 20 + rng.Intn(400)})
+				} else {
+					flight = append(flight, m)
+				}
+			}
 		}
+		late = slices.DeleteFunc(late, func(l lateMsg) bool {
+			if l.due <= step {
+				flight = append(flight, l.m)
+				return true
+			}
+			return false
+		})
 	}
 	leader := func() *core {
 		for _, c := range cores {
@@ -480,11 +504,18 @@ func runTransferChaos(t *testing.T, rng *rand.Rand, voters []uint64, steps int) 
 		return nil
 	}
 	started, won := 0, 0
-	defer func() { t.Logf("%d voters: %d transfers started, %d won, %d terms", len(voters), started, won, len(leaderOf)) }()
-	for step := 0; step < steps; step++ {
+	defer func() {
+		t.Logf("%d voters: %d transfers started, %d won, %d terms", len(voters), started, won, len(leaderOf))
+	}()
+	for ; step < steps; step++ {
 		switch r := rng.Intn(100); {
 		case r < 65 && len(flight) > 0:
-			i := rng.Intn(len(flight)) // any message in flight: reordering
+			// Mostly one of the newest messages, sometimes any: messages
+			// are reordered, and some stay in flight for long.
+			i := len(flight) - 1 - rng.Intn(min(len(flight), 8))
+			if rng.Intn(10) == 0 {
+				i = rng.Intn(len(flight))
+			}
 			m := flight[i]
 			switch d := rng.Intn(100); {
 			case d < 5: // dropped
