@@ -532,6 +532,13 @@ func runTransferChaos(t *testing.T, rng *rand.Rand, voters []uint64, steps int) 
 			if l := leader(); l != nil {
 				l.propose(cmd("x"))
 			}
+		case r < 95:
+			// Demote or promote a member: membership changes must wait for
+			// transfers, and transfers must work in any configuration.
+			if l := leader(); l != nil {
+				id := voters[rng.Intn(len(voters))]
+				l.changeMembers(addMember(id, "", rng.Intn(2) == 0))
+			}
 		default:
 			if l := leader(); l != nil && rng.Intn(4) == 0 {
 				to := voters[rng.Intn(len(voters))]
