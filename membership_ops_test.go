@@ -246,3 +246,29 @@ func TestCluster_LeaderThatRemovesItselfSaysSo(t *testing.T) {
 	}
 	assert.NotEqual(t, leader, c.waitLeader(rest...))
 }
+
+func TestCluster_AddLearnerOnAVoterDemotesIt(t *testing.T) {
+	c := newTestCluster(t, 3)
+	leader := c.waitLeader()
+	demoted := leader%3 + 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, c.nodes[leader].AddLearner(ctx, demoted, ""))
+	isLearner := func(id uint64) bool {
+		for _, m := range c.nodes[id].Status().Members {
+			if m.ID == demoted {
+				return m.Learner
+			}
+		}
+		return false
+	}
+	assert.True(t, isLearner(leader))
+	last := c.propose("after demotion")
+	c.waitApplied(demoted, last)
+	assert.True(t, isLearner(demoted), "the demoted node knows it")
+	assert.False(t, c.nodes[demoted].Status().Removed, "it is still a member")
+	require.NoError(t, c.nodes[demoted].LinearizableRead(ctx), "and serves reads as a learner")
+
+	require.NoError(t, c.nodes[leader].AddVoter(ctx, demoted, ""))
+	assert.False(t, isLearner(leader), "promoted again")
+}
