@@ -185,8 +185,10 @@ func (c *core) maybeSendTimeoutNow() {
 //     started; only then is the transfer over for TransferLeadership
 //     (transferSettled);
 //   - once the fence is committed, a majority of voters refuse the
-//     target's PreVote, whose log lacks it, so even a target cut off from
-//     the leader cannot win one. Membership changes wait until then
+//     target's PreVote, whose log lacks it, so a target cut off from the
+//     leader cannot win a round it starts from then on (grants given
+//     earlier may still arrive: hence the wait for the target above).
+//     Membership changes wait until then
 //     (transferring), so that this majority is one of the configuration the
 //     target campaigns in.
 func (c *core) abandonTransfer(reason string) {
