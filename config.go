@@ -27,9 +27,12 @@ type Config struct {
 	// ID is this node's ID; required, non-zero, unique in the cluster.
 	ID uint64
 	// InitialMembers are the founding members of a NEW cluster: the same list
-	// on every founding node, which must include ID. It is ignored when the
-	// Storage already holds state. Leave it empty on a node that will be
-	// added to an existing cluster later.
+	// on every founding node. It is ignored when the Storage already holds
+	// state (a difference from the stored configuration is logged), so a
+	// node can keep the same Config for its whole life, including a node
+	// added later that is restarted with the founding list. On empty Storage
+	// the list must include ID; leave it empty on a node that will be added
+	// to an existing cluster later.
 	InitialMembers []Member
 
 	// ElectionTimeout is the base election timeout (Raft §5.2); each timeout
@@ -124,7 +127,7 @@ func (c Config) Validate() error {
 	}
 	if len(c.InitialMembers) > 0 {
 		seen := make(map[uint64]bool, len(c.InitialMembers))
-		self, voters := false, 0
+		voters := 0
 		for i, m := range c.InitialMembers {
 			if m.ID == 0 {
 				return bad("InitialMembers[%d] has ID 0", i)
@@ -133,16 +136,12 @@ func (c Config) Validate() error {
 				return bad("InitialMembers lists ID %d twice", m.ID)
 			}
 			seen[m.ID] = true
-			if m.ID == c.ID {
-				self = true
-			}
 			if !m.Learner {
 				voters++
 			}
 		}
-		if !self {
-			return bad("InitialMembers does not include this node's ID %d", c.ID)
-		}
+		// Whether the list includes ID matters only on empty Storage:
+		// NewNode checks it there.
 		if voters == 0 {
 			return bad("InitialMembers has no voter")
 		}

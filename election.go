@@ -4,10 +4,12 @@ import "go.uber.org/zap"
 
 // Kinds of campaign, carried in MsgVote/MsgPreVote's Context.
 const (
+	// campaignPreElection is the PreVote phase of an ordinary election.
 	campaignPreElection uint64 = iota + 1
 	campaignElection
-	// campaignTransfer is an election started by MsgTimeoutNow: the old
-	// leader asked for it, so voters must not ignore it for CheckQuorum's lease.
+	// campaignTransfer is an election started by MsgTimeoutNow, in both of
+	// its phases (MsgPreVote, then MsgVote): the old leader asked for it, so
+	// voters must not ignore it for CheckQuorum's lease.
 	campaignTransfer
 )
 
@@ -23,11 +25,7 @@ func (c *core) tick() {
 		if c.isVoter() {
 			// A follower that hears nothing for an election timeout starts an
 			// election (Raft §5.2); with PreVote it first asks whether it could win.
-			if c.preVote {
-				c.campaign(campaignPreElection)
-			} else {
-				c.campaign(campaignElection)
-			}
+			c.campaign(campaignElection, c.preVote)
 		} else {
 			c.randomizedTimeout = c.electionTicks + c.rand.Intn(c.electionTicks)
 		}
@@ -40,11 +38,13 @@ func (c *core) inLease() bool {
 	return c.checkQuorum && c.leader != 0 && c.electionElapsed < c.electionTicks
 }
 
-// campaign starts an election of the given kind.
-func (c *core) campaign(kind uint64) {
+// campaign starts an election of the given kind, campaignElection or
+// campaignTransfer; with pre, it starts with the PreVote phase.
+func (c *core) campaign(kind uint64, pre bool) {
 	var term uint64
 	msgType := MsgVote
-	if kind == campaignPreElection {
+	context := kind
+	if pre {
 		// Dissertation §9.6: ask at term+1 without moving to it, so that a
 		// node which cannot win never raises the cluster's term.
 		c.role = PreCandidate
@@ -52,6 +52,9 @@ func (c *core) campaign(kind uint64) {
 		c.resetRoleState()
 		term = c.term + 1
 		msgType = MsgPreVote
+		if kind == campaignElection {
+			context = campaignPreElection
+		}
 	} else {
 		c.term++
 		c.vote = c.id
@@ -60,12 +63,13 @@ func (c *core) campaign(kind uint64) {
 		c.resetRoleState()
 		term = c.term
 	}
-	c.logger.Info("campaigning", zap.Stringer("role", c.role), zap.Uint64("term", term))
+	c.campaignKind = kind
+	c.logger.Info("campaigning", zap.Stringer("role", c.role), zap.Uint64("term", term), zap.Bool("transfer", kind == campaignTransfer))
 	c.votes = map[uint64]bool{c.id: true}
 	if c.voters.vote(c.votes) == voteWon {
 		// A single-voter cluster wins at once.
-		if kind == campaignPreElection {
-			c.campaign(campaignElection)
+		if pre {
+			c.campaign(kind, false)
 		} else {
 			c.becomeLeader()
 		}
@@ -75,8 +79,45 @@ func (c *core) campaign(kind uint64) {
 		if m.Learner || m.ID == c.id {
 			continue
 		}
-		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: kind})
+		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: context})
 	}
+}
+
+// handleTimeoutNow starts the election a leadership transfer asks for
+// (dissertation §3.10), unless this node cannot win it cleanly or the message
+// belongs to a transfer that is over. The message names the leader's last
+// entry when it was sent: a target whose log ends elsewhere is either behind
+// the leader (it would lose, after deposing the leader) or has received
+// entries the leader appended after it gave the transfer up, so the message
+// is stale. A target also waits until it knows its configuration committed,
+// so that it campaigns in the configuration the leader has.
+//
+// The campaign starts with a PreVote round even when PreVote is off, so that
+// a stale MsgTimeoutNow reaching a target that has not yet received the
+// leader's later entries cannot raise anyone's term: the voters that hold
+// those entries refuse it (see abandonTransfer).
+func (c *core) handleTimeoutNow(m Message) {
+	var reason string
+	switch {
+	case !c.isVoter():
+		reason = "not a voter"
+	case m.Index == 0 || c.log.lastIndex() != m.Index || !c.log.matchTerm(m.Index, m.LogTerm):
+		reason = "the log does not end where the leader's did"
+	default:
+		// The logs match up to m.Index, so the leader's commit index, never
+		// beyond its last entry, is safe to take (Log Matching, Raft §5.3).
+		c.log.commitTo(min(m.Commit, m.Index))
+		if c.configIndex > c.log.committed {
+			reason = "a configuration change is not yet committed"
+		}
+	}
+	if reason != "" {
+		c.logger.Info("ignoring MsgTimeoutNow", zap.Uint64("from", m.From), zap.Uint64("index", m.Index),
+			zap.Uint64("lastIndex", c.log.lastIndex()), zap.String("reason", reason))
+		return
+	}
+	c.logger.Info("leadership transfer: campaigning at once", zap.Uint64("from", m.From))
+	c.campaign(campaignTransfer, true)
 }
 
 // handleVoteRequest answers RequestVote and PreVote (Raft §5.2, §5.4.1).
@@ -157,8 +198,7 @@ func (c *core) tickLeader() {
 	if c.transferTarget != 0 {
 		c.transferElapsed++
 		if c.transferElapsed >= c.electionTicks {
-			c.logger.Warn("leadership transfer abandoned", zap.Uint64("to", c.transferTarget))
-			c.transferTarget = 0
+			c.abandonTransfer("the target did not take over within an election timeout")
 		}
 	}
 	if c.heartbeatElapsed >= c.heartbeatTicks {

@@ -23,9 +23,23 @@ var (
 	// impossible record; a node refuses to start on it.
 	ErrCorrupt = errors.New("raft: corrupt data")
 	// ErrBusy: the leader already holds as many uncommitted entries or bytes
-	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow; retry after
-	// earlier proposals commit.
+	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow, or its
+	// state machine is that far behind; retry on the same node after earlier
+	// proposals commit and apply.
 	ErrBusy = errors.New("raft: too many uncommitted proposals")
+	// ErrTransferInProgress: the leader is handing leadership to another
+	// node (TransferLeadership) and refuses proposals and membership changes
+	// meanwhile. Nothing was appended: retry after a moment, on the new
+	// leader if the transfer succeeds (a *NotLeaderError will name it).
+	ErrTransferInProgress = errors.New("raft: leadership transfer in progress")
+	// ErrTransferFailed: TransferLeadership ended without the target taking
+	// over (another node leads, or the target did not campaign within an
+	// election timeout and can no longer do so); the wrapping error says which.
+	ErrTransferFailed = errors.New("raft: leadership transfer failed")
+	// ErrRemoved: this node applied a configuration that removed it from the
+	// cluster; it no longer takes part, and calls that need the cluster fail
+	// at once. Status().Removed reports it.
+	ErrRemoved = errors.New("raft: this node was removed from the cluster")
 	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
 	ErrInvalidConfig = errors.New("raft: invalid config")
 	// ErrNoSnapshot: Storage.Snapshot found no snapshot.

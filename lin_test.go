@@ -29,8 +29,9 @@ import (
 // definite (node.go, proposal.go):
 //
 //   - Any error from ProposeAsync means that the entry was never appended to
-//     any log, so the write did not happen: a *NotLeaderError and ErrBusy come
-//     from core.propose, which refused it; ErrClosed (or ErrStopped) comes
+//     any log, so the write did not happen: a *NotLeaderError, ErrBusy and
+//     ErrTransferInProgress come from core.propose or drainInbox, which
+//     refused it; ErrRemoved comes from serving(); ErrClosed (or ErrStopped) comes
 //     from usable() before the proposal was queued, from failPending for a
 //     proposal still in the inbox when the event loop stopped, or from the
 //     check after n.stopped closed, which reports an error only if the event

@@ -74,6 +74,7 @@ type Node struct {
 	applyQueue []applyBatch
 	applyWake  chan struct{}
 	applied    atomic.Uint64
+	removed    atomic.Bool // the applied configuration removed this node
 
 	statusMu sync.Mutex
 	status   Status
@@ -98,7 +99,10 @@ type applyBatch struct {
 
 // NewNode validates cfg, recovers state from storage, and starts the node;
 // it runs until Close. A node whose Storage is empty and whose
-// cfg.InitialMembers is set founds a new cluster with those members.
+// cfg.InitialMembers is set founds a new cluster with those members, which
+// must include cfg.ID (ErrInvalidConfig otherwise). A node whose Storage
+// holds state ignores InitialMembers, logging a difference from the stored
+// configuration, so one Config serves a node's whole life.
 func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -168,6 +172,10 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	if err := transport.Attach(cfg.ID, n.deliver); err != nil {
 		return nil, fmt.Errorf("raft: attaching transport: %w", err)
 	}
+	if len(cfg.InitialMembers) > 0 && !st.founded && !sameMembers(cfg.InitialMembers, c.members) {
+		logger.Info("InitialMembers ignored: the storage already holds state, whose configuration differs",
+			zap.Stringer("initialMembers", memberList(cfg.InitialMembers)), zap.Stringer("stored", memberList(c.members)))
+	}
 	n.configIndex = c.configIndex
 	transport.SetPeers(c.members)
 	n.updateStatus()
@@ -187,6 +195,7 @@ type stored struct {
 	first     uint64
 	firstTerm uint64
 	snap      SnapshotMeta
+	founded   bool // the storage was empty and now holds the founding configuration
 }
 
 // loadStorage reads what storage holds and restores the state machine from
@@ -239,6 +248,12 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 		return st, wrap(err)
 	}
 	if st.hs == (HardState{}) && last == 0 && st.snap.Index == 0 && len(cfg.InitialMembers) > 0 {
+		if !slices.ContainsFunc(cfg.InitialMembers, func(m Member) bool { return m.ID == cfg.ID }) {
+			return st, fmt.Errorf("%w: the storage is empty and InitialMembers does not include this node's ID %d: "+
+				"list it to found a new cluster, or leave InitialMembers empty on a node to be added to an existing one",
+				ErrInvalidConfig, cfg.ID)
+		}
+		st.founded = true
 		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
 		st.hs = HardState{Term: 1, Commit: 1}
 		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
@@ -291,8 +306,10 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 
 // ProposeAsync returns as soon as the leader has appended cmd to its log,
 // with the entry's Index and Term; the Proposal gives the outcome. It fails
-// at once with a *NotLeaderError off the leader, ErrBusy when too much is
-// uncommitted, and ErrClosed after Close.
+// at once with a *NotLeaderError off the leader, ErrTransferInProgress while
+// the leader hands leadership over, ErrBusy when too much is uncommitted or
+// unapplied, ErrRemoved on a node removed from the cluster, and ErrClosed
+// after Close. In each of these cases nothing was appended.
 func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 	return n.proposeAsync(context.Background(), cmd)
 }
@@ -300,7 +317,7 @@ func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 // proposeAsync is ProposeAsync, giving up when ctx ends before the event
 // loop took the proposal; the command may then still be appended.
 func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) {
-	if err := n.usable(); err != nil {
+	if err := n.serving(); err != nil {
 		return nil, err
 	}
 	p := newProposal(cmd)
@@ -330,12 +347,14 @@ func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) 
 // that a read of the state machine made after it is linearizable. It works
 // on the leader and on followers and learners, which ask the leader for the
 // read index. It fails with a *NotLeaderError when no leader is known,
-// ErrLeadershipLost when the leader changed meanwhile, or the context's error.
+// ErrLeadershipLost when the leader changed meanwhile, ErrRemoved once this
+// node is removed from the cluster (it would wait for entries it no longer
+// receives), or the context's error.
 func (n *Node) LinearizableRead(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := n.usable(); err != nil {
+	if err := n.serving(); err != nil {
 		return err
 	}
 	r := &readWait{done: make(chan struct{})}
@@ -366,6 +385,7 @@ func (n *Node) Status() Status {
 	n.statusMu.Unlock()
 	s.Members = slices.Clone(s.Members)
 	s.AppliedIndex = n.applied.Load()
+	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
 		s.Err = *e
 	}
@@ -396,6 +416,17 @@ func (n *Node) usable() error {
 	default:
 		return nil
 	}
+}
+
+// serving returns why the node takes no calls that need the cluster, or nil.
+func (n *Node) serving() error {
+	if err := n.usable(); err != nil {
+		return err
+	}
+	if n.removed.Load() {
+		return ErrRemoved
+	}
+	return nil
 }
 
 func (n *Node) stopErr() error { return n.stopErrFor(ErrClosed) }
@@ -721,7 +752,7 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 			result = n.sm.Apply(e)
 		case EntryConfChange:
 			if members, err := decodeMembers(e.Data); err == nil {
-				n.appliedMembers = members
+				n.appliedConfig(members, e.Index)
 			}
 		}
 		n.appliedTerm = e.Term
@@ -735,10 +766,13 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 	}
 	waiting = append(waiting, b.reads...)
 	applied := n.applied.Load()
+	removed := n.removed.Load()
 	kept := waiting[:0]
 	for _, r := range waiting {
 		if r.index <= applied {
 			r.finish(nil)
+		} else if removed {
+			r.finish(ErrRemoved) // this node no longer receives the entries
 		} else {
 			kept = append(kept, r)
 		}

@@ -491,7 +491,8 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 	}
 	if err == nil {
 		n.applied.Store(meta.Index)
-		n.appliedMembers, n.appliedTerm = meta.Members, meta.Term
+		n.appliedConfig(meta.Members, meta.Index)
+		n.appliedTerm = meta.Term
 		n.lastSnapIndex.Store(meta.Index)
 	}
 	n.postEvent(func() {

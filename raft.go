@@ -51,9 +51,16 @@ type core struct {
 
 	transferTarget  uint64 // leadership transfer in progress to this node
 	transferElapsed int    // ticks since the transfer began
+	transferSent    bool   // a MsgTimeoutNow of the transfer in progress went out
+	// transferFences maps the target of each transfer of this term that was
+	// abandoned after its MsgTimeoutNow went out to the fence, the entry
+	// appended then: until the target holds it, a delayed MsgTimeoutNow could
+	// still make it campaign (see abandonTransfer).
+	transferFences map[uint64]uint64
 
 	// Candidate state.
-	votes map[uint64]bool
+	votes        map[uint64]bool
+	campaignKind uint64 // campaignElection or campaignTransfer
 
 	// Timers, in ticks.
 	electionElapsed   int
@@ -197,11 +204,15 @@ func (c *core) step(m Message) {
 	}
 	switch {
 	case m.Term > c.term:
-		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() && m.Context != campaignTransfer {
+		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() &&
+			(m.Context != campaignTransfer || !c.log.isUpToDate(m.Index, m.LogTerm)) {
 			// CheckQuorum's lease (dissertation §4.2.3, §9.6): a follower that
 			// heard from a live leader within the minimum election timeout
 			// ignores candidates, so that a node rejoining from a partition
 			// or one removed from the cluster cannot depose a healthy leader.
+			// The election of a leadership transfer is heard, unless the
+			// candidate lacks entries we hold: the leader appended them after
+			// it gave that transfer up.
 			return
 		}
 		switch {
@@ -257,10 +268,7 @@ func (c *core) stepFollower(m Message) {
 		c.leader = m.From
 		c.handleHeartbeat(m)
 	case MsgTimeoutNow:
-		if c.isVoter() {
-			c.logger.Info("leadership transfer: campaigning at once", zap.Uint64("from", m.From))
-			c.campaign(campaignTransfer)
-		}
+		c.handleTimeoutNow(m)
 	case MsgReadIndex:
 		// We are not the leader: tell the asker so that it retries elsewhere.
 		c.send(Message{Type: MsgReadIndexResp, To: m.From, Reject: true, Context: m.Context})
@@ -283,6 +291,20 @@ func (c *core) stepFollower(m Message) {
 func (c *core) stepCandidate(m Message) {
 	switch m.Type {
 	case MsgAppend, MsgHeartbeat, MsgSnapshot:
+		if c.role == PreCandidate && c.campaignKind == campaignTransfer && m.Term == c.term &&
+			(m.Type == MsgHeartbeat || m.Type == MsgAppend && m.Index+uint64(len(m.Entries)) <= c.log.lastIndex()) {
+			// The leader that asked for this election keeps its office until
+			// the vote, since PreVote changes no term: answer it as a
+			// follower would, without giving the campaign up. New entries,
+			// though, mean that the leader gave the transfer up (it appends
+			// none while one runs): then the campaign ends, below.
+			if m.Type == MsgAppend {
+				c.handleAppend(m)
+			} else {
+				c.handleHeartbeat(m)
+			}
+			return
+		}
 		// Someone won this term (Raft §5.2): follow it.
 		c.becomeFollower(m.Term, m.From)
 		c.stepFollower(m)
@@ -294,7 +316,7 @@ func (c *core) stepCandidate(m Message) {
 		switch c.voters.vote(c.votes) {
 		case voteWon:
 			if c.role == PreCandidate {
-				c.campaign(campaignElection)
+				c.campaign(c.campaignKind, false)
 			} else {
 				c.becomeLeader()
 			}
@@ -354,6 +376,8 @@ func (c *core) resetRoleState() {
 	c.uncommittedBytes = 0
 	c.sentCommit = 0
 	c.transferTarget = 0
+	c.transferSent = false
+	c.transferFences = nil
 	c.resetReads()
 }
 

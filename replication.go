@@ -67,7 +67,8 @@ func (pr *progress) acked(index uint64) {
 }
 
 // propose appends a client command to the leader's log. It fails with
-// ErrNotLeader off the leader and ErrBusy beyond the uncommitted bounds.
+// ErrNotLeader off the leader, ErrTransferInProgress while leadership is
+// being handed over, and ErrBusy beyond the uncommitted bounds.
 // The entry goes out at the next ready, batched with every other proposal
 // made in between.
 func (c *core) propose(data []byte) (index, term uint64, err error) {
@@ -75,7 +76,7 @@ func (c *core) propose(data []byte) (index, term uint64, err error) {
 		return 0, 0, c.notLeader()
 	}
 	if c.transferTarget != 0 {
-		return 0, 0, fmt.Errorf("%w: leadership transfer to %d in progress", ErrBusy, c.transferTarget)
+		return 0, 0, fmt.Errorf("%w: to %d", ErrTransferInProgress, c.transferTarget)
 	}
 	if c.log.lastIndex()-c.log.committed >= c.maxUncommittedEnts ||
 		(c.uncommittedBytes > 0 && c.uncommittedBytes+uint64(len(data)) > c.maxUncommittedSize) {
@@ -87,10 +88,16 @@ func (c *core) propose(data []byte) (index, term uint64, err error) {
 }
 
 // proposeConfig appends a configuration entry holding members; it takes
-// effect at once (dissertation §4.1). Only one may be uncommitted at a time.
+// effect at once (dissertation §4.1). Only one may be uncommitted at a time,
+// and none is accepted while a leadership transfer may still take effect:
+// the target campaigns in the configuration it holds, which must be the
+// leader's (see abandonTransfer).
 func (c *core) proposeConfig(members []Member) (index, term uint64, err error) {
 	if c.role != Leader {
 		return 0, 0, c.notLeader()
+	}
+	if c.transferring() {
+		return 0, 0, fmt.Errorf("%w: a membership change waits until it ends", ErrTransferInProgress)
 	}
 	if c.configIndex > c.log.committed || !c.committedInTerm() {
 		// The second condition is the fix of dissertation §4.1's bug note: a

@@ -34,6 +34,11 @@ type Status struct {
 	CommitIndex, AppliedIndex, LastIndex uint64
 	SnapshotIndex                        uint64
 	Members                              []Member
+	// Removed reports that this node applied a configuration that removed
+	// it from the cluster: it no longer takes part, and Propose,
+	// LinearizableRead and the membership calls fail with ErrRemoved. It
+	// turns false again if a later configuration adds the node back.
+	Removed bool
 	// Err is the fatal error that stopped the node, nil while it runs.
 	Err error
 }

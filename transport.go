@@ -44,8 +44,12 @@ const (
 	// MsgReadIndexResp answers MsgReadIndex: Index is the read index, or Reject
 	// is set when the receiver cannot serve it (it is not the leader).
 	MsgReadIndexResp
-	// MsgTimeoutNow tells the receiver to start an election at once, skipping
-	// PreVote; leadership transfer uses it (dissertation §3.10).
+	// MsgTimeoutNow tells the receiver to start an election at once;
+	// leadership transfer uses it (dissertation §3.10). Index and LogTerm
+	// name the leader's last entry and Commit is its commit index: the
+	// receiver campaigns only if its log ends at that entry and its
+	// configuration is committed, and only after a PreVote round whose
+	// Context is the transfer kind (docs/protocol.md).
 	MsgTimeoutNow
 	// MsgSnapshot is one chunk of InstallSnapshot (Raft §7): Index and
 	// LogTerm name the last entry the snapshot covers, Context is the offset
@@ -99,10 +103,10 @@ type Message struct {
 	To   uint64 // receiver's node ID
 	Term uint64 // sender's current term (for MsgPreVote: the term it would campaign in)
 
-	LogTerm uint64  // term of the entry at Index (MsgAppend, MsgVote, MsgPreVote)
+	LogTerm uint64  // term of the entry at Index (MsgAppend, MsgVote, MsgPreVote, MsgTimeoutNow)
 	Index   uint64  // an index whose meaning depends on Type
 	Entries []Entry // log entries (MsgAppend); their Data is never modified after sending
-	Commit  uint64  // sender's commit index (MsgAppend, MsgHeartbeat)
+	Commit  uint64  // sender's commit index (MsgAppend, MsgHeartbeat, MsgTimeoutNow)
 
 	Reject bool // the request was refused
 	// HintIndex: on a rejected MsgAppendResp, the follower's last entry at
