@@ -21,13 +21,15 @@ const (
 	// MsgVote is RequestVote (§5.2): Index and LogTerm describe the
 	// candidate's last entry, for the up-to-date check of §5.4.1. Context
 	// says what started the campaign (1: a pre-election, 2: an election
-	// timeout, 3: a leadership transfer); a transfer's votes are granted even
-	// within the follower lease (dissertation §3.10, §4.2.3).
+	// timeout, 3: a leadership transfer); voters within the follower lease
+	// answer a transfer's campaign when the candidate holds every entry they
+	// do (dissertation §3.10, §4.2.3).
 	MsgVote
 	// MsgVoteResp answers MsgVote; Reject is false when the vote is granted.
 	MsgVoteResp
 	// MsgPreVote asks whether a vote would be granted at Term without anyone
-	// changing its term (dissertation §9.6).
+	// changing its term (dissertation §9.6). Index, LogTerm and Context are
+	// as for MsgVote.
 	MsgPreVote
 	// MsgPreVoteResp answers MsgPreVote.
 	MsgPreVoteResp
