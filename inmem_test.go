@@ -124,9 +124,10 @@ func TestInmemNetworkDeliversBetweenAttachedEndpoints(t *testing.T) {
 
 	nodes[3].transport.Send([]Message{inmemMsg(3, 1, 4), inmemMsg(3, 9, 5)}) // 9 has no endpoint
 	assert.Equal(t, []uint64{4}, nodes[1].recorder.contexts())
+	assert.Equal(t, []Message{inmemMsg(1, 3, 2), Unreachable(inmemMsg(3, 9, 5))}, nodes[3].recorder.messages(), "the loss is reported to the sender")
 	nodes[2].transport.Send(nil)
 
-	assert.Equal(t, InmemStats{Sent: 5, Delivered: 4, DroppedNoReceiver: 1}, nw.Stats())
+	assert.Equal(t, InmemStats{Sent: 5, Delivered: 4, DroppedNoReceiver: 1, Reported: 1}, nw.Stats())
 }
 
 func TestInmemTransportAttachErrors(t *testing.T) {
@@ -708,7 +709,7 @@ func TestInmemNetworkConcurrentUse(t *testing.T) {
 		for _, id := range ids {
 			received += int64(nodes[id].recorder.count())
 		}
-		assert.Equal(t, uint64(received+restartedDelivered.Load()), stats.Delivered)
+		assert.Equal(t, uint64(received+restartedDelivered.Load()), stats.Delivered+stats.Reported)
 		assert.Equal(t, stats.Sent+stats.Duplicated,
 			stats.Delivered+stats.DroppedByFault+stats.DroppedByPartition+stats.DroppedNoReceiver)
 		assert.Equal(t, uint64(len(ids)*perNode), stats.Sent)

@@ -46,7 +46,7 @@ type Node struct {
 	senders      map[uint64]*snapSender
 	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
-	installing   uint64 // a received snapshot being stored and restored
+	installing   snapshotTransfer // a received snapshot being stored and restored
 
 	// Snapshots (node_snapshot.go).
 	snapMu         sync.Mutex
