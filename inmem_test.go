@@ -755,3 +755,36 @@ func BenchmarkInmemNetworkSend(b *testing.B) {
 	})
 	b.ReportMetric(float64(received.Load())/b.Elapsed().Seconds(), "msgs/s")
 }
+
+func TestInmemNetworkReportsLossesToTheSender(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	nodes := attachInmemNodes(t, nw, 1, 2, 3)
+	chunk := func(to, offset uint64) Message {
+		return Message{Type: MsgSnapshot, From: 1, To: to, Term: 1, Index: 40, Context: offset, Data: []byte("x")}
+	}
+	reports := func() []Message { return msgsOf(nodes[1].recorder.messages(), MsgUnreachable) }
+
+	nw.Isolate(3)
+	nodes[1].transport.Send([]Message{inmemMsg(1, 3, 1), inmemMsg(1, 3, 2), chunk(3, 0), chunk(3, 64)})
+	assert.Equal(t, []Message{Unreachable(inmemMsg(1, 3, 1)), Unreachable(chunk(3, 0)), Unreachable(chunk(3, 64))}, reports(),
+		"one report for the peer, and one for each snapshot chunk")
+	nw.Heal()
+
+	nw.Cut(1, 2)
+	nodes[1].transport.Send([]Message{inmemMsg(1, 2, 3)})
+	assert.Len(t, reports(), 4, "a cut link is reported")
+	nw.Heal()
+
+	nodes[1].transport.Send([]Message{inmemMsg(1, 9, 4)})
+	assert.Len(t, reports(), 5, "a peer with no endpoint is reported")
+
+	nw.SetFaults(Faults{Drop: 1})
+	nodes[1].transport.Send([]Message{inmemMsg(1, 2, 5), chunk(2, 128)})
+	got := reports()
+	require.Len(t, got, 6, "of random losses only snapshot chunks are reported, as a broken connection would lose them")
+	assert.Equal(t, Unreachable(chunk(2, 128)), got[5])
+	assert.EqualValues(t, 6, nw.Stats().Reported)
+	assert.Zero(t, nodes[2].recorder.count()+nodes[3].recorder.count())
+}

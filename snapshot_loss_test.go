@@ -1,15 +1,19 @@
 package raft
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -44,10 +48,9 @@ func newLossSetup(t *testing.T) *lossSetup {
 	last := sc.proposeAmong(others, 120, func(i int) string { return fmt.Sprintf("command number %03d, padded", i) })
 	leader = sc.waitLeader(others...)
 	sc.waitApplied(leader, last)
-	// Wait for the snapshot the leader will send: the newest one, taken
-	// at the last threshold crossing below last.
-	require.Eventually(t, func() bool { return sc.nodes[leader].Status().SnapshotIndex+sc.cfg(leader).SnapshotThreshold > last },
-		10*time.Second, time.Millisecond)
+	// The snapshot the leader will send holds every command, so that its
+	// size, and its number of chunks, is the same in every run.
+	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
 	meta, rc, err := sc.storages[leader].Snapshot()
 	require.NoError(t, err)
 	data, err := io.ReadAll(rc)
@@ -56,21 +59,27 @@ func newLossSetup(t *testing.T) *lossSetup {
 	first, err := sc.storages[leader].FirstIndex()
 	require.NoError(t, err)
 	require.Greater(t, first, uint64(2), "the leader compacted past what the lagging node has")
+	require.EqualValues(t, last, meta.Index)
 	return &lossSetup{sc: sc, leader: leader, lagging: lagging, last: last, snap: meta, size: uint64(len(data)),
 		chunks: (len(data) + lossChunkSize - 1) / lossChunkSize}
 }
 
-// catchUp installs filter, heals the network and returns how long the
-// lagging node takes to apply everything.
+// catchUp installs filter, heals the network, commits one more command and
+// returns how long the lagging node takes to apply it: the snapshot, then
+// the entry after it, which the leader sends only once it knows that the
+// snapshot is installed.
 func (s *lossSetup) catchUp(t *testing.T, filter inmemFilter) time.Duration {
 	t.Helper()
 	s.sc.net.setFilter(filter)
 	began := time.Now()
 	s.sc.net.Heal()
-	s.sc.waitApplied(s.lagging, s.last)
+	res, err := s.sc.nodes[s.leader].Propose(context.Background(), []byte("after the snapshot"))
+	require.NoError(t, err)
+	last := res.(uint64)
+	s.sc.waitApplied(s.lagging, last)
 	took := time.Since(began)
 	s.sc.net.setFilter(nil)
-	s.sc.waitSame(s.last)
+	s.sc.waitSame(last)
 	require.Positive(t, s.sc.lists[s.lagging].restored, "the lagging node caught up through a snapshot")
 	return took
 }
@@ -173,4 +182,151 @@ func TestSnapshot_LossCatchUpTimes(t *testing.T) {
 		}
 		t.Logf("%-28s median %v of %v", c.name, median(slices.Clone(times)).Round(time.Millisecond), times)
 	}
+}
+
+// breakingTransport is a TCPTransport whose inbound snapshot connection
+// breaks when brk says so, losing the chunk being read: what a connection
+// reset in the middle of a frame does.
+type breakingTransport struct {
+	*TCPTransport
+	brk func(m Message) bool
+}
+
+func (b *breakingTransport) Attach(id uint64, deliver func(Message)) error {
+	return b.TCPTransport.Attach(id, func(m Message) {
+		if m.Type == MsgSnapshot && b.brk(m) {
+			b.mu.Lock()
+			in := b.streams[tcpStreamKey{from: m.From, lane: tcpLaneBulk}]
+			b.mu.Unlock()
+			if in != nil {
+				in.close()
+			}
+			return
+		}
+		deliver(m)
+	})
+}
+
+func TestTCPSnapshot_BrokenConnectionMidTransferRecoversWithinAnElectionTimeout(t *testing.T) {
+	for _, pos := range []string{"middle", "last"} {
+		t.Run(pos, func(t *testing.T) {
+			var mu sync.Mutex
+			lists := map[uint64]*listSM{}
+			c := newTCPClusterWith(t, 3, func(cfg *Config) {
+				cfg.ElectionTimeout = lossElectionTimeout
+				cfg.HeartbeatInterval = lossElectionTimeout / 10
+				cfg.SnapshotThreshold = 50
+				cfg.TrailingEntries = 10
+				cfg.SnapshotChunkSize = 16 << 10
+			}, func(id uint64) StateMachine {
+				mu.Lock()
+				defer mu.Unlock()
+				lists[id] = &listSM{}
+				return lists[id]
+			})
+			leader := c.waitLeader()
+			lagging := c.ids[0]
+			if lagging == leader {
+				lagging = c.ids[1]
+			}
+			c.stopNode(lagging)
+			payload := strings.Repeat("x", 256)
+			var last uint64
+			for i := range 200 {
+				last = c.propose(fmt.Sprint(i, payload))
+			}
+			leader = c.waitLeader()
+			require.Eventually(t, func() bool { return c.nodes[leader].Status().SnapshotIndex >= 150 }, 10*time.Second, time.Millisecond)
+
+			var broken atomic.Int64 // when the connection broke, in Unix nanoseconds
+			brk := func(m Message) bool {
+				hit := (pos == "last" && m.Done) || (pos == "middle" && m.Context > 0 && !m.Done)
+				return hit && broken.CompareAndSwap(0, time.Now().UnixNano())
+			}
+			c.listen(lagging, c.addrs[lagging])
+			tr := &breakingTransport{TCPTransport: c.transports[lagging], brk: brk}
+			sm := &listSM{}
+			n, err := NewNode(c.cfg(lagging), sm, c.storages[lagging], tr)
+			require.NoError(t, err)
+			c.nodes[lagging] = n
+			c.waitApplied(lagging, last)
+			require.NotZero(t, broken.Load(), "the connection broke during the transfer")
+			took := time.Since(time.Unix(0, broken.Load()))
+			t.Logf("%s chunk lost with its connection: caught up %v after the break", pos, took.Round(time.Millisecond))
+			require.Less(t, took, lossBound)
+			require.Eventually(t, func() bool { return len(sm.list()) == 200 }, 10*time.Second, time.Millisecond)
+			sm.mu.Lock()
+			defer sm.mu.Unlock()
+			require.Positive(t, sm.restored, "the lagging node caught up through a snapshot")
+		})
+	}
+}
+
+func TestCore_HeartbeatResponseReportsTheSnapshotTransfer(t *testing.T) {
+	_, c2, _, n := threeCores(t)
+	n.elect(1)
+	heartbeat := Message{Type: MsgHeartbeat, From: 1, To: 2, Term: c2.term, Context: 7}
+	respond := func() Message {
+		t.Helper()
+		c2.step(heartbeat)
+		resps := msgsOf(n.collect(2), MsgHeartbeatResp)
+		require.Len(t, resps, 1)
+		return resps[0]
+	}
+
+	resp := respond()
+	assert.True(t, resp.Done, "the response carries a status")
+	assert.Zero(t, resp.Index, "no transfer under way")
+	assert.EqualValues(t, 7, resp.Context)
+
+	c2.snapshotReceiving(snapshotTransfer{from: 1, index: 40, bytes: 1024})
+	resp = respond()
+	assert.True(t, resp.Done)
+	assert.EqualValues(t, 40, resp.Index, "the snapshot being received")
+	assert.EqualValues(t, 1024, resp.HintIndex, "the bytes stored so far")
+
+	c2.snapshotReceiving(snapshotTransfer{from: 3, index: 40, bytes: 1024})
+	resp = respond()
+	assert.Zero(t, resp.Index, "a transfer from another leader is none of this one's")
+
+	encoded, err := resp.MarshalBinary()
+	require.NoError(t, err)
+	var decoded Message
+	require.NoError(t, decoded.UnmarshalBinary(encoded))
+	assert.Equal(t, resp, decoded, "the status fits the existing codec")
+}
+
+func TestCore_LeaderRoutesSnapshotStatusesAndLostChunks(t *testing.T) {
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	pr := c1.progress[2]
+	require.Equal(t, replicate, pr.state)
+
+	c1.step(Unreachable(Message{Type: MsgAppend, From: 1, To: 2, Term: c1.term}))
+	assert.Equal(t, probe, pr.state, "appends pipelined to an unreachable follower are found again by probing")
+
+	pr.state, pr.pendingSnapshot = snapshotState, 40
+	c1.step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: c1.term, Done: true, Index: 40, HintIndex: 512})
+	lost := Unreachable(Message{Type: MsgSnapshot, From: 1, To: 2, Term: c1.term, Index: 40, Context: 512})
+	c1.step(lost)
+	c1.step(Unreachable(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: c1.term}))
+	c1.step(Message{Type: MsgHeartbeatResp, From: 3, To: 1, Term: c1.term, Done: true})
+	rd := c1.ready(n.saved[1])
+	require.Len(t, rd.snapshotMsgs, 2, "the status and the lost chunk go to the sender; nothing else")
+	assert.Equal(t, MsgHeartbeatResp, rd.snapshotMsgs[0].Type)
+	assert.EqualValues(t, 512, rd.snapshotMsgs[0].HintIndex)
+	assert.Equal(t, lost, rd.snapshotMsgs[1])
+	assert.Equal(t, snapshotState, pr.state)
+}
+
+func TestUnreachableIsLocalOnly(t *testing.T) {
+	chunk := Message{Type: MsgSnapshot, From: 1, To: 2, Term: 3, Index: 40, Context: 512, Data: []byte("x"), Done: true}
+	assert.Equal(t, Message{Type: MsgUnreachable, From: 2, To: 1, Term: 3, Index: 40, Context: 512}, Unreachable(chunk))
+	assert.Equal(t, Message{Type: MsgUnreachable, From: 2, To: 1, Term: 3}, Unreachable(Message{Type: MsgAppend, From: 1, To: 2, Term: 3, Index: 9}))
+	assert.Equal(t, "MsgUnreachable", MsgUnreachable.String())
+	r := Unreachable(chunk)
+	_, err := r.MarshalBinary()
+	require.ErrorIs(t, err, errInvalidMessage, "a report never crosses the network")
+	var m Message
+	require.ErrorIs(t, m.UnmarshalBinary([]byte{codecVersion, byte(MsgUnreachable), 2, 1, 3, 0, 40, 0, 0, 0, 0, 0, 0}), ErrCorrupt)
 }
