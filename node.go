@@ -204,7 +204,7 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	meta, rc, err := storage.Snapshot()
 	switch {
 	case err == nil:
-		err = sm.Restore(rc)
+		err = sm.Restore(&snapshotReader{r: rc, meta: meta})
 		rc.Close()
 		if err != nil {
 			return st, fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", meta.Index, err)

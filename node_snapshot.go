@@ -172,7 +172,7 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan er
 // snapshotWritten compacts the log behind a durable snapshot (event loop).
 func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration) error {
 	n.lastSnapIndex.Store(max(n.lastSnapIndex.Load(), meta.Index))
-	index, term, ok := n.core.snapshotTaken(meta, n.cfg.TrailingEntries)
+	index, term, ok := n.core.snapshotTaken(meta, n.cfg.trailingEntries())
 	n.logger.Info("snapshot taken", zap.Uint64("index", meta.Index), zap.Uint64("term", meta.Term),
 		zap.Int64("bytes", size), zap.Duration("took", took), zap.Uint64("compactedTo", index))
 	if !ok {
@@ -603,7 +603,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 	}
 	if err == nil {
 		// A newer snapshot stored meanwhile replaces the received one.
-		err = n.sm.Restore(rc)
+		err = n.sm.Restore(&snapshotReader{r: rc, meta: meta})
 		rc.Close()
 	}
 	if err == nil {
@@ -629,4 +629,34 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		}
 		n.logger.Info("snapshot restored", zap.Uint64("index", meta.Index), zap.Duration("took", time.Since(start)))
 	})
+}
+
+// SnapshotMetaOf returns the metadata of the snapshot whose data r holds,
+// when r is the reader the Node passed to StateMachine.Restore: the index
+// and term of the last entry the snapshot covers, and the configuration at
+// that index. ok is false for any other reader, such as one the state
+// machine wrapped around it, or one a test made.
+func SnapshotMetaOf(r io.Reader) (meta SnapshotMeta, ok bool) {
+	if sr, is := r.(*snapshotReader); is {
+		return sr.meta, true
+	}
+	return SnapshotMeta{}, false
+}
+
+// snapshotReader is the reader StateMachine.Restore gets: the snapshot's
+// data from storage, with its metadata for SnapshotMetaOf.
+type snapshotReader struct {
+	r    io.Reader
+	meta SnapshotMeta
+}
+
+func (s *snapshotReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// WriteTo keeps the fast paths of the storage's reader (a file's, for
+// one) for a Restore that copies the data with io.Copy.
+func (s *snapshotReader) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := s.r.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{s.r})
 }
