@@ -651,27 +651,12 @@ func (nw *InmemNetwork) sendOne(st *inmemState, m *Message, c *sendCounts, r *in
 }
 
 // inmemReporter reports the messages one Send call lost to its sender's
-// Node (see Unreachable): every snapshot chunk, and one other message per
-// peer.
-type inmemReporter struct {
-	reported [4]uint64 // peers already reported, the first few
-	n        int
-}
+// Node (see Unreachable).
+type inmemReporter struct{ lossReports }
 
 func (r *inmemReporter) report(ep *inmemEndpoint, m *Message) {
-	if ep.deliver == nil || m.To == ep.id {
-		return // never attached: no Node to tell; or a message to itself
-	}
-	if m.Type != MsgSnapshot {
-		for _, id := range r.reported[:r.n] {
-			if id == m.To {
-				return
-			}
-		}
-		if r.n < len(r.reported) {
-			r.reported[r.n] = m.To
-			r.n++
-		}
+	if ep.deliver == nil || m.To == ep.id || !r.wants(m) {
+		return // never attached: no Node to tell; a message to itself; or reported already
 	}
 	report := Unreachable(*m)
 	if ep.receive(&report) {

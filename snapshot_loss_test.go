@@ -330,3 +330,23 @@ func TestUnreachableIsLocalOnly(t *testing.T) {
 	var m Message
 	require.ErrorIs(t, m.UnmarshalBinary([]byte{codecVersion, byte(MsgUnreachable), 2, 1, 3, 0, 40, 0, 0, 0, 0, 0, 0}), ErrCorrupt)
 }
+
+func TestTCPReportsLostMessagesToItsNode(t *testing.T) {
+	a := newTestTCP(t, "a", TCPConfig{DialBackoff: 10 * time.Millisecond, MaxDialBackoff: 40 * time.Millisecond})
+	inbox := attachInbox(t, a, 1)
+	gone := newTestTCP(t, "gone", TCPConfig{})
+	addr := gone.Addr()
+	require.NoError(t, gone.Close()) // nothing listens there now
+	a.SetPeers([]Member{{ID: 1, Addr: a.Addr()}, {ID: 2, Addr: addr}})
+	chunk := Message{Type: MsgSnapshot, From: 1, To: 2, Term: 3, Index: 40, Context: 512, Data: []byte("chunk")}
+	reports := func() []Message { return msgsOf(inbox.all(), MsgUnreachable) }
+
+	a.Send([]Message{heartbeat(1, 4, 1), heartbeat(1, 4, 2)})
+	assert.Equal(t, []Message{Unreachable(heartbeat(1, 4, 1))}, reports(), "a message to a peer without an address, once per batch")
+
+	a.Send([]Message{heartbeat(1, 2, 3), chunk})
+	require.Eventually(t, func() bool { return len(reports()) >= 3 }, 10*time.Second, time.Millisecond,
+		"the failed dial reports the queue it drops")
+	got := reports()[1:3]
+	assert.ElementsMatch(t, []Message{Unreachable(heartbeat(1, 2, 3)), Unreachable(chunk)}, got)
+}

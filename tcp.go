@@ -508,13 +508,14 @@ func (t *TCPTransport) Attach(id uint64, deliver func(Message)) error {
 func (t *TCPTransport) Send(msgs []Message) {
 	peers := *t.peers.Load()
 	var unknown, tooLarge, full uint64
+	var reports lossReports
 	for i := range msgs {
 		m := &msgs[i]
 		p := peers[m.To]
 		if p == nil {
 			if p = t.learnedPeer(m.To); p == nil {
 				unknown++
-				t.report(m)
+				t.reportIf(&reports, m)
 				continue
 			}
 		}
@@ -527,7 +528,7 @@ func (t *TCPTransport) Send(msgs []Message) {
 		}
 		if !p.senders[t.laneFor(m, size)].push(m, size) {
 			full++
-			t.report(m)
+			t.reportIf(&reports, m)
 		}
 	}
 	addIf(&t.stats.droppedUnknownPeer, unknown)
@@ -556,14 +557,20 @@ func (t *TCPTransport) report(m *Message) {
 	t.gate.exit()
 }
 
+// reportIf reports m unless reports has one like it.
+func (t *TCPTransport) reportIf(reports *lossReports, m *Message) {
+	if reports.wants(m) {
+		t.report(m)
+	}
+}
+
 // reportLost reports the messages of a batch that was lost: its snapshot
 // chunks, each of which the Node sends again, and its first message, which
 // tells that the peer is unreachable.
 func (t *TCPTransport) reportLost(lost []tcpQueued) {
+	var reports lossReports
 	for i := range lost {
-		if i == 0 || lost[i].msg.Type == MsgSnapshot {
-			t.report(&lost[i].msg)
-		}
+		t.reportIf(&reports, &lost[i].msg)
 	}
 }
 

@@ -176,3 +176,27 @@ func Unreachable(lost Message) Message {
 	}
 	return r
 }
+
+// lossReports thins out the reports of one batch of lost messages: every
+// snapshot chunk is reported, and one other message per peer.
+type lossReports struct {
+	peers [4]uint64 // peers already reported, the first few
+	n     int
+}
+
+// wants reports whether the loss of m is to be reported.
+func (r *lossReports) wants(m *Message) bool {
+	if m.Type == MsgSnapshot {
+		return true
+	}
+	for _, id := range r.peers[:r.n] {
+		if id == m.To {
+			return false
+		}
+	}
+	if r.n < len(r.peers) {
+		r.peers[r.n] = m.To
+		r.n++
+	}
+	return true
+}
