@@ -360,8 +360,9 @@ func (n *Node) sendSnapshotChunks(s *snapSender, resume transferLost) (uint64, e
 
 // deliverChunk sends m, the chunk that ends at byte want, until the
 // follower acknowledges it. It sends the chunk again when
-//   - the transport reports it lost (not sooner than a heartbeat interval
-//     after the last send, in case the peer is still unreachable);
+//   - the transport reports it lost: at the follower's next status, or a
+//     heartbeat interval after the last send if that comes first (not at
+//     once, in case the peer is still unreachable);
 //   - a heartbeat response shows that the follower lacks it, once it had
 //     time to arrive: half an election timeout, or twice the slowest chunk;
 //   - nothing at all is heard for two election timeouts (a follower of an
@@ -380,9 +381,10 @@ func (st *snapStream) deliverChunk(m Message, want uint64) error {
 	now := time.Now()
 	sentAt, deadline, tries := now, now.Add(wait), 1
 	var resendAt time.Time // a resend after a reported loss; zero: none due
+	lost := false          // the transport reported the last send lost
 	resend := func(now time.Time) {
 		n.sendOut(m)
-		sentAt, resendAt = now, time.Time{}
+		sentAt, resendAt, lost = now, time.Time{}, false
 	}
 	n.sendOut(m)
 	timer := time.NewTimer(wait)
@@ -412,7 +414,7 @@ func (st *snapStream) deliverChunk(m Message, want uint64) error {
 						return nil // its acknowledgment was lost
 					}
 					deadline, tries = now.Add(wait), 1 // being installed
-				case now.Sub(sentAt) < resendAfter:
+				case !lost && now.Sub(sentAt) < resendAfter:
 					// The chunk may be on its way still.
 				case r.Index == st.meta.Index && r.HintIndex == m.Context, m.Context == 0:
 					resend(now) // lost
@@ -425,7 +427,10 @@ func (st *snapStream) deliverChunk(m Message, want uint64) error {
 				}
 			case MsgUnreachable:
 				if r.Index == st.meta.Index && r.Context == m.Context && resendAt.IsZero() {
-					resendAt = sentAt.Add(n.cfg.HeartbeatInterval)
+					// Resend once the peer answers again, or after a
+					// heartbeat interval, not at once: it may still be
+					// unreachable.
+					resendAt, lost = sentAt.Add(n.cfg.HeartbeatInterval), true
 				}
 			}
 		case <-timer.C:
