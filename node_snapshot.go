@@ -543,8 +543,7 @@ func (n *Node) receiveChunk(m Message) error {
 		err := <-r.saved
 		n.postEvent(func() {
 			if err != nil {
-				n.installing = snapshotTransfer{}
-				n.noteTransfer()
+				n.installDone(r.meta.Index)
 				n.logger.Error("storing a received snapshot failed", zap.Uint64("index", r.meta.Index), zap.Error(err))
 				return
 			}
@@ -563,6 +562,15 @@ func (n *Node) abortReceiver(why string) {
 		r.pw.CloseWithError(errors.New("raft: snapshot transfer abandoned: " + why))
 		<-r.saved
 		n.receiver = nil
+		n.noteTransfer()
+	}
+}
+
+// installDone ends the installation of the snapshot at index, unless a
+// later one has begun since.
+func (n *Node) installDone(index uint64) {
+	if n.installing.index == index {
+		n.installing = snapshotTransfer{}
 		n.noteTransfer()
 	}
 }
@@ -600,10 +608,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		// Stale: the state machine is already past it (entries arrived
 		// meanwhile). Restoring would roll it back.
 		rc.Close()
-		n.postEvent(func() {
-			n.installing = snapshotTransfer{}
-			n.noteTransfer()
-		})
+		n.postEvent(func() { n.installDone(req.meta.Index) })
 		return
 	}
 	if err == nil {
@@ -617,8 +622,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		n.lastSnapIndex.Store(meta.Index)
 	}
 	n.postEvent(func() {
-		n.installing = snapshotTransfer{}
-		n.noteTransfer()
+		n.installDone(req.meta.Index)
 		if err != nil {
 			n.persistErr = fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", req.meta.Index, err)
 			return
