@@ -412,21 +412,20 @@ func (c *core) snapshotFailed(id uint64) {
 }
 
 // peerUnreachable takes a transport's report that a message to m.From was
-// lost. Appends pipelined to it were probably lost too: probe for the match
-// point again rather than wait for half an election timeout of silence. A
-// lost snapshot chunk goes to the runtime, which sends it again.
+// lost. A lost snapshot chunk (Index set) goes to the runtime, which sends
+// it again. After any other loss, the appends pipelined to the follower
+// were probably lost too: probe for the match point again rather than wait
+// for half an election timeout of silence.
 func (c *core) peerUnreachable(m Message) {
 	pr := c.progress[m.From]
-	if c.role != Leader || pr == nil {
-		return
-	}
-	switch pr.state {
-	case replicate:
-		pr.becomeProbe(pr.match + 1)
-	case snapshotState:
-		if m.Index != 0 {
+	switch {
+	case c.role != Leader || pr == nil:
+	case m.Index != 0:
+		if pr.state == snapshotState {
 			c.snapshotMsgs = append(c.snapshotMsgs, m)
 		}
+	case pr.state == replicate:
+		pr.becomeProbe(pr.match + 1)
 	}
 }
 

@@ -302,6 +302,8 @@ func TestCore_LeaderRoutesSnapshotStatusesAndLostChunks(t *testing.T) {
 	pr := c1.progress[2]
 	require.Equal(t, replicate, pr.state)
 
+	c1.step(Unreachable(Message{Type: MsgSnapshot, From: 1, To: 2, Term: c1.term, Index: 30}))
+	assert.Equal(t, replicate, pr.state, "a lost snapshot chunk says nothing of the appends")
 	c1.step(Unreachable(Message{Type: MsgAppend, From: 1, To: 2, Term: c1.term}))
 	assert.Equal(t, probe, pr.state, "appends pipelined to an unreachable follower are found again by probing")
 
