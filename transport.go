@@ -114,7 +114,7 @@ type Message struct {
 	Commit  uint64  // sender's commit index (MsgAppend, MsgHeartbeat)
 
 	Reject    bool   // the request was refused
-	HintIndex uint64 // on a rejected MsgAppendResp: first index to retry from
+	HintIndex uint64 // on a rejected MsgAppendResp: first index to retry from; see also MsgSnapshot, MsgHeartbeatResp
 	HintTerm  uint64 // on a rejected MsgAppendResp: term of the follower's conflicting entry, 0 if its log is short
 
 	Context uint64 // ReadIndex round or request number (MsgHeartbeat*, MsgReadIndex*); byte offset (MsgSnapshot*)
