@@ -17,6 +17,13 @@ import (
 // nodes, and SetFaults drops, duplicates, delays and reorders messages at
 // random, repeatably when the network is built WithSeed.
 //
+// A message dropped in Send because its receiver cannot be reached
+// (Partition, Isolate, Cut, no endpoint attached) is reported to the
+// sending Node with Unreachable, as a transport that sees a connection fail
+// would report it; of the random drops only snapshot chunks are, as a
+// broken connection would lose them, and the others go unnoticed, as lost
+// packets do. A delayed message that finds no receiver is not reported.
+//
 // Every fault takes effect for messages sent after the call that sets it;
 // messages already on their way (delayed) are not affected. Reachability
 // (Partition, Isolate, Cut) is judged when a message is sent, not when a
