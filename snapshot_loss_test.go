@@ -356,3 +356,52 @@ func TestTCPReportsLostMessagesToItsNode(t *testing.T) {
 	got := reports()[1:3]
 	assert.ElementsMatch(t, []Message{Unreachable(heartbeat(1, 2, 3)), Unreachable(chunk)}, got)
 }
+
+func TestSnapshot_FollowerWithoutStatusRecoversByTimeout(t *testing.T) {
+	// A follower of an earlier version sends no status: the lost chunk goes
+	// again after the old two election timeouts, which still works.
+	s := newLossSetup(t)
+	drop, dropped := s.dropChunk(1, inmemDropSilently)
+	took := s.catchUp(t, func(from uint64, m *Message) inmemVerdict {
+		if from == s.lagging && m.Type == MsgHeartbeatResp {
+			m.Done, m.Index, m.HintIndex = false, 0, 0
+		}
+		return drop(from, m)
+	})
+	require.True(t, dropped.Load())
+	t.Logf("without statuses: caught up in %v", took.Round(time.Millisecond))
+	assert.GreaterOrEqual(t, took, 2*lossElectionTimeout, "only the statuses make it faster")
+}
+
+func TestSnapshot_SlowRestoreIsNotResentWhileTheFollowerSaysItInstalls(t *testing.T) {
+	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 512 })
+	leader := sc.waitLeader()
+	lagging := sc.follower(leader)
+	sc.stop(lagging)
+	var last uint64
+	for i := 0; i < 300; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	leader = sc.waitLeader()
+	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
+	_, rc, err := sc.storages[leader].Snapshot()
+	require.NoError(t, err)
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	require.NoError(t, err)
+	chunks := (len(data) + 511) / 512
+
+	var sent atomic.Int64
+	sc.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if m.Type == MsgSnapshot && m.To == lagging {
+			sent.Add(1)
+		}
+		return inmemPass
+	})
+	sm := &slowRestoreSM{} // restores for three election timeouts
+	n, err := NewNode(sc.cfg(lagging), sm, sc.storages[lagging], sc.net.Transport(lagging))
+	require.NoError(t, err)
+	sc.nodes[lagging] = n
+	require.Eventually(t, func() bool { return n.Status().AppliedIndex >= last }, 20*time.Second, 5*time.Millisecond)
+	assert.EqualValues(t, chunks, sent.Load(), "each chunk is sent once: the follower's statuses say it is installing")
+}
