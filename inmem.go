@@ -68,8 +68,9 @@ type InmemNetwork struct {
 }
 
 // inmemFilter decides the fate of a message from node from; see
-// InmemNetwork.filter. It runs on the sender's goroutine and may change m,
-// so that a test can make a node look like another version of itself.
+// InmemNetwork.filter. It runs on the sender's goroutine and may change m
+// (which a real transport must not), so that a test can make a node look
+// like an earlier version of itself.
 type inmemFilter func(from uint64, m *Message) inmemVerdict
 
 type inmemVerdict uint8
