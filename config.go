@@ -2,6 +2,7 @@ package raft
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,6 +20,12 @@ const (
 	DefaultTrailingEntries       = 4096
 	DefaultSnapshotChunkSize     = 256 << 10
 )
+
+// NoTrailingEntries is the Config.TrailingEntries value that keeps no log
+// entries behind a snapshot: the log is compacted up to the snapshot's last
+// index, and a follower that lacks any entry it covers gets the snapshot.
+// (TrailingEntries: 0 means the default, DefaultTrailingEntries.)
+const NoTrailingEntries = math.MaxUint64
 
 // Config configures a Node. The zero value of every field but ID means the
 // documented default, so Config{ID: 1, InitialMembers: ...} is a complete
@@ -55,7 +62,7 @@ type Config struct {
 	// snapshot that triggers a new one. Default 16384.
 	SnapshotThreshold uint64
 	// TrailingEntries is the number of log entries kept behind a snapshot
-	// for slow followers. Default 4096.
+	// for slow followers. Default 4096; NoTrailingEntries keeps none.
 	TrailingEntries uint64
 
 	// SnapshotChunkSize is the size of the chunks a snapshot is sent to a
@@ -185,6 +192,15 @@ func (c Config) withDefaults() Config {
 		c.Logger = zap.NewNop()
 	}
 	return c
+}
+
+// trailingEntries returns the number of entries to keep behind a snapshot,
+// once defaults are applied.
+func (c Config) trailingEntries() uint64 {
+	if c.TrailingEntries == NoTrailingEntries {
+		return 0
+	}
+	return c.TrailingEntries
 }
 
 // ticks converts the timeouts into the core's logical clock. The tick is

@@ -62,7 +62,10 @@ type StateMachine interface {
 	// Snapshot captures a point-in-time view cheaply; the Snapshot is written
 	// out on another goroutine.
 	Snapshot() (Snapshot, error)
-	// Restore replaces the whole state with a snapshot's contents.
+	// Restore replaces the whole state with a snapshot's contents: at
+	// start-up from the newest stored snapshot, and when the leader sends
+	// one. SnapshotMetaOf(r) tells which log index (and term and
+	// configuration) the snapshot's state is at.
 	Restore(r io.Reader) error
 }
 

@@ -17,6 +17,13 @@ import (
 // nodes, and SetFaults drops, duplicates, delays and reorders messages at
 // random, repeatably when the network is built WithSeed.
 //
+// A message dropped in Send because its receiver cannot be reached
+// (Partition, Isolate, Cut, no endpoint attached) is reported to the
+// sending Node with Unreachable, as a transport that sees a connection fail
+// would report it; of the random drops only snapshot chunks are, as a
+// broken connection would lose them, and the others go unnoticed, as lost
+// packets do. A delayed message that finds no receiver is not reported.
+//
 // Every fault takes effect for messages sent after the call that sets it;
 // messages already on their way (delayed) are not affected. Reachability
 // (Partition, Isolate, Cut) is judged when a message is sent, not when a
@@ -54,6 +61,33 @@ type InmemNetwork struct {
 	firing sync.WaitGroup
 
 	stats inmemCounters
+
+	// filter, when set, judges each message before the faults do; tests use
+	// it to drop chosen messages.
+	filter atomic.Pointer[inmemFilter]
+}
+
+// inmemFilter decides the fate of a message from node from; see
+// InmemNetwork.filter. It runs on the sender's goroutine and may change m
+// (which a real transport must not), so that a test can make a node look
+// like an earlier version of itself.
+type inmemFilter func(from uint64, m *Message) inmemVerdict
+
+type inmemVerdict uint8
+
+const (
+	inmemPass         inmemVerdict = iota
+	inmemDropSilently              // lost without a trace, as a packet on a lossy link
+	inmemDropReported              // lost and reported to the sender, as a broken connection
+)
+
+// setFilter installs f (nil: none) for messages sent from now on.
+func (nw *InmemNetwork) setFilter(f inmemFilter) {
+	if f == nil {
+		nw.filter.Store(nil)
+		return
+	}
+	nw.filter.Store(&f)
 }
 
 // InmemOption configures an InmemNetwork; pass it to NewInmemNetwork.
@@ -106,12 +140,14 @@ type InmemStats struct {
 	DroppedByFault     uint64 // messages lost to Faults.Drop
 	DroppedByPartition uint64 // messages stopped by Partition, Isolate or Cut
 	DroppedNoReceiver  uint64 // copies with no attached receiver, sent after Close, or cancelled by Close
+	Reported           uint64 // losses reported to the sender's Node (see Unreachable); not messages
 	Pending            uint64 // delayed copies still waiting for their delivery time
 }
 
 type inmemCounters struct {
 	sent, delivered, duplicated, delayed                  atomic.Uint64
 	droppedByFault, droppedByPartition, droppedNoReceiver atomic.Uint64
+	reported                                              atomic.Uint64
 	pending                                               atomic.Int64
 }
 
@@ -278,6 +314,7 @@ func (nw *InmemNetwork) Stats() InmemStats {
 		DroppedByFault:     c.droppedByFault.Load(),
 		DroppedByPartition: c.droppedByPartition.Load(),
 		DroppedNoReceiver:  c.droppedNoReceiver.Load(),
+		Reported:           c.reported.Load(),
 		Pending:            uint64(pending),
 	}
 }
@@ -575,20 +612,65 @@ func (ep *inmemEndpoint) Send(msgs []Message) {
 		nw.addCounts(uint64(len(msgs)), &c)
 		return
 	}
+	filter := nw.filter.Load()
+	var r inmemReporter
 	for i := range msgs {
 		m := &msgs[i]
 		switch {
 		case st.rules != nil && !st.rules.allows(ep.id, m.To):
 			c.droppedByPartition++
-		case st.faulty:
-			nw.sendFaulty(st, m, &c)
-		case st.deliver(m):
-			c.delivered++
+			r.report(ep, m)
+		case filter != nil:
+			switch (*filter)(ep.id, m) {
+			case inmemPass:
+				nw.sendOne(st, m, &c, &r, ep)
+			case inmemDropReported:
+				r.report(ep, m)
+				fallthrough
+			default:
+				c.droppedByFault++
+			}
 		default:
-			c.droppedNoReceiver++
+			nw.sendOne(st, m, &c, &r, ep)
 		}
 	}
 	nw.addCounts(uint64(len(msgs)), &c)
+}
+
+// sendOne delivers or schedules m, which its sender may send to m.To.
+// What is lost for want of a receiver is reported to the sender, as a
+// refused connection would be; of what random faults drop, only snapshot
+// chunks are, as a broken connection would lose them (a lost packet of any
+// other message goes unnoticed).
+func (nw *InmemNetwork) sendOne(st *inmemState, m *Message, c *sendCounts, r *inmemReporter, ep *inmemEndpoint) {
+	if !st.faulty {
+		if st.deliver(m) {
+			c.delivered++
+		} else {
+			c.droppedNoReceiver++
+			r.report(ep, m)
+		}
+		return
+	}
+	lost, absent := c.droppedByFault, c.droppedNoReceiver
+	nw.sendFaulty(st, m, c)
+	if c.droppedNoReceiver > absent || (c.droppedByFault > lost && m.Type == MsgSnapshot) {
+		r.report(ep, m)
+	}
+}
+
+// inmemReporter reports the messages one Send call lost to its sender's
+// Node (see Unreachable).
+type inmemReporter struct{ lossReports }
+
+func (r *inmemReporter) report(ep *inmemEndpoint, m *Message) {
+	if ep.deliver == nil || m.To == ep.id || !r.wants(m) {
+		return // never attached: no Node to tell; a message to itself; or reported already
+	}
+	report := Unreachable(*m)
+	if ep.receive(&report) {
+		ep.network.stats.reported.Add(1)
+	}
 }
 
 // SetPeers does nothing: the in-memory network needs no addresses.

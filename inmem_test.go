@@ -124,9 +124,10 @@ func TestInmemNetworkDeliversBetweenAttachedEndpoints(t *testing.T) {
 
 	nodes[3].transport.Send([]Message{inmemMsg(3, 1, 4), inmemMsg(3, 9, 5)}) // 9 has no endpoint
 	assert.Equal(t, []uint64{4}, nodes[1].recorder.contexts())
+	assert.Equal(t, []Message{inmemMsg(1, 3, 2), Unreachable(inmemMsg(3, 9, 5))}, nodes[3].recorder.messages(), "the loss is reported to the sender")
 	nodes[2].transport.Send(nil)
 
-	assert.Equal(t, InmemStats{Sent: 5, Delivered: 4, DroppedNoReceiver: 1}, nw.Stats())
+	assert.Equal(t, InmemStats{Sent: 5, Delivered: 4, DroppedNoReceiver: 1, Reported: 1}, nw.Stats())
 }
 
 func TestInmemTransportAttachErrors(t *testing.T) {
@@ -708,7 +709,7 @@ func TestInmemNetworkConcurrentUse(t *testing.T) {
 		for _, id := range ids {
 			received += int64(nodes[id].recorder.count())
 		}
-		assert.Equal(t, uint64(received+restartedDelivered.Load()), stats.Delivered)
+		assert.Equal(t, uint64(received+restartedDelivered.Load()), stats.Delivered+stats.Reported)
 		assert.Equal(t, stats.Sent+stats.Duplicated,
 			stats.Delivered+stats.DroppedByFault+stats.DroppedByPartition+stats.DroppedNoReceiver)
 		assert.Equal(t, uint64(len(ids)*perNode), stats.Sent)
@@ -753,4 +754,37 @@ func BenchmarkInmemNetworkSend(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(received.Load())/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func TestInmemNetworkReportsLossesToTheSender(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	nodes := attachInmemNodes(t, nw, 1, 2, 3)
+	chunk := func(to, offset uint64) Message {
+		return Message{Type: MsgSnapshot, From: 1, To: to, Term: 1, Index: 40, Context: offset, Data: []byte("x")}
+	}
+	reports := func() []Message { return msgsOf(nodes[1].recorder.messages(), MsgUnreachable) }
+
+	nw.Isolate(3)
+	nodes[1].transport.Send([]Message{inmemMsg(1, 3, 1), inmemMsg(1, 3, 2), chunk(3, 0), chunk(3, 64)})
+	assert.Equal(t, []Message{Unreachable(inmemMsg(1, 3, 1)), Unreachable(chunk(3, 0)), Unreachable(chunk(3, 64))}, reports(),
+		"one report for the peer, and one for each snapshot chunk")
+	nw.Heal()
+
+	nw.Cut(1, 2)
+	nodes[1].transport.Send([]Message{inmemMsg(1, 2, 3)})
+	assert.Len(t, reports(), 4, "a cut link is reported")
+	nw.Heal()
+
+	nodes[1].transport.Send([]Message{inmemMsg(1, 9, 4)})
+	assert.Len(t, reports(), 5, "a peer with no endpoint is reported")
+
+	nw.SetFaults(Faults{Drop: 1})
+	nodes[1].transport.Send([]Message{inmemMsg(1, 2, 5), chunk(2, 128)})
+	got := reports()
+	require.Len(t, got, 6, "of random losses only snapshot chunks are reported, as a broken connection would lose them")
+	assert.Equal(t, Unreachable(chunk(2, 128)), got[5])
+	assert.EqualValues(t, 6, nw.Stats().Reported)
+	assert.Zero(t, nodes[2].recorder.count()+nodes[3].recorder.count())
 }

@@ -46,7 +46,7 @@ type Node struct {
 	senders      map[uint64]*snapSender
 	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
-	installing   uint64 // a received snapshot being stored and restored
+	installing   snapshotTransfer // a received snapshot being stored and restored
 
 	// Snapshots (node_snapshot.go).
 	snapMu         sync.Mutex
@@ -213,7 +213,7 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	meta, rc, err := storage.Snapshot()
 	switch {
 	case err == nil:
-		err = sm.Restore(rc)
+		err = sm.Restore(&snapshotReader{r: rc, meta: meta})
 		rc.Close()
 		if err != nil {
 			return st, fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", meta.Index, err)

@@ -48,8 +48,8 @@ type restoreRequest struct {
 type snapSender struct {
 	to     uint64
 	term   uint64
-	index  uint64 // the snapshot being sent, once opened
-	acks   chan Message
+	index  uint64       // the snapshot being sent, once opened
+	acks   chan Message // acknowledgments, statuses and reports of lost chunks
 	cancel chan struct{}
 }
 
@@ -172,7 +172,7 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan er
 // snapshotWritten compacts the log behind a durable snapshot (event loop).
 func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration) error {
 	n.lastSnapIndex.Store(max(n.lastSnapIndex.Load(), meta.Index))
-	index, term, ok := n.core.snapshotTaken(meta, n.cfg.TrailingEntries)
+	index, term, ok := n.core.snapshotTaken(meta, n.cfg.trailingEntries())
 	n.logger.Info("snapshot taken", zap.Uint64("index", meta.Index), zap.Uint64("term", meta.Term),
 		zap.Int64("bytes", size), zap.Duration("took", took), zap.Uint64("compactedTo", index))
 	if !ok {
@@ -196,7 +196,8 @@ func (n *Node) handleSnapshotOutput(sendTo []uint64, msgs []Message) error {
 	}
 	for _, m := range msgs {
 		switch m.Type {
-		case MsgSnapshotResp:
+		case MsgSnapshotResp, MsgHeartbeatResp, MsgUnreachable:
+			// Acknowledgments, the follower's statuses, lost chunks.
 			if s := n.senders[m.From]; s != nil {
 				select {
 				case s.acks <- m:
@@ -248,11 +249,24 @@ func (n *Node) sendOut(m Message) {
 }
 
 // streamSnapshot sends the newest snapshot to one follower, one chunk at a
-// time, each acknowledged before the next.
+// time, each acknowledged before the next. When the follower's heartbeat
+// responses show that it has no transfer under way (the first chunk or the
+// final acknowledgment was lost, it restarted, or it gave up), the
+// snapshot is sent again from where the follower is, at once.
 func (n *Node) streamSnapshot(s *snapSender) {
 	defer n.bgWG.Done()
 	start := time.Now()
-	sent, err := n.sendSnapshotChunks(s)
+	var sent uint64
+	var err error
+	var resume transferLost
+	for {
+		sent, err = n.sendSnapshotChunks(s, resume)
+		if !errors.As(err, &resume) {
+			break
+		}
+		n.logger.Info("the follower has no transfer of the snapshot under way; sending it again",
+			zap.Uint64("to", s.to), zap.Uint64("index", s.index), zap.Uint64("from", resume.have))
+	}
 	if err == errSenderCancelled {
 		return
 	}
@@ -275,81 +289,173 @@ func (n *Node) streamSnapshot(s *snapSender) {
 
 var errSenderCancelled = errors.New("raft: snapshot transfer cancelled")
 
-func (n *Node) sendSnapshotChunks(s *snapSender) (uint64, error) {
+// transferLost ends a pass over the snapshot whose transfer the follower
+// does not have (any more): the next pass starts over, skipping the first
+// have bytes of snapshot index, which the follower holds.
+type transferLost struct{ index, have uint64 }
+
+func (e transferLost) Error() string {
+	return fmt.Sprintf("raft: the follower holds %d bytes of the transfer of snapshot %d", e.have, e.index)
+}
+
+// snapStream is one pass of a sender over the snapshot.
+type snapStream struct {
+	n       *Node
+	s       *snapSender
+	meta    SnapshotMeta
+	offset  uint64        // bytes read from storage (and added to the checksum)
+	have    uint64        // bytes the follower said it holds
+	slowest time.Duration // the longest a chunk of this pass took to be acknowledged
+}
+
+// sendSnapshotChunks makes one pass over the newest snapshot, starting
+// where resume says the follower is if it names that snapshot.
+func (n *Node) sendSnapshotChunks(s *snapSender, resume transferLost) (uint64, error) {
 	meta, rc, err := n.storage.Snapshot()
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
 	s.index = meta.Index
+	st := &snapStream{n: n, s: s, meta: meta}
+	if resume.index == meta.Index {
+		st.have = resume.have
+	}
 	buf := make([]byte, n.cfg.SnapshotChunkSize)
 	crc := crc32.New(crcTable)
-	timeout := 2 * n.cfg.ElectionTimeout
-	var offset uint64
-	for first := true; ; first = false {
+	for {
+		if st.have > st.offset {
+			// Skip what the follower holds; it still counts in the checksum.
+			k, err := io.CopyN(crc, rc, int64(st.have-st.offset))
+			st.offset += uint64(k)
+			if err != nil && err != io.EOF {
+				return st.offset, fmt.Errorf("reading the snapshot: %w", err)
+			}
+		}
 		k, rerr := io.ReadFull(rc, buf)
 		done := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
 		if rerr != nil && !done {
-			return offset, fmt.Errorf("reading the snapshot: %w", rerr)
+			return st.offset, fmt.Errorf("reading the snapshot: %w", rerr)
 		}
 		crc.Write(buf[:k])
 		m := Message{Type: MsgSnapshot, From: n.cfg.ID, To: s.to, Term: s.term, Index: meta.Index, LogTerm: meta.Term,
-			Context: offset, Data: append([]byte(nil), buf[:k]...), Done: done}
-		if first {
+			Context: st.offset, Data: append([]byte(nil), buf[:k]...), Done: done}
+		if st.offset == 0 {
 			m.Entries = []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeMembers(meta.Members)}}
 		}
 		if done {
 			m.HintIndex = uint64(crc.Sum32())
 		}
-		want := offset + uint64(k)
-		// Send, and resend on silence a few times before giving up. The
-		// last chunk is acknowledged only after the follower restored the
-		// snapshot, which may take a while.
-		wait := timeout
-		if done {
-			wait = 10 * timeout
+		want := st.offset + uint64(k)
+		if err := st.deliverChunk(m, want); err != nil {
+			return st.offset, err
 		}
-		for tries := 0; ; tries++ {
-			n.sendOut(m)
-			acked, err := n.awaitAck(s, meta.Index, want, wait)
-			if err != nil {
-				return offset, err
-			}
-			if acked {
-				break
-			}
-			if tries == 2 {
-				return offset, fmt.Errorf("no acknowledgment of the chunk at %d after %v", offset, 3*timeout)
-			}
-		}
-		offset = want
+		st.offset = want
+		st.have = max(st.have, want)
 		if done {
-			return offset, nil
+			return st.offset, nil
 		}
 	}
 }
 
-// awaitAck waits for the acknowledgment of everything up to want.
-func (n *Node) awaitAck(s *snapSender, index, want uint64, timeout time.Duration) (bool, error) {
-	timer := time.NewTimer(timeout)
+// deliverChunk sends m, the chunk that ends at byte want, until the
+// follower acknowledges it. It sends the chunk again when
+//   - the transport reports it lost: at the follower's next status, or a
+//     heartbeat interval after the last send if that comes first (not at
+//     once, in case the peer is still unreachable);
+//   - a heartbeat response shows that the follower lacks it, once it had
+//     time to arrive: half an election timeout, or twice the slowest chunk;
+//   - nothing at all is heard for two election timeouts (a follower of an
+//     earlier version sends no status), giving up after three tries.
+//
+// The last chunk is acknowledged only once the follower has restored the
+// snapshot, which may take long: while the follower says it is installing,
+// the sender waits.
+func (st *snapStream) deliverChunk(m Message, want uint64) error {
+	n := st.n
+	wait := 2 * n.cfg.ElectionTimeout
+	if m.Done {
+		wait *= 10
+	}
+	resendAfter := max(n.cfg.ElectionTimeout/2, 2*st.slowest)
+	now := time.Now()
+	sentAt, deadline, tries := now, now.Add(wait), 1
+	var resendAt time.Time // a resend after a reported loss; zero: none due
+	lost := false          // the transport reported the last send lost
+	resend := func(now time.Time) {
+		n.sendOut(m)
+		sentAt, resendAt, lost = now, time.Time{}, false
+	}
+	n.sendOut(m)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		select {
-		case ack := <-s.acks:
-			switch {
-			case ack.Index != index:
-			case ack.Reject:
-				return false, fmt.Errorf("the follower restarted the transfer at %d", ack.Context)
-			case ack.Context >= want:
-				return true, nil
+		case r := <-st.s.acks:
+			now := time.Now()
+			switch r.Type {
+			case MsgSnapshotResp:
+				switch {
+				case r.Index != st.meta.Index:
+				case r.Reject:
+					return fmt.Errorf("the follower restarted the transfer at %d", r.Context)
+				case r.Context >= want:
+					if !m.Done {
+						st.slowest = max(st.slowest, now.Sub(sentAt))
+					}
+					st.have = max(st.have, r.Context)
+					return nil
+				}
+			case MsgHeartbeatResp:
+				switch {
+				case r.Index == st.meta.Index && r.HintIndex >= want:
+					if !m.Done {
+						st.have = max(st.have, r.HintIndex)
+						return nil // its acknowledgment was lost
+					}
+					deadline, tries = now.Add(wait), 1 // being installed
+				case !lost && now.Sub(sentAt) < resendAfter:
+					// The chunk may be on its way still.
+				case r.Index == st.meta.Index && r.HintIndex == m.Context, m.Context == 0:
+					resend(now) // lost
+				default:
+					have := uint64(0)
+					if r.Index == st.meta.Index {
+						have = r.HintIndex
+					}
+					return transferLost{index: st.meta.Index, have: have}
+				}
+			case MsgUnreachable:
+				if r.Index == st.meta.Index && r.Context == m.Context && resendAt.IsZero() {
+					// Resend once the peer answers again, or after a
+					// heartbeat interval, not at once: it may still be
+					// unreachable.
+					resendAt, lost = sentAt.Add(n.cfg.HeartbeatInterval), true
+				}
 			}
 		case <-timer.C:
-			return false, nil
-		case <-s.cancel:
-			return false, errSenderCancelled
+		case <-st.s.cancel:
+			return errSenderCancelled
 		case <-n.done:
-			return false, errSenderCancelled
+			return errSenderCancelled
 		}
+		now := time.Now()
+		if !resendAt.IsZero() && !now.Before(resendAt) {
+			resend(now)
+		}
+		if !now.Before(deadline) {
+			if tries == 3 {
+				return fmt.Errorf("no acknowledgment of the chunk at %d after %v", m.Context, 3*wait)
+			}
+			tries++
+			resend(now)
+			deadline = now.Add(wait)
+		}
+		next := deadline
+		if !resendAt.IsZero() && resendAt.Before(next) {
+			next = resendAt
+		}
+		timer.Reset(time.Until(next))
 	}
 }
 
@@ -361,7 +467,8 @@ func (n *Node) awaitAck(s *snapSender, index, want uint64, timeout time.Duration
 func (n *Node) receiveChunk(m Message) error {
 	r := n.receiver
 	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: n.core.term, Index: m.Index}
-	if m.Index <= n.installing {
+	defer n.noteTransfer()
+	if m.Index <= n.installing.index {
 		// This snapshot (or an older one) is being restored; the final
 		// acknowledgment follows the restore.
 		return nil
@@ -429,14 +536,14 @@ func (n *Node) receiveChunk(m Message) error {
 	// replaces is discarded.
 	r.pw.Close()
 	n.receiver = nil
-	n.installing = r.meta.Index
+	n.installing = snapshotTransfer{from: r.from, index: r.meta.Index, bytes: r.offset}
 	n.bgWG.Add(1)
 	go func() {
 		defer n.bgWG.Done()
 		err := <-r.saved
 		n.postEvent(func() {
 			if err != nil {
-				n.installing = 0
+				n.installDone(r.meta.Index)
 				n.logger.Error("storing a received snapshot failed", zap.Uint64("index", r.meta.Index), zap.Error(err))
 				return
 			}
@@ -455,7 +562,27 @@ func (n *Node) abortReceiver(why string) {
 		r.pw.CloseWithError(errors.New("raft: snapshot transfer abandoned: " + why))
 		<-r.saved
 		n.receiver = nil
+		n.noteTransfer()
 	}
+}
+
+// installDone ends the installation of the snapshot at index, unless a
+// later one has begun since.
+func (n *Node) installDone(index uint64) {
+	if n.installing.index == index {
+		n.installing = snapshotTransfer{}
+		n.noteTransfer()
+	}
+}
+
+// noteTransfer tells the core how far this node got with the snapshot it
+// receives or installs, for its heartbeat responses to the leader.
+func (n *Node) noteTransfer() {
+	t := n.installing
+	if r := n.receiver; r != nil {
+		t = snapshotTransfer{from: r.from, index: r.meta.Index, bytes: r.offset}
+	}
+	n.core.snapshotReceiving(t)
 }
 
 // tickReceiver abandons a transfer the leader stopped feeding.
@@ -481,12 +608,12 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		// Stale: the state machine is already past it (entries arrived
 		// meanwhile). Restoring would roll it back.
 		rc.Close()
-		n.postEvent(func() { n.installing = 0 })
+		n.postEvent(func() { n.installDone(req.meta.Index) })
 		return
 	}
 	if err == nil {
 		// A newer snapshot stored meanwhile replaces the received one.
-		err = n.sm.Restore(rc)
+		err = n.sm.Restore(&snapshotReader{r: rc, meta: meta})
 		rc.Close()
 	}
 	if err == nil {
@@ -496,7 +623,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		n.lastSnapIndex.Store(meta.Index)
 	}
 	n.postEvent(func() {
-		n.installing = 0
+		n.installDone(req.meta.Index)
 		if err != nil {
 			n.persistErr = fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", req.meta.Index, err)
 			return
@@ -512,4 +639,34 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		}
 		n.logger.Info("snapshot restored", zap.Uint64("index", meta.Index), zap.Duration("took", time.Since(start)))
 	})
+}
+
+// SnapshotMetaOf returns the metadata of the snapshot whose data r holds,
+// when r is the reader the Node passed to StateMachine.Restore: the index
+// and term of the last entry the snapshot covers, and the configuration at
+// that index. ok is false for any other reader, such as one the state
+// machine wrapped around it, or one a test made.
+func SnapshotMetaOf(r io.Reader) (meta SnapshotMeta, ok bool) {
+	if sr, is := r.(*snapshotReader); is {
+		return sr.meta, true
+	}
+	return SnapshotMeta{}, false
+}
+
+// snapshotReader is the reader StateMachine.Restore gets: the snapshot's
+// data from storage, with its metadata for SnapshotMetaOf.
+type snapshotReader struct {
+	r    io.Reader
+	meta SnapshotMeta
+}
+
+func (s *snapshotReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// WriteTo keeps the fast paths of the storage's reader (a file's, for
+// one) for a Restore that copies the data with io.Copy.
+func (s *snapshotReader) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := s.r.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{s.r})
 }

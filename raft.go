@@ -37,6 +37,9 @@ type core struct {
 	// snap is the newest snapshot this node has: followers that need
 	// entries compacted away get it (Raft §7).
 	snap SnapshotMeta
+	// receiving is the snapshot transfer this node takes part in as a
+	// follower, as the runtime last reported it; heartbeat responses carry it.
+	receiving snapshotTransfer
 
 	// Leader state.
 	progress           map[uint64]*progress
@@ -79,8 +82,10 @@ type core struct {
 	msgs []Message
 	// snapshotsToSend are followers that need the snapshot (leader).
 	snapshotsToSend []uint64
-	// snapshotMsgs are MsgSnapshot chunks (follower) and MsgSnapshotResp
-	// acknowledgments (leader) for the runtime, which moves the data.
+	// snapshotMsgs are MsgSnapshot chunks (follower), and MsgSnapshotResp
+	// acknowledgments, snapshot statuses of heartbeat responses and
+	// MsgUnreachable reports of lost chunks (leader), for the runtime, which
+	// moves the data.
 	snapshotMsgs []Message
 
 	logger *zap.Logger
@@ -199,6 +204,10 @@ func (c *core) send(m Message) {
 // higher term it sees and rejects requests of a lower one), then hands the
 // message to the role's step function.
 func (c *core) step(m Message) {
+	if m.Type == MsgUnreachable && m.From != 0 && m.From != c.id {
+		c.peerUnreachable(m) // a local report, not a message of any term
+		return
+	}
 	if m.Type == 0 || m.Type >= msgTypeEnd || m.From == 0 || m.From == c.id {
 		return
 	}

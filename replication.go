@@ -319,7 +319,7 @@ func (c *core) handleHeartbeat(m Message) {
 	// The leader sends at most the index it knows we match, so this never
 	// commits an entry we hold but which differs from the leader's.
 	c.log.commitTo(m.Commit)
-	c.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
+	c.send(c.receiving.status(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context}))
 }
 
 // handleAppendResp is the leader's side of an AppendEntries answer.
@@ -374,6 +374,12 @@ func (c *core) handleHeartbeatResp(pr *progress, m Message) {
 	if m.Context > pr.readAck {
 		pr.readAck = m.Context
 		c.confirmReads()
+	}
+	if pr.state == snapshotState && m.Done {
+		// The follower says how far it got with the snapshot: the runtime
+		// resumes or restarts the transfer from there if a chunk or an
+		// acknowledgment was lost.
+		c.snapshotMsgs = append(c.snapshotMsgs, m)
 	}
 	if pr.match < c.log.lastIndex() {
 		if pr.state == probe {
@@ -448,6 +454,46 @@ func (c *core) snapshotFailed(id uint64) {
 	if pr := c.progress[id]; c.role == Leader && pr != nil && pr.state == snapshotState {
 		pr.becomeProbe(pr.match + 1)
 	}
+}
+
+// peerUnreachable takes a transport's report that a message to m.From was
+// lost. A lost snapshot chunk (Index set) goes to the runtime, which sends
+// it again. After any other loss, the appends pipelined to the follower
+// were probably lost too: probe for the match point again rather than wait
+// for half an election timeout of silence.
+func (c *core) peerUnreachable(m Message) {
+	pr := c.progress[m.From]
+	switch {
+	case c.role != Leader || pr == nil:
+	case m.Index != 0:
+		if pr.state == snapshotState {
+			c.snapshotMsgs = append(c.snapshotMsgs, m)
+		}
+	case pr.state == replicate:
+		pr.becomeProbe(pr.match + 1)
+	}
+}
+
+// snapshotTransfer is a follower's part in an InstallSnapshot: the
+// snapshot (by index) it receives or installs from leader from, and the
+// bytes of its data stored so far. The zero value means none.
+type snapshotTransfer struct {
+	from, index, bytes uint64
+}
+
+// snapshotReceiving records the runtime's report of the transfer this
+// follower takes part in (index 0: none), for its heartbeat responses.
+func (c *core) snapshotReceiving(t snapshotTransfer) { c.receiving = t }
+
+// status adds the transfer's state to a heartbeat response: Done says that
+// the response carries one, and a transfer from another leader counts as
+// none for this one.
+func (t snapshotTransfer) status(resp Message) Message {
+	resp.Done = true
+	if t.from == resp.To {
+		resp.Index, resp.HintIndex = t.index, t.bytes
+	}
+	return resp
 }
 
 // snapshotSucceeded is the runtime's report that follower id installed the

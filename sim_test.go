@@ -613,6 +613,11 @@ func (s *sim) deliver(m Message) {
 	to := s.nodes[m.To-1]
 	if !to.up || s.cut[[2]uint64{m.From, m.To}] {
 		s.stats.dropped++
+		// A transport that finds the peer down or cut off reports it, as
+		// TCPTransport and InmemNetwork do (see Unreachable).
+		if from := s.nodes[m.From-1]; from.up {
+			from.core.step(Unreachable(m))
+		}
 		return
 	}
 	s.stats.delivered++

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -467,4 +468,90 @@ func TestSnapshot_200MiBStreamsWithBoundedMemory(t *testing.T) {
 		took.Round(time.Millisecond), float64(size>>20)/took.Seconds(), total.Round(time.Millisecond), float64(size>>20)/total.Seconds(), peak.Load()>>20)
 	assert.Less(t, peak.Load(), uint64(64<<20), "the snapshot must not be held in memory")
 	require.Eventually(t, func() bool { return nodes[lagging].Status().AppliedIndex == nodes[leader].Status().AppliedIndex }, 10*time.Second, time.Millisecond)
+}
+
+func TestSnapshot_NoTrailingEntriesCompactsUpToTheSnapshot(t *testing.T) {
+	assert.EqualValues(t, DefaultTrailingEntries, Config{ID: 1}.withDefaults().trailingEntries(), "zero means the default")
+	sc := newSnapCluster(t, 3, func(c *Config) { c.TrailingEntries = NoTrailingEntries })
+	leader := sc.waitLeader()
+	lagging, others := sc.isolateFollower(leader)
+	last := sc.proposeAmong(others, 120, func(i int) string { return fmt.Sprint("cmd ", i) })
+	leader = sc.waitLeader(others...)
+	sc.waitApplied(leader, last)
+	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
+	snap := sc.nodes[leader].Status().SnapshotIndex
+	require.GreaterOrEqual(t, snap, last)
+	first, err := sc.storages[leader].FirstIndex()
+	require.NoError(t, err)
+	assert.Equal(t, snap+1, first, "no entry is kept behind the snapshot")
+
+	sc.net.Heal()
+	last = sc.propose("after the snapshot")
+	sc.waitSame(last)
+	assert.Positive(t, sc.lists[lagging].restored, "the lagging node caught up through the snapshot")
+}
+
+// metaSM is a listSM that records the metadata SnapshotMetaOf gives
+// Restore.
+type metaSM struct {
+	listSM
+	metas []SnapshotMeta
+	found []bool
+}
+
+func (s *metaSM) Restore(r io.Reader) error {
+	meta, ok := SnapshotMetaOf(r)
+	s.mu.Lock()
+	s.metas, s.found = append(s.metas, meta), append(s.found, ok)
+	s.mu.Unlock()
+	return s.listSM.Restore(r)
+}
+
+func (s *metaSM) restores() ([]SnapshotMeta, []bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.metas), slices.Clone(s.found)
+}
+
+func TestSnapshot_RestoreCanTellWhichIndexItRestoresTo(t *testing.T) {
+	_, ok := SnapshotMetaOf(bytes.NewReader(nil))
+	assert.False(t, ok, "a reader that is not the Node's has no metadata")
+
+	sc := newSnapCluster(t, 3, nil)
+	leader := sc.waitLeader()
+	lagging := sc.follower(leader)
+	sc.stop(lagging)
+	var last uint64
+	for i := 0; i < 120; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	leader = sc.waitLeader()
+	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
+	want, rc, err := sc.storages[leader].Snapshot()
+	require.NoError(t, err)
+	rc.Close()
+
+	// Received from the leader.
+	sm := &metaSM{}
+	n, err := NewNode(sc.cfg(lagging), sm, sc.storages[lagging], sc.net.Transport(lagging))
+	require.NoError(t, err)
+	sc.nodes[lagging] = n
+	sc.waitApplied(lagging, last)
+	metas, found := sm.restores()
+	require.Equal(t, []bool{true}, found)
+	assert.Equal(t, want, metas[0])
+
+	// At start-up, from storage.
+	sc.stop(lagging)
+	stored, rc, err := sc.storages[lagging].Snapshot()
+	require.NoError(t, err)
+	rc.Close()
+	sm = &metaSM{}
+	n, err = NewNode(sc.cfg(lagging), sm, sc.storages[lagging], sc.net.Transport(lagging))
+	require.NoError(t, err)
+	sc.nodes[lagging] = n
+	metas, found = sm.restores()
+	require.Equal(t, []bool{true}, found)
+	assert.Equal(t, stored, metas[0])
+	assert.Equal(t, []Member{{ID: 1}, {ID: 2}, {ID: 3}}, metas[0].Members)
 }

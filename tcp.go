@@ -508,12 +508,14 @@ func (t *TCPTransport) Attach(id uint64, deliver func(Message)) error {
 func (t *TCPTransport) Send(msgs []Message) {
 	peers := *t.peers.Load()
 	var unknown, tooLarge, full uint64
+	var reports lossReports
 	for i := range msgs {
 		m := &msgs[i]
 		p := peers[m.To]
 		if p == nil {
 			if p = t.learnedPeer(m.To); p == nil {
 				unknown++
+				t.reportIf(&reports, m)
 				continue
 			}
 		}
@@ -526,6 +528,7 @@ func (t *TCPTransport) Send(msgs []Message) {
 		}
 		if !p.senders[t.laneFor(m, size)].push(m, size) {
 			full++
+			t.reportIf(&reports, m)
 		}
 	}
 	addIf(&t.stats.droppedUnknownPeer, unknown)
@@ -542,6 +545,33 @@ func (t *TCPTransport) laneFor(m *Message, size int) tcpLane {
 		return tcpLaneBulk
 	}
 	return tcpLaneControl
+}
+
+// report tells the Node that m was lost (see Unreachable).
+func (t *TCPTransport) report(m *Message) {
+	self := t.node.Load()
+	if self == nil || !t.gate.enter() {
+		return
+	}
+	self.deliver(Unreachable(*m))
+	t.gate.exit()
+}
+
+// reportIf reports m unless reports has one like it.
+func (t *TCPTransport) reportIf(reports *lossReports, m *Message) {
+	if reports.wants(m) {
+		t.report(m)
+	}
+}
+
+// reportLost reports the messages of a batch that was lost: its snapshot
+// chunks, each of which the Node sends again, and its first message, which
+// tells that the peer is unreachable.
+func (t *TCPTransport) reportLost(lost []tcpQueued) {
+	var reports lossReports
+	for i := range lost {
+		t.reportIf(&reports, &lost[i].msg)
+	}
 }
 
 func addIf(c *atomic.Uint64, n uint64) {
@@ -743,6 +773,11 @@ type tcpSender struct {
 	mu    sync.Mutex
 	queue []tcpQueued
 	wake  chan struct{} // capacity 1: run has something to look at
+
+	// lastChunk is the last snapshot chunk written to the connection (its
+	// Data left out), reported lost if the connection breaks: the peer may
+	// not have read it. Only run uses it.
+	lastChunk *Message
 }
 
 // push queues m unless the queue is full. It wakes the goroutine when the
@@ -785,10 +820,14 @@ func (s *tcpSender) pending() bool {
 	return len(s.queue) > 0
 }
 
-// discard drops everything queued and counts it as unreachable.
-func (s *tcpSender) discard() {
+// discard drops everything queued and counts it as unreachable; with
+// report, it reports the loss to the Node.
+func (s *tcpSender) discard(report bool) {
 	s.mu.Lock()
 	n := len(s.queue)
+	if report {
+		s.t.reportLost(s.queue)
+	}
 	clear(s.queue)
 	s.queue = s.queue[:0]
 	s.mu.Unlock()
@@ -817,12 +856,16 @@ func (s *tcpSender) run(ctx context.Context) {
 		if conn != nil {
 			conn.close(t)
 		}
-		s.discard()
+		s.discard(false)
 	}()
 	drop := func(reason string, err error) {
 		conn.close(t)
 		conn = nil
 		timer.Stop()
+		if s.lastChunk != nil {
+			t.report(s.lastChunk)
+			s.lastChunk = nil
+		}
 		if ctx.Err() == nil {
 			t.logger.Debug("connection to peer closed", zap.Uint64("peer", s.peer), zap.Stringer("lane", s.lane), zap.String("reason", reason), zap.Error(err))
 		}
@@ -860,7 +903,7 @@ func (s *tcpSender) run(ctx context.Context) {
 				}
 				failures++
 				t.stats.dialFailures.Add(1)
-				s.discard()
+				s.discard(true)
 				delay := tcpBackoff(failures, t.cfg.DialBackoff, t.cfg.MaxDialBackoff)
 				retryAt = time.Now().Add(delay)
 				log := t.logger.Debug
@@ -935,6 +978,7 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 		*spare = batch[:0]
 		if err := c.conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout)); err != nil {
 			addIf(&t.stats.droppedUnreachable, written+uint64(len(batch)))
+			t.reportLost(batch)
 			clear(batch)
 			return false, err
 		}
@@ -947,8 +991,14 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 				}
 				addIf(&t.stats.droppedUnreachable, written+uint64(len(batch)-i))
 				addIf(&t.stats.droppedTooLarge, invalid)
+				t.reportLost(batch[i:])
 				clear(batch)
 				return false, err
+			}
+			if m := &batch[i].msg; m.Type == MsgSnapshot {
+				chunk := *m
+				chunk.Data, chunk.Entries = nil, nil
+				s.lastChunk = &chunk
 			}
 			written++
 		}

@@ -38,7 +38,13 @@ const (
 	// beyond what the follower is known to store) and, in Context, the number
 	// of the ReadIndex round it confirms (dissertation §6.4).
 	MsgHeartbeat
-	// MsgHeartbeatResp answers MsgHeartbeat, echoing Context.
+	// MsgHeartbeatResp answers MsgHeartbeat, echoing Context. With Done set
+	// it also reports the follower's InstallSnapshot transfer from the
+	// heartbeat's sender, so that the leader resumes or restarts a transfer
+	// whose chunk or acknowledgment was lost: Index is the snapshot the
+	// follower is receiving or installing (0: none) and HintIndex the bytes
+	// of its data stored so far (all of them once it is being installed).
+	// Followers of earlier versions leave Done clear and report nothing.
 	MsgHeartbeatResp
 	// MsgReadIndex is sent by a follower or learner to the leader to obtain a
 	// read index for a linearizable read; Context identifies the request.
@@ -68,6 +74,11 @@ const (
 	msgTypeEnd // one past the last valid type; keep last
 )
 
+// MsgUnreachable is a report from a Transport to its own Node, never sent
+// over the network (the codec refuses it): a message to From could not be
+// sent, or was lost with a broken connection. Build it with Unreachable.
+const MsgUnreachable MessageType = 128
+
 var msgTypeNames = [...]string{
 	MsgAppend:        "MsgAppend",
 	MsgAppendResp:    "MsgAppendResp",
@@ -88,6 +99,9 @@ var msgTypeNames = [...]string{
 func (t MessageType) String() string {
 	if t > 0 && t < msgTypeEnd {
 		return msgTypeNames[t]
+	}
+	if t == MsgUnreachable {
+		return "MsgUnreachable"
 	}
 	return "MsgUnknown"
 }
@@ -113,7 +127,8 @@ type Message struct {
 	Reject bool // the request was refused
 	// HintIndex: on a rejected MsgAppendResp, the follower's last entry at
 	// or before Index whose term is at most the rejected LogTerm; on the
-	// last MsgSnapshot chunk, the CRC-32C of the whole snapshot data.
+	// last MsgSnapshot chunk, the CRC-32C of the whole snapshot data; on a
+	// MsgHeartbeatResp with Done set, the snapshot bytes the follower holds.
 	HintIndex uint64
 	HintTerm  uint64 // on a rejected MsgAppendResp: the term of the entry at HintIndex
 
@@ -123,7 +138,7 @@ type Message struct {
 	Context uint64
 
 	Data []byte // a snapshot chunk (MsgSnapshot); never modified after sending
-	Done bool   // the last chunk of a snapshot (MsgSnapshot)
+	Done bool   // the last chunk of a snapshot (MsgSnapshot); a snapshot status is included (MsgHeartbeatResp)
 }
 
 // Transport carries Messages between the nodes of one cluster. A Transport
@@ -134,11 +149,21 @@ type Message struct {
 // Delivery is best effort: a Transport may drop, delay, duplicate or
 // reorder messages, and Raft tolerates all of that. What it must never do is
 // corrupt a message or deliver one to the wrong node.
+//
+// A Transport that knows a message was lost (the peer cannot be dialed, a
+// write failed, the connection carrying it broke, its queue was full)
+// should say so: deliver(Unreachable(m)) hands the Node a report it acts on
+// at once, resending a lost snapshot chunk rather than waiting for a
+// timeout, and probing a follower whose appends were lost. Reporting is
+// optional: without it the Node recovers by its timers and heartbeats,
+// only later.
 type Transport interface {
 	// Attach starts delivery of inbound messages addressed to node id: the
-	// Transport calls deliver for each one. deliver is safe for concurrent
-	// use and never blocks for long (the Node queues the message, or drops it
-	// when its inbound queue is full). Attach is called before any Send.
+	// Transport calls deliver for each one, and for each report built with
+	// Unreachable. deliver is safe for concurrent use, may be called from
+	// inside Send, and never blocks for long (the Node queues the message,
+	// or drops it when its inbound queue is full). Attach is called before
+	// any Send.
 	Attach(id uint64, deliver func(Message)) error
 	// Send queues msgs for delivery to each message's To. It is called only
 	// from the Node's event loop and must not block on the network: a slow or
@@ -153,4 +178,43 @@ type Transport interface {
 	SetPeers(members []Member)
 	// Detach stops delivery: after it returns, deliver is not called again.
 	Detach()
+}
+
+// Unreachable returns the report a Transport passes to its Node's deliver
+// callback when it could not send lost, one of the Node's own messages: a
+// MsgUnreachable from lost.To. When lost is a snapshot chunk (MsgSnapshot),
+// the report names it by Index and Context, and the Node sends it again
+// without waiting for a timeout. One report per failure is enough: a
+// Transport that drops a whole queue reports its snapshot chunks and one
+// other message, not each message.
+func Unreachable(lost Message) Message {
+	r := Message{Type: MsgUnreachable, From: lost.To, To: lost.From, Term: lost.Term}
+	if lost.Type == MsgSnapshot {
+		r.Index, r.Context = lost.Index, lost.Context
+	}
+	return r
+}
+
+// lossReports thins out the reports of one batch of lost messages: every
+// snapshot chunk is reported, and one other message per peer.
+type lossReports struct {
+	peers [4]uint64 // peers already reported, the first few
+	n     int
+}
+
+// wants reports whether the loss of m is to be reported.
+func (r *lossReports) wants(m *Message) bool {
+	if m.Type == MsgSnapshot {
+		return true
+	}
+	for _, id := range r.peers[:r.n] {
+		if id == m.To {
+			return false
+		}
+	}
+	if r.n < len(r.peers) {
+		r.peers[r.n] = m.To
+		r.n++
+	}
+	return true
 }
