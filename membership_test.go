@@ -215,6 +215,10 @@ func TestCluster_LeaderRemovesItself_4_2_2(t *testing.T) {
 			newLeader := c.waitLeader(rest...)
 			took := time.Since(removed)
 			t.Logf("new leader %d after %v", newLeader, took)
+			// The others campaign when their randomized timeout (one to two
+			// election timeouts after the last heartbeat) expires; the rest
+			// of the bound is room for the election's round trips on a
+			// loaded machine.
 			assert.Less(t, took, 5*electionTimeout, "the others took %v to elect a leader", took)
 			assert.Equal(t, Follower, c.nodes[leader].Status().Role)
 
