@@ -228,12 +228,18 @@ func TestCluster_LeaderRemovesItself_4_2_2(t *testing.T) {
 				c.waitApplied(id, res.(uint64))
 			}
 			oldTerm, newTerm := c.nodes[leader].Status().Term, c.nodes[newLeader].Status().Term
+			// Never may run its last check after it returns: the check reads
+			// no map that the cleanup modifies.
+			old, others := c.nodes[leader], []*Node{}
+			for _, id := range rest {
+				others = append(others, c.nodes[id])
+			}
 			assert.Never(t, func() bool {
-				if c.nodes[leader].Status().Term != oldTerm {
+				if old.Status().Term != oldTerm {
 					return true
 				}
-				for _, id := range rest {
-					if c.nodes[id].Status().Term != newTerm {
+				for _, n := range others {
+					if n.Status().Term != newTerm {
 						return true
 					}
 				}

@@ -716,7 +716,7 @@ func (t *TCPTransport) learnedPeer(id uint64) *tcpPeer {
 		// learned then), and has been removed since, but is still
 		// connected: answer it at the address its handshake advertised.
 		addr = t.connectedAddr(id)
-		if addr == "" || len(t.learned) >= tcpMaxLearned {
+		if addr == "" || t.members[id] || len(t.learned) >= tcpMaxLearned {
 			return nil
 		}
 		t.learned[id] = addr
@@ -843,14 +843,16 @@ func (s *tcpSender) pending() bool {
 	return len(s.queue) > 0
 }
 
-// discard drops everything queued and counts it as unreachable.
-func (s *tcpSender) discard() {
+// discard drops everything queued, counts it as unreachable and returns
+// how many messages it dropped.
+func (s *tcpSender) discard() int {
 	s.mu.Lock()
 	n := len(s.queue)
 	clear(s.queue)
 	s.queue = s.queue[:0]
 	s.mu.Unlock()
 	addIf(&s.t.stats.droppedUnreachable, uint64(n))
+	return n
 }
 
 // run is the sender's goroutine. It dials lazily, when there is something to
@@ -866,6 +868,7 @@ func (s *tcpSender) run(ctx context.Context) {
 		failures  int
 		retryAt   time.Time
 		lastWrite time.Time
+		warned    bool // the current streak of failed dials was logged as a warning
 		spare     []tcpQueued
 	)
 	keepalive := t.cfg.IdleReadTimeout / 3
@@ -910,8 +913,7 @@ func (s *tcpSender) run(ctx context.Context) {
 				retryAt = time.Time{}
 				timer.Stop()
 			}
-			connect := s.connect.Load()
-			if !connect && !s.pending() {
+			if !s.connect.Load() && !s.pending() {
 				continue
 			}
 			if wait := time.Until(retryAt); wait > 0 {
@@ -926,12 +928,14 @@ func (s *tcpSender) run(ctx context.Context) {
 				}
 				failures++
 				t.stats.dialFailures.Add(1)
-				s.discard()
+				dropped := s.discard()
 				delay := tcpBackoff(failures, t.cfg.DialBackoff, t.cfg.MaxDialBackoff)
 				retryAt = time.Now().Add(delay)
+				// One warning per streak, at its first failure that cost
+				// messages (a dial with nothing queued costs none).
 				log := t.logger.Debug
-				if failures == 1 && !connect {
-					log = t.logger.Warn
+				if !warned && dropped > 0 {
+					log, warned = t.logger.Warn, true
 				}
 				log("cannot reach peer; dropping its queued messages", zap.Uint64("peer", s.peer), zap.String("addr", s.addr),
 					zap.Stringer("lane", s.lane), zap.Int("failures", failures), zap.Duration("retryIn", delay), zap.Error(err))
@@ -940,7 +944,7 @@ func (s *tcpSender) run(ctx context.Context) {
 			if failures > 0 {
 				t.logger.Info("connected to peer", zap.Uint64("peer", s.peer), zap.String("addr", s.addr), zap.Stringer("lane", s.lane), zap.Int("failedAttempts", failures))
 			}
-			failures, retryAt = 0, time.Time{}
+			failures, retryAt, warned = 0, time.Time{}, false
 			conn = c
 			lastWrite = time.Now()
 			timer.Reset(keepalive)
