@@ -50,6 +50,8 @@ type testCluster struct {
 	storages map[uint64]*MemoryStorage
 	sms      map[uint64]*recordingSM
 	cfg      func(id uint64) Config
+	// wrap, when set, wraps each node's transport as start makes it.
+	wrap func(id uint64, tr Transport) Transport
 }
 
 // fastConfig uses short timeouts so that tests run quickly.
@@ -85,7 +87,11 @@ func newTestCluster(t *testing.T, n int, opts ...InmemOption) *testCluster {
 func (c *testCluster) start(id uint64) {
 	c.t.Helper()
 	c.sms[id] = &recordingSM{}
-	n, err := NewNode(c.cfg(id), c.sms[id], c.storages[id], c.net.Transport(id))
+	tr := c.net.Transport(id)
+	if c.wrap != nil {
+		tr = c.wrap(id, tr)
+	}
+	n, err := NewNode(c.cfg(id), c.sms[id], c.storages[id], tr)
 	require.NoError(c.t, err)
 	c.nodes[id] = n
 }

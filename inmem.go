@@ -12,7 +12,11 @@ import (
 
 // InmemNetwork connects Nodes of one process without sockets, for tests of
 // replicated services. Each node gets its endpoint from Transport(id); the
-// network then carries messages between the attached endpoints and can be
+// network then carries messages between the attached endpoints. Like
+// TCPTransport, an endpoint sends only to the nodes it knows: those of its
+// last SetPeers and those it has received a message from (TCPTransport
+// dials the members it is given and answers the nodes that connected to
+// it); messages to any other node are dropped. The network can also be
 // told to misbehave: Partition, Isolate and Cut drop messages between chosen
 // nodes, and SetFaults drops, duplicates, delays and reorders messages at
 // random, repeatably when the network is built WithSeed.
@@ -128,7 +132,7 @@ type Faults struct {
 // InmemStats counts what an InmemNetwork did with the messages it was given.
 // Once no message is in flight (Pending is 0 and no Send is running),
 //
-//	Sent + Duplicated == Delivered + DroppedByFault + DroppedByPartition + DroppedNoReceiver
+//	Sent + Duplicated == Delivered + DroppedByFault + DroppedByPartition + DroppedNoReceiver + DroppedUnknownPeer
 //
 // While messages are moving the counters are read one by one and may be
 // slightly out of step with each other.
@@ -141,6 +145,7 @@ type InmemStats struct {
 	DroppedByPartition uint64 // messages stopped by Partition, Isolate or Cut
 	DroppedNoReceiver  uint64 // copies with no attached receiver, sent after Close, or cancelled by Close
 	Reported           uint64 // losses reported to the sender's Node (see Unreachable); not messages
+	DroppedUnknownPeer uint64 // messages to a node the sender was not given by SetPeers and has not heard from
 	Pending            uint64 // delayed copies still waiting for their delivery time
 }
 
@@ -148,6 +153,7 @@ type inmemCounters struct {
 	sent, delivered, duplicated, delayed                  atomic.Uint64
 	droppedByFault, droppedByPartition, droppedNoReceiver atomic.Uint64
 	reported                                              atomic.Uint64
+	droppedUnknownPeer                                    atomic.Uint64
 	pending                                               atomic.Int64
 }
 
@@ -315,6 +321,7 @@ func (nw *InmemNetwork) Stats() InmemStats {
 		DroppedByPartition: c.droppedByPartition.Load(),
 		DroppedNoReceiver:  c.droppedNoReceiver.Load(),
 		Reported:           c.reported.Load(),
+		DroppedUnknownPeer: c.droppedUnknownPeer.Load(),
 		Pending:            uint64(pending),
 	}
 }
@@ -447,6 +454,7 @@ func (st *inmemState) deliver(m *Message) bool {
 type sendCounts struct {
 	delivered, duplicated, delayed                        uint64
 	droppedByFault, droppedByPartition, droppedNoReceiver uint64
+	droppedUnknownPeer                                    uint64
 }
 
 func (nw *InmemNetwork) addCounts(sent uint64, c *sendCounts) {
@@ -463,6 +471,7 @@ func (nw *InmemNetwork) addCounts(sent uint64, c *sendCounts) {
 	add(&s.droppedByFault, c.droppedByFault)
 	add(&s.droppedByPartition, c.droppedByPartition)
 	add(&s.droppedNoReceiver, c.droppedNoReceiver)
+	add(&s.droppedUnknownPeer, c.droppedUnknownPeer)
 }
 
 // sendFaulty applies the random faults of st to m, whose sender may reach its
@@ -559,6 +568,14 @@ type inmemEndpoint struct {
 	// network's state, and never changed afterwards.
 	deliver func(Message)
 	gate    inmemGate
+
+	// The nodes the endpoint may send to: peers from the last SetPeers,
+	// heard those it received a message from. Both maps are immutable once
+	// published, so Send and receive read them without locking; writers
+	// hold knownMu.
+	peers   atomic.Pointer[map[uint64]struct{}]
+	heard   atomic.Pointer[map[uint64]struct{}]
+	knownMu sync.Mutex
 }
 
 type inmemPhase uint8
@@ -614,9 +631,13 @@ func (ep *inmemEndpoint) Send(msgs []Message) {
 	}
 	filter := nw.filter.Load()
 	var r inmemReporter
+	peers, heard := ep.peers.Load(), ep.heard.Load()
 	for i := range msgs {
 		m := &msgs[i]
 		switch {
+		case !inmemKnows(peers, m.To) && !inmemKnows(heard, m.To):
+			c.droppedUnknownPeer++
+			r.report(ep, m)
 		case st.rules != nil && !st.rules.allows(ep.id, m.To):
 			c.droppedByPartition++
 			r.report(ep, m)
@@ -673,8 +694,47 @@ func (r *inmemReporter) report(ep *inmemEndpoint, m *Message) {
 	}
 }
 
-// SetPeers does nothing: the in-memory network needs no addresses.
-func (ep *inmemEndpoint) SetPeers([]Member) {}
+// SetPeers replaces the nodes the endpoint sends to (besides those it has
+// heard from), as TCPTransport's SetPeers does. Addresses are ignored: a
+// member without one is reachable, which over TCP it is not.
+func (ep *inmemEndpoint) SetPeers(members []Member) {
+	peers := make(map[uint64]struct{}, len(members))
+	for _, m := range members {
+		peers[m.ID] = struct{}{}
+	}
+	ep.knownMu.Lock()
+	ep.peers.Store(&peers)
+	ep.knownMu.Unlock()
+}
+
+// hear records that the endpoint received a message from node id, which it
+// may answer from now on whatever its peers are.
+func (ep *inmemEndpoint) hear(id uint64) {
+	if inmemKnows(ep.heard.Load(), id) {
+		return
+	}
+	ep.knownMu.Lock()
+	defer ep.knownMu.Unlock()
+	current := ep.heard.Load()
+	if inmemKnows(current, id) {
+		return
+	}
+	next := map[uint64]struct{}{id: {}}
+	if current != nil {
+		for n := range *current {
+			next[n] = struct{}{}
+		}
+	}
+	ep.heard.Store(&next)
+}
+
+func inmemKnows(set *map[uint64]struct{}, id uint64) bool {
+	if set == nil {
+		return false
+	}
+	_, ok := (*set)[id]
+	return ok
+}
 
 // Detach unregisters the endpoint and waits for the deliveries to it that
 // are under way; it must not be called from inside its own deliver callback.
@@ -705,6 +765,7 @@ func (ep *inmemEndpoint) receive(m *Message) bool {
 		return false
 	}
 	defer ep.gate.exit()
+	ep.hear(m.From)
 	ep.deliver(*m)
 	return true
 }

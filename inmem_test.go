@@ -55,13 +55,19 @@ type inmemTestNode struct {
 	recorder  *inmemRecorder
 }
 
-// attachInmemNodes attaches a recording endpoint for each id.
+// inmemTestPeers lists nodes 1 to 8, the peers of every endpoint that
+// attachInmemNodes attaches.
+var inmemTestPeers = []Member{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4}, {ID: 5}, {ID: 6}, {ID: 7}, {ID: 8}}
+
+// attachInmemNodes attaches a recording endpoint for each id, whose peers
+// are inmemTestPeers.
 func attachInmemNodes(t *testing.T, nw *InmemNetwork, ids ...uint64) map[uint64]*inmemTestNode {
 	t.Helper()
 	nodes := make(map[uint64]*inmemTestNode, len(ids))
 	for _, id := range ids {
 		node := &inmemTestNode{transport: nw.Transport(id), recorder: &inmemRecorder{}}
 		require.NoError(t, node.transport.Attach(id, node.recorder.deliver))
+		node.transport.SetPeers(inmemTestPeers)
 		t.Cleanup(node.transport.Detach)
 		nodes[id] = node
 	}
@@ -122,12 +128,49 @@ func TestInmemNetworkDeliversBetweenAttachedEndpoints(t *testing.T) {
 	assert.Equal(t, []uint64{2}, nodes[3].recorder.contexts())
 	assert.Zero(t, nodes[1].recorder.count())
 
+	nodes[3].transport.SetPeers(append(slices.Clone(inmemTestPeers), Member{ID: 9}))
 	nodes[3].transport.Send([]Message{inmemMsg(3, 1, 4), inmemMsg(3, 9, 5)}) // 9 has no endpoint
 	assert.Equal(t, []uint64{4}, nodes[1].recorder.contexts())
 	assert.Equal(t, []Message{inmemMsg(1, 3, 2), Unreachable(inmemMsg(3, 9, 5))}, nodes[3].recorder.messages(), "the loss is reported to the sender")
 	nodes[2].transport.Send(nil)
 
 	assert.Equal(t, InmemStats{Sent: 5, Delivered: 4, DroppedNoReceiver: 1, Reported: 1}, nw.Stats())
+}
+
+func TestInmemEndpointSendsOnlyToPeersAndToWhomItHeardFrom(t *testing.T) {
+	// As over TCP: an endpoint reaches the members it was given and the
+	// nodes that sent it something, and no one else.
+	defer goleak.VerifyNone(t)
+	nw := NewInmemNetwork()
+	defer nw.Close()
+	nodes := map[uint64]*inmemTestNode{}
+	for _, id := range []uint64{1, 2, 3} {
+		nodes[id] = &inmemTestNode{transport: nw.Transport(id), recorder: &inmemRecorder{}}
+		require.NoError(t, nodes[id].transport.Attach(id, nodes[id].recorder.deliver))
+		defer nodes[id].transport.Detach()
+	}
+	assert.False(t, canSend(nodes, 1, 2), "no peers given yet")
+	assert.Equal(t, uint64(1), nw.Stats().DroppedUnknownPeer)
+
+	nodes[1].transport.SetPeers([]Member{{ID: 1}, {ID: 2}})
+	assert.True(t, canSend(nodes, 1, 2))
+	assert.False(t, canSend(nodes, 1, 3))
+	assert.True(t, canSend(nodes, 2, 1), "2 heard from 1: it may answer")
+	assert.False(t, canSend(nodes, 2, 3))
+
+	// Removed from the peers: 1 still answers 2, which it heard from.
+	nodes[1].transport.SetPeers([]Member{{ID: 1}})
+	assert.True(t, canSend(nodes, 1, 2))
+	assert.False(t, canSend(nodes, 1, 3))
+	assert.Equal(t, uint64(4), nw.Stats().DroppedUnknownPeer)
+	assert.Zero(t, nw.Stats().DroppedNoReceiver)
+
+	// A restarted node's endpoint starts knowing no one.
+	nodes[2].transport.Detach()
+	nodes[2] = &inmemTestNode{transport: nw.Transport(2), recorder: &inmemRecorder{}}
+	require.NoError(t, nodes[2].transport.Attach(2, nodes[2].recorder.deliver))
+	defer nodes[2].transport.Detach()
+	assert.False(t, canSend(nodes, 2, 1))
 }
 
 func TestInmemTransportAttachErrors(t *testing.T) {
@@ -141,7 +184,7 @@ func TestInmemTransportAttachErrors(t *testing.T) {
 	assert.Error(t, tr.Attach(1, nil), "nil deliver")
 	require.NoError(t, tr.Attach(1, r.deliver))
 	assert.Error(t, tr.Attach(1, r.deliver), "attached twice")
-	tr.SetPeers([]Member{{ID: 1}, {ID: 2}}) // a no-op
+	tr.SetPeers([]Member{{ID: 1}, {ID: 2}})
 	tr.Detach()
 	tr.Detach() // idempotent
 	assert.ErrorIs(t, tr.Attach(1, r.deliver), errInmemDetached)
@@ -711,7 +754,7 @@ func TestInmemNetworkConcurrentUse(t *testing.T) {
 		}
 		assert.Equal(t, uint64(received+restartedDelivered.Load()), stats.Delivered+stats.Reported)
 		assert.Equal(t, stats.Sent+stats.Duplicated,
-			stats.Delivered+stats.DroppedByFault+stats.DroppedByPartition+stats.DroppedNoReceiver)
+			stats.Delivered+stats.DroppedByFault+stats.DroppedByPartition+stats.DroppedNoReceiver+stats.DroppedUnknownPeer)
 		assert.Equal(t, uint64(len(ids)*perNode), stats.Sent)
 		assert.NotZero(t, stats.DroppedByFault)
 		assert.NotZero(t, stats.Duplicated)
@@ -725,6 +768,7 @@ func TestInmemNetworkSendWithoutFaultsDoesNotAllocate(t *testing.T) {
 	var received atomic.Int64
 	sender := nw.Transport(1)
 	require.NoError(t, sender.Attach(1, func(Message) {}))
+	sender.SetPeers(inmemTestPeers)
 	defer sender.Detach()
 	receiver := nw.Transport(2)
 	require.NoError(t, receiver.Attach(2, func(Message) { received.Add(1) }))
@@ -748,6 +792,7 @@ func BenchmarkInmemNetworkSend(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		sender := nw.Transport(1) // a replaced endpoint can still send
+		sender.SetPeers(inmemTestPeers)
 		batch := []Message{inmemMsg(1, 2, 1), inmemMsg(1, 3, 2)}
 		for pb.Next() {
 			sender.Send(batch)

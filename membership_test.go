@@ -3,6 +3,8 @@ package raft
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,6 +56,31 @@ func TestMembership_RemovedLeaderStepsDown_4_2_2(t *testing.T) {
 	assert.GreaterOrEqual(t, c2.log.committed, c1.configIndex, "the removal committed before the leader left")
 }
 
+func TestMembership_4_2_3_PeersIncludeLeavingMembersUntilCommitted(t *testing.T) {
+	c1, c2, _, n := threeCores(t)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.Type == MsgAppendResp } // the removal cannot commit
+	_, _, _, err := c1.changeMembers(removeMember(3))
+	require.NoError(t, err)
+	n.stabilize()
+	ids := func(members []Member) []uint64 {
+		var out []uint64
+		for _, m := range members {
+			out = append(out, m.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	require.Equal(t, []uint64{1, 2}, ids(c2.members), "the follower appended the removal")
+	assert.Equal(t, []uint64{1, 2, 3}, ids(c1.peerMembers()), "the leader")
+	assert.Equal(t, []uint64{1, 2, 3}, ids(c2.peerMembers()), "a follower")
+
+	n.drop = nil
+	n.tickUntil(1, func() bool { return c2.log.committed >= c2.configIndex }) // until the leader resends
+	assert.Equal(t, []uint64{1, 2}, ids(c1.peerMembers()))
+	assert.Equal(t, []uint64{1, 2}, ids(c2.peerMembers()))
+}
+
 func TestMembership_NeverLeavesNoVoter(t *testing.T) {
 	c1 := newTestCore(t, 1, []uint64{1})
 	n := newCoreNet(t, c1)
@@ -62,70 +89,274 @@ func TestMembership_NeverLeavesNoVoter(t *testing.T) {
 	assert.ErrorIs(t, err, ErrInvalidConfig)
 }
 
-func TestCluster_AddLearnerPromoteAndRemove(t *testing.T) {
-	c := newTestCluster(t, 3)
-	for i := 0; i < 20; i++ {
-		c.propose(fmt.Sprint(i))
-	}
-	// Node 4 starts empty, knowing no cluster.
-	c.ids = append(c.ids, 4)
-	c.storages[4] = NewMemoryStorage()
-	base := c.cfg
-	c.cfg = func(id uint64) Config {
-		cfg := base(id)
-		if id == 4 {
-			cfg.InitialMembers = nil
+// memberCluster is a cluster of Nodes over one of the transports, so that
+// the membership tests run over the in-memory network and over TCP alike:
+// TCPTransport only reaches the members it is given and the nodes that
+// connected to it, and the in-memory network models the same.
+type memberCluster struct {
+	*testCluster
+	// addEmpty starts node id with empty storage and no members, as a node
+	// about to be added, and returns the address to add it with.
+	addEmpty func(id uint64) string
+	// droppedUnknownPeer counts the messages the transports dropped for
+	// want of an address.
+	droppedUnknownPeer func() uint64
+}
+
+var memberClusterTransports = []struct {
+	name  string
+	start func(t *testing.T, n int) *memberCluster
+}{
+	{"inmem", func(t *testing.T, n int) *memberCluster {
+		c := newTestCluster(t, n)
+		base := c.cfg
+		c.cfg = func(id uint64) Config {
+			cfg := base(id)
+			if id > uint64(n) {
+				cfg.InitialMembers = nil
+			}
+			return cfg
 		}
-		return cfg
+		return &memberCluster{testCluster: c,
+			addEmpty: func(id uint64) string {
+				c.ids = append(c.ids, id)
+				c.storages[id] = NewMemoryStorage()
+				c.start(id)
+				return ""
+			},
+			droppedUnknownPeer: func() uint64 { return c.net.Stats().DroppedUnknownPeer },
+		}
+	}},
+	{"tcp", func(t *testing.T, n int) *memberCluster {
+		c := newTCPCluster(t, n)
+		return &memberCluster{testCluster: c.testCluster,
+			addEmpty: func(id uint64) string {
+				c.listen(id, "127.0.0.1:0")
+				c.storages[id] = NewMemoryStorage()
+				c.sms[id] = &recordingSM{}
+				node, err := NewNode(fastConfig(t, id, nil), c.sms[id], c.storages[id], c.transports[id])
+				require.NoError(t, err)
+				c.nodes[id] = node
+				c.ids = append(c.ids, id)
+				return c.addrs[id]
+			},
+			droppedUnknownPeer: func() uint64 {
+				var n uint64
+				for _, tr := range c.transports {
+					n += tr.Stats().DroppedUnknownPeer
+				}
+				return n
+			},
+		}
+	}},
+}
+
+func TestCluster_AddLearnerPromoteAndRemove(t *testing.T) {
+	for _, tr := range memberClusterTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			c := tr.start(t, 3)
+			for i := 0; i < 20; i++ {
+				c.propose(fmt.Sprint(i))
+			}
+			// Node 4 starts empty, knowing no cluster.
+			addr := c.addEmpty(4)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			leader := c.waitLeader(1, 2, 3)
+			require.NoError(t, c.nodes[leader].AddLearner(ctx, 4, addr))
+			last := c.propose("after learner")
+			c.waitApplied(4, last)
+			assert.Len(t, c.sms[4].entries(), 21, "the learner received the whole log")
+			require.NoError(t, c.nodes[leader].AddVoter(ctx, 4, addr))
+			require.NoError(t, c.nodes[leader].AddVoter(ctx, 4, addr), "adding a voter again is a no-op")
+			require.Eventually(t, func() bool { return len(c.nodes[4].Status().Members) == 4 && !c.nodes[4].Status().Members[3].Learner }, 5*time.Second, time.Millisecond)
+
+			// Remove the leader itself: another node takes over.
+			require.NoError(t, c.nodes[leader].RemoveMember(ctx, leader))
+			var rest []uint64
+			for _, id := range c.ids {
+				if id != leader {
+					rest = append(rest, id)
+				}
+			}
+			newLeader := c.waitLeader(rest...)
+			assert.NotEqual(t, leader, newLeader)
+			res, err := c.nodes[newLeader].Propose(ctx, []byte("after removal"))
+			require.NoError(t, err)
+			for _, id := range rest {
+				c.waitApplied(id, res.(uint64))
+			}
+			c.checkSameHistory()
+		})
 	}
-	c.start(4)
+}
+
+func TestCluster_LeaderRemovesItself_4_2_2(t *testing.T) {
+	// The leader keeps leading (and the others keep answering it) until its
+	// removal commits; then it steps down, the others elect a leader among
+	// themselves after about an election timeout, and the old leader,
+	// no longer a voter, never campaigns.
+	const electionTimeout = 100 * time.Millisecond // fastConfig's
+	for _, tr := range memberClusterTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			c := tr.start(t, 3)
+			c.propose("before")
+			leader := c.waitLeader()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, c.nodes[leader].RemoveMember(ctx, leader), "the removal commits")
+			removed := time.Now()
+			var rest []uint64
+			for _, id := range c.ids {
+				if id != leader {
+					rest = append(rest, id)
+				}
+			}
+			newLeader := c.waitLeader(rest...)
+			took := time.Since(removed)
+			t.Logf("new leader %d after %v", newLeader, took)
+			// The others campaign when their randomized timeout (one to two
+			// election timeouts after the last heartbeat) expires; the rest
+			// of the bound is room for the election's round trips on a
+			// loaded machine.
+			assert.Less(t, took, 5*electionTimeout, "the others took %v to elect a leader", took)
+			assert.Equal(t, Follower, c.nodes[leader].Status().Role)
+
+			res, err := c.nodes[newLeader].Propose(ctx, []byte("after removal"))
+			require.NoError(t, err, "writes go on")
+			for _, id := range rest {
+				c.waitApplied(id, res.(uint64))
+			}
+			oldTerm, newTerm := c.nodes[leader].Status().Term, c.nodes[newLeader].Status().Term
+			// Never may run its last check after it returns: the check reads
+			// no map that the cleanup modifies.
+			old, others := c.nodes[leader], []*Node{}
+			for _, id := range rest {
+				others = append(others, c.nodes[id])
+			}
+			assert.Never(t, func() bool {
+				if old.Status().Term != oldTerm {
+					return true
+				}
+				for _, n := range others {
+					if n.Status().Term != newTerm {
+						return true
+					}
+				}
+				return false
+			}, 5*electionTimeout, 5*time.Millisecond, "the removed leader campaigned, or the others' terms moved")
+			assert.Zero(t, c.droppedUnknownPeer(), "a message went to a node without an address")
+			c.checkSameHistory()
+		})
+	}
+}
+
+// peersRecorder is a Transport that records the IDs of every SetPeers.
+type peersRecorder struct {
+	Transport
+	mu    sync.Mutex
+	calls [][]uint64
+}
+
+func (r *peersRecorder) SetPeers(members []Member) {
+	var ids []uint64
+	for _, m := range members {
+		ids = append(ids, m.ID)
+	}
+	slices.Sort(ids)
+	r.mu.Lock()
+	r.calls = append(r.calls, ids)
+	r.mu.Unlock()
+	r.Transport.SetPeers(members)
+}
+
+// since returns the calls after the first n.
+func (r *peersRecorder) since(n int) [][]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls[n:])
+}
+
+func (r *peersRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.calls)
+}
+
+func TestNode_PeersKeepLeavingMembersUntilTheRemovalCommits_4_2_2(t *testing.T) {
+	// The Node gives its transport the members of the committed and of the
+	// latest configuration: a transport that stops sending to a node as
+	// soon as it leaves the latest configuration (as TCPTransport does)
+	// must still reach it until its removal commits, so that the leader
+	// keeps sending it the log (dissertation §4.2.3) and the followers
+	// keep answering a leader that is removing itself (§4.2.2).
+	c := newTestCluster(t, 3)
+	recorders := map[uint64]*peersRecorder{}
+	c.wrap = func(id uint64, tr Transport) Transport {
+		recorders[id] = &peersRecorder{Transport: tr}
+		return recorders[id]
+	}
+	for _, id := range c.ids { // restart every node with a recording transport
+		c.stop(id)
+		c.start(id)
+	}
+	leader := c.waitLeader()
+	var follower, removed uint64
+	for _, id := range c.ids {
+		switch {
+		case id == leader:
+		case removed == 0:
+			removed = id
+		default:
+			follower = id
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	leader := c.waitLeader(1, 2, 3)
-	require.NoError(t, c.nodes[leader].AddLearner(ctx, 4, ""))
-	last := c.propose("after learner")
-	c.waitApplied(4, last)
-	assert.Len(t, c.sms[4].entries(), 21, "the learner received the whole log")
-	require.NoError(t, c.nodes[leader].AddVoter(ctx, 4, ""))
-	require.NoError(t, c.nodes[leader].AddVoter(ctx, 4, ""), "adding a voter again is a no-op")
-	require.Eventually(t, func() bool { return len(c.nodes[4].Status().Members) == 4 && !c.nodes[4].Status().Members[3].Learner }, 5*time.Second, time.Millisecond)
 
-	// Remove the leader itself: another node takes over.
+	// The leader removes a follower.
+	before := map[uint64]int{leader: recorders[leader].count(), follower: recorders[follower].count()}
+	require.NoError(t, c.nodes[leader].RemoveMember(ctx, removed))
+	c.waitApplied(follower, c.nodes[leader].Status().CommitIndex)
+	remaining := []uint64{min(leader, follower), max(leader, follower)}
+	for _, id := range []uint64{leader, follower} {
+		require.Eventually(t, func() bool { return len(recorders[id].since(before[id])) == 2 }, 5*time.Second, time.Millisecond,
+			"node %d: want one SetPeers when the removal is appended and one when it commits", id)
+		assert.Equal(t, [][]uint64{{1, 2, 3}, remaining}, recorders[id].since(before[id]),
+			"node %d: the removed node stays a peer until its removal commits", id)
+	}
+
+	// The leader removes itself.
+	before[follower] = recorders[follower].count()
 	require.NoError(t, c.nodes[leader].RemoveMember(ctx, leader))
-	var rest []uint64
-	for _, id := range c.ids {
-		if id != leader {
-			rest = append(rest, id)
-		}
-	}
-	newLeader := c.waitLeader(rest...)
-	assert.NotEqual(t, leader, newLeader)
-	res, err := c.nodes[newLeader].Propose(ctx, []byte("after removal"))
-	require.NoError(t, err)
-	for _, id := range rest {
-		c.waitApplied(id, res.(uint64))
-	}
-	c.checkSameHistory()
+	require.Eventually(t, func() bool { return len(recorders[follower].since(before[follower])) == 2 }, 5*time.Second, time.Millisecond,
+		"want one SetPeers when the removal is appended and one when it commits")
+	assert.Equal(t, [][]uint64{remaining, {follower}}, recorders[follower].since(before[follower]),
+		"the follower keeps the leaving leader as a peer until the removal commits")
 }
 
 func TestCluster_TransferLeadership(t *testing.T) {
-	c := newTestCluster(t, 3)
-	leader := c.waitLeader()
-	target := c.ids[0]
-	if target == leader {
-		target = c.ids[1]
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c.propose("x")
-	require.NoError(t, c.nodes[leader].TransferLeadership(ctx, target))
-	assert.Equal(t, target, c.waitLeader())
+	for _, tr := range memberClusterTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			c := tr.start(t, 3)
+			leader := c.waitLeader()
+			target := c.ids[0]
+			if target == leader {
+				target = c.ids[1]
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c.propose("x")
+			require.NoError(t, c.nodes[leader].TransferLeadership(ctx, target))
+			assert.Equal(t, target, c.waitLeader())
 
-	// To the most up-to-date voter.
-	require.NoError(t, c.nodes[target].TransferLeadership(ctx, 0))
-	assert.NotEqual(t, target, c.waitLeader())
-	c.propose("y")
-	c.checkSameHistory()
+			// To the most up-to-date voter.
+			require.NoError(t, c.nodes[target].TransferLeadership(ctx, 0))
+			assert.NotEqual(t, target, c.waitLeader())
+			c.propose("y")
+			c.checkSameHistory()
+		})
+	}
 }
 
 func TestCluster_TransferLeadershipRejectsBadTarget(t *testing.T) {

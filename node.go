@@ -39,7 +39,8 @@ type Node struct {
 	nextReadID   uint64
 	wasLeader    bool
 	leaderTerm   uint64
-	configIndex  uint64
+	configIndex  uint64 // the configuration the transport's peers were last set for
+	peersWide    bool   // they include members of a configuration that has not committed
 	electionTick int
 	watchers     []func() bool // run after each loop iteration; done when they return true
 	persistErr   error         // a fatal error met outside handleReady
@@ -176,8 +177,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		logger.Info("InitialMembers ignored: the storage already holds state, whose configuration differs",
 			zap.Stringer("initialMembers", memberList(cfg.InitialMembers)), zap.Stringer("stored", memberList(c.members)))
 	}
-	n.configIndex = c.configIndex
-	transport.SetPeers(c.members)
+	n.setPeers()
 	n.updateStatus()
 	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", c.log.lastIndex()), zap.Uint64("commit", c.log.committed), zap.Int("members", len(c.members)))
 
@@ -601,11 +601,21 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
-	if n.core.configIndex != n.configIndex {
-		n.configIndex = n.core.configIndex
-		n.transport.SetPeers(n.core.members)
+	if c := n.core; c.configIndex != n.configIndex || n.peersWide && c.configIndex <= c.log.committed {
+		n.setPeers()
 	}
 	return nil
+}
+
+// setPeers gives the transport the nodes this one must reach: the members
+// of the configurations from the last committed one to the latest (see
+// Transport.SetPeers). Once the latest commits, it is called again to drop
+// the members that left.
+func (n *Node) setPeers() {
+	c := n.core
+	n.configIndex = c.configIndex
+	n.peersWide = c.configIndex > c.log.committed
+	n.transport.SetPeers(c.peerMembers())
 }
 
 // splitEarly separates the messages a leader may send before its own write

@@ -467,6 +467,41 @@ func (c *core) replicaIDs() []uint64 {
 	return append(ids, c.leaving...)
 }
 
+// peerMembers returns the nodes this node exchanges messages with: the
+// members of every configuration from the last committed one to the latest,
+// with the latest address of each. A member that is leaving stays in it
+// until its removal commits, so that the leader keeps sending it the log
+// and it learns of its removal (dissertation §4.2.2-4.2.3), and so that the
+// followers can answer a leader that is removing itself until then.
+func (c *core) peerMembers() []Member {
+	if c.configIndex <= c.log.committed {
+		return c.members
+	}
+	peers := slices.Clone(c.members)
+	add := func(members []Member) {
+		for _, m := range members {
+			if !slices.ContainsFunc(peers, func(p Member) bool { return p.ID == m.ID }) {
+				peers = append(peers, m)
+			}
+		}
+	}
+	for i := c.configIndex - 1; i > c.log.offset; i-- {
+		e := c.log.entry(i)
+		if e.Type != EntryConfChange {
+			continue
+		}
+		// It decoded when it was appended; a failure here cannot happen.
+		if members, err := decodeMembers(e.Data); err == nil {
+			add(members)
+		}
+		if i <= c.log.committed {
+			return peers
+		}
+	}
+	add(c.snap.Members)
+	return peers
+}
+
 // member returns the member with id, if it is one.
 func (c *core) member(id uint64) (Member, bool) {
 	i := slices.IndexFunc(c.members, func(m Member) bool { return m.ID == id })

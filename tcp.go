@@ -17,7 +17,12 @@ package raft
 //	lane 1, bulk:    snapshot chunks (MsgSnapshot) and larger messages (big
 //	                 appends), so that they never queue in front of heartbeats
 //
-// The bulk connection is dialed the first time a large message is sent.
+// The control connection to a member is dialed as soon as the member is
+// known (so that a node that starts makes itself known to its peers), and
+// again whenever there is something to send on it; the bulk connection is
+// dialed the first time a large message is sent. An inbound connection from
+// a peer whose dials were failing makes the node retry its own dial to the
+// peer at once, without waiting for the backoff.
 //
 // Handshake. Right after the TCP connection (and the TLS handshake, when TLS
 // is configured) the dialer sends a hello; integers are big-endian:
@@ -38,11 +43,14 @@ package raft
 //	version      1 byte    the acceptor's version (1)
 //	status       1 byte    0 accepted; 1 unsupported version; 2 other
 //	                       cluster; 3 "to" is not the acceptor's node ID;
-//	                       4 the acceptor is not attached to a node (starting
-//	                       or stopping); 5 bad "from" (0 or the acceptor's
-//	                       own ID)
+//	                       4 the acceptor is not attached to a node (it is
+//	                       stopping, or did not finish starting within half
+//	                       of its HandshakeTimeout); 5 bad "from" (0 or the
+//	                       acceptor's own ID)
 //
-// and closes the connection after any status but 0. Input that does not
+// An acceptor that is starting (listening, not yet attached to its node)
+// holds the reply until it is attached rather than answer 4 at once. It
+// closes the connection after any status but 0. Input that does not
 // start with the magic gets no reply: the connection is closed. The hello
 // must arrive, and the TLS handshake complete, within
 // TCPConfig.HandshakeTimeout of the connection being accepted. After the
@@ -377,8 +385,9 @@ type TCPTransport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the transport
 
-	node atomic.Pointer[tcpAttachment] // set by Attach
-	gate inmemGate                     // lets Detach stop deliveries and wait for those under way
+	node     atomic.Pointer[tcpAttachment] // set by Attach
+	attached chan struct{}                 // closed by Attach: handshakes held while starting may go on
+	gate     inmemGate                     // lets Detach stop deliveries and wait for those under way
 
 	// peers maps node IDs to their senders. The map is never modified once
 	// published: writers (holding mu) publish a new one, Send reads it
@@ -410,8 +419,10 @@ type tcpStreamKey struct {
 var _ Transport = (*TCPTransport)(nil)
 
 // NewTCPTransport validates cfg and starts listening on cfg.ListenAddr. The
-// transport accepts connections at once but refuses their handshakes until
-// a Node attaches; hand it to NewNode, and Close it after closing the Node.
+// transport accepts connections at once and holds their handshakes until a
+// Node attaches (for at most half of HandshakeTimeout; then it refuses
+// them), so that peers reach a node that is starting as soon as it is up;
+// hand it to NewNode, and Close it after closing the Node.
 func NewTCPTransport(cfg TCPConfig) (*TCPTransport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -429,6 +440,7 @@ func NewTCPTransport(cfg TCPConfig) (*TCPTransport, error) {
 		advertise: cfg.AdvertiseAddr,
 		ctx:       ctx,
 		cancel:    cancel,
+		attached:  make(chan struct{}),
 		gate:      inmemGate{drained: make(chan struct{}, 1)},
 		members:   map[uint64]bool{},
 		learned:   map[uint64]string{},
@@ -499,6 +511,7 @@ func (t *TCPTransport) Attach(id uint64, deliver func(Message)) error {
 		return fmt.Errorf("raft: TCP transport already attached to node %d", t.node.Load().id)
 	}
 	t.node.Store(&tcpAttachment{id: id, deliver: deliver})
+	close(t.attached)
 	return nil
 }
 
@@ -581,8 +594,14 @@ func addIf(c *atomic.Uint64, n uint64) {
 }
 
 // SetPeers records the members' addresses. A new member, or a member whose
-// Addr changed, gets a new sender (the old connection is closed); removed
-// members' senders are stopped and what they had queued is dropped.
+// Addr changed, gets a new sender (the old connection is closed) whose
+// control lane connects at once: a node that starts thereby announces itself,
+// and each peer it reaches retries its own dials to it without waiting for
+// its backoff. Removed members' senders are stopped and what they had
+// queued is dropped; a removed node that still sends to this one is answered
+// at the address its handshake advertised, as any sender is. The Node keeps
+// a member whose removal has not committed in the set it passes (see
+// Transport.SetPeers), so the lanes to a leaving node stay up until then.
 func (t *TCPTransport) SetPeers(members []Member) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -615,6 +634,7 @@ func (t *TCPTransport) SetPeers(members []Member) {
 			t.logger.Info("peer address changed", zap.Uint64("peer", m.ID), zap.String("from", old.addr), zap.String("to", m.Addr))
 		}
 		next[m.ID] = t.startPeer(m.ID, m.Addr, false)
+		next[m.ID].senders[tcpLaneControl].connectSoon()
 	}
 	for id, old := range current {
 		if next[id] == old {
@@ -706,8 +726,10 @@ func (t *TCPTransport) startPeer(id uint64, addr string, learned bool) *tcpPeer 
 }
 
 // learnedPeer returns the peer for id if a handshake from id told its
-// address, starting its senders on first use. This is how a node that is
-// not yet in anyone's membership list (one being added) answers the leader.
+// address, starting its senders on first use. This is how a node answers
+// whoever sends to it although it is not in its configuration: a node being
+// added answers the leader, which it does not know yet; any node answers
+// one that was removed.
 func (t *TCPTransport) learnedPeer(id uint64) *tcpPeer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -720,7 +742,14 @@ func (t *TCPTransport) learnedPeer(id uint64) *tcpPeer {
 	}
 	addr, ok := t.learned[id]
 	if !ok {
-		return nil
+		// A node that was a member when it connected (its address was not
+		// learned then), and has been removed since, but is still
+		// connected: answer it at the address its handshake advertised.
+		addr = t.connectedAddr(id)
+		if addr == "" || t.members[id] || len(t.learned) >= tcpMaxLearned {
+			return nil
+		}
+		t.learned[id] = addr
 	}
 	p := t.startPeer(id, addr, true)
 	next := maps.Clone(current)
@@ -728,6 +757,17 @@ func (t *TCPTransport) learnedPeer(id uint64) *tcpPeer {
 	t.peers.Store(&next)
 	t.logger.Info("answering a non-member at the address from its handshake", zap.Uint64("peer", id), zap.String("addr", addr))
 	return p
+}
+
+// connectedAddr returns the address advertised by the newest inbound
+// connection from id that is still open, or ""; the caller holds mu.
+func (t *TCPTransport) connectedAddr(id uint64) string {
+	for lane := range tcpLanes {
+		if in := t.streams[tcpStreamKey{from: id, lane: lane}]; in != nil && in.addr != "" {
+			return in.addr
+		}
+	}
+	return ""
 }
 
 // learn records the advertised address of a node that is not a member; the
@@ -778,6 +818,24 @@ type tcpSender struct {
 	// Data left out), reported lost if the connection breaks: the peer may
 	// not have read it. Only run uses it.
 	lastChunk *Message
+
+	// connect asks run to dial even with nothing queued; retry asks it to
+	// forget the backoff after failed dials. Both are consumed by run.
+	connect atomic.Bool
+	retry   atomic.Bool
+}
+
+// connectSoon makes the sender dial at once, although nothing is queued.
+func (s *tcpSender) connectSoon() {
+	s.connect.Store(true)
+	s.signal()
+}
+
+// retryNow makes the sender dial at once if it is waiting out a backoff
+// with messages queued; it does nothing to a working connection.
+func (s *tcpSender) retryNow() {
+	s.retry.Store(true)
+	s.signal()
 }
 
 // push queues m unless the queue is full. It wakes the goroutine when the
@@ -820,9 +878,10 @@ func (s *tcpSender) pending() bool {
 	return len(s.queue) > 0
 }
 
-// discard drops everything queued and counts it as unreachable; with
-// report, it reports the loss to the Node.
-func (s *tcpSender) discard(report bool) {
+// discard drops everything queued, counts it as unreachable and returns
+// how many messages it dropped; with report, it reports the loss to the
+// Node.
+func (s *tcpSender) discard(report bool) int {
 	s.mu.Lock()
 	n := len(s.queue)
 	if report {
@@ -832,12 +891,14 @@ func (s *tcpSender) discard(report bool) {
 	s.queue = s.queue[:0]
 	s.mu.Unlock()
 	addIf(&s.t.stats.droppedUnreachable, uint64(n))
+	return n
 }
 
 // run is the sender's goroutine. It dials lazily, when there is something to
-// send, and again after the connection breaks; after a failed dial it drops
-// what is queued and waits a backoff before the next attempt, keeping what
-// is queued meanwhile for that attempt.
+// send (or connectSoon asked it to), and again after the connection breaks;
+// after a failed dial it drops what is queued and waits a backoff before the
+// next attempt, keeping what is queued meanwhile for that attempt. retryNow
+// cuts the wait short.
 func (s *tcpSender) run(ctx context.Context) {
 	t := s.t
 	defer t.wg.Done()
@@ -846,6 +907,7 @@ func (s *tcpSender) run(ctx context.Context) {
 		failures  int
 		retryAt   time.Time
 		lastWrite time.Time
+		warned    bool // the current streak of failed dials was logged as a warning
 		spare     []tcpQueued
 	)
 	keepalive := t.cfg.IdleReadTimeout / 3
@@ -888,14 +950,20 @@ func (s *tcpSender) run(ctx context.Context) {
 			timerFired = true
 		}
 
+		retry := s.retry.Swap(false)
 		if conn == nil {
-			if !s.pending() {
+			if retry && !retryAt.IsZero() {
+				retryAt = time.Time{}
+				timer.Stop()
+			}
+			if !s.connect.Load() && !s.pending() {
 				continue
 			}
 			if wait := time.Until(retryAt); wait > 0 {
 				timer.Reset(wait)
 				continue
 			}
+			s.connect.Store(false)
 			c, err := s.dial(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -903,12 +971,14 @@ func (s *tcpSender) run(ctx context.Context) {
 				}
 				failures++
 				t.stats.dialFailures.Add(1)
-				s.discard(true)
+				dropped := s.discard(true)
 				delay := tcpBackoff(failures, t.cfg.DialBackoff, t.cfg.MaxDialBackoff)
 				retryAt = time.Now().Add(delay)
+				// One warning per streak, at its first failure that cost
+				// messages (a dial with nothing queued costs none).
 				log := t.logger.Debug
-				if failures == 1 {
-					log = t.logger.Warn
+				if !warned && dropped > 0 {
+					log, warned = t.logger.Warn, true
 				}
 				log("cannot reach peer; dropping its queued messages", zap.Uint64("peer", s.peer), zap.String("addr", s.addr),
 					zap.Stringer("lane", s.lane), zap.Int("failures", failures), zap.Duration("retryIn", delay), zap.Error(err))
@@ -917,7 +987,7 @@ func (s *tcpSender) run(ctx context.Context) {
 			if failures > 0 {
 				t.logger.Info("connected to peer", zap.Uint64("peer", s.peer), zap.String("addr", s.addr), zap.Stringer("lane", s.lane), zap.Int("failedAttempts", failures))
 			}
-			failures, retryAt = 0, time.Time{}
+			failures, retryAt, warned = 0, time.Time{}, false
 			conn = c
 			lastWrite = time.Now()
 			timer.Reset(keepalive)
@@ -1218,6 +1288,7 @@ type tcpInbound struct {
 	raw    net.Conn
 	byUs   atomic.Bool // we closed it (Detach, Close, a newer connection): not the peer's fault
 	remote string
+	addr   string // the address the peer advertised in its hello; set before register publishes it
 }
 
 func (in *tcpInbound) close() {
@@ -1291,7 +1362,8 @@ func (t *TCPTransport) admit(raw net.Conn) {
 // frames until the connection ends; it closes the connection.
 func (t *TCPTransport) serveConn(in *tcpInbound) {
 	defer in.raw.Close()
-	if err := in.raw.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout)); err != nil {
+	accepted := time.Now()
+	if err := in.raw.SetDeadline(accepted.Add(t.cfg.HandshakeTimeout)); err != nil {
 		return
 	}
 	conn := in.raw
@@ -1313,6 +1385,9 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 		return
 	}
 	self := t.node.Load()
+	if self == nil && hello.cluster == t.cfg.ClusterID {
+		self = t.awaitAttach(accepted.Add(t.cfg.HandshakeTimeout / 2))
+	}
 	status := tcpAccepted
 	switch {
 	case hello.cluster != t.cfg.ClusterID:
@@ -1339,6 +1414,22 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 	defer t.unregister(in, &hello)
 	t.logger.Debug("inbound connection", zap.Uint64("peer", hello.from), zap.Stringer("lane", hello.lane), zap.String("remote", in.remote))
 	t.readFrames(in, conn, hello.from, self)
+}
+
+// awaitAttach holds the handshake of a peer that reached this node while it
+// starts (the transport listens before NewNode attaches it), until Attach or
+// the deadline: refusing would make the peer wait out a dial backoff of up
+// to MaxDialBackoff. The deadline leaves the dialer, whose own handshake
+// deadline started a little earlier, time to read the reply.
+func (t *TCPTransport) awaitAttach(deadline time.Time) *tcpAttachment {
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	select {
+	case <-t.attached:
+	case <-wait.C:
+	case <-t.ctx.Done():
+	}
+	return t.node.Load()
 }
 
 func (t *TCPTransport) isDetached() bool {
@@ -1369,8 +1460,17 @@ func (t *TCPTransport) register(in *tcpInbound, h *tcpHello) bool {
 	if old := t.streams[key]; old != nil {
 		old.close()
 	}
+	in.addr = h.addr
 	t.streams[key] = in
 	t.learn(h.from, h.addr)
+	// The peer is up: if our dials to it were failing (it was down or
+	// restarting), retry now rather than when the backoff expires, which
+	// can be MaxDialBackoff away.
+	if p := (*t.peers.Load())[h.from]; p != nil {
+		for _, s := range p.senders {
+			s.retryNow()
+		}
+	}
 	return true
 }
 

@@ -351,8 +351,10 @@ func TestTCPHandshakeRefusals(t *testing.T) {
 		})
 	}
 
-	t.Run("not attached yet", func(t *testing.T) {
-		c := newTestTCP(t, "c", TCPConfig{})
+	t.Run("not attached in time", func(t *testing.T) {
+		// A starting transport holds the handshake for half its
+		// HandshakeTimeout, then refuses it.
+		c := newTestTCP(t, "c", TCPConfig{HandshakeTimeout: 200 * time.Millisecond})
 		conn := dialRaw(t, c.Addr())
 		_, err := conn.Write(helloBytes(1, 3, tcpTestCluster))
 		require.NoError(t, err)
@@ -675,6 +677,50 @@ func TestTCPReconnectsAfterPeerRestart(t *testing.T) {
 	assert.GreaterOrEqual(t, a.Stats().Dials, uint64(2))
 }
 
+func TestTCPHandshakeHeldUntilAttach(t *testing.T) {
+	// A peer that dials a node while it starts (listening, not yet
+	// attached) is held, not refused: it would otherwise wait out its dial
+	// backoff, up to MaxDialBackoff, before trying again.
+	a := newTestTCP(t, "a", TCPConfig{DialBackoff: 5 * time.Second, MaxDialBackoff: 10 * time.Second})
+	attachInbox(t, a, 1)
+	b := newTestTCP(t, "b", TCPConfig{})
+	a.SetPeers([]Member{{ID: 2, Addr: b.Addr()}})
+	a.Send([]Message{heartbeat(1, 2, 1)})
+	require.Eventually(t, func() bool { return b.Stats().ConnsAccepted >= 1 }, 5*time.Second, time.Millisecond)
+	inB := attachInbox(t, b, 2)
+	inB.waitCount(t, 1)
+	assert.Zero(t, a.Stats().DialFailures)
+	assert.Zero(t, b.Stats().HandshakesRefused)
+}
+
+func TestTCPPeerThatConnectsEndsTheDialBackoff(t *testing.T) {
+	// Node 2 is down and node 1's dials to it fail, so node 1 waits a
+	// backoff of 2.5 to 5 s before the next one. When node 2 comes up and
+	// is given its peers, it connects to node 1 at once, and node 1 dials
+	// it again at once: what node 1 queued arrives in well under the
+	// backoff.
+	hole, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := hole.Addr().String()
+	require.NoError(t, hole.Close()) // nothing listens there: dials are refused
+
+	a := newTestTCP(t, "a", TCPConfig{DialBackoff: 5 * time.Second, MaxDialBackoff: 10 * time.Second})
+	attachInbox(t, a, 1)
+	a.SetPeers([]Member{{ID: 1, Addr: a.Addr()}, {ID: 2, Addr: addr}})
+	a.Send([]Message{heartbeat(1, 2, 1)})
+	require.Eventually(t, func() bool { return a.Stats().DialFailures >= 1 }, 5*time.Second, time.Millisecond)
+	a.Send([]Message{heartbeat(1, 2, 2)}) // waits for the next dial
+
+	b := newTestTCP(t, "b", TCPConfig{ListenAddr: addr})
+	inB := attachInbox(t, b, 2)
+	start := time.Now()
+	b.SetPeers([]Member{{ID: 1, Addr: a.Addr()}, {ID: 2, Addr: addr}})
+	inB.waitCount(t, 1)
+	assert.Less(t, time.Since(start), time.Second, "node 1 waited out its backoff")
+	assert.Equal(t, uint64(2), inB.all()[0].Context)
+	assert.Equal(t, uint64(1), a.Stats().DialFailures)
+}
+
 func TestTCPSetPeersAddressChangeAndRemoval(t *testing.T) {
 	a, b, _, inB := tcpPair(t, TCPConfig{}, TCPConfig{})
 	a.Send([]Message{heartbeat(1, 2, 1)})
@@ -696,13 +742,32 @@ func TestTCPSetPeersAddressChangeAndRemoval(t *testing.T) {
 	inMoved.waitCount(t, 2)
 	assert.Equal(t, dials, a.Stats().Dials)
 
-	// Node 2 removed.
+	// Node 2 removed: a closes its connections to the member's address.
 	a.SetPeers([]Member{{ID: 1, Addr: a.Addr()}})
 	require.Eventually(t, func() bool { return a.Stats().OutboundConns == 0 }, 5*time.Second, time.Millisecond)
-	a.Send([]Message{heartbeat(1, 2, 4)})
-	assert.Equal(t, uint64(1), a.Stats().DroppedUnknownPeer)
 	require.Eventually(t, func() bool { return moved.Stats().InboundConns == 0 }, 5*time.Second, time.Millisecond)
+	// A message to node 2 now reaches the node 2 that is connected to a,
+	// at the address it advertised (b dialed a when given its peers), as
+	// an answer to a removed node would; moved never connected to a.
+	a.Send([]Message{heartbeat(1, 2, 4)})
+	inB.waitCount(t, 2)
 	assert.Equal(t, 2, inMoved.count())
+	assert.Zero(t, a.Stats().DroppedUnknownPeer)
+}
+
+func TestTCPRemovedPeerWithoutConnectionIsUnknown(t *testing.T) {
+	a := newTestTCP(t, "a", TCPConfig{})
+	attachInbox(t, a, 1)
+	b := newTestTCP(t, "b", TCPConfig{})
+	inB := attachInbox(t, b, 2)
+	a.SetPeers([]Member{{ID: 1, Addr: a.Addr()}, {ID: 2, Addr: b.Addr()}})
+	a.Send([]Message{heartbeat(1, 2, 1)})
+	inB.waitCount(t, 1)
+	// b never dialed a (it was given no peers): once removed, node 2 has no
+	// known address.
+	a.SetPeers([]Member{{ID: 1, Addr: a.Addr()}})
+	a.Send([]Message{heartbeat(1, 2, 2)})
+	assert.Equal(t, uint64(1), a.Stats().DroppedUnknownPeer)
 }
 
 func TestTCPLargeMessagesDoNotDelaySmallOnes(t *testing.T) {

@@ -171,10 +171,22 @@ type Transport interface {
 	// must not modify msgs or the entries they carry, and may keep references
 	// to them after Send returns.
 	Send(msgs []Message)
-	// SetPeers gives the Transport the current members of the cluster and
-	// their addresses; it is called when the Node starts and whenever the
-	// membership changes. Transports that do not dial (the in-memory network)
-	// may ignore it.
+	// SetPeers gives the Transport the nodes to send to and their
+	// addresses; it is called from the Node's event loop when the Node
+	// starts and whenever the set changes. The set is the union of the
+	// members of the last committed configuration and of every later one,
+	// the latest included, with the latest address of each: a member that
+	// is being removed stays in it until its removal commits, so that the
+	// leader keeps sending it the log and the followers keep answering a
+	// leader that removes itself (dissertation §4.2.2-4.2.3). It may hold
+	// this node itself.
+	//
+	// A Transport must also deliver a message to a node outside the set
+	// that has sent it one (a node being added answers the leader it does
+	// not know yet; a removed node is told it is not a voter): the Node
+	// only sends to such a node in answer to it. TCPTransport answers at
+	// the address the sender advertised when it connected; InmemNetwork at
+	// any node it received a message from.
 	SetPeers(members []Member)
 	// Detach stops delivery: after it returns, deliver is not called again.
 	Detach()
