@@ -765,7 +765,11 @@ func (ep *inmemEndpoint) receive(m *Message) bool {
 		return false
 	}
 	defer ep.gate.exit()
-	ep.hear(m.From)
+	if m.Type != MsgUnreachable {
+		// A loss report names the peer that was not reached; it is not
+		// word from that peer.
+		ep.hear(m.From)
+	}
 	ep.deliver(*m)
 	return true
 }
