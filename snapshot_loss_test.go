@@ -375,20 +375,8 @@ func TestSnapshot_FollowerWithoutStatusRecoversByTimeout(t *testing.T) {
 
 func TestSnapshot_SlowRestoreIsNotResentWhileTheFollowerSaysItInstalls(t *testing.T) {
 	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 512 })
-	leader := sc.waitLeader()
-	lagging := sc.follower(leader)
-	sc.stop(lagging)
-	var last uint64
-	for i := 0; i < 300; i++ {
-		last = sc.propose(fmt.Sprint(i))
-	}
-	leader = sc.waitLeader()
-	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
-	_, rc, err := sc.storages[leader].Snapshot()
-	require.NoError(t, err)
-	data, err := io.ReadAll(rc)
-	rc.Close()
-	require.NoError(t, err)
+	lagging, last := sc.stopFollowerAndMoveOn(300)
+	_, _, data := sc.snapshotLeader()
 	chunks := (len(data) + 511) / 512
 
 	var sent atomic.Int64

@@ -81,13 +81,7 @@ func (c *countingStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error 
 
 func TestSnapshot_SlowRestoreIsNotResentAndDoesNotStop(t *testing.T) {
 	sc := newSnapCluster(t, 3, nil)
-	leader := sc.waitLeader()
-	lagging := sc.follower(leader)
-	sc.stop(lagging)
-	var last uint64
-	for i := 0; i < 300; i++ {
-		last = sc.propose(fmt.Sprint(i))
-	}
+	lagging, last := sc.stopFollowerAndMoveOn(300)
 	store := &countingStorage{MemoryStorage: sc.storages[lagging]}
 	sm := &slowRestoreSM{}
 	n, err := NewNode(sc.cfg(lagging), sm, store, sc.net.Transport(lagging))

@@ -124,6 +124,32 @@ func (sc *snapCluster) startList(id uint64) {
 	sc.nodes[id], sc.lists[id] = n, sm
 }
 
+// stopFollowerAndMoveOn stops a follower and commits count commands
+// without it; it returns the follower and the index of the last command.
+func (sc *snapCluster) stopFollowerAndMoveOn(count int) (lagging, last uint64) {
+	sc.t.Helper()
+	lagging = sc.follower(sc.waitLeader())
+	sc.stop(lagging)
+	for i := 0; i < count; i++ {
+		last = sc.propose(fmt.Sprint(i))
+	}
+	return lagging, last
+}
+
+// snapshotLeader makes the leader take a snapshot now and returns the
+// leader, the snapshot's metadata and its data.
+func (sc *snapCluster) snapshotLeader() (uint64, SnapshotMeta, []byte) {
+	sc.t.Helper()
+	leader := sc.waitLeader()
+	require.NoError(sc.t, sc.nodes[leader].Snapshot(context.Background()))
+	meta, rc, err := sc.storages[leader].Snapshot()
+	require.NoError(sc.t, err)
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	require.NoError(sc.t, err)
+	return leader, meta, data
+}
+
 // follower returns a node other than leader.
 func (sc *snapCluster) follower(leader uint64) uint64 {
 	if sc.ids[0] == leader {
@@ -273,12 +299,8 @@ func (s *failingRestoreSM) Restore(io.Reader) error { return errors.New("restore
 
 func TestSnapshot_RestoreErrorStopsTheNode(t *testing.T) {
 	sc := newSnapCluster(t, 3, nil)
+	lagging, _ := sc.stopFollowerAndMoveOn(200)
 	leader := sc.waitLeader()
-	lagging := sc.follower(leader)
-	sc.stop(lagging)
-	for i := 0; i < 200; i++ {
-		sc.propose(fmt.Sprint(i))
-	}
 	require.Eventually(t, func() bool {
 		first, _ := sc.storages[leader].FirstIndex()
 		return first > 50
@@ -518,18 +540,8 @@ func TestSnapshot_RestoreCanTellWhichIndexItRestoresTo(t *testing.T) {
 	assert.False(t, ok, "a reader that is not the Node's has no metadata")
 
 	sc := newSnapCluster(t, 3, nil)
-	leader := sc.waitLeader()
-	lagging := sc.follower(leader)
-	sc.stop(lagging)
-	var last uint64
-	for i := 0; i < 120; i++ {
-		last = sc.propose(fmt.Sprint(i))
-	}
-	leader = sc.waitLeader()
-	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
-	want, rc, err := sc.storages[leader].Snapshot()
-	require.NoError(t, err)
-	rc.Close()
+	lagging, last := sc.stopFollowerAndMoveOn(120)
+	_, want, _ := sc.snapshotLeader()
 
 	// Received from the leader.
 	sm := &metaSM{}
