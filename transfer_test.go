@@ -30,6 +30,21 @@ func holdTimeoutNow(n *coreNet) *[]Message {
 	return &held
 }
 
+// transferWithHeldTimeoutNow elects node 1 of three cores and has it
+// transfer leadership to node 2, holding back the MsgTimeoutNow it sends,
+// which it returns for the test to deliver when it likes.
+func transferWithHeldTimeoutNow(t *testing.T) (c1, c2, c3 *core, n *coreNet, timeoutNow Message) {
+	t.Helper()
+	c1, c2, c3, n = threeCores(t)
+	n.elect(1)
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held, "the leader asked the target to campaign")
+	return c1, c2, c3, n, (*held)[0]
+}
+
 // abandonTransfer ticks leader c until it gives its transfer up, without
 // delivering what the last tick produced.
 func abandonTransfer(t *testing.T, n *coreNet, c *core) {
@@ -48,25 +63,19 @@ func TestTransfer_3_10_StaleTimeoutNowCannotDeposeTheLeader(t *testing.T) {
 	// The MsgTimeoutNow reaches the target only after the transfer was given
 	// up and the leader committed new entries without it: the target is cut
 	// off meanwhile, so its log still ends where the message says.
-	c1, c2, c3, n := threeCores(t)
-	n.elect(1)
+	c1, c2, c3, n, timeoutNow := transferWithHeldTimeoutNow(t)
 	term := c1.term
-	held := holdTimeoutNow(n)
-	_, err := c1.transferLeadership(2)
-	require.NoError(t, err)
-	n.stabilize()
-	require.NotEmpty(t, *held, "the leader asked the target to campaign")
 
 	n.drop = func(m Message) bool { return m.Type == MsgTimeoutNow || m.To == 2 || m.From == 2 }
 	abandonTransfer(t, n, c1)
 	assert.True(t, c1.transferring(), "the outcome is unknown until the entry that voids the message commits")
-	_, _, err = c1.propose(cmd("after"))
+	_, _, err := c1.propose(cmd("after"))
 	require.NoError(t, err, "the leader takes proposals again once it gave the transfer up")
 	n.stabilize()
 	require.False(t, c1.transferring(), "the voiding entry committed on 1 and 3")
 	assert.False(t, c1.transferSettled(), "the target does not hold it yet")
 
-	c2.step((*held)[0])
+	c2.step(timeoutNow)
 	n.drop = nil
 	n.stabilize()
 	c1.tick() // a heartbeat round brings the target up to date
@@ -84,15 +93,9 @@ func TestTransfer_3_10_TargetThatReceivesTheFenceEndsItsPreVote(t *testing.T) {
 	// The target started its PreVote round and node 3 granted it; the
 	// grant arrives only after the leader gave the transfer up and the
 	// target received the leader's next entry.
-	c1, c2, c3, n := threeCores(t)
-	n.elect(1)
+	c1, c2, c3, n, timeoutNow := transferWithHeldTimeoutNow(t)
 	term := c1.term
-	held := holdTimeoutNow(n)
-	_, err := c1.transferLeadership(2)
-	require.NoError(t, err)
-	n.stabilize()
-	require.NotEmpty(t, *held)
-	c2.step((*held)[0])
+	c2.step(timeoutNow)
 	require.Equal(t, PreCandidate, c2.role)
 	var grant []Message
 	for _, m := range msgsOf(n.collect(2), MsgPreVote) {
@@ -137,19 +140,13 @@ func TestTransfer_3_10_VoterInLeaseIgnoresATransferCandidateThatLacksEntries(t *
 }
 
 func TestTransfer_3_10_StaleTimeoutNowIsIgnoredByACurrentTarget(t *testing.T) {
-	c1, c2, _, n := threeCores(t)
-	n.elect(1)
-	held := holdTimeoutNow(n)
-	_, err := c1.transferLeadership(2)
-	require.NoError(t, err)
-	n.stabilize()
-	require.NotEmpty(t, *held)
+	c1, c2, _, n, timeoutNow := transferWithHeldTimeoutNow(t)
 	abandonTransfer(t, n, c1)
 	n.stabilize()
 	require.False(t, c1.transferring())
 
 	term := c2.term
-	c2.step((*held)[0])
+	c2.step(timeoutNow)
 	assert.Empty(t, msgsOf(n.collect(2), MsgPreVote), "the target holds entries the message does not know of")
 	assert.Equal(t, Follower, c2.role)
 	assert.Equal(t, term, c2.term)
@@ -208,16 +205,10 @@ func TestTransfer_3_10_TargetTakesOverWithPreVoteOff(t *testing.T) {
 }
 
 func TestTransfer_3_10_LeaderHeartbeatDoesNotStopTheTargetsPreVote(t *testing.T) {
-	c1, c2, c3, n := threeCores(t)
-	n.elect(1)
-	held := holdTimeoutNow(n)
-	_, err := c1.transferLeadership(2)
-	require.NoError(t, err)
-	n.stabilize()
-	require.NotEmpty(t, *held)
+	c1, c2, c3, n, timeoutNow := transferWithHeldTimeoutNow(t)
 	n.drop = nil
 
-	c2.step((*held)[0])
+	c2.step(timeoutNow)
 	require.Equal(t, PreCandidate, c2.role)
 	preVotes := msgsOf(n.collect(2), MsgPreVote)
 	require.NotEmpty(t, preVotes)
@@ -240,15 +231,9 @@ func TestTransfer_3_10_LeaderHeartbeatDoesNotStopTheTargetsPreVote(t *testing.T)
 }
 
 func TestTransfer_RefusesProposalsAndMembershipChangesWithItsOwnError(t *testing.T) {
-	c1, _, _, n := threeCores(t)
-	n.elect(1)
-	held := holdTimeoutNow(n)
-	_, err := c1.transferLeadership(2)
-	require.NoError(t, err)
-	n.stabilize()
-	require.NotEmpty(t, *held)
+	c1, _, _, n, _ := transferWithHeldTimeoutNow(t)
 
-	_, _, err = c1.propose(cmd("x"))
+	_, _, err := c1.propose(cmd("x"))
 	assert.ErrorIs(t, err, ErrTransferInProgress)
 	assert.NotErrorIs(t, err, ErrBusy, "ErrBusy means the log or state machine is behind")
 	_, _, changed, err := c1.changeMembers(addMember(4, "", true))
