@@ -3,7 +3,6 @@ package raft
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"sort"
@@ -50,12 +49,7 @@ func newLossSetup(t *testing.T) *lossSetup {
 	sc.waitApplied(leader, last)
 	// The snapshot the leader will send holds every command, so that its
 	// size, and its number of chunks, is the same in every run.
-	require.NoError(t, sc.nodes[leader].Snapshot(context.Background()))
-	meta, rc, err := sc.storages[leader].Snapshot()
-	require.NoError(t, err)
-	data, err := io.ReadAll(rc)
-	rc.Close()
-	require.NoError(t, err)
+	meta, data := sc.snapshotNow(leader)
 	first, err := sc.storages[leader].FirstIndex()
 	require.NoError(t, err)
 	require.Greater(t, first, uint64(2), "the leader compacted past what the lagging node has")
@@ -376,7 +370,7 @@ func TestSnapshot_FollowerWithoutStatusRecoversByTimeout(t *testing.T) {
 func TestSnapshot_SlowRestoreIsNotResentWhileTheFollowerSaysItInstalls(t *testing.T) {
 	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 512 })
 	lagging, last := sc.stopFollowerAndMoveOn(300)
-	_, _, data := sc.snapshotLeader()
+	_, data := sc.snapshotNow(sc.waitLeader())
 	chunks := (len(data) + 511) / 512
 
 	var sent atomic.Int64

@@ -136,18 +136,17 @@ func (sc *snapCluster) stopFollowerAndMoveOn(count int) (lagging, last uint64) {
 	return lagging, last
 }
 
-// snapshotLeader makes the leader take a snapshot now and returns the
-// leader, the snapshot's metadata and its data.
-func (sc *snapCluster) snapshotLeader() (uint64, SnapshotMeta, []byte) {
+// snapshotNow makes node id take a snapshot now and returns the snapshot's
+// metadata and data.
+func (sc *snapCluster) snapshotNow(id uint64) (SnapshotMeta, []byte) {
 	sc.t.Helper()
-	leader := sc.waitLeader()
-	require.NoError(sc.t, sc.nodes[leader].Snapshot(context.Background()))
-	meta, rc, err := sc.storages[leader].Snapshot()
+	require.NoError(sc.t, sc.nodes[id].Snapshot(context.Background()))
+	meta, rc, err := sc.storages[id].Snapshot()
 	require.NoError(sc.t, err)
 	defer rc.Close()
 	data, err := io.ReadAll(rc)
 	require.NoError(sc.t, err)
-	return leader, meta, data
+	return meta, data
 }
 
 // follower returns a node other than leader.
@@ -541,7 +540,7 @@ func TestSnapshot_RestoreCanTellWhichIndexItRestoresTo(t *testing.T) {
 
 	sc := newSnapCluster(t, 3, nil)
 	lagging, last := sc.stopFollowerAndMoveOn(120)
-	_, want, _ := sc.snapshotLeader()
+	want, _ := sc.snapshotNow(sc.waitLeader())
 
 	// Received from the leader.
 	sm := &metaSM{}
