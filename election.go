@@ -161,6 +161,14 @@ func (c *core) becomeLeader() {
 		pr.learner = m.Learner
 		c.progress[m.ID] = pr
 	}
+	// Members that an uncommitted configuration removed are still sent the
+	// log, as the previous leader did, until they know of their removal.
+	for _, m := range c.peerMembers() {
+		if c.progress[m.ID] == nil && m.ID != c.id {
+			c.progress[m.ID] = c.newProgress(m.ID)
+			c.leaving = append(c.leaving, leavingMember{Member: m, removedAt: c.configIndex})
+		}
+	}
 	c.logger.Info("became leader", zap.Uint64("term", c.term), zap.Uint64("lastIndex", c.log.lastIndex()))
 	c.appendLeaderEntries(Entry{Type: EntryNoop})
 	c.broadcastAppend()
@@ -195,6 +203,7 @@ func (c *core) tickLeader() {
 			pr.recentActive = false
 		}
 	}
+	c.tickLeaving()
 	if c.transferTarget != 0 {
 		c.transferElapsed++
 		if c.transferElapsed >= c.electionTicks {

@@ -38,7 +38,8 @@ var (
 	ErrTransferFailed = errors.New("raft: leadership transfer failed")
 	// ErrRemoved: this node applied a configuration that removed it from the
 	// cluster; it no longer takes part, and calls that need the cluster fail
-	// at once. Status().Removed reports it.
+	// at once. Status().Removed reports it (see there for a restart from a
+	// snapshot taken after the removal).
 	ErrRemoved = errors.New("raft: this node was removed from the cluster")
 	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
 	ErrInvalidConfig = errors.New("raft: invalid config")

@@ -223,21 +223,23 @@ func (c *core) transferring() bool {
 	return false
 }
 
-// transferSettled reports whether no leadership transfer can take effect any
-// more in this term: none is in progress, and the target of each abandoned
-// one holds its fence, or was removed and forgotten after the fence
-// committed. A target that holds a later fence holds the earlier ones too.
-func (c *core) transferSettled() bool {
-	if c.role != Leader || c.transferTarget != 0 {
+// transferSettled reports whether the transfer to target can no longer
+// take effect in this term: it is not in progress, and if it was abandoned
+// after its MsgTimeoutNow went out, the target holds its fence, or was
+// removed and forgotten after the fence committed. Only the target's own
+// fence counts: a transfer to an earlier, unreachable target must not keep
+// a later transfer's caller waiting (that target may still take over, but
+// then the later transfer failed all the same).
+func (c *core) transferSettled(target uint64) bool {
+	if c.role != Leader || c.transferTarget == target {
 		return false
 	}
-	for target, fence := range c.transferFences {
-		pr := c.progress[target]
-		if pr != nil && pr.match < fence || pr == nil && c.log.committed < fence {
-			return false
-		}
+	fence, ok := c.transferFences[target]
+	if !ok {
+		return true
 	}
-	return true
+	pr := c.progress[target]
+	return pr != nil && pr.match >= fence || pr == nil && c.log.committed >= fence
 }
 
 // AddVoter adds node id, reachable at addr, as a voter, or promotes the
@@ -367,7 +369,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 				done <- nil
 			case c.term > term && c.leader != 0:
 				done <- fmt.Errorf("%w: %d leads instead of %d", ErrTransferFailed, c.leader, target)
-			case c.term == term && c.transferSettled():
+			case c.term == term && c.transferSettled(target):
 				done <- fmt.Errorf("%w: abandoned: %d did not take over within an election timeout", ErrTransferFailed, target)
 			default:
 				return false

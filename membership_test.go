@@ -77,8 +77,77 @@ func TestMembership_4_2_3_PeersIncludeLeavingMembersUntilCommitted(t *testing.T)
 
 	n.drop = nil
 	n.tickUntil(1, func() bool { return c2.log.committed >= c2.configIndex }) // until the leader resends
+	assert.Equal(t, []uint64{1, 2}, ids(c2.peerMembers()), "a follower, once the removal committed")
+	// The leader keeps the leaving member until it knows of its removal.
+	n.tickUntil(1, func() bool { return len(c1.leaving) == 0 })
 	assert.Equal(t, []uint64{1, 2}, ids(c1.peerMembers()))
-	assert.Equal(t, []uint64{1, 2}, ids(c2.peerMembers()))
+}
+
+// TestMembership_4_2_3_LeavingMemberLearnsItsRemovalWhenTheCommitIsLost:
+// the append that carries the commit of a removal to the member leaving is
+// lost (over TCP the transport used to drop it with the lane). The leader
+// keeps sending to the member, and keeps it a peer, until the member
+// reports a commit index that covers its removal; then it stops.
+func TestMembership_4_2_3_LeavingMemberLearnsItsRemovalWhenTheCommitIsLost(t *testing.T) {
+	c1, _, c3, n := threeCores(t)
+	n.elect(1)
+	index, _, _, err := c1.changeMembers(removeMember(3))
+	require.NoError(t, err)
+	n.drop = func(m Message) bool { return m.To == 3 && m.Commit >= index }
+	n.stabilize()
+	require.GreaterOrEqual(t, c1.log.committed, index, "the removal committed")
+	require.Less(t, c3.log.committed, index, "the leaving member has not heard of it")
+	assert.Contains(t, c1.replicaIDs(), uint64(3), "the leader still sends to it")
+	assert.True(t, slices.ContainsFunc(c1.peerMembers(), func(m Member) bool { return m.ID == 3 }), "and keeps it a peer")
+
+	n.drop = nil
+	n.tickUntil(1, func() bool { return len(c1.leaving) == 0 })
+	assert.GreaterOrEqual(t, c3.log.committed, index, "a heartbeat told it")
+	assert.NotContains(t, c1.replicaIDs(), uint64(3))
+	assert.False(t, slices.ContainsFunc(c1.peerMembers(), func(m Member) bool { return m.ID == 3 }))
+}
+
+// TestMembership_4_2_3_LeavingMemberGivenUpAfterTwoElectionTimeouts: a
+// member that is down when its removal commits is not sent to for ever.
+func TestMembership_4_2_3_LeavingMemberGivenUpAfterTwoElectionTimeouts(t *testing.T) {
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	index, _, _, err := c1.changeMembers(removeMember(3))
+	require.NoError(t, err)
+	n.drop = func(m Message) bool { return m.To == 3 }
+	n.stabilize()
+	require.GreaterOrEqual(t, c1.log.committed, index)
+	ticks := 0
+	n.tickUntil(1, func() bool { ticks++; return len(c1.leaving) == 0 })
+	assert.GreaterOrEqual(t, ticks, 2*c1.electionTicks)
+	assert.NotContains(t, c1.replicaIDs(), uint64(3))
+}
+
+// TestMembership_4_2_3_NewLeaderSendsToLeavingMember: a leader elected while
+// a removal is uncommitted sends the log to the member leaving, as its
+// predecessor did, so that it learns of its removal.
+func TestMembership_4_2_3_NewLeaderSendsToLeavingMember(t *testing.T) {
+	voters := []uint64{1, 2, 3, 4}
+	c1, c2, c3, c4 := newTestCore(t, 1, voters), newTestCore(t, 2, voters), newTestCore(t, 3, voters), newTestCore(t, 4, voters)
+	n := newCoreNet(t, c1, c2, c3, c4)
+	n.elect(1)
+	n.drop = func(m Message) bool { return m.Type == MsgAppendResp && m.To == 1 }
+	_, _, _, err := c1.changeMembers(removeMember(4))
+	require.NoError(t, err)
+	n.stabilize()
+	require.False(t, c4.isVoter(), "4 appended its removal")
+	require.Less(t, c4.log.committed, c4.configIndex, "which is not committed")
+	delete(n.cores, 1) // the leader is gone
+	n.drop = nil
+	for i := 0; c2.role != Leader; i++ {
+		require.Less(t, i, 1000, "2 never won")
+		for _, c := range []*core{c2, c3, c4} {
+			c.tick() // the others leave their lease too
+		}
+		n.stabilize()
+	}
+	n.tickUntil(2, func() bool { return len(c2.leaving) == 0 })
+	assert.GreaterOrEqual(t, c4.log.committed, c4.configIndex, "it learned that its removal committed")
 }
 
 func TestMembership_NeverLeavesNoVoter(t *testing.T) {
@@ -319,12 +388,21 @@ func TestNode_PeersKeepLeavingMembersUntilTheRemovalCommits_4_2_2(t *testing.T) 
 	require.NoError(t, c.nodes[leader].RemoveMember(ctx, removed))
 	c.waitApplied(follower, c.nodes[leader].Status().CommitIndex)
 	remaining := []uint64{min(leader, follower), max(leader, follower)}
-	for _, id := range []uint64{leader, follower} {
-		require.Eventually(t, func() bool { return len(recorders[id].since(before[id])) == 2 }, 5*time.Second, time.Millisecond,
-			"node %d: want one SetPeers when the removal is appended and one when it commits", id)
-		assert.Equal(t, [][]uint64{{1, 2, 3}, remaining}, recorders[id].since(before[id]),
-			"node %d: the removed node stays a peer until its removal commits", id)
+	require.Eventually(t, func() bool { return len(recorders[follower].since(before[follower])) == 2 }, 5*time.Second, time.Millisecond,
+		"want one SetPeers when the removal is appended and one when it commits")
+	assert.Equal(t, [][]uint64{{1, 2, 3}, remaining}, recorders[follower].since(before[follower]),
+		"the removed node stays a peer of the follower until its removal commits")
+	// The leader keeps it until it knows it was removed, which is after the
+	// commit: the last call drops it, every earlier one keeps it.
+	require.Eventually(t, func() bool {
+		calls := recorders[leader].since(before[leader])
+		return len(calls) >= 2 && slices.Equal(calls[len(calls)-1], remaining)
+	}, 5*time.Second, time.Millisecond, "the leader drops the removed node once it knows of its removal")
+	calls := recorders[leader].since(before[leader])
+	for _, peers := range calls[:len(calls)-1] {
+		assert.Equal(t, []uint64{1, 2, 3}, peers, "the leader keeps the removed node until then")
 	}
+	require.Eventually(t, func() bool { return c.nodes[removed].Status().Removed }, 5*time.Second, time.Millisecond)
 
 	// The leader removes itself.
 	before[follower] = recorders[follower].count()

@@ -41,6 +41,7 @@ type Node struct {
 	leaderTerm   uint64
 	configIndex  uint64 // the configuration the transport's peers were last set for
 	peersWide    bool   // they include members of a configuration that has not committed
+	peersLeaving int    // leaving members the leader still replicated to when they were set
 	electionTick int
 	watchers     []func() bool // run after each loop iteration; done when they return true
 	persistErr   error         // a fatal error met outside handleReady
@@ -601,7 +602,7 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
-	if c := n.core; c.configIndex != n.configIndex || n.peersWide && c.configIndex <= c.log.committed {
+	if c := n.core; c.configIndex != n.configIndex || n.peersWide && c.configIndex <= c.log.committed || len(c.leaving) != n.peersLeaving {
 		n.setPeers()
 	}
 	return nil
@@ -615,6 +616,7 @@ func (n *Node) setPeers() {
 	c := n.core
 	n.configIndex = c.configIndex
 	n.peersWide = c.configIndex > c.log.committed
+	n.peersLeaving = len(c.leaving)
 	n.transport.SetPeers(c.peerMembers())
 }
 

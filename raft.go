@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand"
 	"slices"
@@ -43,10 +44,10 @@ type core struct {
 
 	// Leader state.
 	progress           map[uint64]*progress
-	leaving            []uint64 // removed members still sent the log until their removal commits
-	pendingBroadcast   bool     // entries were proposed; send them at the next flush
-	sentCommit         uint64   // the commit index last broadcast to followers
-	uncommittedBytes   uint64   // data bytes of entries after the commit index
+	leaving            []leavingMember // removed members still sent the log until they know of their removal
+	pendingBroadcast   bool            // entries were proposed; send them at the next flush
+	sentCommit         uint64          // the commit index last broadcast to followers
+	uncommittedBytes   uint64          // data bytes of entries after the commit index
 	maxUncommittedEnts uint64
 	maxUncommittedSize uint64
 	maxInflight        int
@@ -165,9 +166,10 @@ func newCore(cfg coreConfig) (*core, error) {
 	hs := cfg.hardState
 	if last := c.log.lastTerm(); hs.Term < last {
 		// Storage writes a Save's entries before its hard state, so a crash
-		// can keep entries of a term whose hard state was lost. Nothing was
-		// sent in that term before the write was durable, so no vote in it
-		// was cast: adopting the term with no vote is what the node would
+		// can keep entries of a term whose hard state was lost. A vote is
+		// sent only once its hard state is durable, so no vote in that term
+		// was cast (and a candidate's own term is durable before it counts
+		// votes): adopting the term with no vote is what the node would
 		// have had on learning the term from the entries' leader (§5.1).
 		logger.Warn("stored term is below the last entry's term: the write that raised it was torn; adopting the entry's term",
 			zap.Uint64("node", cfg.id), zap.Uint64("storedTerm", hs.Term), zap.Uint64("lastEntryTerm", last))
@@ -288,8 +290,8 @@ func (c *core) stepFollower(m Message) {
 		c.leader = m.From
 		if m.Index <= c.log.committed {
 			// We already have everything the snapshot holds: tell the
-			// leader where we are instead.
-			c.send(Message{Type: MsgAppendResp, To: m.From, Index: c.log.committed})
+			// leader, once we checked that we hold its last entry.
+			c.answerCoveredSnapshot(m.Index, m.LogTerm, m.From)
 			return
 		}
 		c.snapshotMsgs = append(c.snapshotMsgs, m)
@@ -344,10 +346,12 @@ func (c *core) stepLeader(m Message) {
 	case MsgAppendResp:
 		if pr != nil {
 			c.handleAppendResp(pr, m)
+			c.maybeRetireLeaving(m.From, m.Commit)
 		}
 	case MsgHeartbeatResp:
 		if pr != nil {
 			c.handleHeartbeatResp(pr, m)
+			c.maybeRetireLeaving(m.From, m.Commit)
 		}
 	case MsgReadIndex:
 		c.queueRead(readRequest{id: m.Context, from: m.From})
@@ -421,6 +425,7 @@ func (c *core) applyConfig(e Entry) error {
 }
 
 func (c *core) setMembers(members []Member) {
+	old := c.members
 	c.members = members
 	var voters majority
 	for _, m := range members {
@@ -433,8 +438,9 @@ func (c *core) setMembers(members []Member) {
 		return
 	}
 	// Track progress of new members. Removed ones keep being sent the log
-	// until their removal commits, so that they learn of it and stop
-	// campaigning (dissertation §4.2.3) instead of waiting forever.
+	// until they know their removal committed, so that they stop
+	// campaigning (dissertation §4.2.3) and say they were removed, instead
+	// of waiting forever (see maybeRetireLeaving).
 	next := make(map[uint64]*progress, len(members))
 	for _, m := range members {
 		pr := c.progress[m.ID]
@@ -444,15 +450,66 @@ func (c *core) setMembers(members []Member) {
 		pr.learner = m.Learner
 		next[m.ID] = pr
 	}
-	var leaving []uint64
-	for id, pr := range c.progress {
-		if _, ok := next[id]; !ok && id != c.id {
-			next[id] = pr
-			leaving = append(leaving, id)
+	var leaving []leavingMember
+	for _, l := range c.leaving {
+		if _, ok := next[l.ID]; !ok {
+			next[l.ID] = c.progress[l.ID]
+			leaving = append(leaving, l)
 		}
 	}
-	slices.Sort(leaving)
+	for _, m := range old {
+		if _, ok := next[m.ID]; !ok && m.ID != c.id && c.progress[m.ID] != nil {
+			next[m.ID] = c.progress[m.ID]
+			leaving = append(leaving, leavingMember{Member: m, removedAt: c.configIndex})
+		}
+	}
+	slices.SortFunc(leaving, func(a, b leavingMember) int { return cmp.Compare(a.ID, b.ID) })
 	c.progress, c.leaving = next, leaving
+}
+
+// leavingMember is a member that a configuration entry removed, which the
+// leader still sends the log and heartbeats (see maybeRetireLeaving).
+type leavingMember struct {
+	Member
+	removedAt uint64 // the index of the configuration entry that removed it
+	ticks     int    // ticks since its removal committed
+}
+
+// maybeRetireLeaving stops replicating to the leaving member id once it
+// reports a commit index that covers its removal: it then applies its
+// removal and knows it (Status.Removed, ErrRemoved). Until then the leader
+// keeps sending it the log and heartbeats, also after the removal commits,
+// since the message carrying the new commit index may be lost, and the
+// transport keeps it as a peer (see peerMembers).
+func (c *core) maybeRetireLeaving(id, commit uint64) {
+	for i, l := range c.leaving {
+		if l.ID == id && commit >= l.removedAt && c.log.committed >= l.removedAt {
+			c.retireLeaving(i)
+			return
+		}
+	}
+}
+
+// tickLeaving gives up on leaving members that have not confirmed their
+// removal two election timeouts after it committed: they are down or cut
+// off, and a leader must not keep a removed node's lane open for ever.
+func (c *core) tickLeaving() {
+	for i := 0; i < len(c.leaving); i++ {
+		l := &c.leaving[i]
+		if c.log.committed < l.removedAt {
+			continue
+		}
+		if l.ticks++; l.ticks >= 2*c.electionTicks {
+			c.logger.Info("removed member did not confirm its removal; no longer sending to it", zap.Uint64("member", l.ID))
+			c.retireLeaving(i)
+			i--
+		}
+	}
+}
+
+func (c *core) retireLeaving(i int) {
+	delete(c.progress, c.leaving[i].ID)
+	c.leaving = slices.Delete(c.leaving, i, i+1)
 }
 
 // replicaIDs lists the nodes the leader sends the log to: the other
@@ -464,19 +521,21 @@ func (c *core) replicaIDs() []uint64 {
 			ids = append(ids, m.ID)
 		}
 	}
-	return append(ids, c.leaving...)
+	for _, l := range c.leaving {
+		ids = append(ids, l.ID)
+	}
+	return ids
 }
 
 // peerMembers returns the nodes this node exchanges messages with: the
 // members of every configuration from the last committed one to the latest,
-// with the latest address of each. A member that is leaving stays in it
-// until its removal commits, so that the leader keeps sending it the log
-// and it learns of its removal (dissertation §4.2.2-4.2.3), and so that the
-// followers can answer a leader that is removing itself until then.
+// with the latest address of each, and on a leader the leaving members it
+// still replicates to. A member that is leaving stays in it until its
+// removal commits, and on the leader until it knows of it, so that the
+// leader keeps sending it the log and it learns of its removal
+// (dissertation §4.2.2-4.2.3), and so that the followers can answer a
+// leader that is removing itself until then.
 func (c *core) peerMembers() []Member {
-	if c.configIndex <= c.log.committed {
-		return c.members
-	}
 	peers := slices.Clone(c.members)
 	add := func(members []Member) {
 		for _, m := range members {
@@ -484,6 +543,12 @@ func (c *core) peerMembers() []Member {
 				peers = append(peers, m)
 			}
 		}
+	}
+	for _, l := range c.leaving {
+		add([]Member{l.Member})
+	}
+	if c.configIndex <= c.log.committed {
+		return peers
 	}
 	for i := c.configIndex - 1; i > c.log.offset; i-- {
 		e := c.log.entry(i)
@@ -549,12 +614,6 @@ func (c *core) flush() {
 		}
 		c.pendingBroadcast = false
 		c.sentCommit = c.log.committed
-	}
-	if len(c.leaving) > 0 && c.configIndex <= c.log.committed {
-		for _, id := range c.leaving {
-			delete(c.progress, id)
-		}
-		c.leaving = nil
 	}
 	c.startReadRound()
 	if !c.isVoter() && c.configIndex <= c.log.committed {

@@ -249,6 +249,20 @@ func TestLogMatching_5_3_CommittedEntryDifferingFromLeaderStopsTheNode(t *testin
 	assert.ErrorIs(t, rd.err, ErrCorrupt)
 	assert.Equal(t, uint64(2), c.log.entry(6).Term, "a committed entry is never overwritten")
 
+	// So does a snapshot whose last entry differs from a committed one.
+	c3 := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 7}))
+	c3.step(Message{Type: MsgSnapshot, From: 2, To: 1, Term: 3, Index: 7, LogTerm: 3})
+	rd = c3.ready(HardState{Term: 3, Commit: 7})
+	assert.Empty(t, msgsOf(rd.messages, MsgAppendResp))
+	assert.ErrorIs(t, rd.err, ErrCorrupt)
+	// A snapshot whose last entry we hold is acknowledged at that entry.
+	c4 := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 7}))
+	c4.step(Message{Type: MsgSnapshot, From: 2, To: 1, Term: 3, Index: 5, LogTerm: 2})
+	rd = c4.ready(HardState{Term: 3, Commit: 7})
+	require.NoError(t, rd.err)
+	require.Len(t, msgsOf(rd.messages, MsgAppendResp), 1)
+	assert.Equal(t, uint64(5), msgsOf(rd.messages, MsgAppendResp)[0].Index)
+
 	// A probe whose previous entry is a differing committed entry stops it too.
 	c2 := newTestCore(t, 1, []uint64{1, 2, 3}, withEntries(ents...), withHardState(HardState{Term: 3, Commit: 7}))
 	c2.step(Message{Type: MsgAppend, From: 2, To: 1, Term: 3, Index: 6, LogTerm: 3})

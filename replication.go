@@ -231,7 +231,7 @@ func (c *core) handleAppend(m Message) {
 		break
 	}
 	c.log.commitTo(min(m.Commit, lastNew))
-	c.send(Message{Type: MsgAppendResp, To: m.From, Index: lastNew})
+	c.send(Message{Type: MsgAppendResp, To: m.From, Index: lastNew, Commit: c.log.committed})
 }
 
 // handleAppendBelowCommit answers an append whose previous entry is below
@@ -243,20 +243,7 @@ func (c *core) handleAppend(m Message) {
 // write), so the node stops rather than acknowledge entries that differ
 // from the leader's, which the leader would then never repair.
 func (c *core) handleAppendBelowCommit(m Message) {
-	check := func(index, term uint64) bool {
-		if index <= c.log.offset || index > c.log.committed {
-			return true // in our snapshot, or beyond what we count as committed
-		}
-		if c.log.matchTerm(index, term) {
-			return true
-		}
-		t, _ := c.log.term(index)
-		c.diverged = fmt.Errorf("%w: committed entry %d has term %d, but leader %d of term %d has term %d there: this node's storage lost committed data",
-			ErrCorrupt, index, t, m.From, c.term, term)
-		c.logger.Error("log diverges from the leader's below the commit index; stopping", zap.Error(c.diverged))
-		return false
-	}
-	if !check(m.Index, m.LogTerm) {
+	if !c.checkCommitted(m.Index, m.LogTerm, m.From) {
 		return
 	}
 	match := m.Index
@@ -264,12 +251,36 @@ func (c *core) handleAppendBelowCommit(m Message) {
 		if e.Index > c.log.committed {
 			break
 		}
-		if !check(e.Index, e.Term) {
+		if !c.checkCommitted(e.Index, e.Term, m.From) {
 			return
 		}
 		match = e.Index
 	}
-	c.send(Message{Type: MsgAppendResp, To: m.From, Index: match})
+	c.send(Message{Type: MsgAppendResp, To: m.From, Index: match, Commit: c.log.committed})
+}
+
+// answerCoveredSnapshot answers a snapshot of (index, term) that our commit
+// index covers: it acknowledges the snapshot's last entry once it has
+// checked it against our log, as handleAppendBelowCommit does for entries.
+func (c *core) answerCoveredSnapshot(index, term, from uint64) {
+	if c.checkCommitted(index, term, from) {
+		c.send(Message{Type: MsgAppendResp, To: from, Index: index, Commit: c.log.committed})
+	}
+}
+
+// checkCommitted checks the leader's entry (index, term) against ours, for
+// an index we count as committed; an index in our snapshot, or beyond our
+// commit index, passes. A mismatch means our commit index was wrong: the
+// node stops (see core.diverged).
+func (c *core) checkCommitted(index, term, leader uint64) bool {
+	if index <= c.log.offset || index > c.log.committed || c.log.matchTerm(index, term) {
+		return true
+	}
+	t, _ := c.log.term(index)
+	c.diverged = fmt.Errorf("%w: committed entry %d has term %d, but leader %d of term %d has term %d there: this node's storage lost committed data",
+		ErrCorrupt, index, t, leader, c.term, term)
+	c.logger.Error("log diverges from the leader's below the commit index; stopping", zap.Error(c.diverged))
+	return false
 }
 
 // checkAppend rejects an append that no correct leader sends: entries that
@@ -319,7 +330,7 @@ func (c *core) handleHeartbeat(m Message) {
 	// The leader sends at most the index it knows we match, so this never
 	// commits an entry we hold but which differs from the leader's.
 	c.log.commitTo(m.Commit)
-	c.send(c.receiving.status(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context}))
+	c.send(c.receiving.status(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context, Commit: c.log.committed}))
 }
 
 // handleAppendResp is the leader's side of an AppendEntries answer.
@@ -534,7 +545,7 @@ func (c *core) snapshotTaken(meta SnapshotMeta, trailing uint64) (index, term ui
 // its index. It returns false if the snapshot is older than what we have.
 func (c *core) installSnapshot(meta SnapshotMeta, from uint64) bool {
 	if meta.Index <= c.log.committed {
-		c.send(Message{Type: MsgAppendResp, To: from, Index: c.log.committed})
+		c.answerCoveredSnapshot(meta.Index, meta.Term, from)
 		return false
 	}
 	c.log.restore(meta.Index, meta.Term)

@@ -1009,8 +1009,8 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 	}{
 		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5},
 		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 1029},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 39},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 14},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 260},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

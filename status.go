@@ -37,7 +37,10 @@ type Status struct {
 	// Removed reports that this node applied a configuration that removed
 	// it from the cluster: it no longer takes part, and Propose,
 	// LinearizableRead and the membership calls fail with ErrRemoved. It
-	// turns false again if a later configuration adds the node back.
+	// turns false again if a later configuration adds the node back. A
+	// removed node restarted from a snapshot taken after its removal (its
+	// log no longer holds the change) does not know it was removed: it
+	// starts as a node waiting to be added, with Removed false.
 	Removed bool
 	// Err is the fatal error that stopped the node, nil while it runs.
 	Err error

@@ -1387,3 +1387,25 @@ func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, f
 	}
 	return leader, stop
 }
+
+// TestTCPRemovedFollowerLearnsItsRemoval: over TCP, the append that carries
+// the commit of a follower's removal used to be dropped with the lane to
+// it, which the transport closed as soon as the removal committed; the
+// follower then never learned that it was removed. Several clusters, since
+// the loss depended on timing.
+func TestTCPRemovedFollowerLearnsItsRemoval(t *testing.T) {
+	for round := 0; round < 4; round++ {
+		c := newTCPCluster(t, 3)
+		leader := c.waitLeader()
+		c.proposeMany("x", 5)
+		removed := leader%3 + 1
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, c.nodes[leader].RemoveMember(ctx, removed))
+		cancel()
+		require.Eventually(t, func() bool { return c.nodes[removed].Status().Removed }, 5*time.Second, time.Millisecond,
+			"round %d: node %d never learned that it was removed: %+v", round, removed, c.nodes[removed].Status())
+		_, err := c.nodes[removed].Propose(context.Background(), []byte("y"))
+		assert.ErrorIs(t, err, ErrRemoved)
+		c.closeAll()
+	}
+}

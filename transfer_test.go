@@ -73,7 +73,7 @@ func TestTransfer_3_10_StaleTimeoutNowCannotDeposeTheLeader(t *testing.T) {
 	require.NoError(t, err, "the leader takes proposals again once it gave the transfer up")
 	n.stabilize()
 	require.False(t, c1.transferring(), "the voiding entry committed on 1 and 3")
-	assert.False(t, c1.transferSettled(), "the target does not hold it yet")
+	assert.False(t, c1.transferSettled(2), "the target does not hold it yet")
 
 	c2.step(timeoutNow)
 	n.drop = nil
@@ -86,7 +86,7 @@ func TestTransfer_3_10_StaleTimeoutNowCannotDeposeTheLeader(t *testing.T) {
 	}
 	assert.Equal(t, []uint64{1}, n.leaders())
 	assert.Equal(t, Follower, c2.role)
-	assert.True(t, c1.transferSettled(), "the target holds the voiding entry")
+	assert.True(t, c1.transferSettled(2), "the target holds the voiding entry")
 }
 
 func TestTransfer_3_10_TargetThatReceivesTheFenceEndsItsPreVote(t *testing.T) {
@@ -112,7 +112,7 @@ func TestTransfer_3_10_TargetThatReceivesTheFenceEndsItsPreVote(t *testing.T) {
 	c1.tick()
 	n.stabilize()
 	assert.Equal(t, Follower, c2.role, "the leader's new entry ended the campaign")
-	require.True(t, c1.transferSettled())
+	require.True(t, c1.transferSettled(2))
 
 	c2.step(grant[0])
 	n.stabilize()
@@ -544,8 +544,8 @@ func runTransferChaos(t *testing.T, rng *rand.Rand, voters []uint64, steps int) 
 			}
 			if prev, ok := leaderOf[c.term]; ok {
 				require.Equal(t, prev, c.id, "step %d: two leaders in term %d", step, c.term)
-				if c.transferSettled() {
-					for _, rec := range transfers[c.term] {
+				for target, rec := range transfers[c.term] {
+					if c.transferSettled(target) {
 						rec.settled = true
 					}
 				}
@@ -562,4 +562,34 @@ func runTransferChaos(t *testing.T, rng *rand.Rand, voters []uint64, steps int) 
 				step, c.id, c.term, c.term-1)
 		}
 	}
+}
+
+// TestCluster_AbandonedTransferIsReportedWhileAnEarlierTargetIsCutOff: a
+// transfer to x, whose MsgTimeoutNow went out, is replaced by one to y, and
+// x is cut off, so it never receives the entry that voids the earlier
+// message. When the transfer to y is abandoned too, its caller learns so:
+// only y's own fence decides, not the fence of a target that cannot be
+// reached.
+func TestCluster_AbandonedTransferIsReportedWhileAnEarlierTargetIsCutOff(t *testing.T) {
+	nw := NewInmemNetwork()
+	t.Cleanup(nw.Close)
+	nodes, holders, leader := startHoldingCluster(t, nw, 0)
+	x := leader%3 + 1
+	y := x%3 + 1
+	et := nodes[leader].cfg.ElectionTimeout
+	ctx, cancel := context.WithTimeout(context.Background(), 20*et)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() { first <- nodes[leader].TransferLeadership(ctx, x) }()
+	select {
+	case <-holders[leader].holding:
+	case <-ctx.Done():
+		t.Fatal("the leader never asked x to campaign")
+	}
+	nw.Isolate(x)
+	err := nodes[leader].TransferLeadership(ctx, y)
+	require.ErrorIs(t, err, ErrTransferFailed, "y's transfer was abandoned and y holds its fence")
+	require.NoError(t, ctx.Err(), "answered before the deadline")
+	cancel()
+	assert.Error(t, <-first, "x's transfer did not succeed")
 }

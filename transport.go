@@ -176,10 +176,11 @@ type Transport interface {
 	// starts and whenever the set changes. The set is the union of the
 	// members of the last committed configuration and of every later one,
 	// the latest included, with the latest address of each: a member that
-	// is being removed stays in it until its removal commits, so that the
-	// leader keeps sending it the log and the followers keep answering a
-	// leader that removes itself (dissertation §4.2.2-4.2.3). It may hold
-	// this node itself.
+	// is being removed stays in it until its removal commits (on the
+	// leader, until the member knows it committed), so that the leader
+	// keeps sending it the log and the followers keep answering a leader
+	// that removes itself (dissertation §4.2.2-4.2.3). It may hold this
+	// node itself.
 	//
 	// A Transport must also deliver a message to a node outside the set
 	// that has sent it one (a node being added answers the leader it does
