@@ -83,43 +83,6 @@ func (c *core) campaign(kind uint64, pre bool) {
 	}
 }
 
-// handleTimeoutNow starts the election a leadership transfer asks for
-// (dissertation §3.10), unless this node cannot win it cleanly or the message
-// belongs to a transfer that is over. The message names the leader's last
-// entry when it was sent: a target whose log ends elsewhere is either behind
-// the leader (it would lose, after deposing the leader) or has received
-// entries the leader appended after it gave the transfer up, so the message
-// is stale. A target also waits until it knows its configuration committed,
-// so that it campaigns in the configuration the leader has.
-//
-// The campaign starts with a PreVote round even when PreVote is off, so that
-// a stale MsgTimeoutNow reaching a target that has not yet received the
-// leader's later entries cannot raise anyone's term: the voters that hold
-// those entries refuse it (see abandonTransfer).
-func (c *core) handleTimeoutNow(m Message) {
-	var reason string
-	switch {
-	case !c.isVoter():
-		reason = "not a voter"
-	case m.Index == 0 || c.log.lastIndex() != m.Index || !c.log.matchTerm(m.Index, m.LogTerm):
-		reason = "the log does not end where the leader's did"
-	default:
-		// The logs match up to m.Index, so the leader's commit index, never
-		// beyond its last entry, is safe to take (Log Matching, Raft §5.3).
-		c.log.commitTo(min(m.Commit, m.Index))
-		if c.configIndex > c.log.committed {
-			reason = "a configuration change is not yet committed"
-		}
-	}
-	if reason != "" {
-		c.logger.Info("ignoring MsgTimeoutNow", zap.Uint64("from", m.From), zap.Uint64("index", m.Index),
-			zap.Uint64("lastIndex", c.log.lastIndex()), zap.String("reason", reason))
-		return
-	}
-	c.logger.Info("leadership transfer: campaigning at once", zap.Uint64("from", m.From))
-	c.campaign(campaignTransfer, true)
-}
-
 // handleVoteRequest answers RequestVote and PreVote (Raft §5.2, §5.4.1).
 // It runs in every role; by now m.Term >= c.term.
 func (c *core) handleVoteRequest(m Message) {

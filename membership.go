@@ -1,7 +1,7 @@
 package raft
 
 import (
-	"context"
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -122,269 +122,181 @@ func removeMember(id uint64) func([]Member) ([]Member, bool, error) {
 	}
 }
 
-// transferLeadership starts handing leadership to the voter to (0: the most
-// up-to-date one). The leader stops taking proposals, brings the target's
-// log up to date, and sends it MsgTimeoutNow so that it campaigns at once
-// (dissertation §3.10). The transfer is abandoned after an election timeout.
-func (c *core) transferLeadership(to uint64) (uint64, error) {
-	if c.role != Leader {
-		return 0, c.notLeader()
-	}
-	if to == 0 {
-		var best uint64
-		for _, m := range c.members {
-			if pr := c.progress[m.ID]; m.ID != c.id && !m.Learner && pr != nil && (best == 0 || pr.match > c.progress[best].match) {
-				best = m.ID
-			}
+// reloadConfig makes the last configuration entry in the log the one in
+// effect; it runs at start and after a truncation removed such an entry.
+func (c *core) reloadConfig() error {
+	c.members, c.configIndex = nil, 0
+	for i := c.log.lastIndex(); i > c.log.offset; i-- {
+		if e := c.log.entry(i); e.Type == EntryConfChange {
+			return c.applyConfig(*e)
 		}
-		if best == 0 {
-			return 0, fmt.Errorf("%w: no other voter to transfer leadership to", ErrInvalidConfig)
-		}
-		to = best
 	}
-	if to == c.id {
-		return to, nil
-	}
-	if m, ok := c.member(to); !ok || m.Learner {
-		return 0, fmt.Errorf("%w: %d is not a voter", ErrInvalidConfig, to)
-	}
-	c.logger.Info("transferring leadership", zap.Uint64("to", to), zap.Uint64("term", c.term))
-	if c.transferTarget != 0 && c.transferTarget != to {
-		c.abandonTransfer("another transfer replaces it")
-	}
-	c.transferTarget = to
-	c.transferElapsed = 0
-	c.maybeSendTimeoutNow()
-	return to, nil
+	// No configuration entry after the compaction point: the configuration
+	// has not changed since the snapshot, which records it.
+	c.configIndex = c.log.offset
+	c.setMembers(c.snap.Members)
+	return nil
 }
 
-// maybeSendTimeoutNow sends MsgTimeoutNow once the target has every entry.
-// The message names the leader's last entry, which no new entry follows
-// while the transfer runs, so the target can tell whether it is current
-// (see handleTimeoutNow), and carries the commit index, so that the target
-// knows its configuration is committed.
-func (c *core) maybeSendTimeoutNow() {
-	pr := c.progress[c.transferTarget]
-	if pr == nil {
+// applyConfig puts the configuration held by e into effect.
+func (c *core) applyConfig(e Entry) error {
+	members, err := decodeMembers(e.Data)
+	if err != nil {
+		return fmt.Errorf("entry %d: %w", e.Index, err)
+	}
+	c.configIndex = e.Index
+	c.setMembers(members)
+	return nil
+}
+
+func (c *core) setMembers(members []Member) {
+	old := c.members
+	c.members = members
+	var voters majority
+	for _, m := range members {
+		if !m.Learner {
+			voters = append(voters, m.ID)
+		}
+	}
+	c.voters = voters
+	if c.role != Leader {
 		return
 	}
-	if pr.match == c.log.lastIndex() {
-		c.send(Message{Type: MsgTimeoutNow, To: c.transferTarget, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Commit: c.log.committed})
-		c.transferSent = true
-		return
-	}
-	c.sendAppend(c.transferTarget, false)
-}
-
-// abandonTransfer gives up the transfer in progress (its target did not take
-// over within an election timeout, or another transfer replaces it), and
-// takes proposals again. A MsgTimeoutNow already sent may still be on its
-// way, so the leader appends a no-op, the fence:
-//   - once the target holds the fence, it ignores the message (its log no
-//     longer ends where the message says) and ends a PreVote round it had
-//     started; only then is the transfer over for TransferLeadership
-//     (transferSettled);
-//   - once the fence is committed, a majority of voters refuse the
-//     target's PreVote, whose log lacks it, so a target cut off from the
-//     leader cannot win a round it starts from then on (grants given
-//     earlier may still arrive: hence the wait for the target above).
-//     Membership changes wait until then
-//     (transferring), so that this majority is one of the configuration the
-//     target campaigns in.
-func (c *core) abandonTransfer(reason string) {
-	c.logger.Warn("leadership transfer abandoned", zap.Uint64("to", c.transferTarget), zap.String("reason", reason),
-		zap.Bool("timeoutNowSent", c.transferSent))
-	if c.transferSent {
-		c.appendLeaderEntries(Entry{Type: EntryNoop})
-		c.pendingBroadcast = true
-		if c.transferFences == nil {
-			c.transferFences = map[uint64]uint64{}
+	// Track progress of new members. Removed ones keep being sent the log
+	// until they know their removal committed, so that they stop
+	// campaigning (dissertation §4.2.3) and say they were removed, instead
+	// of waiting forever (see maybeRetireLeaving).
+	next := make(map[uint64]*progress, len(members))
+	for _, m := range members {
+		pr := c.progress[m.ID]
+		if pr == nil {
+			pr = c.newProgress(m.ID)
 		}
-		c.transferFences[c.transferTarget] = c.log.lastIndex()
+		pr.learner = m.Learner
+		next[m.ID] = pr
 	}
-	c.transferTarget, c.transferSent = 0, false
-}
-
-// transferring reports whether membership changes must wait for a
-// leadership transfer: one is in progress, or one was abandoned and its
-// fence is not committed.
-func (c *core) transferring() bool {
-	if c.role != Leader {
-		return false
-	}
-	if c.transferTarget != 0 {
-		return true
-	}
-	for _, fence := range c.transferFences {
-		if fence > c.log.committed {
-			return true
+	var leaving []leavingMember
+	for _, l := range c.leaving {
+		if _, ok := next[l.ID]; !ok {
+			next[l.ID] = c.progress[l.ID]
+			leaving = append(leaving, l)
 		}
 	}
-	return false
-}
-
-// transferSettled reports whether the transfer to target can no longer
-// take effect in this term: it is not in progress, and if it was abandoned
-// after its MsgTimeoutNow went out, the target holds its fence, or was
-// removed and forgotten after the fence committed. Only the target's own
-// fence counts: a transfer to an earlier, unreachable target must not keep
-// a later transfer's caller waiting (that target may still take over, but
-// then the later transfer failed all the same).
-func (c *core) transferSettled(target uint64) bool {
-	if c.role != Leader || c.transferTarget == target {
-		return false
-	}
-	fence, ok := c.transferFences[target]
-	if !ok {
-		return true
-	}
-	pr := c.progress[target]
-	return pr != nil && pr.match >= fence || pr == nil && c.log.committed >= fence
-}
-
-// AddVoter adds node id, reachable at addr, as a voter, or promotes the
-// learner id to a voter, and returns once the change is committed. It is
-// best to add a node as a learner first and promote it once it has caught
-// up, so that the cluster's quorum never waits for a node that is far
-// behind.
-//
-// On an existing member: the same role and address (or an empty addr)
-// succeed at once without a change; another address changes the member's
-// address. A new member needs a non-empty addr when the other members have
-// addresses (the transport dials them); otherwise the error wraps
-// ErrInvalidConfig. Fails with a *NotLeaderError off the leader,
-// ErrMembershipChange while another change is uncommitted,
-// ErrTransferInProgress during a leadership transfer, and ErrRemoved on a
-// node removed from the cluster.
-func (n *Node) AddVoter(ctx context.Context, id uint64, addr string) error {
-	return n.changeMembers(ctx, addMember(id, addr, false))
-}
-
-// AddLearner adds node id, reachable at addr, as a learner: it receives the
-// log but neither votes nor counts for quorum. Promote it with AddVoter.
-// On a voter it is a demotion: the node stays a member and keeps receiving
-// the log, but no longer votes; a leader that demotes itself steps down once
-// the change commits. Addresses and errors are as for AddVoter; demoting the
-// last voter fails with ErrInvalidConfig.
-func (n *Node) AddLearner(ctx context.Context, id uint64, addr string) error {
-	return n.changeMembers(ctx, addMember(id, addr, true))
-}
-
-// RemoveMember removes node id from the cluster and returns once the change
-// is committed. A leader that removes itself steps down once the change
-// commits (dissertation §4.2.2). Removing a non-member succeeds at once.
-// The removed node notices when it applies the change: its Status shows
-// Removed and its calls fail with ErrRemoved. Errors are as for AddVoter.
-func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
-	return n.changeMembers(ctx, removeMember(id))
-}
-
-func (n *Node) changeMembers(ctx context.Context, edit func([]Member) ([]Member, bool, error)) error {
-	if err := n.serving(); err != nil {
-		return err
-	}
-	var p *Proposal
-	var err error
-	if cerr := n.call(ctx, func() {
-		var changed bool
-		var index, term uint64
-		index, term, changed, err = n.core.changeMembers(edit)
-		if changed {
-			p = newProposal(nil)
-			p.Index, p.Term = index, term
-			close(p.appended)
-			n.pendingProps = append(n.pendingProps, p)
+	for _, m := range old {
+		if _, ok := next[m.ID]; !ok && m.ID != c.id && c.progress[m.ID] != nil {
+			next[m.ID] = c.progress[m.ID]
+			leaving = append(leaving, leavingMember{Member: m, removedAt: c.configIndex})
 		}
-	}); cerr != nil {
-		return cerr
 	}
-	if err != nil || p == nil {
-		return err
-	}
-	_, err = p.Wait(ctx)
-	return err
+	slices.SortFunc(leaving, func(a, b leavingMember) int { return cmp.Compare(a.ID, b.ID) })
+	c.progress, c.leaving = next, leaving
 }
 
-// appliedConfig records the configuration that the state machine has reached
-// (apply goroutine), and notices when it removes this node or adds it back.
-// It acts on applied configurations only: one that is merely appended may
-// still be overwritten by another leader.
-func (n *Node) appliedConfig(members []Member, index uint64) {
-	self := func(m Member) bool { return m.ID == n.cfg.ID }
-	was, now := slices.ContainsFunc(n.appliedMembers, self), slices.ContainsFunc(members, self)
-	n.appliedMembers = members
-	switch {
-	case was && !now:
-		n.removed.Store(true)
-		n.logger.Warn("this node was removed from the cluster; it no longer takes part, and its calls fail with ErrRemoved",
-			zap.Uint64("index", index))
-		// Reads waiting for the leader's answer would wait for entries this
-		// node no longer receives.
-		n.postEvent(func() {
-			for id, r := range n.reads {
-				r.finish(ErrRemoved)
-				delete(n.reads, id)
+// leavingMember is a member that a configuration entry removed, which the
+// leader still sends the log and heartbeats (see maybeRetireLeaving).
+type leavingMember struct {
+	Member
+	removedAt uint64 // the index of the configuration entry that removed it
+	ticks     int    // ticks since its removal committed
+}
+
+// maybeRetireLeaving stops replicating to the leaving member id once it
+// reports a commit index that covers its removal: it then applies its
+// removal and knows it (Status.Removed, ErrRemoved). Until then the leader
+// keeps sending it the log and heartbeats, also after the removal commits,
+// since the message carrying the new commit index may be lost, and the
+// transport keeps it as a peer (see peerMembers).
+func (c *core) maybeRetireLeaving(id, commit uint64) {
+	for i, l := range c.leaving {
+		if l.ID == id && commit >= l.removedAt && c.log.committed >= l.removedAt {
+			c.retireLeaving(i)
+			return
+		}
+	}
+}
+
+// tickLeaving gives up on leaving members that have not confirmed their
+// removal two election timeouts after it committed: they are down or cut
+// off, and a leader must not keep a removed node's lane open for ever.
+func (c *core) tickLeaving() {
+	for i := 0; i < len(c.leaving); i++ {
+		l := &c.leaving[i]
+		if c.log.committed < l.removedAt {
+			continue
+		}
+		if l.ticks++; l.ticks >= 2*c.electionTicks {
+			c.logger.Info("removed member did not confirm its removal; no longer sending to it", zap.Uint64("member", l.ID))
+			c.retireLeaving(i)
+			i--
+		}
+	}
+}
+
+func (c *core) retireLeaving(i int) {
+	delete(c.progress, c.leaving[i].ID)
+	c.leaving = slices.Delete(c.leaving, i, i+1)
+}
+
+// replicaIDs lists the nodes the leader sends the log to: the other
+// members, then those whose removal has not committed yet.
+func (c *core) replicaIDs() []uint64 {
+	ids := make([]uint64, 0, len(c.members)+len(c.leaving))
+	for _, m := range c.members {
+		if m.ID != c.id {
+			ids = append(ids, m.ID)
+		}
+	}
+	for _, l := range c.leaving {
+		ids = append(ids, l.ID)
+	}
+	return ids
+}
+
+// peerMembers returns the nodes this node exchanges messages with: the
+// members of every configuration from the last committed one to the latest,
+// with the latest address of each, and on a leader the leaving members it
+// still replicates to. A member that is leaving stays in it until its
+// removal commits, and on the leader until it knows of it, so that the
+// leader keeps sending it the log and it learns of its removal
+// (dissertation §4.2.2-4.2.3), and so that the followers can answer a
+// leader that is removing itself until then.
+func (c *core) peerMembers() []Member {
+	peers := slices.Clone(c.members)
+	add := func(members []Member) {
+		for _, m := range members {
+			if !slices.ContainsFunc(peers, func(p Member) bool { return p.ID == m.ID }) {
+				peers = append(peers, m)
 			}
-		})
-	case now && n.removed.Load():
-		n.removed.Store(false)
-		n.logger.Info("this node was added to the cluster again", zap.Uint64("index", index))
+		}
 	}
+	for _, l := range c.leaving {
+		add([]Member{l.Member})
+	}
+	if c.configIndex <= c.log.committed {
+		return peers
+	}
+	for i := c.configIndex - 1; i > c.log.offset; i-- {
+		e := c.log.entry(i)
+		if e.Type != EntryConfChange {
+			continue
+		}
+		// It decoded when it was appended; a failure here cannot happen.
+		if members, err := decodeMembers(e.Data); err == nil {
+			add(members)
+		}
+		if i <= c.log.committed {
+			return peers
+		}
+	}
+	add(c.snap.Members)
+	return peers
 }
 
-// TransferLeadership hands leadership to the voter to (0: the most
-// up-to-date voter) and returns nil once to leads (dissertation §3.10). The
-// leader refuses proposals and membership changes with ErrTransferInProgress
-// while the transfer runs. If the target has not taken over within an
-// election timeout the leader gives the transfer up and takes proposals
-// again; the call then fails with an error wrapping ErrTransferFailed, but
-// only once the target can no longer take over (a message asking it to may
-// still be on its way: the leader first appends an entry that voids it, and
-// waits until the target has it). If the target becomes unreachable just
-// then, the call waits until it answers or leadership changes.
-// It also wraps ErrTransferFailed when another node takes over instead.
-// Until the outcome is known, the call waits: if ctx ends first, the error
-// wraps ctx.Err() and the outcome is unknown.
-func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
-	if err := n.serving(); err != nil {
-		return err
+// member returns the member with id, if it is one.
+func (c *core) member(id uint64) (Member, bool) {
+	i := slices.IndexFunc(c.members, func(m Member) bool { return m.ID == id })
+	if i < 0 {
+		return Member{}, false
 	}
-	var target, term uint64
-	var err error
-	if cerr := n.call(ctx, func() {
-		term = n.core.term
-		target, err = n.core.transferLeadership(to)
-	}); cerr != nil {
-		return cerr
-	}
-	if err != nil || target == n.cfg.ID {
-		return err
-	}
-	done := make(chan error, 1)
-	if cerr := n.call(ctx, func() {
-		n.watchers = append(n.watchers, func() bool {
-			c := n.core
-			switch {
-			case c.term > term && c.leader == target:
-				done <- nil
-			case c.term > term && c.leader != 0:
-				done <- fmt.Errorf("%w: %d leads instead of %d", ErrTransferFailed, c.leader, target)
-			case c.term == term && c.transferSettled(target):
-				done <- fmt.Errorf("%w: abandoned: %d did not take over within an election timeout", ErrTransferFailed, target)
-			default:
-				return false
-			}
-			return true
-		})
-	}); cerr != nil {
-		return cerr
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("raft: leadership transfer to %d: outcome unknown: %w", target, ctx.Err())
-	case <-n.stopped:
-		return n.stopErr()
-	}
+	return c.members[i], true
 }

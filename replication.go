@@ -6,66 +6,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// progressState is how the leader replicates to one follower.
-type progressState uint8
-
-const (
-	// probe: the leader does not know where the follower's log matches its
-	// own; it sends one AppendEntries at a time and backs off on rejection.
-	probe progressState = iota
-	// replicate: the logs are known to match up to match; the leader streams
-	// entries optimistically (pipelining), up to maxInflight messages.
-	replicate
-	// snapshotState: the follower needs entries that were compacted away;
-	// the runtime streams it the snapshot, and appends wait for its answer.
-	snapshotState
-)
-
-// progress is the leader's view of one member (Raft Figure 2's nextIndex
-// and matchIndex, plus the flow-control state).
-type progress struct {
-	match, next     uint64
-	state           progressState
-	probeSent       bool     // probe: an append is outstanding; wait for its answer or a heartbeat answer
-	pendingSnapshot uint64   // snapshotState: the index of the snapshot being sent
-	inflight        []uint64 // replicate: last index of each unacknowledged append, ascending
-	ticksSinceAck   int      // ticks since this follower last acknowledged an append
-	recentActive    bool     // heard from within the current election timeout (CheckQuorum)
-	readAck         uint64   // highest ReadIndex round this follower confirmed in this term
-	learner         bool
-}
-
-func (c *core) newProgress(id uint64) *progress {
-	pr := &progress{next: c.log.lastIndex() + 1, recentActive: true}
-	if id == c.id {
-		pr.match = c.log.stable
-		pr.state = replicate
-	}
-	return pr
-}
-
-func (pr *progress) becomeProbe(next uint64) {
-	pr.state = probe
-	pr.next = max(next, pr.match+1)
-	pr.probeSent = false
-	pr.inflight = pr.inflight[:0]
-}
-
-func (pr *progress) becomeReplicate() {
-	pr.state = replicate
-	pr.next = pr.match + 1
-	pr.inflight = pr.inflight[:0]
-}
-
-// acked frees the inflight slots of appends up to index.
-func (pr *progress) acked(index uint64) {
-	i := 0
-	for i < len(pr.inflight) && pr.inflight[i] <= index {
-		i++
-	}
-	pr.inflight = append(pr.inflight[:0], pr.inflight[i:]...)
-}
-
 // propose appends a client command to the leader's log. It fails with
 // ErrNotLeader off the leader, ErrTransferInProgress while leadership is
 // being handed over, and ErrBusy beyond the uncommitted bounds.
@@ -174,8 +114,7 @@ func (c *core) sendAppend(id uint64, sendEmpty bool) {
 	if !ok {
 		// The entries the follower needs were compacted away: it gets the
 		// snapshot instead (Raft §7).
-		pr.state, pr.pendingSnapshot = snapshotState, c.snap.Index
-		pr.inflight = pr.inflight[:0]
+		pr.becomeSnapshot(c.snap.Index)
 		c.snapshotsToSend = append(c.snapshotsToSend, id)
 		c.logger.Info("follower needs the snapshot", zap.Uint64("to", id), zap.Uint64("next", pr.next), zap.Uint64("snapshot", c.snap.Index))
 		return
@@ -257,15 +196,6 @@ func (c *core) handleAppendBelowCommit(m Message) {
 		match = e.Index
 	}
 	c.send(Message{Type: MsgAppendResp, To: m.From, Index: match, Commit: c.log.committed})
-}
-
-// answerCoveredSnapshot answers a snapshot of (index, term) that our commit
-// index covers: it acknowledges the snapshot's last entry once it has
-// checked it against our log, as handleAppendBelowCommit does for entries.
-func (c *core) answerCoveredSnapshot(index, term, from uint64) {
-	if c.checkCommitted(index, term, from) {
-		c.send(Message{Type: MsgAppendResp, To: from, Index: index, Commit: c.log.committed})
-	}
 }
 
 // checkCommitted checks the leader's entry (index, term) against ours, for
@@ -353,16 +283,7 @@ func (c *core) handleAppendResp(pr *progress, m Message) {
 		c.sendAppend(m.From, false)
 		return
 	}
-	if m.Index > pr.match {
-		pr.match = m.Index
-		pr.ticksSinceAck = 0
-		pr.acked(m.Index)
-		if pr.state == probe || pr.state == snapshotState {
-			pr.becomeReplicate()
-		}
-		if pr.next <= pr.match {
-			pr.next = pr.match + 1
-		}
+	if pr.matched(m.Index) {
 		c.maybeCommit()
 	} else if pr.state == probe && m.Index == pr.match && m.Index == pr.next-1 {
 		pr.becomeReplicate()
@@ -457,16 +378,6 @@ func (c *core) persisted(index, term uint64) {
 	}
 }
 
-// snapshotFailed is the runtime's report that streaming the snapshot to id
-// failed (the follower stopped answering, or storage failed): replication
-// to it starts over from probing, which asks for the snapshot again if it
-// still needs it.
-func (c *core) snapshotFailed(id uint64) {
-	if pr := c.progress[id]; c.role == Leader && pr != nil && pr.state == snapshotState {
-		pr.becomeProbe(pr.match + 1)
-	}
-}
-
 // peerUnreachable takes a transport's report that a message to m.From was
 // lost. A lost snapshot chunk (Index set) goes to the runtime, which sends
 // it again. After any other loss, the appends pipelined to the follower
@@ -483,79 +394,4 @@ func (c *core) peerUnreachable(m Message) {
 	case pr.state == replicate:
 		pr.becomeProbe(pr.match + 1)
 	}
-}
-
-// snapshotTransfer is a follower's part in an InstallSnapshot: the
-// snapshot (by index) it receives or installs from leader from, and the
-// bytes of its data stored so far. The zero value means none.
-type snapshotTransfer struct {
-	from, index, bytes uint64
-}
-
-// snapshotReceiving records the runtime's report of the transfer this
-// follower takes part in (index 0: none), for its heartbeat responses.
-func (c *core) snapshotReceiving(t snapshotTransfer) { c.receiving = t }
-
-// status adds the transfer's state to a heartbeat response: Done says that
-// the response carries one, and a transfer from another leader counts as
-// none for this one.
-func (t snapshotTransfer) status(resp Message) Message {
-	resp.Done = true
-	if t.from == resp.To {
-		resp.Index, resp.HintIndex = t.index, t.bytes
-	}
-	return resp
-}
-
-// snapshotSucceeded is the runtime's report that follower id installed the
-// snapshot at index (its final acknowledgment): it holds everything up to
-// there, so replication resumes after it.
-func (c *core) snapshotSucceeded(id, index uint64) {
-	pr := c.progress[id]
-	if c.role != Leader || pr == nil || pr.state != snapshotState || index < pr.pendingSnapshot {
-		return
-	}
-	pr.match = max(pr.match, index)
-	pr.becomeProbe(index + 1)
-	c.sendAppend(id, false)
-}
-
-// snapshotTaken records a snapshot the runtime has made durable, and
-// compacts the log behind it, keeping trailing entries for slow followers.
-// It returns the new start of the log for the runtime to compact storage
-// to, or ok=false if nothing is compacted.
-func (c *core) snapshotTaken(meta SnapshotMeta, trailing uint64) (index, term uint64, ok bool) {
-	if meta.Index > c.snap.Index {
-		c.snap = meta
-	}
-	if c.snap.Index <= trailing {
-		return 0, 0, false
-	}
-	to := min(c.snap.Index-trailing, c.log.applying)
-	if to <= c.log.offset {
-		return 0, 0, false
-	}
-	c.log.compact(to)
-	return c.log.offset, c.log.offsetTerm, true
-}
-
-// installSnapshot takes a snapshot the runtime received from the leader,
-// stored, and restored into the state machine: the log now starts after it
-// (see raftLog.restore), and the leader hears that we hold everything up to
-// its index. It returns false if the snapshot is older than what we have.
-func (c *core) installSnapshot(meta SnapshotMeta, from uint64) bool {
-	if meta.Index <= c.log.committed {
-		c.answerCoveredSnapshot(meta.Index, meta.Term, from)
-		return false
-	}
-	c.log.restore(meta.Index, meta.Term)
-	if meta.Index > c.snap.Index {
-		c.snap = meta
-	}
-	if err := c.reloadConfig(); err != nil {
-		c.logger.Error("bad configuration entry after a snapshot", zap.Error(err))
-	}
-	c.logger.Info("installed snapshot", zap.Uint64("index", meta.Index), zap.Uint64("term", meta.Term), zap.Uint64("from", from))
-	c.send(Message{Type: MsgAppendResp, To: from, Index: meta.Index})
-	return true
 }
