@@ -165,7 +165,8 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		done:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 	}
-	n.applied.Store(c.log.applying)
+	cs := c.status()
+	n.applied.Store(cs.applying)
 	n.lastSnapIndex.Store(st.snap.Index)
 	n.appliedMembers, n.appliedTerm = st.snap.Members, st.snap.Term
 	// Read IDs start at random, so that a late answer to a read of an earlier
@@ -174,13 +175,13 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	if err := transport.Attach(cfg.ID, n.deliver); err != nil {
 		return nil, fmt.Errorf("raft: attaching transport: %w", err)
 	}
-	if len(cfg.InitialMembers) > 0 && !st.founded && !sameMembers(cfg.InitialMembers, c.members) {
+	if len(cfg.InitialMembers) > 0 && !st.founded && !sameMembers(cfg.InitialMembers, cs.members) {
 		logger.Info("InitialMembers ignored: the storage already holds state, whose configuration differs",
-			zap.Stringer("initialMembers", memberList(cfg.InitialMembers)), zap.Stringer("stored", memberList(c.members)))
+			zap.Stringer("initialMembers", memberList(cfg.InitialMembers)), zap.Stringer("stored", memberList(cs.members)))
 	}
 	n.setPeers()
 	n.updateStatus()
-	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", c.log.lastIndex()), zap.Uint64("commit", c.log.committed), zap.Int("members", len(c.members)))
+	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", cs.last), zap.Uint64("commit", cs.committed), zap.Int("members", len(cs.members)))
 
 	n.applierWG.Add(1)
 	go n.runApplier()
@@ -506,13 +507,10 @@ func (n *Node) drainInbox() {
 	for _, m := range msgs {
 		n.core.step(m)
 	}
+	if len(props) > 0 {
+		n.core.appliedTo(n.applied.Load())
+	}
 	for _, p := range props {
-		if n.core.role == Leader && n.core.log.lastIndex()-min(n.applied.Load(), n.core.log.lastIndex()) >= n.cfg.MaxUncommittedEntries {
-			// The state machine is behind: refuse rather than queue without bound.
-			p.appendErr = fmt.Errorf("%w: %d entries wait to be applied", ErrBusy, n.core.log.lastIndex()-n.applied.Load())
-			close(p.appended)
-			continue
-		}
 		p.Index, p.Term, p.appendErr = n.core.propose(p.data)
 		if p.appendErr == nil {
 			n.pendingProps = append(n.pendingProps, p)
@@ -602,7 +600,7 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
-	if c := n.core; c.configIndex != n.configIndex || n.peersWide && c.configIndex <= c.log.committed || len(c.leaving) != n.peersLeaving {
+	if st := n.core.status(); st.configIndex != n.configIndex || n.peersWide && st.configCommitted || st.leavingMembers != n.peersLeaving {
 		n.setPeers()
 	}
 	return nil
@@ -613,11 +611,11 @@ func (n *Node) handleReady() error {
 // Transport.SetPeers). Once the latest commits, it is called again to drop
 // the members that left.
 func (n *Node) setPeers() {
-	c := n.core
-	n.configIndex = c.configIndex
-	n.peersWide = c.configIndex > c.log.committed
-	n.peersLeaving = len(c.leaving)
-	n.transport.SetPeers(c.peerMembers())
+	st := n.core.status()
+	n.configIndex = st.configIndex
+	n.peersWide = !st.configCommitted
+	n.peersLeaving = st.leavingMembers
+	n.transport.SetPeers(n.core.peerMembers())
 }
 
 // splitEarly separates the messages a leader may send before its own write
@@ -648,17 +646,18 @@ func sendsEarly(t MessageType) bool { return t == MsgAppend || t == MsgHeartbeat
 // noteRoleChange fails the proposals of a leadership that ended: their
 // entries may or may not commit under the next leader.
 func (n *Node) noteRoleChange() {
-	isLeader := n.core.role == Leader
-	if n.wasLeader && (!isLeader || n.core.term != n.leaderTerm) {
+	st := n.core.status()
+	isLeader := st.role == Leader
+	if n.wasLeader && (!isLeader || st.term != n.leaderTerm) {
 		for _, p := range n.pendingProps {
 			p.finish(nil, ErrLeadershipLost)
 		}
 		n.pendingProps = nil
 	}
-	if isLeader && (!n.wasLeader || n.core.term != n.leaderTerm) {
-		n.logger.Info("leading", zap.Uint64("term", n.core.term))
+	if isLeader && (!n.wasLeader || st.term != n.leaderTerm) {
+		n.logger.Info("leading", zap.Uint64("term", st.term))
 	}
-	n.wasLeader, n.leaderTerm = isLeader, n.core.term
+	n.wasLeader, n.leaderTerm = isLeader, st.term
 }
 
 // handleReads routes read indexes: failures to their callers, successes to
@@ -848,17 +847,17 @@ func (n *Node) failApplyQueue() {
 
 // updateStatus publishes the core's state for Status.
 func (n *Node) updateStatus() {
-	c := n.core
+	st := n.core.status()
 	s := Status{
-		ID:          c.id,
-		Term:        c.term,
-		Leader:      c.leader,
-		Role:        c.role,
-		CommitIndex: c.log.committed,
-		LastIndex:   c.log.lastIndex(),
-		Members:     c.members,
+		ID:            st.id,
+		Term:          st.term,
+		Leader:        st.leader,
+		Role:          st.role,
+		CommitIndex:   st.committed,
+		LastIndex:     st.last,
+		SnapshotIndex: st.snapshotIndex,
+		Members:       st.members,
 	}
-	s.SnapshotIndex = c.snap.Index
 	n.statusMu.Lock()
 	n.status = s
 	n.statusMu.Unlock()

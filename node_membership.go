@@ -122,7 +122,7 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	var target, term uint64
 	var err error
 	if cerr := n.call(ctx, func() {
-		term = n.core.term
+		term = n.core.status().term
 		target, err = n.core.transferLeadership(to)
 	}); cerr != nil {
 		return cerr
@@ -133,13 +133,13 @@ func (n *Node) TransferLeadership(ctx context.Context, to uint64) error {
 	done := make(chan error, 1)
 	if cerr := n.call(ctx, func() {
 		n.watchers = append(n.watchers, func() bool {
-			c := n.core
+			st := n.core.status()
 			switch {
-			case c.term > term && c.leader == target:
+			case st.term > term && st.leader == target:
 				done <- nil
-			case c.term > term && c.leader != 0:
-				done <- fmt.Errorf("%w: %d leads instead of %d", ErrTransferFailed, c.leader, target)
-			case c.term == term && c.transferSettled(target):
+			case st.term > term && st.leader != 0:
+				done <- fmt.Errorf("%w: %d leads instead of %d", ErrTransferFailed, st.leader, target)
+			case st.term == term && n.core.transferSettled(target):
 				done <- fmt.Errorf("%w: abandoned: %d did not take over within an election timeout", ErrTransferFailed, target)
 			default:
 				return false

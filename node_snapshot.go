@@ -217,22 +217,21 @@ func (n *Node) handleSnapshotOutput(sendTo []uint64, msgs []Message) error {
 // starts one for every follower that needs the snapshot and has none (after
 // a failure, not before an election timeout has passed).
 func (n *Node) checkSenders() {
+	st := n.core.status()
 	for id, s := range n.senders {
-		pr := n.core.progress[id]
-		if n.core.role != Leader || n.core.term != s.term || pr == nil || pr.state != snapshotState {
+		if st.term != s.term || !n.core.needsSnapshot(id) {
 			close(s.cancel)
 			delete(n.senders, id)
 		}
 	}
-	if n.core.role != Leader {
+	if st.role != Leader {
 		return
 	}
-	for _, m := range n.core.members {
-		pr := n.core.progress[m.ID]
-		if pr == nil || pr.state != snapshotState || n.senders[m.ID] != nil || time.Now().Before(n.senderRetry[m.ID]) {
+	for _, m := range st.members {
+		if !n.core.needsSnapshot(m.ID) || n.senders[m.ID] != nil || time.Now().Before(n.senderRetry[m.ID]) {
 			continue
 		}
-		s := &snapSender{to: m.ID, term: n.core.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
+		s := &snapSender{to: m.ID, term: st.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
 		n.senders[m.ID] = s
 		n.bgWG.Add(1)
 		go n.streamSnapshot(s)
@@ -466,7 +465,7 @@ func (st *snapStream) deliverChunk(m Message, want uint64) error {
 // it again.
 func (n *Node) receiveChunk(m Message) error {
 	r := n.receiver
-	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: n.core.term, Index: m.Index}
+	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: n.core.status().term, Index: m.Index}
 	defer n.noteTransfer()
 	if m.Index <= n.installing.index {
 		// This snapshot (or an older one) is being restored; the final
@@ -635,7 +634,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 			return
 		}
 		if n.core.installSnapshot(meta, req.from) {
-			n.transport.Send([]Message{{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: n.core.term, Index: req.meta.Index, Context: req.size}})
+			n.transport.Send([]Message{{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: n.core.status().term, Index: req.meta.Index, Context: req.size}})
 		}
 		n.logger.Info("snapshot restored", zap.Uint64("index", meta.Index), zap.Duration("took", time.Since(start)))
 	})

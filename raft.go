@@ -51,6 +51,12 @@ type core struct {
 	maxInflight        int
 	maxAppendBytes     uint64
 
+	// applied is the index the state machine has applied, as the runtime
+	// last reported it (see appliedTo); trackApplied is false when no
+	// runtime reports it (unit tests and the simulator apply at once).
+	applied      uint64
+	trackApplied bool
+
 	transferTarget  uint64 // leadership transfer in progress to this node
 	transferElapsed int    // ticks since the transfer began
 	transferSent    bool   // a MsgTimeoutNow of the transfer in progress went out
@@ -182,6 +188,38 @@ func newCore(cfg coreConfig) (*core, error) {
 	}
 	c.becomeFollower(c.term, 0)
 	return c, nil
+}
+
+// coreStatus is what the runtime may read of the core's state: it never
+// reads the core's fields itself.
+type coreStatus struct {
+	id, term, leader uint64
+	role             Role
+	committed, last  uint64
+	applying         uint64 // the last entry handed to the state machine
+	snapshotIndex    uint64
+	members          []Member // the configuration in effect; never modified in place
+	configIndex      uint64
+	configCommitted  bool // the configuration in effect has committed
+	leavingMembers   int  // removed members the leader still replicates to
+}
+
+// status returns the core's state for the runtime.
+func (c *core) status() coreStatus {
+	return coreStatus{
+		id: c.id, term: c.term, leader: c.leader, role: c.role,
+		committed: c.log.committed, last: c.log.lastIndex(), applying: c.log.applying, snapshotIndex: c.snap.Index,
+		members: c.members, configIndex: c.configIndex, configCommitted: c.configIndex <= c.log.committed,
+		leavingMembers: len(c.leaving),
+	}
+}
+
+// needsSnapshot reports whether this node leads and wants the runtime to
+// stream its snapshot to follower id (the follower's progress is in the
+// snapshot state, progress.go).
+func (c *core) needsSnapshot(id uint64) bool {
+	pr := c.progress[id]
+	return c.role == Leader && pr != nil && pr.state == snapshotState
 }
 
 // hardState returns what must be durable before this node's messages leave.

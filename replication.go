@@ -22,6 +22,11 @@ func (c *core) propose(data []byte) (index, term uint64, err error) {
 		(c.uncommittedBytes > 0 && c.uncommittedBytes+uint64(len(data)) > c.maxUncommittedSize) {
 		return 0, 0, ErrBusy
 	}
+	if c.trackApplied && c.log.lastIndex()-min(c.applied, c.log.lastIndex()) >= c.maxUncommittedEnts {
+		// The state machine is behind: refuse rather than queue without
+		// bound (the same bound as for uncommitted entries).
+		return 0, 0, fmt.Errorf("%w: %d entries wait to be applied", ErrBusy, c.log.lastIndex()-c.applied)
+	}
 	c.appendLeaderEntries(Entry{Type: EntryCommand, Data: data})
 	c.pendingBroadcast = true
 	return c.log.lastIndex(), c.term, nil
@@ -48,6 +53,13 @@ func (c *core) proposeConfig(members []Member) (index, term uint64, err error) {
 	c.appendLeaderEntries(Entry{Type: EntryConfChange, Data: encodeMembers(members)})
 	c.pendingBroadcast = true
 	return c.log.lastIndex(), c.term, nil
+}
+
+// appliedTo is the runtime's report that the state machine has applied
+// every entry up to index; propose refuses new entries while too many wait
+// to be applied.
+func (c *core) appliedTo(index uint64) {
+	c.applied, c.trackApplied = index, true
 }
 
 func (c *core) notLeader() error {
