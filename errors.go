@@ -15,18 +15,21 @@ var (
 	// appended, so it may or may not be committed later; or, for a read,
 	// before the leader could confirm it (retry the read).
 	ErrLeadershipLost = errors.New("raft: leadership lost before the operation completed (a proposal's outcome is unknown)")
-	// ErrClosed: the node is closed.
-	ErrClosed = errors.New("raft: node closed")
+	// ErrClosed: the node, or the FileStorage, is closed.
+	ErrClosed = errors.New("raft: closed")
 	// ErrMembershipChange: another membership change is still in progress.
 	ErrMembershipChange = errors.New("raft: another membership change is in progress")
 	// ErrCorrupt: storage or a message holds a checksum mismatch or an
-	// impossible record; a node refuses to start on it.
+	// impossible record, or an entry this node counts as committed differs
+	// from the leader's (its storage lost data). A node refuses to start on
+	// corrupt storage; a running node that finds it stops (ErrStopped
+	// wrapping ErrCorrupt); a message that fails to decode is dropped.
 	ErrCorrupt = errors.New("raft: corrupt data")
 	// ErrBusy: the leader already holds as many uncommitted entries or bytes
 	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow, or its
 	// state machine is that far behind; retry on the same node after earlier
 	// proposals commit and apply.
-	ErrBusy = errors.New("raft: too many uncommitted proposals")
+	ErrBusy = errors.New("raft: too many uncommitted or unapplied entries")
 	// ErrTransferInProgress: the leader is handing leadership to another
 	// node (TransferLeadership) and refuses proposals and membership changes
 	// meanwhile. Nothing was appended: retry after a moment, on the new
@@ -43,6 +46,9 @@ var (
 	ErrRemoved = errors.New("raft: this node was removed from the cluster")
 	// ErrInvalidConfig: a Config field is invalid; the wrapping error names it.
 	ErrInvalidConfig = errors.New("raft: invalid config")
+	// ErrOutOfRange: Storage.Entries or Storage.Term was asked for indexes
+	// outside the stored log: compacted away, or not written yet.
+	ErrOutOfRange = errors.New("raft: log index out of range")
 	// ErrNoSnapshot: Storage.Snapshot found no snapshot.
 	ErrNoSnapshot = errors.New("raft: no snapshot")
 	// ErrLocked: the FileStorage directory is in use by another process or

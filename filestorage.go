@@ -612,7 +612,7 @@ func (s *FileStorage) Entries(lo, hi uint64) ([]Entry, error) {
 	}
 	last := s.first + uint64(len(s.locs)) - 1
 	if lo < s.first || hi < lo || hi > last+1 {
-		return nil, fmt.Errorf("raft: FileStorage.Entries(%d, %d) out of range [%d, %d]", lo, hi, s.first, last+1)
+		return nil, fmt.Errorf("%w: FileStorage.Entries(%d, %d) outside [%d, %d]", ErrOutOfRange, lo, hi, s.first, last+1)
 	}
 	out := make([]Entry, 0, hi-lo)
 	for i := lo; i < hi; i++ {
@@ -790,7 +790,7 @@ func (s *FileStorage) Term(i uint64) (uint64, error) {
 	case i == s.first-1:
 		return s.firstTerm, nil
 	case i < s.first || i > last:
-		return 0, fmt.Errorf("raft: FileStorage.Term(%d) out of range [%d, %d]", i, s.first-1, last)
+		return 0, fmt.Errorf("%w: FileStorage.Term(%d) outside [%d, %d]", ErrOutOfRange, i, s.first-1, last)
 	}
 	return s.locs[i-s.first].term, nil
 }
@@ -855,7 +855,7 @@ func (s *FileStorage) Compact(index, term uint64) error {
 // usable returns why the storage cannot be used, or nil.
 func (s *FileStorage) usable() error {
 	if s.closed {
-		return errors.New("raft: FileStorage is closed")
+		return fmt.Errorf("%w: FileStorage", ErrClosed)
 	}
 	return s.failed
 }

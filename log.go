@@ -116,15 +116,8 @@ func (l *raftLog) findConflictByTerm(index, term uint64) (uint64, uint64) {
 }
 
 // commitTo raises the commit index; it never lowers it.
-func (l *raftLog) commitTo(i uint64) bool {
-	if i > l.lastIndex() {
-		i = l.lastIndex()
-	}
-	if i > l.committed {
-		l.committed = i
-		return true
-	}
-	return false
+func (l *raftLog) commitTo(i uint64) {
+	l.committed = max(l.committed, min(i, l.lastIndex()))
 }
 
 // takeUnstable returns the entries not yet given to the runtime to persist

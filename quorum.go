@@ -13,7 +13,9 @@ const (
 
 // quorum decides what a set of voters agrees on. Commit, elections and
 // ReadIndex confirmation all go through it, so that a change of membership
-// (a joint configuration) never needs a special case in those rules.
+// never needs a special case in those rules: joint consensus (dissertation
+// §4.3) will be a second implementation, needing a majority of the old and
+// of the new voters.
 type quorum interface {
 	// committed returns the highest value v such that a quorum of voters
 	// reports a value >= v; ack gives each voter's value (0 if unknown).
@@ -32,8 +34,7 @@ func (q majority) contains(id uint64) bool { return slices.Contains(q, id) }
 
 func (q majority) committed(ack func(id uint64) uint64) uint64 {
 	if len(q) == 0 {
-		// No voters: nothing can be agreed. (The joint case relies on
-		// an empty half imposing no constraint, see joint.committed.)
+		// No voters: nothing can be agreed.
 		return 0
 	}
 	var buf [7]uint64
@@ -64,33 +65,6 @@ func (q majority) vote(votes map[uint64]bool) voteResult {
 	case granted >= need:
 		return voteWon
 	case len(q)-rejected < need:
-		return voteLost
-	}
-	return votePending
-}
-
-// joint is the configuration during joint consensus (dissertation §4.3):
-// decisions need a majority of the old and of the new voters.
-type joint [2]majority
-
-func (q joint) contains(id uint64) bool { return q[0].contains(id) || q[1].contains(id) }
-
-func (q joint) committed(ack func(id uint64) uint64) uint64 {
-	if len(q[1]) == 0 {
-		return q[0].committed(ack)
-	}
-	return min(q[0].committed(ack), q[1].committed(ack))
-}
-
-func (q joint) vote(votes map[uint64]bool) voteResult {
-	if len(q[1]) == 0 {
-		return q[0].vote(votes)
-	}
-	a, b := q[0].vote(votes), q[1].vote(votes)
-	switch {
-	case a == voteWon && b == voteWon:
-		return voteWon
-	case a == voteLost || b == voteLost:
 		return voteLost
 	}
 	return votePending

@@ -32,17 +32,3 @@ func TestQuorumMajorityVote(t *testing.T) {
 	assert.Equal(t, voteLost, q.vote(map[uint64]bool{1: true, 2: false, 3: false, 4: false}))
 	assert.Equal(t, votePending, q.vote(map[uint64]bool{1: true, 9: true, 8: true}), "non-voters do not count")
 }
-
-func TestQuorumJoint_4_3(t *testing.T) {
-	q := joint{majority{1, 2, 3}, majority{3, 4, 5}}
-	acks := map[uint64]uint64{1: 9, 2: 9, 3: 2, 4: 5, 5: 5}
-	assert.Equal(t, uint64(5), q.committed(func(id uint64) uint64 { return acks[id] }), "needs both majorities")
-	assert.Equal(t, votePending, q.vote(map[uint64]bool{1: true, 2: true}))
-	assert.Equal(t, voteWon, q.vote(map[uint64]bool{1: true, 2: true, 4: true, 5: true}))
-	assert.Equal(t, voteLost, q.vote(map[uint64]bool{4: false, 5: false}))
-	assert.True(t, q.contains(5))
-	assert.False(t, q.contains(6))
-	// A joint config with an empty second half is the first half.
-	single := joint{majority{1, 2, 3}, nil}
-	assert.Equal(t, voteWon, single.vote(map[uint64]bool{1: true, 2: true}))
-}

@@ -353,7 +353,7 @@ func (c *core) broadcastHeartbeat(readSeq uint64) {
 // quorum, if that entry is of the current term: a leader never commits an
 // entry of an earlier term by counting replicas (Raft §5.4.2, Figure 8).
 // The new commit index reaches followers with the next flush.
-func (c *core) maybeCommit() bool {
+func (c *core) maybeCommit() {
 	idx := c.voters.committed(func(id uint64) uint64 {
 		if pr := c.progress[id]; pr != nil {
 			return pr.match
@@ -361,16 +361,15 @@ func (c *core) maybeCommit() bool {
 		return 0
 	})
 	if idx <= c.log.committed {
-		return false
+		return
 	}
 	if t, _ := c.log.term(idx); t != c.term && !c.hooks.commitPreviousTermByCounting {
-		return false
+		return
 	}
 	for i := c.log.committed + 1; i <= idx; i++ {
 		c.uncommittedBytes -= min(c.uncommittedBytes, uint64(len(c.log.entry(i).Data)))
 	}
 	c.log.commitTo(idx)
-	return true
 }
 
 // persisted tells the core that the log up to (index, term) is durable. The

@@ -36,7 +36,8 @@ type Storage interface {
 	// when the log is empty.
 	LastIndex() (uint64, error)
 	// Entries returns the stored entries with indexes in [lo, hi), where
-	// FirstIndex() <= lo <= hi <= LastIndex()+1.
+	// FirstIndex() <= lo <= hi <= LastIndex()+1; other bounds fail with an
+	// error wrapping ErrOutOfRange.
 	Entries(lo, hi uint64) ([]Entry, error)
 	// Save durably stores entries, then hs. The entries, if any, have
 	// consecutive indexes and entries[0].Index <= LastIndex()+1; every stored
@@ -49,7 +50,8 @@ type Storage interface {
 	// Term returns the term of the entry at index i, for
 	// FirstIndex()-1 <= i <= LastIndex(). For FirstIndex()-1 it is the term
 	// of the last discarded entry (0 when nothing was ever discarded): the
-	// log's consistency check (Raft §5.3) needs it after compaction.
+	// log's consistency check (Raft §5.3) needs it after compaction. Other
+	// indexes fail with an error wrapping ErrOutOfRange.
 	Term(i uint64) (uint64, error)
 	// Compact durably discards every entry up to and including index; term
 	// is the term of the entry at index. If the log holds no entry at index
@@ -129,7 +131,7 @@ func (s *MemoryStorage) Entries(lo, hi uint64) ([]Entry, error) {
 	defer s.mu.Unlock()
 	last := s.first + uint64(len(s.entries)) - 1
 	if lo < s.first || hi < lo || hi > last+1 {
-		return nil, fmt.Errorf("raft: MemoryStorage.Entries(%d, %d) out of range [%d, %d]", lo, hi, s.first, last+1)
+		return nil, fmt.Errorf("%w: MemoryStorage.Entries(%d, %d) outside [%d, %d]", ErrOutOfRange, lo, hi, s.first, last+1)
 	}
 	out := make([]Entry, hi-lo)
 	copy(out, s.entries[lo-s.first:hi-s.first])
@@ -176,7 +178,7 @@ func (s *MemoryStorage) Term(i uint64) (uint64, error) {
 	case i == s.first-1:
 		return s.firstTerm, nil
 	case i < s.first || i > last:
-		return 0, fmt.Errorf("raft: MemoryStorage.Term(%d) out of range [%d, %d]", i, s.first-1, last)
+		return 0, fmt.Errorf("%w: MemoryStorage.Term(%d) outside [%d, %d]", ErrOutOfRange, i, s.first-1, last)
 	}
 	return s.entries[i-s.first].Term, nil
 }

@@ -42,3 +42,29 @@ func TestMemoryStorage(t *testing.T) {
 	_, err = s.Entries(2, 9)
 	assert.Error(t, err)
 }
+
+// TestStorage_ErrorsWrapSentinels: both storages report out-of-range reads
+// with ErrOutOfRange, and a closed FileStorage with ErrClosed, so that
+// callers can tell them apart with errors.Is.
+func TestStorage_ErrorsWrapSentinels(t *testing.T) {
+	fs, err := OpenFileStorage(t.TempDir(), WithNoSync())
+	require.NoError(t, err)
+	for name, s := range map[string]Storage{"memory": NewMemoryStorage(), "file": fs} {
+		t.Run(name, func(t *testing.T) {
+			require.NoError(t, s.Save(HardState{Term: 1}, []Entry{{Index: 1, Term: 1}, {Index: 2, Term: 1}}))
+			_, err := s.Entries(1, 4)
+			assert.ErrorIs(t, err, ErrOutOfRange)
+			_, err = s.Entries(0, 2)
+			assert.ErrorIs(t, err, ErrOutOfRange)
+			_, err = s.Term(3)
+			assert.ErrorIs(t, err, ErrOutOfRange)
+			require.NoError(t, s.Compact(1, 1))
+			_, err = s.Term(0)
+			assert.ErrorIs(t, err, ErrOutOfRange, "compacted away")
+		})
+	}
+	require.NoError(t, fs.Close())
+	_, err = fs.Term(2)
+	assert.ErrorIs(t, err, ErrClosed)
+	assert.ErrorIs(t, fs.Save(HardState{Term: 1}, nil), ErrClosed)
+}
