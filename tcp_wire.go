@@ -1,0 +1,222 @@
+package raft
+
+// The wire format of TCPTransport (tcp.go). docs/tcp.md is the user's guide;
+// this comment is the reference for the bytes on the wire, precise enough to
+// write a compatible peer in another language. This file holds the format's
+// constants and the encoding of the hello and its reply; tcp_outbound.go
+// dials and writes frames, tcp_inbound.go accepts and reads them.
+//
+// Connections. Every node listens on one address. To send, a node dials the
+// receiver and keeps the connection open; it only writes to it. A node
+// therefore holds, for each peer, its own outbound connections (on which it
+// writes) and the peer's inbound connections (from which it reads). Each
+// direction has up to two connections, one per lane:
+//
+//	lane 0, control: every message whose encoding is at most
+//	                 TCPConfig.BulkThreshold bytes (heartbeats, votes,
+//	                 responses, ordinary appends)
+//	lane 1, bulk:    snapshot chunks (MsgSnapshot) and larger messages (big
+//	                 appends), so that they never queue in front of heartbeats
+//
+// The control connection to a member is dialed as soon as the member is
+// known (so that a node that starts makes itself known to its peers), and
+// again whenever there is something to send on it; the bulk connection is
+// dialed the first time a large message is sent. An inbound connection from
+// a peer whose dials were failing makes the node retry its own dial to the
+// peer at once, without waiting for the backoff.
+//
+// Handshake. Right after the TCP connection (and the TLS handshake, when TLS
+// is configured) the dialer sends a hello; integers are big-endian:
+//
+//	magic        4 bytes   "RKTP" (0x52 0x4B 0x54 0x50)
+//	version      1 byte    1
+//	lane         1 byte    0 (control) or 1 (bulk)
+//	from         8 bytes   the dialer's node ID, non-zero
+//	to           8 bytes   the node ID the dialer means to reach, non-zero
+//	cluster len  1 byte    0 to 255
+//	cluster      that many bytes: TCPConfig.ClusterID
+//	addr len     1 byte    0 to 255
+//	addr         that many bytes: the dialer's advertised listen address
+//
+// The acceptor answers with a reply of 6 bytes:
+//
+//	magic        4 bytes   "RKTP"
+//	version      1 byte    the acceptor's version (1)
+//	status       1 byte    0 accepted; 1 unsupported version; 2 other
+//	                       cluster; 3 "to" is not the acceptor's node ID;
+//	                       4 the acceptor is not attached to a node (it is
+//	                       stopping, or did not finish starting within half
+//	                       of its HandshakeTimeout); 5 bad "from" (0 or the
+//	                       acceptor's own ID)
+//
+// An acceptor that is starting (listening, not yet attached to its node)
+// holds the reply until it is attached rather than answer 4 at once. It
+// closes the connection after any status but 0. Input that does not
+// start with the magic gets no reply: the connection is closed. The hello
+// must arrive, and the TLS handshake complete, within
+// TCPConfig.HandshakeTimeout of the connection being accepted. After the
+// reply the acceptor never writes again; the dialer never reads again except
+// to notice that the acceptor closed the connection.
+//
+// Frames. After the handshake the dialer sends frames:
+//
+//	length       4 bytes   big-endian unsigned L
+//	body         L bytes   one Message in the binary encoding of codec.go
+//
+// L == 0 is a keepalive that carries no message; a dialer sends one when it
+// has written nothing for a third of TCPConfig.IdleReadTimeout. A frame
+// with L > TCPConfig.MaxFrameSize, a body that does not decode, a
+// connection that ends inside a frame, and a frame whose bytes stop coming
+// for IdleReadTimeout all close the connection. A message whose From is not
+// the hello's "from", or whose To is not the acceptor's node ID, is dropped
+// (the connection stays open).
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Wire constants; see the top of this file.
+const (
+	tcpMagic          = "RKTP"
+	tcpVersion        = 1
+	tcpHelloFixedSize = 4 + 1 + 1 + 8 + 8 + 1 // magic, version, lane, from, to, cluster len
+	tcpReplySize      = 4 + 1 + 1
+	tcpFrameHeader    = 4
+	tcpWriteBuffer    = 64 << 10
+	tcpReadBuffer     = 64 << 10
+	tcpMaxLearned     = 16 // addresses learned from handshakes of non-members
+)
+
+// tcpLane is the connection a message travels on.
+type tcpLane uint8
+
+const (
+	tcpLaneControl tcpLane = iota
+	tcpLaneBulk
+	tcpLanes // number of lanes
+)
+
+func (l tcpLane) String() string {
+	if l == tcpLaneBulk {
+		return "bulk"
+	}
+	return "control"
+}
+
+// tcpStatus is the status byte of the handshake reply.
+type tcpStatus uint8
+
+const (
+	tcpAccepted tcpStatus = iota
+	tcpRefusedVersion
+	tcpRefusedCluster
+	tcpRefusedNode
+	tcpRefusedNotReady
+	tcpRefusedSender
+)
+
+func (s tcpStatus) String() string {
+	switch s {
+	case tcpAccepted:
+		return "accepted"
+	case tcpRefusedVersion:
+		return "unsupported protocol version"
+	case tcpRefusedCluster:
+		return "different cluster ID"
+	case tcpRefusedNode:
+		return "the address belongs to another node ID"
+	case tcpRefusedNotReady:
+		return "peer not attached to a node (starting or stopping)"
+	case tcpRefusedSender:
+		return "invalid sender ID"
+	}
+	return fmt.Sprintf("unknown status %d", uint8(s))
+}
+
+var (
+	errTCPClosed      = errors.New("raft: TCP transport closed")
+	errTCPBadMagic    = errors.New("not a raftkit TCP transport (wrong magic)")
+	errTCPNotAttached = errors.New("transport not attached to a node")
+)
+
+// tcpRefusedError is a handshake refused by the peer.
+type tcpRefusedError struct{ status tcpStatus }
+
+func (e *tcpRefusedError) Error() string {
+	return "handshake refused by the peer: " + e.status.String()
+}
+
+// ---- The handshake ----
+
+// tcpHello is the handshake a dialer sends; see the top of this file.
+type tcpHello struct {
+	lane     tcpLane
+	from, to uint64
+	cluster  string
+	addr     string
+}
+
+func (h *tcpHello) appendTo(buf []byte) []byte {
+	buf = append(buf, tcpMagic...)
+	buf = append(buf, tcpVersion, byte(h.lane))
+	buf = binary.BigEndian.AppendUint64(buf, h.from)
+	buf = binary.BigEndian.AppendUint64(buf, h.to)
+	buf = append(buf, byte(len(h.cluster)))
+	buf = append(buf, h.cluster...)
+	buf = append(buf, byte(len(h.addr)))
+	return append(buf, h.addr...)
+}
+
+// tcpVersionError is a hello of another protocol version.
+type tcpVersionError struct{ version byte }
+
+func (e *tcpVersionError) Error() string {
+	return fmt.Sprintf("unsupported protocol version %d (this node speaks %d)", e.version, tcpVersion)
+}
+
+// readTCPHello reads a hello from r, which the caller bounds with a
+// deadline. It reads exactly the hello's bytes and allocates at most the
+// two strings of at most 255 bytes each.
+func readTCPHello(r io.Reader) (tcpHello, error) {
+	var h tcpHello
+	var fixed [tcpHelloFixedSize]byte
+	// Magic and version first: a stray client is turned away without
+	// waiting for bytes it will never send.
+	if _, err := io.ReadFull(r, fixed[:5]); err != nil {
+		return h, err
+	}
+	if string(fixed[:4]) != tcpMagic {
+		return h, errTCPBadMagic
+	}
+	if fixed[4] != tcpVersion {
+		return h, &tcpVersionError{version: fixed[4]}
+	}
+	if _, err := io.ReadFull(r, fixed[5:]); err != nil {
+		return h, err
+	}
+	h.lane = tcpLane(fixed[5])
+	if h.lane >= tcpLanes {
+		return h, fmt.Errorf("unknown lane %d", h.lane)
+	}
+	h.from = binary.BigEndian.Uint64(fixed[6:])
+	h.to = binary.BigEndian.Uint64(fixed[14:])
+	var strs [2 * (tcpMaxString + 1)]byte
+	n := int(fixed[22])
+	if _, err := io.ReadFull(r, strs[:n+1]); err != nil { // the cluster ID and the address length
+		return h, err
+	}
+	h.cluster = string(strs[:n])
+	m := int(strs[n])
+	if _, err := io.ReadFull(r, strs[n+1:n+1+m]); err != nil {
+		return h, err
+	}
+	h.addr = string(strs[n+1 : n+1+m])
+	return h, nil
+}
+
+func tcpReply(status tcpStatus) []byte {
+	return append([]byte(tcpMagic), tcpVersion, byte(status))
+}
