@@ -88,8 +88,9 @@ type Config struct {
 	// Default 16384.
 	MaxInboundMessages int
 
-	// Seed seeds the randomized election timeout. 0 picks a random seed.
-	// Tests set it to make runs repeatable.
+	// Seed seeds this node's randomized election timeout. 0 picks a random
+	// seed. Tests set it to make runs repeatable; the in-memory network's
+	// random faults have their own seed (WithSeed).
 	Seed int64
 
 	// Logger receives the node's logs, with the node ID as a field.

@@ -2,10 +2,13 @@ package raft
 
 import "go.uber.org/zap"
 
-// Kinds of campaign, carried in MsgVote/MsgPreVote's Context.
+// campaignKind says what started a campaign; MsgVote and MsgPreVote carry
+// it in Context, as part of the wire format (never renumber).
+type campaignKind uint64
+
 const (
 	// campaignPreElection is the PreVote phase of an ordinary election.
-	campaignPreElection uint64 = iota + 1
+	campaignPreElection campaignKind = iota + 1
 	campaignElection
 	// campaignTransfer is an election started by MsgTimeoutNow, in both of
 	// its phases (MsgPreVote, then MsgVote): the old leader asked for it, so
@@ -40,7 +43,7 @@ func (c *core) inLease() bool {
 
 // campaign starts an election of the given kind, campaignElection or
 // campaignTransfer; with pre, it starts with the PreVote phase.
-func (c *core) campaign(kind uint64, pre bool) {
+func (c *core) campaign(kind campaignKind, pre bool) {
 	var term uint64
 	msgType := MsgVote
 	context := kind
@@ -79,7 +82,7 @@ func (c *core) campaign(kind uint64, pre bool) {
 		if m.Learner || m.ID == c.id {
 			continue
 		}
-		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: context})
+		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: uint64(context)})
 	}
 }
 

@@ -106,7 +106,8 @@ type inmemOptions struct {
 // with SetFaults (drops, duplicates, delays) are the same from one run to the
 // next, given the same sequence of Send calls. Without it the seed comes from
 // the clock; Seed reports it either way, so a test can log the seed of a run
-// that failed and replay it.
+// that failed and replay it. It seeds the network's faults only: each Node's
+// election timeouts have their own seed, Config.Seed.
 func WithSeed(seed int64) InmemOption {
 	return func(o *inmemOptions) {
 		o.seed = seed

@@ -18,7 +18,12 @@ import (
 
 // changeMembers proposes the configuration that edit makes of the current
 // one. edit returns ok=false when the change is already in effect.
-func (c *core) changeMembers(edit func(members []Member) ([]Member, bool, error)) (index, term uint64, changed bool, err error) {
+// membershipEdit makes a new member list from the current one (which it
+// may modify: it gets a copy); ok=false says the change is in effect
+// already, and an error that it cannot be made.
+type membershipEdit func(members []Member) (next []Member, ok bool, err error)
+
+func (c *core) changeMembers(edit membershipEdit) (index, term uint64, changed bool, err error) {
 	if c.role != Leader {
 		return 0, 0, false, c.notLeader()
 	}
@@ -57,7 +62,7 @@ func (c *core) changeMembers(edit func(members []Member) ([]Member, bool, error)
 //     once the change commits, as when it removes itself;
 //   - another address is an address change, which takes effect when the
 //     configuration is appended, as any other.
-func addMember(id uint64, addr string, learner bool) func([]Member) ([]Member, bool, error) {
+func addMember(id uint64, addr string, learner bool) membershipEdit {
 	return func(members []Member) ([]Member, bool, error) {
 		if id == 0 {
 			return nil, false, fmt.Errorf("%w: member ID 0", ErrInvalidConfig)
@@ -112,7 +117,7 @@ func (l memberList) String() string {
 }
 
 // removeMember returns an edit that removes id.
-func removeMember(id uint64) func([]Member) ([]Member, bool, error) {
+func removeMember(id uint64) membershipEdit {
 	return func(members []Member) ([]Member, bool, error) {
 		i := slices.IndexFunc(members, func(m Member) bool { return m.ID == id })
 		if i < 0 {

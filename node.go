@@ -24,12 +24,12 @@ import (
 // node makes its term, vote and entries durable before any response or
 // vote that depends on them leaves (Raft Figure 2).
 type Node struct {
-	cfg       Config
-	sm        StateMachine
-	storage   Storage
-	transport Transport
-	logger    *zap.Logger
-	tick      time.Duration
+	cfg          Config
+	sm           StateMachine
+	storage      Storage
+	transport    Transport
+	logger       *zap.Logger
+	tickInterval time.Duration // how often the core ticks (its timeouts count ticks)
 
 	// Owned by the event loop.
 	core         *core
@@ -44,7 +44,7 @@ type Node struct {
 	peersLeaving int    // leaving members the leader still replicated to when they were set
 	electionTick int
 	watchers     []func() bool // run after each loop iteration; done when they return true
-	persistErr   error         // a fatal error met outside handleReady
+	fatalErr     error         // a fatal error met outside handleReady (writing or restoring a snapshot), which stops the loop
 	senders      map[uint64]*snapSender
 	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
@@ -152,7 +152,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		storage:      storage,
 		transport:    transport,
 		logger:       logger,
-		tick:         tick,
+		tickInterval: tick,
 		core:         c,
 		savedState:   hs,
 		reads:        make(map[uint64]*readWait),
@@ -460,7 +460,7 @@ func (n *Node) run() {
 		close(n.stopped)
 		n.failPending()
 	}()
-	ticker := time.NewTicker(n.tick)
+	ticker := time.NewTicker(n.tickInterval)
 	defer ticker.Stop()
 	for {
 		select {
@@ -473,7 +473,7 @@ func (n *Node) run() {
 		case <-n.notify:
 			n.drainInbox()
 		}
-		err := n.persistErr
+		err := n.fatalErr
 		if err == nil {
 			err = n.handleReady()
 		}

@@ -49,7 +49,7 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	return n.changeMembers(ctx, removeMember(id))
 }
 
-func (n *Node) changeMembers(ctx context.Context, edit func([]Member) ([]Member, bool, error)) error {
+func (n *Node) changeMembers(ctx context.Context, edit membershipEdit) error {
 	if err := n.serving(); err != nil {
 		return err
 	}

@@ -180,7 +180,7 @@ func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration
 	}
 	if err := n.storage.Compact(index, term); err != nil {
 		err = fmt.Errorf("raft: compacting the log to %d: %w", index, err)
-		n.persistErr = err
+		n.fatalErr = err
 		return err
 	}
 	return nil
@@ -624,13 +624,13 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 	n.postEvent(func() {
 		n.installDone(req.meta.Index)
 		if err != nil {
-			n.persistErr = fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", req.meta.Index, err)
+			n.fatalErr = fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", req.meta.Index, err)
 			return
 		}
 		// The snapshot replaces the log up to its index: discard it durably
 		// before the leader hears that we have it.
 		if cerr := n.storage.Compact(meta.Index, meta.Term); cerr != nil {
-			n.persistErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", meta.Index, cerr)
+			n.fatalErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", meta.Index, cerr)
 			return
 		}
 		if n.core.installSnapshot(meta, req.from) {

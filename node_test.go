@@ -463,7 +463,7 @@ func TestRuntime_PersistsBeforeResponding(t *testing.T) {
 	n, err := NewNode(cfg, &recordingSM{}, storage, transport)
 	require.NoError(t, err)
 	defer n.Close()
-	deliver(Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1, Context: campaignElection})
+	deliver(Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1, Context: uint64(campaignElection)})
 	select {
 	case m := <-sent:
 		assert.Equal(t, MsgVoteResp, m.Type)

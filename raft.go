@@ -68,7 +68,7 @@ type core struct {
 
 	// Candidate state.
 	votes        map[uint64]bool
-	campaignKind uint64 // campaignElection or campaignTransfer
+	campaignKind campaignKind // campaignElection or campaignTransfer
 
 	// Timers, in ticks.
 	electionElapsed   int
@@ -252,7 +252,7 @@ func (c *core) step(m Message) {
 	switch {
 	case m.Term > c.term:
 		if (m.Type == MsgVote || m.Type == MsgPreVote) && c.inLease() &&
-			(m.Context != campaignTransfer || !c.log.isUpToDate(m.Index, m.LogTerm)) {
+			(campaignKind(m.Context) != campaignTransfer || !c.log.isUpToDate(m.Index, m.LogTerm)) {
 			// CheckQuorum's lease (dissertation §4.2.3, §9.6): a follower that
 			// heard from a live leader within the minimum election timeout
 			// ignores candidates, so that a node rejoining from a partition

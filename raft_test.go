@@ -468,7 +468,7 @@ func TestCheckQuorum_4_2_3_FollowerInLeaseIgnoresVotes(t *testing.T) {
 	assert.Empty(t, msgsOf(n.collect(2), MsgVoteResp))
 
 	// A transfer-initiated election is heard despite the lease.
-	c2.step(Message{Type: MsgVote, From: 3, To: 2, Term: term + 1, Index: 100, LogTerm: 100, Context: campaignTransfer})
+	c2.step(Message{Type: MsgVote, From: 3, To: 2, Term: term + 1, Index: 100, LogTerm: 100, Context: uint64(campaignTransfer)})
 	assert.Equal(t, term+1, c2.term)
 }
 

@@ -129,11 +129,11 @@ func TestTransfer_3_10_VoterInLeaseIgnoresATransferCandidateThatLacksEntries(t *
 	term := c2.term
 	last, lastTerm := c2.log.lastIndex(), c2.log.lastTerm()
 	for _, typ := range []MessageType{MsgPreVote, MsgVote} {
-		c2.step(Message{Type: typ, From: 3, To: 2, Term: term + 1, Index: last - 1, LogTerm: lastTerm, Context: campaignTransfer})
+		c2.step(Message{Type: typ, From: 3, To: 2, Term: term + 1, Index: last - 1, LogTerm: lastTerm, Context: uint64(campaignTransfer)})
 		assert.Equal(t, term, c2.term, "%s", typ)
 		assert.Empty(t, n.collect(2), "%s: ignored, as any candidate under the lease", typ)
 	}
-	c2.step(Message{Type: MsgPreVote, From: 3, To: 2, Term: term + 1, Index: last, LogTerm: lastTerm, Context: campaignTransfer})
+	c2.step(Message{Type: MsgPreVote, From: 3, To: 2, Term: term + 1, Index: last, LogTerm: lastTerm, Context: uint64(campaignTransfer)})
 	resp := msgsOf(n.collect(2), MsgPreVoteResp)
 	require.Len(t, resp, 1)
 	assert.False(t, resp[0].Reject, "a transfer candidate with our whole log is heard despite the lease")
@@ -186,7 +186,7 @@ func TestTransfer_3_10_TargetWaitsForItsConfigurationToCommit(t *testing.T) {
 	msgs := msgsOf(c2.ready(c2.hardState()).messages, MsgPreVote)
 	require.Len(t, msgs, 3, "it asks the voters of the configuration with 4")
 	for _, m := range msgs {
-		assert.Equal(t, campaignTransfer, m.Context, "voters hear it despite their lease")
+		assert.Equal(t, campaignTransfer, campaignKind(m.Context), "voters hear it despite their lease")
 	}
 }
 
