@@ -310,8 +310,9 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 // with the entry's Index and Term; the Proposal gives the outcome. It fails
 // at once with a *NotLeaderError off the leader, ErrTransferInProgress while
 // the leader hands leadership over, ErrBusy when too much is uncommitted or
-// unapplied, ErrRemoved on a node removed from the cluster, and ErrClosed
-// after Close. In each of these cases nothing was appended.
+// unapplied, ErrRemoved on a node removed from the cluster, ErrClosed
+// after Close, and ErrStopped (wrapping the cause) after a fatal error. In
+// each of these cases nothing was appended.
 func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 	return n.proposeAsync(context.Background(), cmd)
 }
@@ -351,7 +352,8 @@ func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) 
 // read index. It fails with a *NotLeaderError when no leader is known,
 // ErrLeadershipLost when the leader changed meanwhile, ErrRemoved once this
 // node is removed from the cluster (it would wait for entries it no longer
-// receives), or the context's error.
+// receives), ErrClosed after Close, ErrStopped after a fatal error, or the
+// context's error.
 func (n *Node) LinearizableRead(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err

@@ -37,7 +37,8 @@ func (p *Proposal) finish(result any, err error) {
 // committed and applied on this node. It fails with ErrLeadershipLost when
 // this node lost leadership before the entry committed (the command may
 // still commit later: its outcome is unknown), ErrClosed when the node
-// closed first, or the context's error when ctx ends first, in which case the
+// closed first, ErrStopped (wrapping the cause) when it stopped after a
+// fatal error, or the context's error when ctx ends first, in which case the
 // proposal itself goes on.
 func (p *Proposal) Wait(ctx context.Context) (any, error) {
 	select {
