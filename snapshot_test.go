@@ -376,46 +376,34 @@ func (s *bigSM) Restore(r io.Reader) error {
 
 func TestSnapshot_200MiBStreamsWithBoundedMemory(t *testing.T) {
 	const size = 200 << 20
-	nw := NewInmemNetwork()
-	defer nw.Close()
-	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
-	nodes := map[uint64]*Node{}
 	var stores []*FileStorage
 	sms := map[uint64]*bigSM{}
+	c := newTestCluster(t, 3,
+		withConfig(func(cfg *Config) {
+			cfg.SnapshotThreshold = 1 << 30
+			cfg.TrailingEntries = 1
+		}),
+		withStorages(func(uint64) Storage {
+			st, err := OpenFileStorage(t.TempDir(), WithNoSync())
+			require.NoError(t, err)
+			stores = append(stores, st)
+			return st
+		}),
+		withStateMachines(func(id uint64) StateMachine {
+			sms[id] = &bigSM{size: size}
+			return sms[id]
+		}))
 	defer func() {
-		for _, n := range nodes {
-			n.Close()
+		for _, id := range c.running() {
+			c.stop(id)
 		}
 		for _, s := range stores {
 			s.Close()
 		}
 	}()
-	for _, m := range members {
-		st, err := OpenFileStorage(t.TempDir(), WithNoSync())
-		require.NoError(t, err)
-		stores = append(stores, st)
-		cfg := fastConfig(t, m.ID, members)
-		cfg.SnapshotThreshold = 1 << 30
-		cfg.TrailingEntries = 1
-		sms[m.ID] = &bigSM{size: size}
-		n, err := NewNode(cfg, sms[m.ID], st, nw.Transport(m.ID))
-		require.NoError(t, err)
-		nodes[m.ID] = n
-	}
-	var leader uint64
-	require.Eventually(t, func() bool {
-		for id, n := range nodes {
-			if n.Status().Role == Leader {
-				leader = id
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, time.Millisecond)
-	lagging := uint64(1)
-	if lagging == leader {
-		lagging = 2
-	}
+	nodes, nw := c.nodes, c.net
+	leader := c.waitLeader()
+	lagging := c.follower(leader)
 	nw.Isolate(lagging)
 	propose := func(cmd string) {
 		t.Helper()
