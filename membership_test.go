@@ -192,15 +192,12 @@ var memberClusterTransports = []struct {
 	start func(t *testing.T, n int) *memberCluster
 }{
 	{"inmem", func(t *testing.T, n int) *memberCluster {
-		c := newTestCluster(t, n)
-		base := c.cfg
-		c.cfg = func(id uint64) Config {
-			cfg := base(id)
-			if id > uint64(n) {
+		// Nodes added later start empty, knowing no cluster.
+		c := newTestCluster(t, n, withConfig(func(cfg *Config) {
+			if cfg.ID > uint64(n) {
 				cfg.InitialMembers = nil
 			}
-			return cfg
-		}
+		}))
 		return &memberCluster{testCluster: c,
 			addEmpty: func(id uint64) string {
 				c.ids = append(c.ids, id)
