@@ -52,6 +52,61 @@ type testCluster struct {
 	cfg      func(id uint64) Config
 	// wrap, when set, wraps each node's transport as start makes it.
 	wrap func(id uint64, tr Transport) Transport
+	// newSM, when set, makes each node's state machine as start makes the
+	// node, instead of a recordingSM (checkSameHistory then has nothing to
+	// check for it).
+	newSM func(id uint64) StateMachine
+	// newStorage, when set, gives each node its storage as start makes the
+	// node, instead of the node's MemoryStorage.
+	newStorage func(id uint64) Storage
+}
+
+// clusterOption shapes a testCluster before its nodes start, so that no
+// test restarts its nodes only to change what they run with.
+type clusterOption func(*clusterOptions)
+
+type clusterOptions struct {
+	network    []InmemOption
+	tune       []func(*Config)
+	newSM      func(id uint64) StateMachine
+	newStorage func(id uint64) Storage
+	wrap       func(id uint64, tr Transport) Transport
+	noStart    bool
+}
+
+// withConfig adjusts every node's Config (after fastConfig's defaults);
+// several are applied in order.
+func withConfig(tune func(*Config)) clusterOption {
+	return func(o *clusterOptions) { o.tune = append(o.tune, tune) }
+}
+
+// withStateMachines makes each node's state machine, instead of a
+// recordingSM, each time the node starts.
+func withStateMachines(newSM func(id uint64) StateMachine) clusterOption {
+	return func(o *clusterOptions) { o.newSM = newSM }
+}
+
+// withStorages gives each node its storage each time the node starts,
+// instead of the MemoryStorage the cluster keeps for it.
+func withStorages(newStorage func(id uint64) Storage) clusterOption {
+	return func(o *clusterOptions) { o.newStorage = newStorage }
+}
+
+// withTransportWrapper wraps each node's transport each time the node
+// starts.
+func withTransportWrapper(wrap func(id uint64, tr Transport) Transport) clusterOption {
+	return func(o *clusterOptions) { o.wrap = wrap }
+}
+
+// withNetwork passes options to the cluster's InmemNetwork.
+func withNetwork(opts ...InmemOption) clusterOption {
+	return func(o *clusterOptions) { o.network = append(o.network, opts...) }
+}
+
+// withoutStarting builds the cluster but starts no node: for clusters that
+// start their nodes their own way (linCluster).
+func withoutStarting() clusterOption {
+	return func(o *clusterOptions) { o.noStart = true }
 }
 
 // fastConfig uses short timeouts so that tests run quickly.
@@ -66,32 +121,59 @@ func fastConfig(t *testing.T, id uint64, members []Member) Config {
 	}
 }
 
-func newTestCluster(t *testing.T, n int, opts ...InmemOption) *testCluster {
+// newTestCluster starts n nodes, 1 to n, over an InmemNetwork, each on a
+// MemoryStorage with a recordingSM and fastConfig, unless opts say
+// otherwise.
+func newTestCluster(t *testing.T, n int, opts ...clusterOption) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, net: NewInmemNetwork(opts...), nodes: map[uint64]*Node{}, storages: map[uint64]*MemoryStorage{}, sms: map[uint64]*recordingSM{}}
+	var o clusterOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	c := &testCluster{t: t, net: NewInmemNetwork(o.network...), nodes: map[uint64]*Node{}, storages: map[uint64]*MemoryStorage{}, sms: map[uint64]*recordingSM{},
+		wrap: o.wrap, newSM: o.newSM, newStorage: o.newStorage}
 	var members []Member
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 		members = append(members, Member{ID: uint64(i)})
 	}
-	c.cfg = func(id uint64) Config { return fastConfig(t, id, members) }
-	for _, id := range c.ids {
-		c.storages[id] = NewMemoryStorage()
-		c.start(id)
+	c.cfg = func(id uint64) Config {
+		cfg := fastConfig(t, id, members)
+		for _, tune := range o.tune {
+			tune(&cfg)
+		}
+		return cfg
 	}
 	t.Cleanup(c.close)
+	for _, id := range c.ids {
+		c.storages[id] = NewMemoryStorage()
+		if !o.noStart {
+			c.start(id)
+		}
+	}
 	return c
 }
 
 // start (re)starts node id on its storage, with a fresh state machine.
 func (c *testCluster) start(id uint64) {
 	c.t.Helper()
-	c.sms[id] = &recordingSM{}
+	var sm StateMachine
+	if c.newSM != nil {
+		delete(c.sms, id)
+		sm = c.newSM(id)
+	} else {
+		c.sms[id] = &recordingSM{}
+		sm = c.sms[id]
+	}
+	var storage Storage = c.storages[id]
+	if c.newStorage != nil {
+		storage = c.newStorage(id)
+	}
 	tr := c.net.Transport(id)
 	if c.wrap != nil {
 		tr = c.wrap(id, tr)
 	}
-	n, err := NewNode(c.cfg(id), c.sms[id], c.storages[id], tr)
+	n, err := NewNode(c.cfg(id), sm, storage, tr)
 	require.NoError(c.t, err)
 	c.nodes[id] = n
 }
@@ -136,6 +218,29 @@ func (c *testCluster) waitLeader(among ...uint64) uint64 {
 		return true
 	}, 10*time.Second, 2*time.Millisecond, "no agreed leader among %v: %s", among, lazyStatuses{c})
 	return leader
+}
+
+// follower returns a node other than leader: the first of c.ids that is
+// not leader.
+func (c *testCluster) follower(leader uint64) uint64 {
+	for _, id := range c.ids {
+		if id != leader {
+			return id
+		}
+	}
+	c.t.Fatalf("no node other than %d", leader)
+	return 0
+}
+
+// others returns every node of c.ids but id, in order.
+func (c *testCluster) others(id uint64) []uint64 {
+	var ids []uint64
+	for _, other := range c.ids {
+		if other != id {
+			ids = append(ids, other)
+		}
+	}
+	return ids
 }
 
 func (c *testCluster) running() []uint64 {

@@ -21,8 +21,6 @@ func withHardState(hs HardState) coreOption {
 
 func withoutPreVote() coreOption { return func(c *coreConfig) { c.preVote = false } }
 
-func withoutCheckQuorum() coreOption { return func(c *coreConfig) { c.checkQuorum = false } }
-
 // configEntry is the founding configuration entry with the given voters.
 func configEntry(index, term uint64, voters ...uint64) Entry {
 	members := make([]Member, len(voters))
@@ -67,7 +65,9 @@ func threeCores(t *testing.T, opts ...coreOption) (c1, c2, c3 *core, n *coreNet)
 }
 
 // coreNet delivers messages between cores synchronously, persisting every
-// ready at once, as a runtime with an instant disk would.
+// ready at once, as a runtime with an instant disk would. It checks Raft's
+// invariants (invariantChecker) after every ready and every round of
+// deliveries, so every test that uses it checks them.
 type coreNet struct {
 	t       *testing.T
 	cores   map[uint64]*core
@@ -75,16 +75,44 @@ type coreNet struct {
 	applied map[uint64][]Entry
 	reads   map[uint64][]readResult
 	// drop, if set, decides which messages are lost.
-	drop func(m Message) bool
+	drop  func(m Message) bool
+	check *invariantChecker
+	// report is given a broken invariant; it fails the test unless a test
+	// of the checker itself replaces it.
+	report func(err error)
 }
 
 func newCoreNet(t *testing.T, cores ...*core) *coreNet {
-	n := &coreNet{t: t, cores: map[uint64]*core{}, saved: map[uint64]HardState{}, applied: map[uint64][]Entry{}, reads: map[uint64][]readResult{}}
+	n := &coreNet{t: t, cores: map[uint64]*core{}, saved: map[uint64]HardState{}, applied: map[uint64][]Entry{}, reads: map[uint64][]readResult{},
+		check: newInvariantChecker()}
+	n.report = func(err error) {
+		t.Helper()
+		t.Fatal(err)
+	}
 	for _, c := range cores {
 		n.cores[c.id] = c
 		n.saved[c.id] = c.hardState()
 	}
+	n.mustHold()
 	return n
+}
+
+// checkInvariants runs the invariant checker over every core.
+func (n *coreNet) checkInvariants() error {
+	ids := n.ids()
+	cores := make([]*core, len(ids))
+	for i, id := range ids {
+		cores[i] = n.cores[id]
+	}
+	return n.check.check(cores...)
+}
+
+// mustHold reports a broken invariant.
+func (n *coreNet) mustHold() {
+	n.t.Helper()
+	if err := n.checkInvariants(); err != nil {
+		n.report(err)
+	}
 }
 
 func (n *coreNet) ids() []uint64 {
@@ -105,13 +133,22 @@ func (n *coreNet) collect(id uint64) []Message {
 		if rd.empty() {
 			return out
 		}
+		if err := n.check.writtenEntries(c, rd.entries); err != nil {
+			n.report(err)
+		}
 		n.saved[id] = rd.hardState
 		if k := len(rd.entries); k > 0 {
 			c.persisted(rd.entries[k-1].Index, rd.entries[k-1].Term)
 		}
+		for i := range rd.committed {
+			if err := n.check.applied(c, &rd.committed[i]); err != nil {
+				n.report(err)
+			}
+		}
 		n.applied[id] = append(n.applied[id], rd.committed...)
 		n.reads[id] = append(n.reads[id], rd.reads...)
 		out = append(out, rd.messages...)
+		n.mustHold()
 	}
 }
 
@@ -131,6 +168,7 @@ func (n *coreNet) stabilize() {
 				c.step(m)
 			}
 		}
+		n.mustHold()
 	}
 }
 

@@ -551,3 +551,40 @@ func TestFileStorage_FailedFsyncStopsTheNode(t *testing.T) {
 	_, err = n.Propose(context.Background(), []byte("after"))
 	require.ErrorIs(t, err, ErrStopped, "a stopped node takes no more proposals")
 }
+
+// Replay after a suffix truncation and then a compaction: the records that
+// replaced the truncated entries lie in a later segment than the ones they
+// replaced, and the compaction leaves the first segment with only discarded
+// records; reopening must give back the same log and first index.
+func TestFileStorage_ReplayAfterTruncationThenCompaction(t *testing.T) {
+	dir := t.TempDir()
+	s := openFS(t, dir, WithSegmentSize(4096))
+	data := make([]byte, 100)
+	var f2 uint64 // first entry of the second segment
+	for i := uint64(1); f2 == 0; i++ {
+		require.NoError(t, s.Save(HardState{Term: 1}, []Entry{{Index: i, Term: 1, Data: data}}))
+		s.mu.Lock()
+		if len(s.segs) == 2 {
+			f2 = i
+		}
+		s.mu.Unlock()
+	}
+	for i := f2 + 1; i <= f2+5; i++ {
+		require.NoError(t, s.Save(HardState{Term: 1}, []Entry{{Index: i, Term: 1, Data: data}}))
+	}
+	// A new leader overwrites from f2-10: the records land in segment 2.
+	var rewrite []Entry
+	for i := f2 - 10; i <= f2+2; i++ {
+		rewrite = append(rewrite, Entry{Index: i, Term: 2, Data: data})
+	}
+	require.NoError(t, s.Save(HardState{Term: 2}, rewrite))
+	require.NoError(t, s.Compact(f2-5, 2)) // segment 1 holds only discarded records now
+	want := allEntries(t, s)
+	require.NoError(t, s.Close())
+	s, err := OpenFileStorage(dir, WithSegmentSize(4096))
+	require.NoError(t, err)
+	defer s.Close()
+	assert.Equal(t, want, allEntries(t, s))
+	first, _ := s.FirstIndex()
+	assert.Equal(t, f2-4, first)
+}

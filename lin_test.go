@@ -156,10 +156,7 @@ func TestLinearizability_CatchesStaleReads(t *testing.T) {
 	lc := newLinCluster(t, 3, 1, false)
 	h := newLinHistory()
 	leader := lc.waitLeader()
-	follower := lc.ids[0]
-	if follower == leader {
-		follower = lc.ids[1]
-	}
+	follower := lc.follower(leader)
 	const key = "k"
 	ln, _ := lc.node(leader)
 	fn, fkv := lc.node(follower)
@@ -240,20 +237,17 @@ type linCluster struct {
 	files map[uint64]*FileStorage
 }
 
-// newLinCluster starts a testCluster of n nodes and swaps each node's
-// recordingSM for a kvSM: every node is closed and restarted on its storage,
-// which holds nothing but the founding configuration yet.
+// newLinCluster starts n nodes that run kvSMs, on MemoryStorage or, if
+// durable, on FileStorage.
 func newLinCluster(t *testing.T, n int, seed int64, durable bool) *linCluster {
 	t.Helper()
-	lc := &linCluster{testCluster: newTestCluster(t, n, WithSeed(seed)), kvs: map[uint64]*kvSM{}}
-	// Frequent snapshots, so that restarted and lagging nodes often catch up
-	// by InstallSnapshot.
-	base := lc.cfg
-	lc.cfg = func(id uint64) Config {
-		cfg := base(id)
-		cfg.SnapshotThreshold, cfg.TrailingEntries, cfg.SnapshotChunkSize = 200, 50, 1024
-		return cfg
-	}
+	lc := &linCluster{kvs: map[uint64]*kvSM{}}
+	lc.testCluster = newTestCluster(t, n, withNetwork(WithSeed(seed)), withoutStarting(),
+		// Frequent snapshots, so that restarted and lagging nodes often
+		// catch up by InstallSnapshot.
+		withConfig(func(cfg *Config) {
+			cfg.SnapshotThreshold, cfg.TrailingEntries, cfg.SnapshotChunkSize = 200, 50, 1024
+		}))
 	if durable {
 		lc.dirs, lc.files = map[uint64]string{}, map[uint64]*FileStorage{}
 		for _, id := range lc.ids {
@@ -262,7 +256,6 @@ func newLinCluster(t *testing.T, n int, seed int64, durable bool) *linCluster {
 		t.Cleanup(lc.close)
 	}
 	for _, id := range lc.ids {
-		lc.stop(id)
 		require.NoError(t, lc.start(id))
 	}
 	return lc

@@ -175,21 +175,15 @@ func TestCluster_AddVoterWithoutAddressIsRefusedWhenMembersHaveAddresses(t *test
 }
 
 func TestCluster_RemovedNodeSaysSoAndFailsAtOnce(t *testing.T) {
-	c := newTestCluster(t, 3)
+	// Every node also logs to an observer the test reads.
+	logs := map[uint64]*observer.ObservedLogs{}
+	c := newTestCluster(t, 3, withConfig(func(cfg *Config) {
+		core, observed := observer.New(zapcore.InfoLevel)
+		logs[cfg.ID] = observed
+		cfg.Logger = zap.New(zapcore.NewTee(cfg.Logger.Core(), core))
+	}))
 	leader := c.waitLeader()
 	removed := leader%3 + 1
-	// Restart the node to be removed with a logger the test reads.
-	c.stop(removed)
-	logger, logs := observedLogger()
-	base := c.cfg
-	c.cfg = func(id uint64) Config {
-		cfg := base(id)
-		if id == removed {
-			cfg.Logger = logger
-		}
-		return cfg
-	}
-	c.start(removed)
 	last := c.propose("before")
 	c.waitApplied(removed, last)
 
@@ -219,7 +213,7 @@ func TestCluster_RemovedNodeSaysSoAndFailsAtOnce(t *testing.T) {
 		assert.ErrorIs(t, err, ErrRemoved, name)
 		assert.Less(t, time.Since(start), time.Second, "%s fails at once", name)
 	}
-	assert.Equal(t, 1, logs.FilterMessageSnippet("removed from the cluster").Len(), "logged once")
+	assert.Equal(t, 1, logs[removed].FilterMessageSnippet("removed from the cluster").Len(), "logged once")
 
 	// Added back, it takes part again.
 	require.NoError(t, c.nodes[leader].AddVoter(ctx, removed, ""))
@@ -238,13 +232,7 @@ func TestCluster_LeaderThatRemovesItselfSaysSo(t *testing.T) {
 	_, err := n.Propose(ctx, []byte("x"))
 	assert.ErrorIs(t, err, ErrRemoved)
 	assert.ErrorIs(t, n.LinearizableRead(ctx), ErrRemoved)
-	var rest []uint64
-	for _, id := range c.ids {
-		if id != leader {
-			rest = append(rest, id)
-		}
-	}
-	assert.NotEqual(t, leader, c.waitLeader(rest...))
+	assert.NotEqual(t, leader, c.waitLeader(c.others(leader)...))
 }
 
 func TestCluster_AddLearnerOnAVoterDemotesIt(t *testing.T) {

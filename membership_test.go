@@ -24,6 +24,21 @@ func TestMembership_4_1_OneChangeAtATime(t *testing.T) {
 	assert.ErrorIs(t, err, ErrMembershipChange)
 }
 
+// A change that is still uncommitted is not done: proposing it again is
+// refused as a change in progress, not reported as a no-op (§4.1: one change
+// at a time).
+func TestMembership_PendingChangeIsNotReportedDone(t *testing.T) {
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	n.drop = func(Message) bool { return true }
+	_, _, changed, err := c1.changeMembers(addMember(4, "", false))
+	require.NoError(t, err)
+	require.True(t, changed)
+	_, _, changed, err = c1.changeMembers(addMember(4, "", false))
+	assert.False(t, changed)
+	assert.ErrorIs(t, err, ErrMembershipChange, "the same change, still uncommitted, is not done")
+}
+
 func TestMembership_4_1_WaitsForLeadersFirstCommit(t *testing.T) {
 	c1, _, _, n := threeCores(t)
 	n.drop = func(m Message) bool { return m.Type == MsgAppendResp } // the no-op cannot commit
@@ -177,15 +192,12 @@ var memberClusterTransports = []struct {
 	start func(t *testing.T, n int) *memberCluster
 }{
 	{"inmem", func(t *testing.T, n int) *memberCluster {
-		c := newTestCluster(t, n)
-		base := c.cfg
-		c.cfg = func(id uint64) Config {
-			cfg := base(id)
-			if id > uint64(n) {
+		// Nodes added later start empty, knowing no cluster.
+		c := newTestCluster(t, n, withConfig(func(cfg *Config) {
+			if cfg.ID > uint64(n) {
 				cfg.InitialMembers = nil
 			}
-			return cfg
-		}
+		}))
 		return &memberCluster{testCluster: c,
 			addEmpty: func(id uint64) string {
 				c.ids = append(c.ids, id)
@@ -242,12 +254,7 @@ func TestCluster_AddLearnerPromoteAndRemove(t *testing.T) {
 
 			// Remove the leader itself: another node takes over.
 			require.NoError(t, c.nodes[leader].RemoveMember(ctx, leader))
-			var rest []uint64
-			for _, id := range c.ids {
-				if id != leader {
-					rest = append(rest, id)
-				}
-			}
+			rest := c.others(leader)
 			newLeader := c.waitLeader(rest...)
 			assert.NotEqual(t, leader, newLeader)
 			res, err := c.nodes[newLeader].Propose(ctx, []byte("after removal"))
@@ -275,12 +282,7 @@ func TestCluster_LeaderRemovesItself_4_2_2(t *testing.T) {
 			defer cancel()
 			require.NoError(t, c.nodes[leader].RemoveMember(ctx, leader), "the removal commits")
 			removed := time.Now()
-			var rest []uint64
-			for _, id := range c.ids {
-				if id != leader {
-					rest = append(rest, id)
-				}
-			}
+			rest := c.others(leader)
 			newLeader := c.waitLeader(rest...)
 			took := time.Since(removed)
 			t.Logf("new leader %d after %v", newLeader, took)
@@ -359,27 +361,14 @@ func TestNode_PeersKeepLeavingMembersUntilTheRemovalCommits_4_2_2(t *testing.T) 
 	// must still reach it until its removal commits, so that the leader
 	// keeps sending it the log (dissertation §4.2.3) and the followers
 	// keep answering a leader that is removing itself (§4.2.2).
-	c := newTestCluster(t, 3)
 	recorders := map[uint64]*peersRecorder{}
-	c.wrap = func(id uint64, tr Transport) Transport {
+	c := newTestCluster(t, 3, withTransportWrapper(func(id uint64, tr Transport) Transport {
 		recorders[id] = &peersRecorder{Transport: tr}
 		return recorders[id]
-	}
-	for _, id := range c.ids { // restart every node with a recording transport
-		c.stop(id)
-		c.start(id)
-	}
+	}))
 	leader := c.waitLeader()
-	var follower, removed uint64
-	for _, id := range c.ids {
-		switch {
-		case id == leader:
-		case removed == 0:
-			removed = id
-		default:
-			follower = id
-		}
-	}
+	rest := c.others(leader)
+	removed, follower := rest[0], rest[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -418,10 +407,7 @@ func TestCluster_TransferLeadership(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			c := tr.start(t, 3)
 			leader := c.waitLeader()
-			target := c.ids[0]
-			if target == leader {
-				target = c.ids[1]
-			}
+			target := c.follower(leader)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			c.propose("x")

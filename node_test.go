@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"sync"
 	"testing"
@@ -80,10 +81,7 @@ func TestCluster_ConcurrentProposals(t *testing.T) {
 func TestCluster_ProposeOnFollowerFailsFastWithHint(t *testing.T) {
 	c := newTestCluster(t, 3)
 	leader := c.waitLeader()
-	follower := c.ids[0]
-	if follower == leader {
-		follower = c.ids[1]
-	}
+	follower := c.follower(leader)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -116,13 +114,7 @@ func TestCluster_ReelectionAfterLeaderIsolated(t *testing.T) {
 	old := c.waitLeader()
 	idx := c.propose("before")
 	c.net.Isolate(old)
-	var others []uint64
-	for _, id := range c.ids {
-		if id != old {
-			others = append(others, id)
-		}
-	}
-	newLeader := c.waitLeader(others...)
+	newLeader := c.waitLeader(c.others(old)...)
 	require.NotEqual(t, old, newLeader)
 	// The isolated old leader steps down on its own (CheckQuorum).
 	require.Eventually(t, func() bool { return c.nodes[old].Status().Role != Leader }, 5*time.Second, time.Millisecond)
@@ -138,24 +130,12 @@ func TestCluster_ReelectionAfterLeaderIsolated(t *testing.T) {
 }
 
 func TestCluster_OldLeaderStepsDownWhenItRejoins(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.cfg = func(id uint64) Config {
-		cfg := fastConfig(t, id, []Member{{ID: 1}, {ID: 2}, {ID: 3}})
+	c := newTestCluster(t, 3, withConfig(func(cfg *Config) {
 		cfg.DisableCheckQuorum = true // so that only the higher term can depose it
-		return cfg
-	}
-	for _, id := range c.ids {
-		c.stop(id)
-		c.start(id)
-	}
+	}))
 	old := c.waitLeader()
 	c.net.Isolate(old)
-	var others []uint64
-	for _, id := range c.ids {
-		if id != old {
-			others = append(others, id)
-		}
-	}
+	others := c.others(old)
 	c.waitLeader(others...)
 	assert.Equal(t, Leader, c.nodes[old].Status().Role, "without CheckQuorum the isolated leader still thinks it leads")
 	c.net.Heal()
@@ -166,17 +146,8 @@ func TestCluster_OldLeaderStepsDownWhenItRejoins(t *testing.T) {
 func TestCluster_MinorityCannotCommitMajorityCan(t *testing.T) {
 	c := newTestCluster(t, 5)
 	leader := c.waitLeader()
-	minority := []uint64{leader}
-	var majority []uint64
-	for _, id := range c.ids {
-		if id != leader {
-			if len(minority) < 2 {
-				minority = append(minority, id)
-			} else {
-				majority = append(majority, id)
-			}
-		}
-	}
+	rest := c.others(leader)
+	minority, majority := []uint64{leader, rest[0]}, rest[1:]
 	c.net.Partition(minority, majority)
 	p, err := c.nodes[leader].ProposeAsync([]byte("lost"))
 	if err == nil {
@@ -201,10 +172,7 @@ func TestCluster_MinorityCannotCommitMajorityCan(t *testing.T) {
 func TestCluster_FollowerCatchesUpAfterMissingManyEntries(t *testing.T) {
 	c := newTestCluster(t, 3)
 	leader := c.waitLeader()
-	lagging := c.ids[0]
-	if lagging == leader {
-		lagging = c.ids[1]
-	}
+	lagging := c.follower(leader)
 	c.stop(lagging)
 	var last uint64
 	for i := 0; i < 2000; i++ {
@@ -237,13 +205,7 @@ func TestCluster_DivergentLogsRepaired(t *testing.T) {
 		orphans = append(orphans, p)
 	}
 	require.NotEmpty(t, orphans)
-	var others []uint64
-	for _, id := range c.ids {
-		if id != old {
-			others = append(others, id)
-		}
-	}
-	newLeader := c.waitLeader(others...)
+	newLeader := c.waitLeader(c.others(old)...)
 	var last uint64
 	for i := 0; i < 20; i++ {
 		res, err := c.nodes[newLeader].Propose(context.Background(), []byte("kept"))
@@ -350,10 +312,8 @@ func TestCluster_CloseIsIdempotentAndFailsCalls(t *testing.T) {
 func TestCluster_ProposeHonoursContext(t *testing.T) {
 	c := newTestCluster(t, 3)
 	leader := c.waitLeader()
-	for _, id := range c.ids {
-		if id != leader {
-			c.net.Isolate(id)
-		}
+	for _, id := range c.others(leader) {
+		c.net.Isolate(id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -363,22 +323,13 @@ func TestCluster_ProposeHonoursContext(t *testing.T) {
 }
 
 func TestCluster_BackPressure(t *testing.T) {
-	c := newTestCluster(t, 3)
-	c.cfg = func(id uint64) Config {
-		cfg := fastConfig(t, id, []Member{{ID: 1}, {ID: 2}, {ID: 3}})
+	c := newTestCluster(t, 3, withConfig(func(cfg *Config) {
 		cfg.MaxUncommittedEntries = 10
 		cfg.DisableCheckQuorum = true
-		return cfg
-	}
-	for _, id := range c.ids {
-		c.stop(id)
-		c.start(id)
-	}
+	}))
 	leader := c.waitLeader()
-	for _, id := range c.ids {
-		if id != leader {
-			c.net.Isolate(id)
-		}
+	for _, id := range c.others(leader) {
+		c.net.Isolate(id)
 	}
 	var err error
 	for i := 0; i < 100 && err == nil; i++ {
@@ -409,7 +360,7 @@ func TestCluster_NoTwoLeadersPerTermUnderFaults(t *testing.T) {
 	}
 	rng := rand.New(rand.NewSource(seed))
 	for run := 0; run < 3; run++ {
-		c := newTestCluster(t, 5, WithSeed(rng.Int63()))
+		c := newTestCluster(t, 5, withNetwork(WithSeed(rng.Int63())))
 		c.net.SetFaults(Faults{Drop: 0.1, Duplicate: 0.05, MaxDelay: 5 * time.Millisecond})
 		leaders := map[uint64]uint64{} // term -> leader
 		deadline := time.Now().Add(1 * time.Second)
@@ -525,29 +476,15 @@ func TestRuntime_LeaderSendsBeforeItsOwnWrite(t *testing.T) {
 }
 
 func TestCluster_FileStorageRestartAllAtOnce(t *testing.T) {
-	c := newTestCluster(t, 3)
-	// Replace the memory storages with FileStorages before anything runs.
-	dirs := map[uint64]string{}
+	// Each node (re)opens the FileStorage in its directory as it starts.
+	dirs := map[uint64]string{1: t.TempDir(), 2: t.TempDir(), 3: t.TempDir()}
 	fileStores := map[uint64]*FileStorage{}
-	for _, id := range c.ids {
-		c.stop(id)
-	}
-	open := func(id uint64) {
+	c := newTestCluster(t, 3, withStorages(func(id uint64) Storage {
 		s, err := OpenFileStorage(dirs[id])
 		require.NoError(t, err)
 		fileStores[id] = s
-	}
-	startOn := func(id uint64) {
-		c.sms[id] = &recordingSM{}
-		n, err := NewNode(c.cfg(id), c.sms[id], fileStores[id], c.net.Transport(id))
-		require.NoError(t, err)
-		c.nodes[id] = n
-	}
-	for _, id := range c.ids {
-		dirs[id] = t.TempDir()
-		open(id)
-		startOn(id)
-	}
+		return s
+	}))
 	defer func() {
 		for _, id := range c.ids {
 			if n := c.nodes[id]; n != nil {
@@ -566,8 +503,7 @@ func TestCluster_FileStorageRestartAllAtOnce(t *testing.T) {
 		require.NoError(t, fileStores[id].Close())
 	}
 	for _, id := range c.ids {
-		open(id)
-		startOn(id)
+		c.start(id)
 	}
 	c.waitLeader()
 	for _, id := range c.ids {
@@ -587,4 +523,65 @@ func expectRecovery(storage *MockStorage, founding Entry) {
 	storage.EXPECT().LastIndex().Return(uint64(1), nil)
 	storage.EXPECT().Term(uint64(0)).Return(uint64(0), nil)
 	storage.EXPECT().Entries(uint64(1), uint64(2)).Return([]Entry{founding}, nil)
+}
+
+// blockingSM blocks every Apply until release is closed.
+type blockingSM struct {
+	recordingSM
+	release chan struct{}
+}
+
+func (s *blockingSM) Apply(e Entry) any {
+	<-s.release
+	return s.recordingSM.Apply(e)
+}
+
+func (s *blockingSM) Snapshot() (Snapshot, error) { return nil, errors.New("no") }
+func (s *blockingSM) Restore(io.Reader) error     { return errors.New("no") }
+
+// A leader whose state machine is stuck in Apply keeps running: proposals
+// meet back-pressure, a Propose honours its context, and leadership holds,
+// since the event loop still sends heartbeats.
+func TestCluster_SlowApplyDoesNotStallTheNode(t *testing.T) {
+	// Node 1's Apply blocks until the test ends.
+	sm := &blockingSM{release: make(chan struct{})}
+	defer close(sm.release)
+	c := newTestCluster(t, 3,
+		withConfig(func(cfg *Config) { cfg.MaxUncommittedEntries = 50 }),
+		withStateMachines(func(id uint64) StateMachine {
+			if id == 1 {
+				return sm
+			}
+			return &recordingSM{}
+		}))
+	n := c.nodes[1]
+	// Make node 1 the leader.
+	if leader := c.waitLeader(); leader != 1 {
+		require.NoError(t, c.nodes[leader].TransferLeadership(context.Background(), 1))
+	}
+	require.Equal(t, uint64(1), c.waitLeader())
+	term := n.Status().Term
+
+	// Apply is stuck: proposals pile up until back-pressure, and a Propose
+	// honours its context.
+	var busy error
+	for i := 0; i < 200 && busy == nil; i++ {
+		_, busy = n.ProposeAsync([]byte(fmt.Sprint(i)))
+	}
+	assert.ErrorIs(t, busy, ErrBusy)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	start := time.Now()
+	_, err := n.Propose(ctx, []byte("late"))
+	cancel()
+	assert.Error(t, err)
+	assert.Less(t, time.Since(start), time.Second)
+	// The event loop still runs: leadership holds over several election
+	// timeouts, since heartbeats keep flowing.
+	deadline := time.Now().Add(5 * c.cfg(1).ElectionTimeout)
+	for time.Now().Before(deadline) {
+		s := n.Status()
+		require.Equal(t, Leader, s.Role)
+		require.Equal(t, term, s.Term)
+		time.Sleep(10 * time.Millisecond) // sampling interval, not a wait for a condition
+	}
 }

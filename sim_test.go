@@ -84,7 +84,6 @@ type simNode struct {
 	writes         []simWrite     // issued, not yet durable, in order
 	lastHS         HardState      // the HardState last handed to the disk
 	applied        uint64
-	lastCommit     uint64
 	props          []simProposal
 	nextReadID     uint64
 	lastSnap       uint64   // index of the node's newest snapshot
@@ -92,12 +91,6 @@ type simNode struct {
 	appliedTerm    uint64
 	leaderTerm     uint64 // term of the leadership props belong to
 	reads          []*simRead
-}
-
-type simEntryID struct {
-	term     uint64
-	data     string
-	prevTerm uint64
 }
 
 type sim struct {
@@ -117,16 +110,12 @@ type sim struct {
 	netFaultUntil int
 	drop          float64
 	dup           float64
-	faultLog      []string
 
-	// Invariant state.
-	leaders   map[uint64]uint64        // term -> leader
-	entries   map[[2]uint64]simEntryID // (index, term) -> the one entry with them
-	committed map[uint64]simEntryID    // index -> entry committed there
-	applied   map[uint64]simEntryID    // index -> entry applied there
-	acked     map[uint64]uint64        // index -> term of acknowledged writes
-	maxAcked  uint64
-	nextOp    int
+	// Invariant state: Raft's own invariants, then the clients' view.
+	check    *invariantChecker
+	acked    map[uint64]uint64 // index -> term of acknowledged writes
+	maxAcked uint64
+	nextOp   int
 
 	// Stats for non-vacuity checks and the docs.
 	stats simStats
@@ -143,8 +132,11 @@ type simStats struct {
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
 	s := &sim{
 		t: t, opts: opts, seed: seed, rng: rand.New(rand.NewSource(seed)),
-		cut: map[[2]uint64]bool{}, leaders: map[uint64]uint64{}, entries: map[[2]uint64]simEntryID{},
-		committed: map[uint64]simEntryID{}, applied: map[uint64]simEntryID{}, acked: map[uint64]uint64{},
+		cut: map[[2]uint64]bool{}, check: newInvariantChecker(), acked: map[uint64]uint64{},
+	}
+	s.check.onLeader = func(c *core) {
+		s.stats.elections++
+		s.logf("node %d leads term %d (last %d)", c.id, c.term, c.log.lastIndex())
 	}
 	members := make([]Member, opts.nodes)
 	for i := range members {
@@ -162,8 +154,6 @@ func newSim(t testing.TB, seed int64, opts simOptions) *sim {
 		s.schedule(simEvent{at: 1 + s.rng.Intn(n.tickPeriod), kind: evTick, node: n})
 	}
 	s.delay = 5
-	s.entries[[2]uint64{1, 1}] = simEntryID{term: 1, data: string(founding.Data)}
-	s.committed[1] = s.entries[[2]uint64{1, 1}]
 	return s
 }
 
@@ -206,7 +196,7 @@ func (s *sim) restart(n *simNode) {
 	}
 	c.hooks = s.opts.hooks
 	n.core, n.up, n.lastHS, n.writes = c, true, hs, nil
-	n.applied, n.lastCommit, n.props, n.reads = c.log.applying, c.log.committed, nil, nil
+	n.applied, n.props, n.reads = c.log.applying, nil, nil
 	n.lastSnap, n.appliedTerm, n.appliedMembers = st.snap.Index, st.snap.Term, st.snap.Members
 	// As the runtime does: each incarnation numbers its reads from a random
 	// start, so late answers to an earlier incarnation's reads match nothing.
@@ -300,22 +290,9 @@ func (s *sim) process(n *simNode) error {
 		if rd.err != nil {
 			return s.fail("node %d stopped: %v", n.id, rd.err)
 		}
-		for i, e := range rd.entries {
-			var prevTerm uint64
-			if i > 0 {
-				prevTerm = rd.entries[i-1].Term
-			} else {
-				prevTerm, _ = n.core.log.term(e.Index - 1)
-			}
-			id := simEntryID{term: e.Term, data: string(e.Data), prevTerm: prevTerm}
-			key := [2]uint64{e.Index, e.Term}
-			// Log Matching (§5.3): an index and term name one entry, with one
-			// predecessor term; by induction, logs that share an entry share
-			// the whole prefix.
-			if prev, ok := s.entries[key]; ok && prev != id {
-				return s.fail("log matching: node %d holds %d/%d as %+v, elsewhere %+v", n.id, e.Term, e.Index, id, prev)
-			}
-			s.entries[key] = id
+		// Log Matching (§5.3), checked on every entry as it is written.
+		if err := s.check.writtenEntries(n.core, rd.entries); err != nil {
+			return s.fail("%v", err)
 		}
 		early, late := splitEarly(rd.messages)
 		s.send(early)
@@ -440,19 +417,9 @@ func (s *sim) apply(n *simNode, e Entry) error {
 		}
 		n.appliedMembers = members
 	}
-	id := simEntryID{term: e.Term, data: string(e.Data)}
 	// State Machine Safety (§5.4.3).
-	if prev, ok := s.applied[e.Index]; ok && (prev.term != id.term || prev.data != id.data) {
-		return s.fail("state machine safety: node %d applied %d/%d %q, another node %d/%q", n.id, e.Term, e.Index, e.Data, prev.term, prev.data)
-	}
-	s.applied[e.Index] = id
-	// Applied means committed; record it here too, since a snapshot may
-	// compact the entry away before the next invariant check sees it.
-	if prev, ok := s.committed[e.Index]; ok && prev.term != e.Term {
-		return s.fail("node %d applied %d/%d where %d/%d was committed", n.id, e.Term, e.Index, prev.term, e.Index)
-	}
-	if _, ok := s.committed[e.Index]; !ok {
-		s.committed[e.Index] = s.entries[[2]uint64{e.Index, e.Term}]
+	if err := s.check.applied(n.core, &e); err != nil {
+		return s.fail("%v", err)
 	}
 	for len(n.props) > 0 && n.props[0].index <= e.Index {
 		p := n.props[0]
@@ -499,49 +466,23 @@ func (s *sim) finishReads(n *simNode) {
 	})
 }
 
-// checkInvariants runs after every step.
+// checkInvariants runs after every step: Raft's own invariants
+// (invariantChecker), then what the clients saw.
 func (s *sim) checkInvariants() error {
 	if s.staleRead != "" {
 		return s.fail("linearizability: %s", s.staleRead)
 	}
+	cores := make([]*core, 0, len(s.nodes))
 	for _, n := range s.nodes {
-		if !n.up {
-			continue
+		if n.up {
+			cores = append(cores, n.core)
 		}
-		c := n.core
-		if c.role == Leader {
-			if prev, ok := s.leaders[c.term]; ok && prev != n.id {
-				return s.fail("election safety: %d and %d both lead term %d", prev, n.id, c.term)
-			}
-			if _, ok := s.leaders[c.term]; !ok {
-				s.leaders[c.term] = n.id
-				s.stats.elections++
-				s.logf("node %d leads term %d (last %d)", n.id, c.term, c.log.lastIndex())
-				// Leader Completeness (§5.4): the new leader holds every
-				// committed entry.
-				for i := max(1, c.log.offset); i <= uint64(len(s.committed)); i++ {
-					want := s.committed[i]
-					if t, ok := c.log.term(i); !ok || t != want.term {
-						return s.fail("leader completeness: leader %d of term %d lacks committed entry %d/%d", n.id, c.term, want.term, i)
-					}
-				}
-			}
-		}
-		if c.log.committed < n.lastCommit {
-			return s.fail("node %d commit index went back from %d to %d", n.id, n.lastCommit, c.log.committed)
-		}
-		for i := max(n.lastCommit, c.log.offset) + 1; i <= c.log.committed; i++ {
-			t, _ := c.log.term(i)
-			id := s.entries[[2]uint64{i, t}]
-			if prev, ok := s.committed[i]; ok && prev.term != id.term {
-				return s.fail("node %d committed %d/%d where %d/%d was committed", n.id, t, i, prev.term, i)
-			}
-			s.committed[i] = id
-		}
-		n.lastCommit = c.log.committed
+	}
+	if err := s.check.check(cores...); err != nil {
+		return s.fail("%v", err)
 	}
 	for index, term := range s.acked {
-		if c, ok := s.committed[index]; !ok || c.term != term {
+		if c, ok := s.check.committed[index]; !ok || c.term != term {
 			return s.fail("acknowledged write %d/%d is not the committed entry there", term, index)
 		}
 	}

@@ -223,10 +223,7 @@ func TestTCPSnapshot_BrokenConnectionMidTransferRecoversWithinAnElectionTimeout(
 				return lists[id]
 			})
 			leader := c.waitLeader()
-			lagging := c.ids[0]
-			if lagging == leader {
-				lagging = c.ids[1]
-			}
+			lagging := c.follower(leader)
 			c.stopNode(lagging)
 			payload := strings.Repeat("x", 256)
 			var last uint64

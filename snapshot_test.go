@@ -97,31 +97,21 @@ type snapCluster struct {
 
 func newSnapCluster(t *testing.T, n int, tune func(*Config)) *snapCluster {
 	t.Helper()
-	sc := &snapCluster{testCluster: newTestCluster(t, n), lists: map[uint64]*listSM{}}
-	base := sc.cfg
-	sc.cfg = func(id uint64) Config {
-		cfg := base(id)
-		cfg.SnapshotThreshold = 50
-		cfg.TrailingEntries = 10
-		cfg.SnapshotChunkSize = 64
-		if tune != nil {
-			tune(&cfg)
-		}
-		return cfg
-	}
-	for _, id := range sc.ids {
-		sc.stop(id)
-		sc.startList(id)
-	}
+	sc := &snapCluster{lists: map[uint64]*listSM{}}
+	sc.testCluster = newTestCluster(t, n,
+		withConfig(func(cfg *Config) {
+			cfg.SnapshotThreshold = 50
+			cfg.TrailingEntries = 10
+			cfg.SnapshotChunkSize = 64
+			if tune != nil {
+				tune(cfg)
+			}
+		}),
+		withStateMachines(func(id uint64) StateMachine {
+			sc.lists[id] = &listSM{}
+			return sc.lists[id]
+		}))
 	return sc
-}
-
-func (sc *snapCluster) startList(id uint64) {
-	sc.t.Helper()
-	sm := &listSM{}
-	n, err := NewNode(sc.cfg(id), sm, sc.storages[id], sc.net.Transport(id))
-	require.NoError(sc.t, err)
-	sc.nodes[id], sc.lists[id] = n, sm
 }
 
 // stopFollowerAndMoveOn stops a follower and commits count commands
@@ -149,25 +139,12 @@ func (sc *snapCluster) snapshotNow(id uint64) (SnapshotMeta, []byte) {
 	return meta, data
 }
 
-// follower returns a node other than leader.
-func (sc *snapCluster) follower(leader uint64) uint64 {
-	if sc.ids[0] == leader {
-		return sc.ids[1]
-	}
-	return sc.ids[0]
-}
-
 // isolateFollower isolates a follower of leader and returns it and the
 // other nodes.
 func (sc *snapCluster) isolateFollower(leader uint64) (lagging uint64, others []uint64) {
 	lagging = sc.follower(leader)
 	sc.net.Isolate(lagging)
-	for _, id := range sc.ids {
-		if id != lagging {
-			others = append(others, id)
-		}
-	}
-	return lagging, others
+	return lagging, sc.others(lagging)
 }
 
 // proposeAmong commits count commands made by cmd through whoever leads
@@ -239,7 +216,7 @@ func TestSnapshot_NewLearnerCatchesUpBySnapshot(t *testing.T) {
 		}
 		return cfg
 	}
-	sc.startList(4)
+	sc.start(4)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, sc.nodes[leader].AddLearner(ctx, 4, ""))
@@ -261,7 +238,7 @@ func TestSnapshot_RestartEveryNodeFromSnapshotAndLog(t *testing.T) {
 		sc.stop(id)
 	}
 	for _, id := range sc.ids {
-		sc.startList(id)
+		sc.start(id)
 		assert.Equal(t, 1, sc.lists[id].restored, "node %d starts from its snapshot", id)
 	}
 	sc.waitSame(last)
@@ -331,13 +308,7 @@ func TestSnapshot_TransferInterruptedByLeaderChange(t *testing.T) {
 		return busy
 	}, 10*time.Second, time.Millisecond, "a transfer starts")
 	sc.net.Isolate(leader)
-	var rest []uint64
-	for _, id := range sc.ids {
-		if id != leader {
-			rest = append(rest, id)
-		}
-	}
-	newLeader := sc.waitLeader(rest...)
+	newLeader := sc.waitLeader(sc.others(leader)...)
 	require.NotEqual(t, leader, newLeader)
 	sc.net.Heal()
 	sc.net.SetFaults(Faults{})
@@ -405,46 +376,34 @@ func (s *bigSM) Restore(r io.Reader) error {
 
 func TestSnapshot_200MiBStreamsWithBoundedMemory(t *testing.T) {
 	const size = 200 << 20
-	nw := NewInmemNetwork()
-	defer nw.Close()
-	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
-	nodes := map[uint64]*Node{}
 	var stores []*FileStorage
 	sms := map[uint64]*bigSM{}
+	c := newTestCluster(t, 3,
+		withConfig(func(cfg *Config) {
+			cfg.SnapshotThreshold = 1 << 30
+			cfg.TrailingEntries = 1
+		}),
+		withStorages(func(uint64) Storage {
+			st, err := OpenFileStorage(t.TempDir(), WithNoSync())
+			require.NoError(t, err)
+			stores = append(stores, st)
+			return st
+		}),
+		withStateMachines(func(id uint64) StateMachine {
+			sms[id] = &bigSM{size: size}
+			return sms[id]
+		}))
 	defer func() {
-		for _, n := range nodes {
-			n.Close()
+		for _, id := range c.running() {
+			c.stop(id)
 		}
 		for _, s := range stores {
 			s.Close()
 		}
 	}()
-	for _, m := range members {
-		st, err := OpenFileStorage(t.TempDir(), WithNoSync())
-		require.NoError(t, err)
-		stores = append(stores, st)
-		cfg := fastConfig(t, m.ID, members)
-		cfg.SnapshotThreshold = 1 << 30
-		cfg.TrailingEntries = 1
-		sms[m.ID] = &bigSM{size: size}
-		n, err := NewNode(cfg, sms[m.ID], st, nw.Transport(m.ID))
-		require.NoError(t, err)
-		nodes[m.ID] = n
-	}
-	var leader uint64
-	require.Eventually(t, func() bool {
-		for id, n := range nodes {
-			if n.Status().Role == Leader {
-				leader = id
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, time.Millisecond)
-	lagging := uint64(1)
-	if lagging == leader {
-		lagging = 2
-	}
+	nodes, nw := c.nodes, c.net
+	leader := c.waitLeader()
+	lagging := c.follower(leader)
 	nw.Isolate(lagging)
 	propose := func(cmd string) {
 		t.Helper()
@@ -565,4 +524,55 @@ func TestSnapshot_RestoreCanTellWhichIndexItRestoresTo(t *testing.T) {
 	require.Equal(t, []bool{true}, found)
 	assert.Equal(t, stored, metas[0])
 	assert.Equal(t, []Member{{ID: 1}, {ID: 2}, {ID: 3}}, metas[0].Members)
+}
+
+// A snapshot transfer completes over a network that duplicates, delays
+// (reorders) and drops its chunks.
+func TestSnapshot_TransferSurvivesDuplicatesAndReordering(t *testing.T) {
+	sc := newSnapCluster(t, 3, func(c *Config) { c.SnapshotChunkSize = 32 })
+	leader := sc.waitLeader()
+	lagging, others := sc.isolateFollower(leader)
+	last := sc.proposeAmong(others, 150, func(i int) string { return fmt.Sprintf("command %03d", i) })
+	sc.net.SetFaults(Faults{Drop: 0.05, Duplicate: 0.3, MaxDelay: 3 * time.Millisecond})
+	sc.net.Heal()
+	require.Eventually(t, func() bool { return sc.nodes[lagging].Status().AppliedIndex >= last }, 20*time.Second, 5*time.Millisecond,
+		"the lagging node catches up despite duplicated and reordered chunks")
+	sc.net.SetFaults(Faults{})
+	sc.waitSame(last)
+}
+
+// slowRestoreSM takes a while to restore, as a large state machine would.
+type slowRestoreSM struct{ listSM }
+
+func (s *slowRestoreSM) Restore(r io.Reader) error {
+	time.Sleep(300 * time.Millisecond) // simulates a slow Restore, not a wait for a condition
+	return s.listSM.Restore(r)
+}
+
+// countingStorage counts SaveSnapshot calls.
+type countingStorage struct {
+	*MemoryStorage
+	saves atomic.Int64
+}
+
+func (c *countingStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
+	c.saves.Add(1)
+	return c.MemoryStorage.SaveSnapshot(meta, data)
+}
+
+// A follower whose Restore takes a while is not sent the snapshot again
+// while it restores, and it does not stop: it catches up to the leader.
+func TestSnapshot_SlowRestoreIsNotResentAndDoesNotStop(t *testing.T) {
+	sc := newSnapCluster(t, 3, nil)
+	lagging, last := sc.stopFollowerAndMoveOn(300)
+	store := &countingStorage{MemoryStorage: sc.storages[lagging]}
+	sm := &slowRestoreSM{}
+	n, err := NewNode(sc.cfg(lagging), sm, store, sc.net.Transport(lagging))
+	require.NoError(t, err)
+	sc.nodes[lagging] = n
+	require.Eventually(t, func() bool { return n.Status().AppliedIndex >= last }, 20*time.Second, 5*time.Millisecond)
+	require.NoError(t, n.Status().Err)
+	assert.LessOrEqual(t, store.saves.Load(), int64(3), "the leader does not stream the snapshot again while it is being restored")
+	want := sc.lists[sc.waitLeader()].list()
+	require.Eventually(t, func() bool { return slices.Equal(sm.list(), want) }, 10*time.Second, time.Millisecond)
 }

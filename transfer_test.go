@@ -593,3 +593,27 @@ func TestCluster_AbandonedTransferIsReportedWhileAnEarlierTargetIsCutOff(t *test
 	cancel()
 	assert.Error(t, <-first, "x's transfer did not succeed")
 }
+
+// A MsgTimeoutNow that is lost is sent again: the leader keeps its transfer
+// going on later ticks, and the target takes over (dissertation §3.10).
+func TestTransfer_3_10_LostTimeoutNowIsResent(t *testing.T) {
+	c1, c2, _, n := threeCores(t)
+	n.elect(1)
+	dropped := false
+	n.drop = func(m Message) bool {
+		if m.Type == MsgTimeoutNow && !dropped {
+			dropped = true
+			return true
+		}
+		return false
+	}
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.True(t, dropped)
+	for i := 0; i < c1.electionTicks && c2.role != Leader; i++ {
+		c1.tick()
+		n.stabilize()
+	}
+	assert.Equal(t, Leader, c2.role)
+}
