@@ -197,10 +197,7 @@ func TestTCPClusterInstallsSnapshotOnRestartedFollower(t *testing.T) {
 		return lists[id]
 	}
 	leader := c.waitLeader()
-	lagging := c.ids[0]
-	if lagging == leader {
-		lagging = c.ids[1]
-	}
+	lagging := c.follower(leader)
 	c.stopNode(lagging)
 	payload := bytes.Repeat([]byte("x"), 1<<10)
 	var last uint64
