@@ -98,3 +98,29 @@ func TestMembersEncoding(t *testing.T) {
 	_, err = decodeMembers(append(enc, 0))
 	assert.ErrorIs(t, err, ErrCorrupt)
 }
+
+func TestMembersEncoding_Metadata(t *testing.T) {
+	// Without metadata the encoding is version 1, byte for byte what the
+	// previous version wrote and reads.
+	plain := []Member{{ID: 1, Addr: "a:1"}, {ID: 2, Learner: true}}
+	assert.Equal(t, []byte{1, 2, 1, 0, 3, 'a', ':', '1', 2, 1, 0}, encodeMembers(plain))
+
+	members := []Member{
+		{ID: 1, Addr: "a:1", Meta: map[string]string{"http": "10.0.0.1:8080", "zone": "b"}},
+		{ID: 2, Learner: true},
+		{ID: 3, Addr: "c:1", Meta: map[string]string{"": ""}},
+	}
+	enc := encodeMembers(members)
+	assert.Equal(t, byte(2), enc[0], "metadata needs version 2")
+	got, err := decodeMembers(enc)
+	require.NoError(t, err)
+	assert.Equal(t, members, got)
+	assert.Equal(t, enc, encodeMembers(got), "keys are sorted: the encoding is deterministic")
+	for i := 0; i < len(enc); i++ {
+		_, err := decodeMembers(enc[:i])
+		assert.ErrorIs(t, err, ErrCorrupt, "truncated at %d", i)
+	}
+	enc[0] = 3
+	_, err = decodeMembers(enc)
+	assert.ErrorIs(t, err, ErrCorrupt, "a newer format is refused, not misread")
+}

@@ -30,6 +30,14 @@ func (c *core) tick() {
 			// election (Raft §5.2); with PreVote it first asks whether it could win.
 			c.campaign(campaignElection, c.preVote)
 		} else {
+			// A learner does not campaign, but it stops naming a leader it
+			// has not heard from for an election timeout, so that its
+			// callers are not sent to a leader that is gone (a voter forgets
+			// it when it campaigns).
+			if c.leader != 0 {
+				c.logger.Info("no word from the leader for an election timeout; forgetting it", zap.Uint64("leader", c.leader))
+			}
+			c.leader = 0
 			c.randomizedTimeout = c.electionTicks + c.rand.Intn(c.electionTicks)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 )
 
 // EntryType says what a log entry holds. The values are part of the wire and
@@ -50,6 +52,18 @@ type Member struct {
 	ID      uint64 // non-zero, unique in the cluster
 	Addr    string // what the Transport dials; may be empty for the in-memory network
 	Learner bool   // receives the log but does not vote or count for quorum
+	// Meta is the application's data about the member, replicated with the
+	// configuration and kept in snapshots: for example the address its
+	// clients use ("http": "10.0.0.1:8080"), which a *NotLeaderError then
+	// carries to redirect clients to the leader. Keep it small; nil and an
+	// empty map are the same. Treat it as read-only: the Node shares it.
+	Meta map[string]string
+}
+
+// Equal reports whether m and o are the same member with the same address,
+// role and metadata.
+func (m Member) Equal(o Member) bool {
+	return m.ID == o.ID && m.Addr == o.Addr && m.Learner == o.Learner && maps.Equal(m.Meta, o.Meta)
 }
 
 // StateMachine is the application's replicated state. The Node calls its
@@ -78,53 +92,113 @@ type Snapshot interface {
 	Release()
 }
 
-// encodeMembers is the payload of an EntryConfChange: a version byte, the
-// member count, then per member its ID, flags and address, all as uvarints.
+// encodeMembers is the payload of an EntryConfChange, and how snapshots
+// store their configuration: a version byte, the member count, then per
+// member its ID, flags (bit 0: learner; bit 1: metadata follows) and
+// address, all as uvarints (strings as a uvarint length and the bytes),
+// then, with bit 1, the number of metadata pairs and each key and value,
+// sorted by key. Version 1 has no metadata and is what is written when no
+// member has any, so that nodes of the previous version can read it;
+// version 2 is written otherwise, which those nodes refuse (ErrCorrupt)
+// rather than misread: set metadata only once every node runs a version
+// that knows it.
 func encodeMembers(members []Member) []byte {
+	version := byte(1)
+	for _, m := range members {
+		if len(m.Meta) > 0 {
+			version = 2
+		}
+	}
 	buf := make([]byte, 0, 2+len(members)*16)
-	buf = append(buf, 1) // format version
+	buf = append(buf, version)
 	buf = binary.AppendUvarint(buf, uint64(len(members)))
+	appendString := func(s string) {
+		buf = binary.AppendUvarint(buf, uint64(len(s)))
+		buf = append(buf, s...)
+	}
 	for _, m := range members {
 		buf = binary.AppendUvarint(buf, m.ID)
 		var flags uint64
 		if m.Learner {
 			flags |= 1
 		}
+		if len(m.Meta) > 0 {
+			flags |= 2
+		}
 		buf = binary.AppendUvarint(buf, flags)
-		buf = binary.AppendUvarint(buf, uint64(len(m.Addr)))
-		buf = append(buf, m.Addr...)
+		appendString(m.Addr)
+		if len(m.Meta) > 0 {
+			buf = binary.AppendUvarint(buf, uint64(len(m.Meta)))
+			for _, k := range slices.Sorted(maps.Keys(m.Meta)) {
+				appendString(k)
+				appendString(m.Meta[k])
+			}
+		}
 	}
 	return buf
 }
 
-// decodeMembers parses what encodeMembers wrote. It never panics and never
-// allocates more than the input can justify.
+// decodeMembers decodes encodeMembers' format, either version.
 func decodeMembers(data []byte) ([]Member, error) {
-	if len(data) == 0 || data[0] != 1 {
-		return nil, fmt.Errorf("%w: configuration entry: unknown format", ErrCorrupt)
+	if len(data) == 0 || data[0] < 1 || data[0] > 2 {
+		return nil, fmt.Errorf("%w: configuration entry: unknown format (from a newer version?)", ErrCorrupt)
 	}
 	data = data[1:]
-	n, k := binary.Uvarint(data)
-	if k <= 0 || n > uint64(len(data)) {
+	uvarint := func(what string) (uint64, error) {
+		v, k := binary.Uvarint(data)
+		if k <= 0 {
+			return 0, fmt.Errorf("%w: configuration entry: truncated %s", ErrCorrupt, what)
+		}
+		data = data[k:]
+		return v, nil
+	}
+	str := func(what string) (string, error) {
+		n, err := uvarint(what)
+		if err != nil {
+			return "", err
+		}
+		if n > uint64(len(data)) {
+			return "", fmt.Errorf("%w: configuration entry: truncated %s", ErrCorrupt, what)
+		}
+		s := string(data[:n])
+		data = data[n:]
+		return s, nil
+	}
+	n, err := uvarint("member count")
+	if err != nil || n > uint64(len(data)) {
 		return nil, fmt.Errorf("%w: configuration entry: bad member count", ErrCorrupt)
 	}
-	data = data[k:]
 	members := make([]Member, 0, n)
 	for i := uint64(0); i < n; i++ {
-		var fields [3]uint64
-		for j := range fields {
-			v, k := binary.Uvarint(data)
-			if k <= 0 {
-				return nil, fmt.Errorf("%w: configuration entry: truncated member", ErrCorrupt)
+		var m Member
+		var flags uint64
+		if m.ID, err = uvarint("member"); err != nil {
+			return nil, err
+		}
+		if flags, err = uvarint("member"); err != nil {
+			return nil, err
+		}
+		if m.Addr, err = str("address"); err != nil {
+			return nil, err
+		}
+		m.Learner = flags&1 != 0
+		if flags&2 != 0 {
+			pairs, err := uvarint("metadata")
+			if err != nil || pairs > uint64(len(data)) {
+				return nil, fmt.Errorf("%w: configuration entry: bad metadata count", ErrCorrupt)
 			}
-			fields[j] = v
-			data = data[k:]
+			m.Meta = make(map[string]string, pairs)
+			for j := uint64(0); j < pairs; j++ {
+				k, err := str("metadata key")
+				if err != nil {
+					return nil, err
+				}
+				if m.Meta[k], err = str("metadata value"); err != nil {
+					return nil, err
+				}
+			}
 		}
-		if fields[2] > uint64(len(data)) {
-			return nil, fmt.Errorf("%w: configuration entry: truncated address", ErrCorrupt)
-		}
-		members = append(members, Member{ID: fields[0], Learner: fields[1]&1 != 0, Addr: string(data[:fields[2]])})
-		data = data[fields[2]:]
+		members = append(members, m)
 	}
 	if len(data) != 0 {
 		return nil, fmt.Errorf("%w: configuration entry: trailing bytes", ErrCorrupt)

@@ -66,6 +66,11 @@ var (
 type NotLeaderError struct {
 	Leader uint64
 	Addr   string
+	// Member is the leader as the configuration describes it, with its
+	// metadata (for example the address its clients use), so that a client
+	// can be redirected without an address book of its own; zero when no
+	// leader is known.
+	Member Member
 }
 
 // Error describes the error, naming the leader if one is known.

@@ -3,6 +3,7 @@ package raft
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -61,24 +62,40 @@ func (c *core) changeMembers(edit membershipEdit) (index, term uint64, changed b
 //     voter (dissertation §4.1), and a leader that demotes itself steps down
 //     once the change commits, as when it removes itself;
 //   - another address is an address change, which takes effect when the
-//     configuration is appended, as any other.
+//     configuration is appended, as any other;
+//   - an existing member keeps its metadata (see setMember to change it).
 func addMember(id uint64, addr string, learner bool) membershipEdit {
+	return editMember(Member{ID: id, Addr: addr, Learner: learner}, false)
+}
+
+// setMember returns an edit that makes m a member, or changes the member
+// m.ID to m: its role, address (an empty one keeps the current address) and
+// metadata (nil or empty clears it).
+func setMember(m Member) membershipEdit {
+	return editMember(m, true)
+}
+
+func editMember(want Member, setMeta bool) membershipEdit {
 	return func(members []Member) ([]Member, bool, error) {
-		if id == 0 {
+		if want.ID == 0 {
 			return nil, false, fmt.Errorf("%w: member ID 0", ErrInvalidConfig)
 		}
-		i := slices.IndexFunc(members, func(m Member) bool { return m.ID == id })
+		next := want
+		next.Meta = maps.Clone(want.Meta)
+		i := slices.IndexFunc(members, func(m Member) bool { return m.ID == want.ID })
 		if i < 0 {
-			if addr == "" && slices.ContainsFunc(members, func(m Member) bool { return m.Addr != "" }) {
-				return nil, false, fmt.Errorf("%w: member %d has no address, but the other members have addresses for the transport to dial", ErrInvalidConfig, id)
+			if want.Addr == "" && slices.ContainsFunc(members, func(m Member) bool { return m.Addr != "" }) {
+				return nil, false, fmt.Errorf("%w: member %d has no address, but the other members have addresses for the transport to dial", ErrInvalidConfig, want.ID)
 			}
-			return append(members, Member{ID: id, Addr: addr, Learner: learner}), true, nil
+			return append(members, next), true, nil
 		}
-		next := Member{ID: id, Addr: addr, Learner: learner}
-		if addr == "" {
+		if want.Addr == "" {
 			next.Addr = members[i].Addr
 		}
-		if members[i] == next {
+		if !setMeta {
+			next.Meta = members[i].Meta
+		}
+		if members[i].Equal(next) {
 			return nil, false, nil // already so
 		}
 		members[i] = next
@@ -92,7 +109,7 @@ func sameMembers(a, b []Member) bool {
 		return false
 	}
 	for _, m := range a {
-		if !slices.Contains(b, m) {
+		if !slices.ContainsFunc(b, m.Equal) {
 			return false
 		}
 	}

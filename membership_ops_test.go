@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -109,6 +110,16 @@ func TestMembership_AddOnExistingMembers(t *testing.T) {
 			append(append([]Member(nil), withAddrs...), Member{ID: 4, Addr: "h4:1", Learner: true}), nil},
 		{"no addresses anywhere (in-memory network)", noAddrs, addMember(4, "", false), []Member{{ID: 1}, {ID: 2}, {ID: 4}}, nil},
 		{"ID 0", noAddrs, addMember(0, "", false), nil, ErrInvalidConfig},
+		{"setMember adds with metadata", withAddrs, setMember(Member{ID: 4, Addr: "h4:1", Meta: map[string]string{"http": ":80"}}),
+			append(append([]Member(nil), withAddrs...), Member{ID: 4, Addr: "h4:1", Meta: map[string]string{"http": ":80"}}), nil},
+		{"setMember changes metadata, keeping the address", withAddrs, setMember(Member{ID: 2, Meta: map[string]string{"http": ":80"}}),
+			[]Member{{ID: 1, Addr: "h1:1"}, {ID: 2, Addr: "h2:1", Meta: map[string]string{"http": ":80"}}, {ID: 3, Addr: "h3:1", Learner: true}}, nil},
+		{"setMember with the same metadata: nothing to do", []Member{{ID: 1, Meta: map[string]string{"a": "b"}}},
+			setMember(Member{ID: 1, Meta: map[string]string{"a": "b"}}), nil, nil},
+		{"addMember keeps the metadata", []Member{{ID: 1, Meta: map[string]string{"a": "b"}}, {ID: 2, Learner: true}},
+			addMember(2, "", false), []Member{{ID: 1, Meta: map[string]string{"a": "b"}}, {ID: 2}}, nil},
+		{"addMember on a member with metadata: nothing to do", []Member{{ID: 1, Meta: map[string]string{"a": "b"}}},
+			addMember(1, "", false), nil, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,4 +270,60 @@ func TestCluster_AddLearnerOnAVoterDemotesIt(t *testing.T) {
 
 	require.NoError(t, c.nodes[leader].AddVoter(ctx, demoted, ""))
 	assert.False(t, isLearner(leader), "promoted again")
+}
+
+// TestCluster_LeaderMetadataRedirectsClients: members carry metadata (here
+// the address their clients use), replicated with the configuration; a
+// follower's *NotLeaderError names the leader's Member with it, and a
+// snapshot keeps it for a node that restarts from one.
+func TestCluster_LeaderMetadataRedirectsClients(t *testing.T) {
+	c := newSnapCluster(t, 3, nil) // its state machines take snapshots
+	leader := c.waitLeader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range c.ids {
+		require.NoError(t, c.nodes[leader].AddMember(ctx, Member{ID: id, Meta: map[string]string{"http": fmt.Sprintf("10.0.0.%d:8080", id)}}))
+	}
+	follower := c.follower(leader)
+	require.Eventually(t, func() bool {
+		for _, m := range c.nodes[follower].Status().Members {
+			if m.Meta["http"] == "" {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond, "the metadata reaches the followers")
+
+	_, err := c.nodes[follower].Propose(ctx, []byte("x"))
+	var nle *NotLeaderError
+	require.ErrorAs(t, err, &nle)
+	assert.Equal(t, leader, nle.Member.ID)
+	assert.Equal(t, fmt.Sprintf("10.0.0.%d:8080", leader), nle.Member.Meta["http"], "a client can be redirected to the leader")
+
+	// Changing a member's address keeps its metadata; AddMember with nil
+	// metadata clears it.
+	require.NoError(t, c.nodes[leader].AddVoter(ctx, follower, ""))
+	require.NoError(t, c.nodes[leader].AddMember(ctx, Member{ID: follower}))
+	for _, m := range c.nodes[leader].Status().Members {
+		if m.ID == follower {
+			assert.Empty(t, m.Meta)
+		} else {
+			assert.NotEmpty(t, m.Meta["http"])
+		}
+	}
+
+	// A node restarted from a snapshot taken after the change has it too.
+	for i := 0; i < 10; i++ {
+		c.propose(fmt.Sprint("after ", i))
+	}
+	require.NoError(t, c.nodes[follower].Snapshot(ctx))
+	c.stop(follower)
+	c.start(follower)
+	st := c.nodes[follower].Status()
+	require.NotZero(t, st.SnapshotIndex)
+	for _, m := range st.Members {
+		if m.ID != follower {
+			assert.NotEmpty(t, m.Meta["http"], "member %d", m.ID)
+		}
+	}
 }

@@ -446,3 +446,24 @@ func TestMembership_4_2_3_RemovedNodeLearnsOfItsRemoval(t *testing.T) {
 	}
 	assert.Empty(t, msgsOf(n.collect(3), MsgPreVote), "a removed node does not campaign")
 }
+
+// TestLearner_ForgetsALeaderItNoLongerHears: a learner never campaigns, so
+// nothing used to make it forget a leader that is gone; it named that
+// leader in every *NotLeaderError. It now forgets it after an election
+// timeout without word from it, as a voter does when it campaigns.
+func TestLearner_ForgetsALeaderItNoLongerHears(t *testing.T) {
+	withLearner := Entry{Index: 2, Term: 1, Type: EntryConfChange,
+		Data: encodeMembers([]Member{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4, Learner: true}})}
+	opts := []coreOption{withEntries(withLearner), withHardState(HardState{Term: 1, Commit: 2})}
+	voters := []uint64{1, 2, 3}
+	c1, c4 := newTestCore(t, 1, voters, opts...), newTestCore(t, 4, voters, opts...)
+	n := newCoreNet(t, c1, newTestCore(t, 2, voters, opts...), newTestCore(t, 3, voters, opts...), c4)
+	n.elect(1)
+	require.Equal(t, uint64(1), c4.leader)
+	delete(n.cores, 1) // the leader is gone
+	for i := 0; i < 2*c4.electionTicks; i++ {
+		c4.tick()
+		n.stabilize()
+	}
+	assert.Zero(t, c4.leader, "the learner no longer names the leader it cannot hear")
+}

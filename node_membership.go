@@ -40,6 +40,18 @@ func (n *Node) AddLearner(ctx context.Context, id uint64, addr string) error {
 	return n.changeMembers(ctx, addMember(id, addr, true))
 }
 
+// AddMember makes m a member, or changes the member m.ID to m, and returns
+// once the change is committed: its role (m.Learner), its address (an empty
+// m.Addr keeps the current one) and its metadata (m.Meta; nil clears it).
+// Use it to add a member with metadata, such as the address its clients
+// use, or to change a member's metadata later; a *NotLeaderError names the
+// leader's Member, metadata included. Role changes and errors are as for
+// AddVoter and AddLearner. Metadata needs every node to run a version that
+// knows it (see Member.Meta).
+func (n *Node) AddMember(ctx context.Context, m Member) error {
+	return n.changeMembers(ctx, setMember(m))
+}
+
 // RemoveMember removes node id from the cluster and returns once the change
 // is committed. A leader that removes itself steps down once the change
 // commits (dissertation §4.2.2). Removing a non-member succeeds at once.

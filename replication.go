@@ -65,7 +65,7 @@ func (c *core) appliedTo(index uint64) {
 func (c *core) notLeader() error {
 	e := &NotLeaderError{Leader: c.leader}
 	if m, ok := c.member(c.leader); ok {
-		e.Addr = m.Addr
+		e.Addr, e.Member = m.Addr, m
 	}
 	return e
 }

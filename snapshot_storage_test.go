@@ -232,3 +232,31 @@ func TestFileStorage_CompactExactlyAtSegmentBoundary(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, testEntries(first, 300, 1), ents)
 }
+
+// TestStorage_SnapshotKeepsMemberMetadata: the configuration a snapshot
+// records keeps each member's metadata, in both storages and across a
+// reopen of the FileStorage.
+func TestStorage_SnapshotKeepsMemberMetadata(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := OpenFileStorage(dir, WithNoSync())
+	require.NoError(t, err)
+	meta := SnapshotMeta{Index: 5, Term: 2, Members: []Member{
+		{ID: 1, Addr: "a:1", Meta: map[string]string{"http": "10.0.0.1:8080"}},
+		{ID: 2, Addr: "b:1", Learner: true},
+	}}
+	for name, s := range map[string]Storage{"memory": NewMemoryStorage(), "file": fs} {
+		require.NoError(t, s.SaveSnapshot(meta, strings.NewReader("state")), name)
+		got, rc, err := s.Snapshot()
+		require.NoError(t, err, name)
+		rc.Close()
+		assert.Equal(t, meta, got, name)
+	}
+	require.NoError(t, fs.Close())
+	fs, err = OpenFileStorage(dir, WithNoSync())
+	require.NoError(t, err)
+	defer fs.Close()
+	got, rc, err := fs.Snapshot()
+	require.NoError(t, err)
+	rc.Close()
+	assert.Equal(t, meta, got, "after a reopen")
+}
