@@ -2,6 +2,7 @@ package raft
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -74,6 +75,9 @@ func RecoverCluster(storage Storage, members []Member) error {
 	if err != nil {
 		return wrap(err)
 	}
+	if err := finishSnapshotInstall(storage); err != nil {
+		return err
+	}
 	last, err := storage.LastIndex()
 	if err != nil {
 		return wrap(err)
@@ -100,6 +104,35 @@ func RecoverCluster(storage Storage, members []Member) error {
 	hs = HardState{Term: (top/recoveryTermStep + 2) * recoveryTermStep, Commit: hs.Commit}
 	if err := storage.Save(hs, []Entry{e}); err != nil {
 		return fmt.Errorf("raft: RecoverCluster: writing the recovered configuration: %w", err)
+	}
+	return nil
+}
+
+// finishSnapshotInstall discards the log behind the newest snapshot when
+// the log does not continue it, as the Node does when it starts (a crash
+// between storing a leader's snapshot and discarding the log it replaces
+// leaves such a log): the recovery entry must follow the log the node will
+// start with, or the Node would discard it with the rest.
+func finishSnapshotInstall(storage Storage) error {
+	meta, rc, err := storage.Snapshot()
+	if errors.Is(err, ErrNoSnapshot) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("raft: RecoverCluster: reading the snapshot: %w", err)
+	}
+	rc.Close()
+	last, err := storage.LastIndex()
+	if err != nil {
+		return fmt.Errorf("raft: RecoverCluster: reading storage: %w", err)
+	}
+	if meta.Index > 0 && meta.Index <= last {
+		if t, err := storage.Term(meta.Index); err == nil && t == meta.Term {
+			return nil
+		}
+	}
+	if err := storage.Compact(meta.Index, meta.Term); err != nil {
+		return fmt.Errorf("raft: RecoverCluster: discarding the log behind snapshot %d: %w", meta.Index, err)
 	}
 	return nil
 }

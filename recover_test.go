@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -316,4 +317,19 @@ func TestRecoverCluster_ReportsAFailedWrite(t *testing.T) {
 	boom := errors.New("disk gone")
 	s.FailSaves(boom)
 	require.ErrorIs(t, RecoverCluster(s, []Member{{ID: 1}}), boom)
+}
+
+// A crash between storing a leader's snapshot and discarding the log
+// behind it leaves a log that the Node discards when it starts: the
+// recovery entry must come after the snapshot, not after that log.
+func TestRecoverCluster_AfterASnapshotWhoseLogWasNotDiscarded(t *testing.T) {
+	c := newTestCluster(t, 3, withoutStarting(), withStateMachines(func(uint64) StateMachine { return newKVSM() }))
+	s := c.storages[1]
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 3}, threeNodeLog(1, 1)))
+	require.NoError(t, s.SaveSnapshot(SnapshotMeta{Index: 5, Term: 1, Members: []Member{{ID: 1}, {ID: 2}, {ID: 3}}}, strings.NewReader("")))
+	require.NoError(t, RecoverCluster(s, []Member{{ID: 1}}))
+	c.start(1)
+	require.Equal(t, uint64(1), c.waitLeader(1))
+	assert.Equal(t, []uint64{1}, memberIDs(c.nodes[1].Status().Members))
+	assert.GreaterOrEqual(t, c.nodes[1].Status().LastIndex, uint64(6))
 }
