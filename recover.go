@@ -50,12 +50,14 @@ const recoveryTermStep = 1 << 32
 //
 // How: the new configuration is appended as a configuration entry after the
 // last stored entry, with the last entry's term plus 2^32, and the stored
-// term moves to the same multiple of 2^32 above every term in the storage
-// on every survivor (the survivors' terms are within 2^32 of each other).
-// So the recovery entries keep the order of the survivors' logs (the
-// most up-to-date log stays the most up to date), no real entry has the
-// term of a recovery entry (so a leader never mistakes one for its own,
-// Raft §5.3), and every term an election will use is above them. The entry
+// term moves to the next multiple of 2^32 above every term in the storage,
+// plus 2^32, with no vote: the same term on every survivor, since their
+// terms lie between the same multiples of 2^32 (leaving them would take
+// billions of elections). So the recovery entries keep the order of the
+// survivors' logs (the most up-to-date log stays the most up to date), no
+// real entry has the term of a recovery entry (so a leader never mistakes
+// one for its own, Raft §5.3), and every term an election will use is
+// above them. The entry
 // is not marked committed: a configuration takes effect when appended
 // (dissertation §4.1), and the leader's no-op commits it, or replaces it
 // on a survivor that was behind. Running RecoverCluster again with the

@@ -333,3 +333,19 @@ func TestRecoverCluster_AfterASnapshotWhoseLogWasNotDiscarded(t *testing.T) {
 	assert.Equal(t, []uint64{1}, memberIDs(c.nodes[1].Status().Members))
 	assert.GreaterOrEqual(t, c.nodes[1].Status().LastIndex, uint64(6))
 }
+
+// Recovering only one survivor is unsafe, as documented: here the
+// recovered node 1 is behind node 2, which still has the old configuration.
+// Node 1 wins the election (its recovery entry's term is above every real
+// one) and replaces node 2's last entry, which node 2 knew committed: node 2
+// detects it and stops with ErrCorrupt instead of serving a lost write.
+func TestRecoverCluster_RecoveringOnlyOneSurvivorIsDetectedOnTheOther(t *testing.T) {
+	c := newTestCluster(t, 3, withoutStarting())
+	require.NoError(t, c.storages[1].Save(HardState{Term: 1, Commit: 3}, threeNodeLog(1, 1)))
+	require.NoError(t, c.storages[2].Save(HardState{Term: 1, Commit: 4}, threeNodeLog(1, 1, 1)))
+	require.NoError(t, RecoverCluster(c.storages[1], []Member{{ID: 1}, {ID: 2}}))
+	c.start(1)
+	c.start(2)
+	require.Eventually(t, func() bool { return errors.Is(c.nodes[2].Status().Err, ErrCorrupt) },
+		10*time.Second, time.Millisecond, "node 2 did not detect that its committed entry was replaced")
+}
