@@ -16,16 +16,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// fileCluster is a testCluster whose nodes (re)open a FileStorage in their
+// survivorCluster is a testCluster whose nodes (re)open a FileStorage in their
 // own directory each time they start.
-type fileCluster struct {
+type survivorCluster struct {
 	*testCluster
 	dirs  map[uint64]string
 	files map[uint64]*FileStorage
 }
 
-func newFileCluster(t *testing.T, n int) *fileCluster {
-	fc := &fileCluster{dirs: map[uint64]string{}, files: map[uint64]*FileStorage{}}
+func newSurvivorCluster(t *testing.T, n int) *survivorCluster {
+	fc := &survivorCluster{dirs: map[uint64]string{}, files: map[uint64]*FileStorage{}}
 	for id := uint64(1); id <= uint64(n); id++ {
 		fc.dirs[id] = t.TempDir()
 	}
@@ -49,14 +49,14 @@ func newFileCluster(t *testing.T, n int) *fileCluster {
 }
 
 // kill stops node id and closes its storage: it is lost for good.
-func (fc *fileCluster) kill(id uint64) {
+func (fc *survivorCluster) kill(id uint64) {
 	fc.stop(id)
 	require.NoError(fc.t, fc.files[id].Close())
 }
 
 // writeAll commits n writes named prefix-i, on whichever node leads, and
 // records them in acked by index.
-func (fc *fileCluster) writeAll(prefix string, n int, acked map[uint64]string) {
+func (fc *survivorCluster) writeAll(prefix string, n int, acked map[uint64]string) {
 	for i := 0; i < n; i++ {
 		data := fmt.Sprintf("%s-%d", prefix, i)
 		acked[fc.propose(data)] = data
@@ -64,7 +64,7 @@ func (fc *fileCluster) writeAll(prefix string, n int, acked map[uint64]string) {
 }
 
 // writeOn commits n writes named prefix-i on node id, which leads.
-func (fc *fileCluster) writeOn(id uint64, prefix string, n int, acked map[uint64]string) {
+func (fc *survivorCluster) writeOn(id uint64, prefix string, n int, acked map[uint64]string) {
 	fc.t.Helper()
 	for i := 0; i < n; i++ {
 		data := fmt.Sprintf("%s-%d", prefix, i)
@@ -78,7 +78,7 @@ func (fc *fileCluster) writeOn(id uint64, prefix string, n int, acked map[uint64
 
 // requireApplied waits until node id has applied every acknowledged write
 // and checks that its state machine holds each of them at its index.
-func (fc *fileCluster) requireApplied(id uint64, acked map[uint64]string) {
+func (fc *survivorCluster) requireApplied(id uint64, acked map[uint64]string) {
 	fc.t.Helper()
 	var last uint64
 	for i := range acked {
@@ -94,7 +94,7 @@ func (fc *fileCluster) requireApplied(id uint64, acked map[uint64]string) {
 	}
 }
 
-func memberIDs(ms []Member) []uint64 {
+func idsOf(ms []Member) []uint64 {
 	var ids []uint64
 	for _, m := range ms {
 		ids = append(ids, m.ID)
@@ -103,7 +103,7 @@ func memberIDs(ms []Member) []uint64 {
 }
 
 func TestRecoverCluster_TwoSurvivorsOfFiveKeepEveryCommittedWrite(t *testing.T) {
-	fc := newFileCluster(t, 5)
+	fc := newSurvivorCluster(t, 5)
 	acked := map[uint64]string{}
 	fc.writeAll("before", 20, acked)
 
@@ -159,7 +159,7 @@ func TestRecoverCluster_TwoSurvivorsOfFiveKeepEveryCommittedWrite(t *testing.T) 
 	require.Equal(t, leader, fc.waitLeader(leader, lagging), "the survivor with the longest log leads")
 	for _, id := range []uint64{leader, lagging} {
 		fc.requireApplied(id, acked)
-		assert.ElementsMatch(t, []uint64{leader, lagging}, memberIDs(fc.nodes[id].Status().Members))
+		assert.ElementsMatch(t, []uint64{leader, lagging}, idsOf(fc.nodes[id].Status().Members))
 	}
 	assert.GreaterOrEqual(t, fc.nodes[leader].Status().CommitIndex, commitBefore)
 
@@ -172,7 +172,7 @@ func TestRecoverCluster_TwoSurvivorsOfFiveKeepEveryCommittedWrite(t *testing.T) 
 }
 
 func TestRecoverCluster_SingleSurvivor(t *testing.T) {
-	fc := newFileCluster(t, 3)
+	fc := newSurvivorCluster(t, 3)
 	acked := map[uint64]string{}
 	fc.writeAll("before", 10, acked)
 	survivor := fc.waitLeader()
@@ -189,7 +189,7 @@ func TestRecoverCluster_SingleSurvivor(t *testing.T) {
 	fc.requireApplied(survivor, acked)
 	fc.writeAll("after", 3, acked)
 	fc.requireApplied(survivor, acked)
-	assert.Equal(t, []uint64{survivor}, memberIDs(fc.nodes[survivor].Status().Members))
+	assert.Equal(t, []uint64{survivor}, idsOf(fc.nodes[survivor].Status().Members))
 }
 
 func TestRecoverCluster_RefusesBadInput(t *testing.T) {
@@ -249,7 +249,7 @@ func TestRecoverCluster_TwiceWithTheSameMembersChangesNothing(t *testing.T) {
 	assert.Equal(t, uint64(2+recoveryTermStep), term)
 }
 
-// recoveredLogs starts nodes 1 and 2 of a three-node cluster on storages
+// startRecovered starts nodes 1 and 2 of a three-node cluster on storages
 // that hold the given logs and hard states, after recovering both with
 // members {1, 2}; it returns the cluster once node want leads.
 func startRecovered(t *testing.T, want uint64, logs map[uint64][]Entry, hss map[uint64]HardState) *testCluster {
@@ -267,9 +267,9 @@ func startRecovered(t *testing.T, want uint64, logs map[uint64][]Entry, hss map[
 	return c
 }
 
-// threeNodeLog is a log of a cluster {1, 2, 3} with commands at index 2 on,
+// recoveryTestLog is a log of a cluster {1, 2, 3} with commands at index 2 on,
 // the term of each given by terms.
-func threeNodeLog(terms ...uint64) []Entry {
+func recoveryTestLog(terms ...uint64) []Entry {
 	log := []Entry{{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers([]Member{{ID: 1}, {ID: 2}, {ID: 3}})}}
 	for i, term := range terms {
 		log = append(log, Entry{Index: uint64(i + 2), Term: term, Data: []byte(fmt.Sprintf("cmd %d@%d", i+2, term))})
@@ -283,7 +283,7 @@ func threeNodeLog(terms ...uint64) []Entry {
 // (Log Matching, §5.3), never applying that write.
 func TestRecoverCluster_RecoveryEntryNeverMatchesARealEntry(t *testing.T) {
 	c := startRecovered(t, 2,
-		map[uint64][]Entry{1: threeNodeLog(1, 1), 2: threeNodeLog(1, 1, 1)},
+		map[uint64][]Entry{1: recoveryTestLog(1, 1), 2: recoveryTestLog(1, 1, 1)},
 		map[uint64]HardState{1: {Term: 1, Commit: 3}, 2: {Term: 1, Commit: 4}})
 	c.waitApplied(1, 4)
 	got := c.sms[1].entries()
@@ -298,7 +298,7 @@ func TestRecoverCluster_RecoveryEntryNeverMatchesARealEntry(t *testing.T) {
 // recovery keeps the order of the logs, so node 2 leads.
 func TestRecoverCluster_KeepsTheOrderOfTheSurvivorsLogs(t *testing.T) {
 	c := startRecovered(t, 2,
-		map[uint64][]Entry{1: threeNodeLog(1, 1), 2: threeNodeLog(1, 1, 2)},
+		map[uint64][]Entry{1: recoveryTestLog(1, 1), 2: recoveryTestLog(1, 1, 2)},
 		map[uint64]HardState{1: {Term: 9, Vote: 1, Commit: 3}, 2: {Term: 2, Commit: 4}})
 	c.waitApplied(1, 4)
 	got := c.sms[1].entries()
@@ -313,7 +313,7 @@ func TestRecoverCluster_KeepsTheOrderOfTheSurvivorsLogs(t *testing.T) {
 
 func TestRecoverCluster_ReportsAFailedWrite(t *testing.T) {
 	s := NewMemoryStorage()
-	require.NoError(t, s.Save(HardState{Term: 1, Commit: 1}, threeNodeLog()))
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 1}, recoveryTestLog()))
 	boom := errors.New("disk gone")
 	s.FailSaves(boom)
 	require.ErrorIs(t, RecoverCluster(s, []Member{{ID: 1}}), boom)
@@ -325,12 +325,12 @@ func TestRecoverCluster_ReportsAFailedWrite(t *testing.T) {
 func TestRecoverCluster_AfterASnapshotWhoseLogWasNotDiscarded(t *testing.T) {
 	c := newTestCluster(t, 3, withoutStarting(), withStateMachines(func(uint64) StateMachine { return newKVSM() }))
 	s := c.storages[1]
-	require.NoError(t, s.Save(HardState{Term: 1, Commit: 3}, threeNodeLog(1, 1)))
+	require.NoError(t, s.Save(HardState{Term: 1, Commit: 3}, recoveryTestLog(1, 1)))
 	require.NoError(t, s.SaveSnapshot(SnapshotMeta{Index: 5, Term: 1, Members: []Member{{ID: 1}, {ID: 2}, {ID: 3}}}, strings.NewReader("")))
 	require.NoError(t, RecoverCluster(s, []Member{{ID: 1}}))
 	c.start(1)
 	require.Equal(t, uint64(1), c.waitLeader(1))
-	assert.Equal(t, []uint64{1}, memberIDs(c.nodes[1].Status().Members))
+	assert.Equal(t, []uint64{1}, idsOf(c.nodes[1].Status().Members))
 	assert.GreaterOrEqual(t, c.nodes[1].Status().LastIndex, uint64(6))
 }
 
@@ -341,8 +341,8 @@ func TestRecoverCluster_AfterASnapshotWhoseLogWasNotDiscarded(t *testing.T) {
 // detects it and stops with ErrCorrupt instead of serving a lost write.
 func TestRecoverCluster_RecoveringOnlyOneSurvivorIsDetectedOnTheOther(t *testing.T) {
 	c := newTestCluster(t, 3, withoutStarting())
-	require.NoError(t, c.storages[1].Save(HardState{Term: 1, Commit: 3}, threeNodeLog(1, 1)))
-	require.NoError(t, c.storages[2].Save(HardState{Term: 1, Commit: 4}, threeNodeLog(1, 1, 1)))
+	require.NoError(t, c.storages[1].Save(HardState{Term: 1, Commit: 3}, recoveryTestLog(1, 1)))
+	require.NoError(t, c.storages[2].Save(HardState{Term: 1, Commit: 4}, recoveryTestLog(1, 1, 1)))
 	require.NoError(t, RecoverCluster(c.storages[1], []Member{{ID: 1}, {ID: 2}}))
 	c.start(1)
 	c.start(2)
