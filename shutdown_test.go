@@ -538,7 +538,9 @@ func TestShutdown_RollingRestartBench(t *testing.T) {
 	}
 	runs := 5
 	fmt.Sscan(os.Getenv("RAFT_ROLLING_RUNS"), &runs)
-	tune := func(cfg *Config) {} // defaults: a 1s election timeout, 100ms heartbeats
+	// Default timeouts (a 1s election timeout, randomized in [1s, 2s), and
+	// 100ms heartbeats), with the jitter drawn at random as in production.
+	tune := func(cfg *Config) { cfg.Seed = 0 }
 	var viaShutdown, viaClose []time.Duration
 	for r := range runs {
 		gap, errs := rollingRestart(t, tune, shutdownNode, nil)
