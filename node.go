@@ -433,11 +433,12 @@ func (n *Node) Close() error {
 // made once the node is closing fail with ErrClosed, as after Close.
 //
 // The node is closed when Shutdown returns, whatever happened. The error is
-// nil when the node did not lead, when another voter leads (the one chosen
-// or not), when there was no other voter to hand leadership to, or when a
-// concurrent Close stopped the node first. Otherwise it wraps ErrTransferFailed (with
-// ctx.Err() if ctx ended first): the node closed while leading, so the
-// cluster elects a new leader after an election timeout, as after Close.
+// nil when the node did not lead (or stopped leading on its own meanwhile),
+// when another voter leads (the one chosen or not), when there was no other
+// voter to hand leadership to, or when a concurrent Close stopped the node
+// first. Otherwise it wraps ErrTransferFailed (and ctx.Err() if ctx ended
+// first): the node closed while leading, so the cluster elects a new
+// leader after an election timeout, as after Close.
 // Shutdown is idempotent, and safe to call with Close. Concurrent calls
 // hand over once: only the first reports how that went, the others wait
 // for it (or for their ctx) and return nil.
