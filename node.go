@@ -88,6 +88,10 @@ type Node struct {
 	bgWG      sync.WaitGroup // snapshot writers, senders and receivers
 	loopWG    sync.WaitGroup
 	fatal     atomic.Pointer[error]
+
+	// The first Shutdown hands leadership over; concurrent ones wait for it.
+	shutdownOnce sync.Once
+	handedOff    chan struct{} // closed when the first Shutdown's hand-off is over
 }
 
 // applyBatch is work for the apply goroutine: committed entries in order,
@@ -164,6 +168,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		applyWake:    make(chan struct{}, 1),
 		done:         make(chan struct{}),
 		stopped:      make(chan struct{}),
+		handedOff:    make(chan struct{}),
 	}
 	cs := c.status()
 	n.applied.Store(cs.applying)
@@ -398,7 +403,8 @@ func (n *Node) Status() Status {
 
 // Close stops the node: its goroutines end, pending calls fail with
 // ErrClosed, and the Transport is detached. It neither closes the Storage nor
-// the Transport, which belong to their creator. Close is idempotent.
+// the Transport, which belong to their creator. Close is idempotent. It
+// does not hand leadership over first: Shutdown does.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.done)
@@ -410,6 +416,92 @@ func (n *Node) Close() error {
 		n.logger.Info("node closed")
 	})
 	return nil
+}
+
+// Shutdown stops the node as Close does, after handing leadership over if
+// this node leads: it transfers leadership to the most up-to-date voter
+// (TransferLeadership with to == 0, dissertation §3.10) so that the
+// cluster has a new leader when Shutdown returns, instead of going without
+// one for an election timeout until the followers notice the leader is
+// gone. Use it for planned stops (a rolling restart, an upgrade); Close
+// stops at once, without the hand-off.
+//
+// The hand-off waits at most Config.ElectionTimeout, and no longer than
+// ctx allows. Meanwhile the node still answers: the leader refuses
+// proposals and membership changes with ErrTransferInProgress, then, once
+// the new leader has taken over, with a *NotLeaderError naming it; calls
+// made once the node is closing fail with ErrClosed, as after Close.
+//
+// The node is closed when Shutdown returns, whatever happened. The error is
+// nil when the node did not lead (or stopped leading on its own meanwhile),
+// when another voter leads (the one chosen or not), when there was no other
+// voter to hand leadership to, or when a concurrent Close stopped the node
+// first. Otherwise it wraps ErrTransferFailed (and ctx.Err() if ctx ended
+// first): the node closed while leading, so the cluster elects a new
+// leader after an election timeout, as after Close.
+// Shutdown is idempotent, and safe to call with Close. Concurrent calls
+// hand over once: only the first reports how that went, the others wait
+// for it (or for their ctx) and return nil.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	first := false
+	n.shutdownOnce.Do(func() {
+		first = true
+		defer close(n.handedOff)
+		if n.serving() == nil && n.Status().Role == Leader {
+			err = n.handOffLeadership(ctx)
+		}
+	})
+	if !first {
+		// One hand-off is enough: two would have the leader give up the
+		// first transfer for the second.
+		select {
+		case <-n.handedOff:
+		case <-ctx.Done():
+		}
+	}
+	if cerr := n.Close(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// handOffLeadership transfers leadership to the most up-to-date voter,
+// waiting at most an election timeout, and returns what Shutdown reports.
+func (n *Node) handOffLeadership(ctx context.Context) error {
+	// An election timeout is how long the core itself gives a transfer
+	// before abandoning it: a target that has not taken over by then is
+	// not going to, and the followers would elect a leader on their own
+	// after that long anyway.
+	tctx, cancel := context.WithTimeout(ctx, n.cfg.ElectionTimeout)
+	defer cancel()
+	err := n.TransferLeadership(tctx, 0)
+	if err == nil {
+		return nil
+	}
+	if st := n.Status(); st.Role != Leader && st.Leader != 0 && st.Leader != n.cfg.ID {
+		// Another voter leads (not the one chosen, or the node learned of
+		// it only now): the cluster has a leader all the same.
+		return nil
+	}
+	switch {
+	case errors.Is(err, ErrInvalidConfig): // no other voter: nothing to hand over
+		return nil
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrRemoved), errors.Is(err, ErrNotLeader):
+		// Closed by a concurrent Close, removed, or no longer the leader:
+		// there is nothing left to hand over.
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: closed while leading, before the hand-off completed: %w", ErrTransferFailed, err)
+	case tctx.Err() != nil:
+		// Only the bound of Shutdown's own ended: the error does not wrap
+		// context.DeadlineExceeded, which would say that ctx ended.
+		return fmt.Errorf("%w: closed while leading: no voter took over within the election timeout (%v)",
+			ErrTransferFailed, n.cfg.ElectionTimeout)
+	case errors.Is(err, ErrTransferFailed):
+		return fmt.Errorf("raft: closed while leading: %w", err)
+	}
+	return fmt.Errorf("%w: closed while leading: %w", ErrTransferFailed, err)
 }
 
 // usable returns why the node takes no calls, or nil.
