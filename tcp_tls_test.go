@@ -22,6 +22,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
 )
 
 // Tests of TCPTransport under TLS and mutual TLS, with a throwaway
@@ -178,22 +179,25 @@ func (p *testPKI) tlsHandshake(t *testing.T, addr string, cert tls.Certificate, 
 
 func TestTCPMutualTLSCertificateMustNameTheClaimedNode(t *testing.T) {
 	pki := newTestPKI(t, "cluster CA")
-	b := newTestTCP(t, "b", TCPConfig{TLS: pki.mutualTLS(pki.nodeCert(t, 2))})
+	logger, logs := observedLogger()
+	b := newTestTCP(t, "b", TCPConfig{TLS: pki.mutualTLS(pki.nodeCert(t, 2)), Logger: logger})
 	inB := attachInbox(t, b, 2)
 	// Every certificate below is valid (the cluster's CA issued it); each
 	// claims to be node 1 and is not.
 	for _, tc := range []struct {
-		name string
-		cert tls.Certificate
+		name   string
+		cert   tls.Certificate
+		reason string // in the log line
 	}{
-		{"node 4's certificate", pki.nodeCert(t, 4)},
-		{"a certificate without a node identity", pki.leaf(t, "no identity")},
-		{"node 1 of another cluster", pki.leaf(t, "elsewhere", NodeIdentityURI("other-cluster", 1))},
-		{"two node identities", pki.leaf(t, "two", NodeIdentityURI(tcpTestCluster, 1), NodeIdentityURI(tcpTestCluster, 3))},
-		{"a malformed node identity", pki.leaf(t, "zero-padded", &url.URL{Scheme: "raft", Host: tcpTestCluster, Path: "/node/01"})},
+		{"node 4's certificate", pki.nodeCert(t, 4), "the client certificate is node 4's, the hello claims node 1"},
+		{"a certificate without a node identity", pki.leaf(t, "no identity"), "names no node ID"},
+		{"node 1 of another cluster", pki.leaf(t, "elsewhere", NodeIdentityURI("other-cluster", 1)), "names no node ID"},
+		{"two node identities", pki.leaf(t, "two", NodeIdentityURI(tcpTestCluster, 1), NodeIdentityURI(tcpTestCluster, 3)), "names two nodes"},
+		{"a malformed node identity", pki.leaf(t, "zero-padded", &url.URL{Scheme: "raft", Host: tcpTestCluster, Path: "/node/01"}), "not a non-zero decimal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := b.Stats()
+			logs.TakeAll() // forget earlier lines
 			conn, status := pki.tlsHandshake(t, b.Addr(), tc.cert, 1, 2)
 			assert.Equal(t, tcpRefusedIdentity, status)
 			_, _ = conn.Write(frame(t, heartbeat(1, 2, 1))) // the connection is closed: this may fail
@@ -201,6 +205,11 @@ func TestTCPMutualTLSCertificateMustNameTheClaimedNode(t *testing.T) {
 			after := b.Stats()
 			assert.Equal(t, before.IdentityRefused+1, after.IdentityRefused)
 			assert.Equal(t, before.HandshakesRefused+1, after.HandshakesRefused)
+			// One Warn line, with the reason.
+			logged := logs.FilterLevelExact(zapcore.WarnLevel).All()
+			require.Len(t, logged, 1)
+			assert.Contains(t, logged[0].Message, "certificate does not name the node ID")
+			assert.Contains(t, logged[0].ContextMap()["error"], tc.reason)
 		})
 	}
 	// Node 1's own certificate speaks as node 1.
@@ -293,14 +302,19 @@ func TestTCPDialerChecksTheServersNodeIdentity(t *testing.T) {
 	t.Run("the server's certificate names another node", func(t *testing.T) {
 		// Node 2's address leads to the holder of node 3's certificate (a
 		// stale address, say): node 2's messages must not go there.
-		a, inB := pair(t, pki.nodeCert(t, 3), TCPConfig{})
+		logger, logs := observedLogger()
+		a, inB := pair(t, pki.nodeCert(t, 3), TCPConfig{Logger: logger, DialBackoff: time.Millisecond, MaxDialBackoff: 5 * time.Millisecond})
 		require.Eventually(t, func() bool {
 			a.Send([]Message{heartbeat(1, 2, 1)})
-			return a.Stats().IdentityRefused > 0 || inB.count() > 0
-		}, 10*time.Second, 5*time.Millisecond)
+			return a.Stats().IdentityRefused >= 3 || inB.count() > 0
+		}, 10*time.Second, time.Millisecond)
 		assert.Zero(t, inB.count())
 		assert.Zero(t, a.Stats().Sent)
 		assert.GreaterOrEqual(t, a.Stats().DialFailures, a.Stats().IdentityRefused)
+		// One Warn line for the streak of refused dials, with the reason.
+		warned := logs.FilterLevelExact(zapcore.WarnLevel).All()
+		require.Len(t, warned, 1)
+		assert.Contains(t, warned[0].ContextMap()["error"], "the server's certificate is node 3's, not node 2's")
 	})
 	t.Run("the server's certificate names no node", func(t *testing.T) {
 		a, inB := pair(t, pki.leaf(t, "shared"), TCPConfig{})
