@@ -219,6 +219,22 @@ func TestTCPMutualTLSCertificateMustNameTheClaimedNode(t *testing.T) {
 	require.NoError(t, err)
 	inB.waitCount(t, 1)
 	assert.Equal(t, []Message{heartbeat(1, 2, 7)}, inB.all(), "nothing delivered from the refused connections")
+
+	// A listener that verifies client certificates only when given: a
+	// dialer without one cannot speak.
+	optional := pki.mutualTLS(pki.nodeCert(t, 2))
+	optional.ClientAuth = tls.VerifyClientCertIfGiven
+	c := newTestTCP(t, "c", TCPConfig{TLS: optional})
+	inC := attachInbox(t, c, 2)
+	anonymous, err := tls.Dial("tcp", c.Addr(), &tls.Config{RootCAs: pki.pool, MinVersion: tls.VersionTLS13})
+	require.NoError(t, err)
+	defer anonymous.Close()
+	_, err = anonymous.Write(helloBytes(1, 2, tcpTestCluster))
+	require.NoError(t, err)
+	assert.Equal(t, tcpRefusedIdentity, readReply(t, anonymous))
+	assert.True(t, closedByPeer(t, anonymous, 5*time.Second))
+	assert.Equal(t, uint64(1), c.Stats().IdentityRefused)
+	assert.Zero(t, inC.count())
 }
 
 // TestTCPClusterOverMutualTLSRefusesImpostors is the attack of a peer
