@@ -21,10 +21,14 @@ package raft
 //	                 acceptor's side of the handshake, registering each
 //	                 peer's connections, and reading frames and delivering
 //	                 their messages to the node
+//	tcp_identity.go  node IDs bound to TLS certificates: the default
+//	                 scheme (a URI SAN raft://<ClusterID>/node/<ID>) and
+//	                 the checks both sides of the handshake make with it
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -82,8 +86,38 @@ type TCPConfig struct {
 	// mutual TLS set Certificates, RootCAs, ClientCAs and ClientAuth:
 	// tls.RequireAndVerifyClientCert; see docs/tcp.md. When ServerName is
 	// empty, the host of the address dialed is used. The config must not be
-	// modified after NewTCPTransport.
+	// modified after NewTCPTransport. With TLS, each node's certificate
+	// must name its node ID (see CertificateNodeID), unless
+	// InsecureSkipNodeIDCheck is set.
 	TLS *tls.Config
+	// CertificateNodeID returns the node ID that a peer's TLS certificate
+	// (the leaf, already verified by TLS) entitles it to speak as: 0 if it
+	// names no node, an error if it names one badly. With TLS, the
+	// transport refuses a handshake whose node ID differs: the acceptor
+	// checks that the dialer's client certificate names the node ID its
+	// hello claims, and refuses a dialer without a certificate or whose
+	// certificate names no node; the dialer checks that the server's
+	// certificate, if it names a node, names the one it meant to dial. The
+	// acceptor checks only when its TLS config asks for client certificates
+	// (mutual TLS: ClientAuth other than tls.NoClientCert, or
+	// GetConfigForClient set); with server-only TLS, as without TLS, the
+	// node ID a dialer claims is not authenticated.
+	//
+	// Default (nil): NodeIDFromCertificate(cert, ClusterID), which reads a
+	// URI SAN raft://<ClusterID>/node/<ID> (NodeIdentityURI builds it); the
+	// ClusterID must then be letters, digits and "-._~" in dot-separated
+	// labels, to fit in a URI. Set it for another scheme, such as a SPIFFE
+	// ID or a common name. It is called during handshakes, from several
+	// goroutines at once, and must not block; a panic in it refuses the
+	// handshake.
+	CertificateNodeID func(cert *x509.Certificate) (uint64, error)
+	// InsecureSkipNodeIDCheck turns off the check of CertificateNodeID:
+	// any peer that passes TLS may then claim any node ID, and so vote,
+	// acknowledge entries or raise terms as any member. Set it only when
+	// something else binds peers to node IDs (a VerifyConnection callback
+	// in TLS, a network where only the right hosts can connect). Without
+	// TLS there is nothing to check and it changes nothing.
+	InsecureSkipNodeIDCheck bool
 
 	// DialTimeout bounds connecting to a peer. Default 2s.
 	DialTimeout time.Duration
@@ -183,6 +217,32 @@ func (c TCPConfig) Validate() error {
 	if t := c.TLS; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
 		return bad("TLS has no certificate for the listener (set Certificates or GetCertificate)")
 	}
+	return c.validateNodeIDBinding()
+}
+
+// validateNodeIDBinding checks the fields that bind node IDs to TLS
+// certificates; see CertificateNodeID.
+func (c TCPConfig) validateNodeIDBinding() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: TCPConfig.%s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.CertificateNodeID != nil && c.TLS == nil:
+		return bad("CertificateNodeID is set but TLS is not: without TLS there is no certificate to read")
+	case c.CertificateNodeID != nil && c.InsecureSkipNodeIDCheck:
+		return bad("CertificateNodeID is set and InsecureSkipNodeIDCheck turns it off; set one of them")
+	case !c.bindsNodeIDs():
+		return nil
+	case c.CertificateNodeID == nil && !validIdentityHost(c.ClusterID):
+		return bad("ClusterID %q cannot be the host of the URI SAN raft://<ClusterID>/node/<ID> that names a node in "+
+			"its certificate: use letters, digits and \"-._~\" in dot-separated labels, or set CertificateNodeID", c.ClusterID)
+	}
+	if auth := c.TLS.ClientAuth; (auth == tls.RequestClientCert || auth == tls.RequireAnyClientCert) &&
+		c.TLS.VerifyPeerCertificate == nil && c.TLS.VerifyConnection == nil {
+		return bad("TLS.ClientAuth is %v: client certificates are not verified, so the node IDs they name prove nothing; "+
+			"use tls.RequireAndVerifyClientCert, verify them in VerifyPeerCertificate or VerifyConnection, "+
+			"or set InsecureSkipNodeIDCheck", auth)
+	}
 	return nil
 }
 
@@ -227,7 +287,8 @@ type TCPStats struct {
 	Received           uint64 // inbound messages handed to the node
 	DroppedMisrouted   uint64 // inbound messages whose From is not the handshake's node or whose To is not this node
 	BadFrames          uint64 // inbound connections closed for an oversized, undecodable, truncated or stalled frame
-	HandshakesRefused  uint64 // inbound connections closed in the handshake: TLS failure, garbage, wrong magic, version, cluster or node, timeout
+	HandshakesRefused  uint64 // inbound connections closed in the handshake: TLS failure, garbage, wrong magic, version, cluster or node, certificate identity, timeout
+	IdentityRefused    uint64 // handshakes this node refused because a peer's certificate does not name the node ID it claims (inbound, also in HandshakesRefused) or was dialed as (outbound, also in DialFailures)
 	ConnsAccepted      uint64 // inbound connections accepted under MaxInboundConns
 	ConnsRefused       uint64 // inbound connections closed at once because MaxInboundConns were open
 	Dials              uint64 // outbound connection attempts
@@ -238,7 +299,7 @@ type TCPStats struct {
 
 type tcpCounters struct {
 	sent, droppedQueueFull, droppedUnreachable, droppedUnknownPeer, droppedTooLarge atomic.Uint64
-	received, droppedMisrouted, badFrames, handshakesRefused                        atomic.Uint64
+	received, droppedMisrouted, badFrames, handshakesRefused, identityRefused       atomic.Uint64
 	connsAccepted, connsRefused, dials, dialFailures                                atomic.Uint64
 	outboundConns                                                                   atomic.Int64
 }
@@ -330,6 +391,13 @@ func NewTCPTransport(cfg TCPConfig) (*TCPTransport, error) {
 		}
 	}
 	t.logger = cfg.Logger.With(zap.String("transport", "tcp"), zap.String("listen", t.addr))
+	switch {
+	case cfg.TLS != nil && cfg.InsecureSkipNodeIDCheck:
+		t.logger.Info("node IDs are not bound to TLS certificates (InsecureSkipNodeIDCheck): any peer that passes TLS may claim any node ID")
+	case cfg.TLS != nil && !cfg.checksDialers():
+		t.logger.Warn("TLS without client certificates: the node IDs that dialers claim are not authenticated; " +
+			"set TLS.ClientCAs and ClientAuth: tls.RequireAndVerifyClientCert for mutual TLS")
+	}
 	empty := map[uint64]*tcpPeer{}
 	t.peers.Store(&empty)
 	t.wg.Add(1)
@@ -357,6 +425,7 @@ func (t *TCPTransport) Stats() TCPStats {
 		DroppedMisrouted:   c.droppedMisrouted.Load(),
 		BadFrames:          c.badFrames.Load(),
 		HandshakesRefused:  c.handshakesRefused.Load(),
+		IdentityRefused:    c.identityRefused.Load(),
 		ConnsAccepted:      c.connsAccepted.Load(),
 		ConnsRefused:       c.connsRefused.Load(),
 		Dials:              c.dials.Load(),

@@ -31,6 +31,8 @@ type tcpCluster struct {
 	// newSM, when set, makes the state machines instead of recordingSMs
 	// (checkSameHistory then has nothing to check).
 	newSM func(id uint64) StateMachine
+	// tuneTCP, when set, adjusts each transport's config (TLS, say).
+	tuneTCP func(id uint64, cfg *TCPConfig)
 }
 
 func newTCPCluster(t *testing.T, n int) *tcpCluster {
@@ -41,11 +43,19 @@ func newTCPCluster(t *testing.T, n int) *tcpCluster {
 // state machines newSM makes (both may be nil).
 func newTCPClusterWith(t *testing.T, n int, tune func(*Config), newSM func(id uint64) StateMachine) *tcpCluster {
 	t.Helper()
+	return newTCPClusterTuned(t, n, tune, newSM, nil)
+}
+
+// newTCPClusterTuned is newTCPClusterWith whose transports' configs tuneTCP
+// adjusts (it may be nil too).
+func newTCPClusterTuned(t *testing.T, n int, tune func(*Config), newSM func(id uint64) StateMachine, tuneTCP func(id uint64, cfg *TCPConfig)) *tcpCluster {
+	t.Helper()
 	c := &tcpCluster{
 		testCluster: &testCluster{t: t, nodes: map[uint64]*Node{}, storages: map[uint64]*MemoryStorage{}, sms: map[uint64]*recordingSM{}},
 		transports:  map[uint64]*TCPTransport{},
 		addrs:       map[uint64]string{},
 		newSM:       newSM,
+		tuneTCP:     tuneTCP,
 	}
 	t.Cleanup(c.closeAll)
 	var members []Member
@@ -75,6 +85,9 @@ func (c *tcpCluster) listen(id uint64, addr string) {
 	c.t.Helper()
 	cfg := TCPConfig{ListenAddr: addr, ClusterID: tcpTestCluster, DialBackoff: 10 * time.Millisecond, MaxDialBackoff: 200 * time.Millisecond,
 		Logger: zaptest.NewLogger(c.t, zaptest.Level(zap.InfoLevel)).Named(fmt.Sprint("tcp", id))}
+	if c.tuneTCP != nil {
+		c.tuneTCP(id, &cfg)
+	}
 	var tr *TCPTransport
 	require.Eventually(c.t, func() bool {
 		var err error

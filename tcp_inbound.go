@@ -105,6 +105,7 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 		return
 	}
 	conn := in.raw
+	var tlsState *tls.ConnectionState
 	if t.cfg.TLS != nil {
 		tc := tls.Server(in.raw, t.cfg.TLS)
 		if err := tc.HandshakeContext(t.ctx); err != nil {
@@ -112,6 +113,8 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 			return
 		}
 		conn = tc
+		state := tc.ConnectionState()
+		tlsState = &state
 	}
 	hello, err := readTCPHello(conn)
 	if err != nil {
@@ -137,10 +140,23 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 	case hello.from == 0 || hello.from == self.id:
 		status = tcpRefusedSender
 	}
+	var identityErr error
+	if status == tcpAccepted && t.cfg.checksDialers() {
+		// The node ID in the hello is the From of everything read from
+		// this connection: it must be the one the certificate names.
+		if identityErr = t.checkDialer(tlsState, hello.from); identityErr != nil {
+			status = tcpRefusedIdentity
+		}
+	}
 	if _, err := conn.Write(tcpReply(status)); err != nil || status != tcpAccepted {
 		if status != tcpAccepted {
-			t.refuse(in, "handshake refused: "+status.String(), nil, zap.Uint64("from", hello.from),
-				zap.Uint64("to", hello.to), zap.String("cluster", hello.cluster))
+			fields := []zap.Field{zap.Uint64("from", hello.from), zap.Uint64("to", hello.to), zap.String("cluster", hello.cluster)}
+			if status == tcpRefusedIdentity && !in.byUs.Load() {
+				t.stats.identityRefused.Add(1)
+				subject, uris := certificateSummary(tlsState)
+				fields = append(fields, zap.String("certificateSubject", subject), zap.Strings("certificateURIs", uris))
+			}
+			t.refuse(in, "handshake refused: "+status.String(), identityErr, fields...)
 		} else {
 			t.refuse(in, "writing the handshake reply failed", err)
 		}

@@ -307,9 +307,11 @@ func (s *tcpSender) run(ctx context.Context) {
 				delay := tcpBackoff(failures, t.cfg.DialBackoff, t.cfg.MaxDialBackoff)
 				retryAt = time.Now().Add(delay)
 				// One warning per streak, at its first failure that cost
-				// messages (a dial with nothing queued costs none).
+				// messages (a dial with nothing queued costs none) or
+				// that a certificate caused: that one will not heal by
+				// itself.
 				log := t.logger.Debug
-				if !warned && dropped > 0 {
+				if !warned && (dropped > 0 || isIdentityFailure(err)) {
 					log, warned = t.logger.Warn, true
 				}
 				log("cannot reach peer; dropping its queued messages", zap.Uint64("peer", s.peer), zap.String("addr", s.addr),
@@ -345,6 +347,13 @@ func (s *tcpSender) run(ctx context.Context) {
 			timer.Reset(keepalive)
 		}
 	}
+}
+
+// isIdentityFailure reports whether a dial failed because a certificate
+// does not name the right node, on either side of the handshake.
+func isIdentityFailure(err error) bool {
+	var refused *tcpRefusedError
+	return errors.Is(err, errTCPIdentity) || errors.As(err, &refused) && refused.status == tcpRefusedIdentity
 }
 
 // tcpBackoff returns the wait after the given number of consecutive
@@ -462,6 +471,13 @@ func (s *tcpSender) dial(ctx context.Context) (*tcpConn, error) {
 		tc := tls.Client(raw, s.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		if t.cfg.bindsNodeIDs() {
+			state := tc.ConnectionState()
+			if err := t.checkServer(&state, s.peer); err != nil {
+				t.stats.identityRefused.Add(1)
+				return nil, err
+			}
 		}
 		c.conn = tc
 	}

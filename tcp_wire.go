@@ -47,7 +47,9 @@ package raft
 //	                       4 the acceptor is not attached to a node (it is
 //	                       stopping, or did not finish starting within half
 //	                       of its HandshakeTimeout); 5 bad "from" (0 or the
-//	                       acceptor's own ID)
+//	                       acceptor's own ID); 6 the dialer's TLS client
+//	                       certificate does not name the node ID "from"
+//	                       (tcp_identity.go)
 //
 // An acceptor that is starting (listening, not yet attached to its node)
 // holds the reply until it is attached rather than answer 4 at once. It
@@ -116,6 +118,7 @@ const (
 	tcpRefusedNode
 	tcpRefusedNotReady
 	tcpRefusedSender
+	tcpRefusedIdentity
 )
 
 func (s tcpStatus) String() string {
@@ -132,6 +135,8 @@ func (s tcpStatus) String() string {
 		return "peer not attached to a node (starting or stopping)"
 	case tcpRefusedSender:
 		return "invalid sender ID"
+	case tcpRefusedIdentity:
+		return "the dialer's certificate does not name the node ID it claims"
 	}
 	return fmt.Sprintf("unknown status %d", uint8(s))
 }
