@@ -80,6 +80,9 @@ type core struct {
 
 	preVote     bool
 	checkQuorum bool
+	// fresh is set when this node started on empty storage (it founded a
+	// cluster from InitialMembers, or it is a joiner): see freshVoteRefused.
+	fresh bool
 
 	reads readIndexState
 
@@ -103,6 +106,7 @@ type coreHooks struct {
 	commitPreviousTermByCounting bool // break Figure 8 (Raft §5.4.2)
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
 	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
+	voteWhenFresh                bool // let a node started on empty storage vote as if it had never voted
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -119,6 +123,8 @@ type coreConfig struct {
 	maxUncommittedBytes   uint64
 	seed                  int64
 	logger                *zap.Logger
+	// fresh: the storage was empty when the node started (see core.fresh).
+	fresh bool
 
 	hardState HardState
 	// entries are the stored log; they follow firstIndex-1, whose term is
@@ -141,6 +147,7 @@ func newCore(cfg coreConfig) (*core, error) {
 		heartbeatTicks:     cfg.heartbeatTicks,
 		preVote:            cfg.preVote,
 		checkQuorum:        cfg.checkQuorum,
+		fresh:              cfg.fresh,
 		maxInflight:        cfg.maxInflight,
 		maxAppendBytes:     cfg.maxAppendBytes,
 		maxUncommittedEnts: cfg.maxUncommittedEntries,
