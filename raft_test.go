@@ -431,6 +431,30 @@ func TestReplication_FollowerCatchesUp(t *testing.T) {
 	assert.Equal(t, c1.log.committed, c3.log.committed)
 }
 
+func TestReplication_FollowerWithWipedStorageCaughtUpFromTheStart(t *testing.T) {
+	// A follower acknowledged entries, then restarts on a wiped disk with
+	// only the founding configuration: the leader must replicate to it again
+	// from the start, though its rejections name an index it had matched.
+	voters := []uint64{1, 2, 3}
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	for i := 0; i < 5; i++ {
+		_, _, err := c1.propose(cmd("x"))
+		require.NoError(t, err)
+		n.stabilize()
+	}
+	require.Greater(t, c1.progress[3].match, uint64(5))
+	wiped := newTestCore(t, 3, voters, func(c *coreConfig) { c.fresh = true })
+	n.cores[3], n.saved[3] = wiped, wiped.hardState()
+	for i := 0; i < 10 && wiped.log.lastIndex() < c1.log.lastIndex(); i++ {
+		_, _, err := c1.propose(cmd("y"))
+		require.NoError(t, err)
+		n.stabilize()
+	}
+	assert.Equal(t, c1.log.lastIndex(), wiped.log.lastIndex())
+	assert.Equal(t, c1.log.committed, wiped.log.committed)
+}
+
 func TestReplication_UncommittedBound(t *testing.T) {
 	c := newTestCore(t, 1, []uint64{1, 2, 3})
 	c.maxUncommittedEnts = 5
