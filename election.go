@@ -111,7 +111,7 @@ func (c *core) handleVoteRequest(m Message) {
 		canVote = true
 	}
 	if canVote && c.freshVoteRefused(m) {
-		c.logger.Info("refusing a vote: this node started on empty storage and no leader has caught it up yet, "+
+		c.logger.Info("refusing a vote: this node started with no history (empty or wiped storage) and no leader has caught it up yet, "+
 			"so a vote it cast before its storage was lost may be gone",
 			zap.Stringer("msg", m.Type), zap.Uint64("candidate", m.From), zap.Uint64("term", m.Term), zap.Uint64("candidateLastIndex", m.Index))
 		canVote = false
@@ -129,12 +129,13 @@ func (c *core) handleVoteRequest(m Message) {
 	c.send(Message{Type: respType, To: m.From, Reject: true})
 }
 
-// freshVoteRefused reports whether a node that started on empty storage must
-// refuse m's vote or pre-vote. Raft's one vote per term (§5.2) rests on the
-// vote being durable (Figure 2); a voter whose disk was wiped forgot it, and
-// restarted from InitialMembers it is at term 1 with no vote, so it could
-// vote again in a term where it already voted: two leaders in one term. Its
-// empty storage cannot tell a wiped voter from a new one, but the candidate
+// freshVoteRefused reports whether a fresh node (one whose storage held
+// nothing beyond the founding configuration when it started) must refuse m's
+// vote or pre-vote. Raft's one vote per term (§5.2) rests on the vote being
+// durable (Figure 2); a voter whose disk was wiped forgot it, and restarted
+// from InitialMembers it is at term 1 with no vote, so it could vote again
+// in a term where it already voted: two leaders in one term. Its storage
+// cannot tell a wiped voter from a new one, but the candidate
 // can tell a new cluster from one with history: every leader appends an
 // entry (its no-op) after the founding configuration at index 1, so a
 // candidate whose log ends beyond index 1 runs in a cluster that has had a

@@ -204,9 +204,12 @@ type stored struct {
 	firstTerm uint64
 	snap      SnapshotMeta
 	founded   bool // the storage was empty and now holds the founding configuration
-	// fresh: the storage was empty (a founder's first start, a joiner, or a
-	// node whose disk was wiped); the core then withholds votes from a
-	// cluster with history until a leader has caught it up.
+	// fresh: the storage holds nothing beyond the founding configuration
+	// (a joiner, a founder no leader has reached yet, or a node whose disk
+	// was wiped); the core then withholds votes from a cluster with history
+	// until a leader has caught it up. It is read from what is stored, not
+	// from whether this start found the storage empty, so that a wiped node
+	// that restarts again before it is caught up is still fresh.
 	fresh bool
 }
 
@@ -277,7 +280,7 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	if st.entries, err = storage.Entries(st.first, last+1); err != nil {
 		return st, wrap(err)
 	}
-	st.fresh = st.hs == (HardState{}) && last == 0 && st.snap.Index == 0
+	st.fresh = last <= 1 && st.snap.Index == 0
 	return st, nil
 }
 

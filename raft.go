@@ -80,8 +80,9 @@ type core struct {
 
 	preVote     bool
 	checkQuorum bool
-	// fresh is set when this node started on empty storage (it founded a
-	// cluster from InitialMembers, or it is a joiner): see freshVoteRefused.
+	// fresh is set when this node's storage held nothing beyond the founding
+	// configuration at start (a joiner, a founder, a wiped node): see
+	// freshVoteRefused.
 	fresh bool
 
 	reads readIndexState
@@ -106,7 +107,7 @@ type coreHooks struct {
 	commitPreviousTermByCounting bool // break Figure 8 (Raft §5.4.2)
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
 	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
-	voteWhenFresh                bool // let a node started on empty storage vote as if it had never voted
+	voteWhenFresh                bool // let a node with no history (a wiped disk) vote as if it had never voted
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -123,7 +124,7 @@ type coreConfig struct {
 	maxUncommittedBytes   uint64
 	seed                  int64
 	logger                *zap.Logger
-	// fresh: the storage was empty when the node started (see core.fresh).
+	// fresh: the storage held nothing beyond index 1 (see core.fresh).
 	fresh bool
 
 	hardState HardState

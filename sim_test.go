@@ -52,6 +52,9 @@ type simOptions struct {
 	// entries, an order that breaks the Storage contract: a torn write can
 	// then keep a commit index over entries the write was replacing.
 	hardStateFirst bool
+	// wipeEvery restarts one crashed node in wipeEvery on a wiped disk, where
+	// that is safe (wipeSafe); 0 means 2.
+	wipeEvery int
 }
 
 type simWrite struct {
@@ -91,7 +94,6 @@ type simNode struct {
 	appliedTerm    uint64
 	leaderTerm     uint64 // term of the leadership props belong to
 	reads          []*simRead
-	wiped          bool // its disk was wiped during the run
 }
 
 type sim struct {
@@ -746,7 +748,11 @@ func (s *sim) fault() {
 	case 7, 8:
 		for _, n := range s.nodes {
 			if !n.up {
-				if s.rng.Intn(2) == 0 && s.wipeSafe(n) {
+				every := s.opts.wipeEvery
+				if every == 0 {
+					every = 2
+				}
+				if s.rng.Intn(every) == 0 && s.wipeSafe(n) {
 					s.wipe(n)
 				}
 				s.restart(n)
@@ -766,18 +772,16 @@ func (s *sim) fault() {
 // bootstrapped from the founding members (see restart), having forgotten its
 // vote and its log.
 func (s *sim) wipe(n *simNode) {
-	n.store, n.wiped = NewMemoryStorage(), true
+	n.store = NewMemoryStorage()
 	s.stats.wipes++
 	s.logf("wipe %d", n.id)
 }
 
-// awaitingCatchUp reports whether n was wiped and no leader has sent it
-// entries or a snapshot since: it withholds its vote from candidates with
-// history, so for elections it counts as down.
+// awaitingCatchUp reports whether n's disk holds nothing beyond the founding
+// configuration (it was wiped, or no leader has reached it yet): it is then
+// fresh (loadStorage), withholds its vote from candidates with history, and
+// so counts as down for elections.
 func (s *sim) awaitingCatchUp(n *simNode) bool {
-	if !n.wiped {
-		return false
-	}
 	meta, rc, err := n.store.Snapshot()
 	if err == nil {
 		rc.Close()
@@ -846,7 +850,8 @@ func (s *sim) wipeSafe(n *simNode) bool {
 }
 
 // changeMembership has the leader remove a voter (keeping at least three)
-// or add a removed node back, one server at a time (dissertation §4.1).
+// or add a removed node back, one server at a time (dissertation §4.1);
+// not while a node awaits its first catch-up (see wipeSafe).
 func (s *sim) changeMembership() {
 	l := s.leader()
 	if l == nil || slices.ContainsFunc(s.nodes, s.awaitingCatchUp) {
@@ -1038,12 +1043,13 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		hooks          coreHooks
 		hardStateFirst bool
 		known          int64
+		wipeEvery      int
 	}{
-		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 138},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 14},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 212},
+		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 138, 0},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51, 0},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 14, 0},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 2534, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1053,7 +1059,7 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 			}
 			for _, seed := range seeds {
 				s := newSim(t, seed, simOptions{nodes: 5, steps: simSteps, healTicks: 2000, faultRate: 20, hooks: tc.hooks,
-					hardStateFirst: tc.hardStateFirst, smallAppends: true})
+					hardStateFirst: tc.hardStateFirst, smallAppends: true, wipeEvery: tc.wipeEvery})
 				if err := s.run(); err != nil {
 					t.Logf("caught by seed %d: %v", seed, strings.SplitN(err.Error(), "\n", 2)[0])
 					return
