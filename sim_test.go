@@ -19,7 +19,8 @@ import (
 // The deterministic simulator: N pure cores, a seeded scheduler that owns
 // every source of nondeterminism (which message arrives next, which is lost
 // or duplicated, which node's clock ticks, when a disk write completes, when a
-// node crashes, how the network is partitioned), and invariant checks after
+// node crashes, whether its disk is wiped, how the network is partitioned),
+// and invariant checks after
 // every step. The same seed replays the same run exactly:
 //
 //	go test -run 'TestSim$' -seed=N -v        (or RAFT_SEED=N)
