@@ -124,3 +124,30 @@ func TestMembersEncoding_Metadata(t *testing.T) {
 	_, err = decodeMembers(enc)
 	assert.ErrorIs(t, err, ErrCorrupt, "a newer format is refused, not misread")
 }
+
+func TestLoadStorage_FreshUntilStorageHoldsHistory(t *testing.T) {
+	// A node is fresh (withholds votes from a cluster with history) while
+	// its storage holds nothing beyond the founding configuration: on empty
+	// storage, founding or joining, and on any later start until a leader
+	// has sent it entries or a snapshot, so that a wiped node restarted
+	// twice before it is caught up is still fresh.
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	founder := NewMemoryStorage()
+	st, err := loadStorage(Config{ID: 1, InitialMembers: members}, founder, simSM{})
+	require.NoError(t, err)
+	assert.True(t, st.founded)
+	assert.True(t, st.fresh, "a founder on empty storage")
+	st, err = loadStorage(Config{ID: 1, InitialMembers: members}, founder, simSM{})
+	require.NoError(t, err)
+	assert.False(t, st.founded)
+	assert.True(t, st.fresh, "restarted before any leader reached it")
+
+	st, err = loadStorage(Config{ID: 4}, NewMemoryStorage(), simSM{})
+	require.NoError(t, err)
+	assert.True(t, st.fresh, "a joiner")
+
+	require.NoError(t, founder.Save(HardState{Term: 2, Vote: 2, Commit: 2}, []Entry{{Index: 2, Term: 2, Type: EntryNoop}}))
+	st, err = loadStorage(Config{ID: 1, InitialMembers: members}, founder, simSM{})
+	require.NoError(t, err)
+	assert.False(t, st.fresh, "a leader's entry is stored")
+}

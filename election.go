@@ -110,6 +110,12 @@ func (c *core) handleVoteRequest(m Message) {
 	if c.hooks.grantEveryVote {
 		canVote = true
 	}
+	if canVote && c.freshVoteRefused(m) {
+		c.logger.Info("refusing a vote: this node started with no history (empty or wiped storage) and no leader has caught it up yet, "+
+			"so a vote it cast before its storage was lost may be gone",
+			zap.Stringer("msg", m.Type), zap.Uint64("candidate", m.From), zap.Uint64("term", m.Term), zap.Uint64("candidateLastIndex", m.Index))
+		canVote = false
+	}
 	if canVote && c.log.isUpToDate(m.Index, m.LogTerm) {
 		if m.Type == MsgVote {
 			// The vote becomes durable before the response leaves (the
@@ -121,6 +127,25 @@ func (c *core) handleVoteRequest(m Message) {
 		return
 	}
 	c.send(Message{Type: respType, To: m.From, Reject: true})
+}
+
+// freshVoteRefused reports whether a fresh node (one whose storage held
+// nothing beyond the founding configuration when it started) must refuse m's
+// vote or pre-vote. Raft's one vote per term (§5.2) rests on the vote being
+// durable (Figure 2); a voter whose disk was wiped forgot it, and restarted
+// from InitialMembers it is at term 1 with no vote, so it could vote again
+// in a term where it already voted: two leaders in one term. Its storage
+// cannot tell a wiped voter from a new one, but the candidate
+// can tell a new cluster from one with history: every leader appends an
+// entry (its no-op) after the founding configuration at index 1, so a
+// candidate whose log ends beyond index 1 runs in a cluster that has had a
+// leader. Such a candidate gets no vote from a fresh node until a leader has
+// sent it entries or a snapshot (its log then ends beyond index 1, and the
+// rule lapses). The founding election, where every candidate's log ends at
+// index 1, is not affected, so a new cluster still bootstraps. A wipe before
+// any leader's entry reached a candidate is not covered (docs/protocol.md).
+func (c *core) freshVoteRefused(m Message) bool {
+	return c.fresh && !c.hooks.voteWhenFresh && c.log.lastIndex() <= 1 && m.Index > 1
 }
 
 // becomeLeader takes office: progress for every member, and a no-op entry

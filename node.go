@@ -141,6 +141,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		maxUncommittedBytes:   cfg.MaxUncommittedBytes,
 		seed:                  seed,
 		logger:                cfg.Logger,
+		fresh:                 st.fresh,
 		hardState:             hs,
 		firstIndex:            st.first,
 		firstTerm:             st.firstTerm,
@@ -203,6 +204,13 @@ type stored struct {
 	firstTerm uint64
 	snap      SnapshotMeta
 	founded   bool // the storage was empty and now holds the founding configuration
+	// fresh: the storage holds nothing beyond the founding configuration
+	// (a joiner, a founder no leader has reached yet, or a node whose disk
+	// was wiped); the core then withholds votes from a cluster with history
+	// until a leader has caught it up. It is read from what is stored, not
+	// from whether this start found the storage empty, so that a wiped node
+	// that restarts again before it is caught up is still fresh.
+	fresh bool
 }
 
 // loadStorage reads what storage holds and restores the state machine from
@@ -260,7 +268,7 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 				"list it to found a new cluster, or leave InitialMembers empty on a node to be added to an existing one",
 				ErrInvalidConfig, cfg.ID)
 		}
-		st.founded = true
+		st.founded, st.fresh = true, true
 		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
 		st.hs = HardState{Term: 1, Commit: 1}
 		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
@@ -272,6 +280,7 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	if st.entries, err = storage.Entries(st.first, last+1); err != nil {
 		return st, wrap(err)
 	}
+	st.fresh = last <= 1 && st.snap.Index == 0
 	return st, nil
 }
 

@@ -252,6 +252,42 @@ func TestCluster_RestartRecoversFromMemoryStorage(t *testing.T) {
 	c.checkSameHistory()
 }
 
+func TestCluster_WipedVoterWithholdsVoteUntilCaughtUp(t *testing.T) {
+	// A follower's disk is wiped while the leader is down: restarted from
+	// InitialMembers, it must not help the remaining voter, whose log has
+	// history, to a leader (it may have voted in that voter's term before);
+	// once the old leader is back, a leader is elected and replicates the
+	// whole log to the wiped node again.
+	c := newTestCluster(t, 3)
+	var last uint64
+	for i := 0; i < 20; i++ {
+		last = c.propose(fmt.Sprint(i))
+	}
+	for _, id := range c.ids {
+		c.waitApplied(id, last)
+	}
+	leader := c.waitLeader()
+	wiped := c.follower(leader)
+	other := c.others(leader)[0]
+	if other == wiped {
+		other = c.others(leader)[1]
+	}
+	c.stop(leader)
+	c.stop(wiped)
+	c.storages[wiped] = NewMemoryStorage()
+	c.start(wiped)
+	require.Never(t, func() bool {
+		return c.nodes[other].Status().Role == Leader || c.nodes[wiped].Status().Role == Leader
+	}, 10*c.cfg(other).ElectionTimeout, 5*time.Millisecond, "a leader elected with the vote of a wiped node: %s", lazyStatuses{c})
+
+	c.start(leader)
+	c.waitLeader()
+	c.waitApplied(wiped, last)
+	last = c.propose("after the wipe")
+	c.waitApplied(wiped, last)
+	c.checkSameHistory()
+}
+
 func TestCluster_RestartWholeCluster(t *testing.T) {
 	c := newTestCluster(t, 3)
 	var last uint64

@@ -80,6 +80,10 @@ type core struct {
 
 	preVote     bool
 	checkQuorum bool
+	// fresh is set when this node's storage held nothing beyond the founding
+	// configuration at start (a joiner, a founder, a wiped node): see
+	// freshVoteRefused.
+	fresh bool
 
 	reads readIndexState
 
@@ -103,6 +107,7 @@ type coreHooks struct {
 	commitPreviousTermByCounting bool // break Figure 8 (Raft §5.4.2)
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
 	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
+	voteWhenFresh                bool // let a node with no history (a wiped disk) vote as if it had never voted
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -119,6 +124,8 @@ type coreConfig struct {
 	maxUncommittedBytes   uint64
 	seed                  int64
 	logger                *zap.Logger
+	// fresh: the storage held nothing beyond index 1 (see core.fresh).
+	fresh bool
 
 	hardState HardState
 	// entries are the stored log; they follow firstIndex-1, whose term is
@@ -141,6 +148,7 @@ func newCore(cfg coreConfig) (*core, error) {
 		heartbeatTicks:     cfg.heartbeatTicks,
 		preVote:            cfg.preVote,
 		checkQuorum:        cfg.checkQuorum,
+		fresh:              cfg.fresh,
 		maxInflight:        cfg.maxInflight,
 		maxAppendBytes:     cfg.maxAppendBytes,
 		maxUncommittedEnts: cfg.maxUncommittedEntries,

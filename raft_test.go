@@ -62,6 +62,54 @@ func TestElection_5_2_VoteRecoveredAfterRestart(t *testing.T) {
 	assert.True(t, msgs[0].Reject)
 }
 
+func TestElection_5_2_FreshStorageWithholdsVoteFromClusterWithHistory(t *testing.T) {
+	// A voter whose disk was wiped restarts from InitialMembers like a new
+	// founder: term 1, no vote. It may have voted in the candidate's term
+	// before, so it refuses candidates whose log shows the cluster has had a
+	// leader (beyond index 1), pre-votes too, until a leader catches it up.
+	fresh := func(c *coreConfig) { c.fresh = true }
+	// Without CheckQuorum's lease, so that the vote after the append below
+	// is heard at once.
+	noLease := func(c *coreConfig) { c.checkQuorum = false }
+	c := newTestCore(t, 1, []uint64{1, 2, 3}, fresh, noLease)
+	c.step(Message{Type: MsgPreVote, From: 2, To: 1, Term: 3, Index: 2, LogTerm: 2})
+	c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 3, Index: 2, LogTerm: 2})
+	rd := c.ready(HardState{})
+	require.Len(t, rd.messages, 2)
+	assert.True(t, rd.messages[0].Reject, "pre-vote for a candidate with history refused")
+	assert.True(t, rd.messages[1].Reject, "vote for a candidate with history refused")
+	assert.Zero(t, c.vote)
+
+	// A leader of term 3 sends it entries: it is caught up, and votes again
+	// by the ordinary rules in later terms.
+	c.step(Message{Type: MsgAppend, From: 3, To: 1, Term: 3, Index: 1, LogTerm: 1, Commit: 2,
+		Entries: []Entry{{Index: 2, Term: 2, Type: EntryNoop}, {Index: 3, Term: 3, Type: EntryNoop}}})
+	require.Equal(t, uint64(3), c.log.lastIndex())
+	c.ready(HardState{})
+	c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 4, Index: 3, LogTerm: 3})
+	rd = c.ready(HardState{})
+	require.Len(t, rd.messages, 1)
+	assert.False(t, rd.messages[0].Reject, "caught up by a leader, it votes")
+	assert.Equal(t, uint64(2), c.vote)
+
+	// The founding election of a new cluster: every candidate's log ends at
+	// the founding configuration, and fresh founders vote.
+	c = newTestCore(t, 1, []uint64{1, 2, 3}, fresh)
+	c.step(Message{Type: MsgPreVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1})
+	c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1})
+	rd = c.ready(HardState{})
+	require.Len(t, rd.messages, 2)
+	assert.False(t, rd.messages[0].Reject)
+	assert.False(t, rd.messages[1].Reject)
+
+	// A node that did not start on empty storage votes by the ordinary rules.
+	c = newTestCore(t, 1, []uint64{1, 2, 3})
+	c.step(Message{Type: MsgVote, From: 2, To: 1, Term: 3, Index: 2, LogTerm: 2})
+	rd = c.ready(HardState{})
+	require.Len(t, rd.messages, 1)
+	assert.False(t, rd.messages[0].Reject)
+}
+
 func TestElection_5_2_MajorityWins(t *testing.T) {
 	c1 := newTestCore(t, 1, []uint64{1, 2, 3}, withoutPreVote())
 	c2 := newTestCore(t, 2, []uint64{1, 2, 3}, withoutPreVote())
@@ -381,6 +429,30 @@ func TestReplication_FollowerCatchesUp(t *testing.T) {
 	}
 	assert.Equal(t, c1.log.lastIndex(), c3.log.lastIndex())
 	assert.Equal(t, c1.log.committed, c3.log.committed)
+}
+
+func TestReplication_FollowerWithWipedStorageCaughtUpFromTheStart(t *testing.T) {
+	// A follower acknowledged entries, then restarts on a wiped disk with
+	// only the founding configuration: the leader must replicate to it again
+	// from the start, though its rejections name an index it had matched.
+	voters := []uint64{1, 2, 3}
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	for i := 0; i < 5; i++ {
+		_, _, err := c1.propose(cmd("x"))
+		require.NoError(t, err)
+		n.stabilize()
+	}
+	require.Greater(t, c1.progress[3].match, uint64(5))
+	wiped := newTestCore(t, 3, voters, func(c *coreConfig) { c.fresh = true })
+	n.cores[3], n.saved[3] = wiped, wiped.hardState()
+	for i := 0; i < 10 && wiped.log.lastIndex() < c1.log.lastIndex(); i++ {
+		_, _, err := c1.propose(cmd("y"))
+		require.NoError(t, err)
+		n.stabilize()
+	}
+	assert.Equal(t, c1.log.lastIndex(), wiped.log.lastIndex())
+	assert.Equal(t, c1.log.committed, wiped.log.committed)
 }
 
 func TestReplication_UncommittedBound(t *testing.T) {

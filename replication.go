@@ -279,6 +279,22 @@ func (c *core) handleHeartbeat(m Message) {
 func (c *core) handleAppendResp(pr *progress, m Message) {
 	pr.recentActive = true
 	if m.Reject {
+		if m.Index <= pr.match && m.HintIndex <= 1 && pr.match > 1 && pr.state != snapshotState {
+			// The follower's log ends at the founding configuration, below
+			// entries it acknowledged: it restarted on a wiped disk. Raft
+			// assumes a follower keeps what it acknowledged (Figure 2), so
+			// without this the leader would go on probing above match and
+			// never catch it up. A late duplicate of a rejection from before
+			// the follower had any entry lands here too, and costs only a
+			// probe from the start: match going down is conservative, since
+			// the commit index never goes back.
+			c.logger.Warn("follower lost the entries it acknowledged (wiped storage?); replicating to it from the start",
+				zap.Uint64("to", m.From), zap.Uint64("match", pr.match), zap.Uint64("followerLast", m.HintIndex))
+			pr.match = m.HintIndex
+			pr.becomeProbe(m.HintIndex + 1)
+			c.sendAppend(m.From, false)
+			return
+		}
 		// Ignore stale rejections: ones about an index we already know to
 		// match, or, while probing, about a probe we no longer wait for, or
 		// any while the snapshot is on its way.

@@ -19,7 +19,8 @@ import (
 // The deterministic simulator: N pure cores, a seeded scheduler that owns
 // every source of nondeterminism (which message arrives next, which is lost
 // or duplicated, which node's clock ticks, when a disk write completes, when a
-// node crashes, how the network is partitioned), and invariant checks after
+// node crashes, whether its disk is wiped, how the network is partitioned),
+// and invariant checks after
 // every step. The same seed replays the same run exactly:
 //
 //	go test -run 'TestSim$' -seed=N -v        (or RAFT_SEED=N)
@@ -52,6 +53,9 @@ type simOptions struct {
 	// entries, an order that breaks the Storage contract: a torn write can
 	// then keep a commit index over entries the write was replacing.
 	hardStateFirst bool
+	// wipeEvery restarts one crashed node in wipeEvery on a wiped disk, where
+	// that is safe (wipeSafe); 0 means 2.
+	wipeEvery int
 }
 
 type simWrite struct {
@@ -126,7 +130,7 @@ type sim struct {
 }
 
 type simStats struct {
-	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges int
+	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, wipes int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -177,7 +181,9 @@ func (s *sim) fail(format string, args ...any) error {
 // restart (re)creates a node's core from what its disk holds.
 func (s *sim) restart(n *simNode) {
 	// Recover as the runtime does (loadStorage), from the snapshot and the log.
-	st, err := loadStorage(Config{ID: n.id}, n.store, simSM{})
+	// A wiped disk is empty: loadStorage bootstraps it from the founding
+	// members, as NewNode does with InitialMembers, and reports it fresh.
+	st, err := loadStorage(Config{ID: n.id, InitialMembers: s.members}, n.store, simSM{})
 	if err != nil {
 		s.t.Fatalf("seed %d: recovering %d: %v", s.seed, n.id, err)
 	}
@@ -189,7 +195,7 @@ func (s *sim) restart(n *simNode) {
 	c, err := newCore(coreConfig{
 		id: n.id, electionTicks: 6, heartbeatTicks: 1, preVote: s.seed%2 == 0, checkQuorum: s.seed%3 != 0,
 		maxInflight: 4, maxAppendBytes: appendBytes, maxUncommittedEntries: 256, maxUncommittedBytes: 1 << 20,
-		seed: s.rng.Int63(), hardState: hs, firstIndex: st.first, firstTerm: st.firstTerm, entries: st.entries, snapshot: st.snap,
+		seed: s.rng.Int63(), fresh: st.fresh, hardState: hs, firstIndex: st.first, firstTerm: st.firstTerm, entries: st.entries, snapshot: st.snap,
 	})
 	if err != nil {
 		s.t.Fatalf("seed %d: restart of %d: %v", s.seed, n.id, err)
@@ -743,6 +749,13 @@ func (s *sim) fault() {
 	case 7, 8:
 		for _, n := range s.nodes {
 			if !n.up {
+				every := s.opts.wipeEvery
+				if every == 0 {
+					every = 2
+				}
+				if s.rng.Intn(every) == 0 && s.wipeSafe(n) {
+					s.wipe(n)
+				}
 				s.restart(n)
 				s.logf("restart %d at term %d, last %d, commit %d", n.id, n.core.term, n.core.log.lastIndex(), n.core.log.committed)
 				break
@@ -756,11 +769,93 @@ func (s *sim) fault() {
 	}
 }
 
+// wipe empties the disk of a crashed node: it restarts on empty storage,
+// bootstrapped from the founding members (see restart), having forgotten its
+// vote and its log.
+func (s *sim) wipe(n *simNode) {
+	n.store = NewMemoryStorage()
+	s.stats.wipes++
+	s.logf("wipe %d", n.id)
+}
+
+// awaitingCatchUp reports whether n's disk holds nothing beyond the founding
+// configuration (it was wiped, or no leader has reached it yet): it is then
+// fresh (loadStorage), withholds its vote from candidates with history, and
+// so counts as down for elections.
+func (s *sim) awaitingCatchUp(n *simNode) bool {
+	meta, rc, err := n.store.Snapshot()
+	if err == nil {
+		rc.Close()
+	}
+	last, err := n.store.LastIndex()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return meta.Index == 0 && last <= 1
+}
+
+// wipeSafe reports whether n's disk may be wiped now. A wiped disk is a lost
+// disk: wiping is allowed only where the cluster survives losing it, so that
+// the simulator's checks report bugs, not the fault.
+//
+//   - Every committed entry, acknowledged writes among them, stays on a
+//     majority of every configuration (the running nodes' and the founding
+//     one). A node whose disk holds the newest committed entry holds every
+//     earlier one (Log Matching and Leader Completeness, §5.3, §5.4), in its
+//     log or snapshot.
+//   - The wiped node counts as down for elections until a leader catches it
+//     up, so the others must be able to elect one: no other node awaits a
+//     catch-up, every running node's configuration is the whole, committed
+//     cluster, and membership changes wait (changeMembership) until it is
+//     caught up. Otherwise a leader that removed itself (it does not
+//     campaign) or a shrunk configuration could need the wiped node's vote,
+//     and the cluster would stall, as docs/protocol.md says it may.
+func (s *sim) wipeSafe(n *simNode) bool {
+	for _, o := range s.nodes {
+		if o != n && s.awaitingCatchUp(o) {
+			return false
+		}
+		if o.up && (len(o.core.members) != len(s.nodes) || o.core.configIndex > o.core.log.committed) {
+			return false
+		}
+	}
+	top := s.check.maxCommitted
+	holds := map[uint64]bool{}
+	for _, o := range s.nodes {
+		if o == n {
+			continue
+		}
+		meta, rc, err := o.store.Snapshot()
+		if err == nil {
+			rc.Close()
+		}
+		t, terr := o.store.Term(top)
+		holds[o.id] = meta.Index >= top || (terr == nil && t == s.check.committed[top].term)
+	}
+	configs := [][]Member{s.members}
+	for _, o := range s.upNodes() {
+		configs = append(configs, o.core.members)
+	}
+	for _, members := range configs {
+		count := 0
+		for _, m := range members {
+			if holds[m.ID] {
+				count++
+			}
+		}
+		if count <= len(members)/2 {
+			return false
+		}
+	}
+	return true
+}
+
 // changeMembership has the leader remove a voter (keeping at least three)
-// or add a removed node back, one server at a time (dissertation §4.1).
+// or add a removed node back, one server at a time (dissertation §4.1);
+// not while a node awaits its first catch-up (see wipeSafe).
 func (s *sim) changeMembership() {
 	l := s.leader()
-	if l == nil {
+	if l == nil || slices.ContainsFunc(s.nodes, s.awaitingCatchUp) {
 		return
 	}
 	id := uint64(1 + s.rng.Intn(len(s.nodes)))
@@ -924,6 +1019,7 @@ func TestSim(t *testing.T) {
 		total.dropped += s.stats.dropped
 		total.installs += s.stats.installs
 		total.confChanges += s.stats.confChanges
+		total.wipes += s.stats.wipes
 	}
 	t.Logf("%d seeds in %v: %+v", len(seeds), time.Since(start).Round(time.Millisecond), total)
 	if len(seeds) >= 100 {
@@ -934,6 +1030,7 @@ func TestSim(t *testing.T) {
 		require.Greater(t, total.crashes, len(seeds), "crashes")
 		require.Greater(t, total.partitions, len(seeds), "partitions")
 		require.Greater(t, total.installs, len(seeds)/4, "snapshot installs")
+		require.Greater(t, total.wipes, len(seeds)/5, "wiped disks")
 	}
 }
 
@@ -947,11 +1044,13 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		hooks          coreHooks
 		hardStateFirst bool
 		known          int64
+		wipeEvery      int
 	}{
-		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 1029},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 260},
+		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 138, 0},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51, 0},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 14, 0},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 2534, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -961,7 +1060,7 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 			}
 			for _, seed := range seeds {
 				s := newSim(t, seed, simOptions{nodes: 5, steps: simSteps, healTicks: 2000, faultRate: 20, hooks: tc.hooks,
-					hardStateFirst: tc.hardStateFirst, smallAppends: true})
+					hardStateFirst: tc.hardStateFirst, smallAppends: true, wipeEvery: tc.wipeEvery})
 				if err := s.run(); err != nil {
 					t.Logf("caught by seed %d: %v", seed, strings.SplitN(err.Error(), "\n", 2)[0])
 					return
