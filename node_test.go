@@ -276,8 +276,11 @@ func TestCluster_WipedVoterWithholdsVoteUntilCaughtUp(t *testing.T) {
 	c.stop(wiped)
 	c.storages[wiped] = NewMemoryStorage()
 	c.start(wiped)
+	// Never's condition may still run after Never returns: it must not read
+	// c.nodes, which c.start writes below.
+	otherNode, wipedNode := c.nodes[other], c.nodes[wiped]
 	require.Never(t, func() bool {
-		return c.nodes[other].Status().Role == Leader || c.nodes[wiped].Status().Role == Leader
+		return otherNode.Status().Role == Leader || wipedNode.Status().Role == Leader
 	}, 10*c.cfg(other).ElectionTimeout, 5*time.Millisecond, "a leader elected with the vote of a wiped node: %s", lazyStatuses{c})
 
 	c.start(leader)

@@ -161,7 +161,20 @@ func TestShutdown_CloseStopsAtOnceWithoutHandOff(t *testing.T) {
 
 	// The followers notice only when their election timeout (at least a
 	// second) runs out: for that long, no node leads.
-	assert.Never(t, func() bool { return c.otherLeader(leader) != 0 }, handOffBound, time.Millisecond, "a leader right after Close")
+	// Never's condition may still run after Never returns: it must not read
+	// c.nodes, which the cleanup writes.
+	var followers []*Node
+	for _, id := range c.running() {
+		followers = append(followers, c.nodes[id])
+	}
+	assert.Never(t, func() bool {
+		for _, n := range followers {
+			if n.Status().Role == Leader {
+				return true
+			}
+		}
+		return false
+	}, handOffBound, time.Millisecond, "a leader right after Close")
 	for _, id := range c.running() {
 		assert.Equal(t, oldTerm, c.nodes[id].Status().Term, "node %d", id)
 	}
