@@ -277,6 +277,14 @@ func (c *testCluster) waitApplied(id, index uint64) {
 		"node %d did not apply %d (status %+v)", id, index, c.nodes[id].Status())
 }
 
+// waitAllApplied waits until every node of c.ids has applied through index.
+func (c *testCluster) waitAllApplied(index uint64) {
+	c.t.Helper()
+	for _, id := range c.ids {
+		c.waitApplied(id, index)
+	}
+}
+
 // checkSameHistory asserts that no two state machines applied different
 // entries at the same index (State Machine Safety, Raft §5.4.3).
 func (c *testCluster) checkSameHistory() {

@@ -134,24 +134,10 @@ func (c Config) Validate() error {
 		return bad("MaxInboundMessages %d is negative", c.MaxInboundMessages)
 	}
 	if len(c.InitialMembers) > 0 {
-		seen := make(map[uint64]bool, len(c.InitialMembers))
-		voters := 0
-		for i, m := range c.InitialMembers {
-			if m.ID == 0 {
-				return bad("InitialMembers[%d] has ID 0", i)
-			}
-			if seen[m.ID] {
-				return bad("InitialMembers lists ID %d twice", m.ID)
-			}
-			seen[m.ID] = true
-			if !m.Learner {
-				voters++
-			}
-		}
 		// Whether the list includes ID matters only on empty Storage:
 		// NewNode checks it there.
-		if voters == 0 {
-			return bad("InitialMembers has no voter")
+		if err := checkMemberList("InitialMembers", c.InitialMembers); err != nil {
+			return bad("%s", err)
 		}
 	}
 	return nil
@@ -224,4 +210,28 @@ func (c Config) ticks() (tick time.Duration, electionTicks, heartbeatTicks int) 
 		electionTicks = heartbeatTicks + 1
 	}
 	return tick, electionTicks, heartbeatTicks
+}
+
+// checkMemberList applies the rules every member list given by the user
+// must follow (InitialMembers, RecoverCluster's members): non-zero IDs, each
+// listed once, at least one voter. name names the list in the error.
+func checkMemberList(name string, members []Member) error {
+	seen := make(map[uint64]bool, len(members))
+	voters := 0
+	for i, m := range members {
+		if m.ID == 0 {
+			return fmt.Errorf("%s[%d] has ID 0", name, i)
+		}
+		if seen[m.ID] {
+			return fmt.Errorf("%s lists ID %d twice", name, m.ID)
+		}
+		seen[m.ID] = true
+		if !m.Learner {
+			voters++
+		}
+	}
+	if voters == 0 {
+		return fmt.Errorf("%s has no voter", name)
+	}
+	return nil
 }

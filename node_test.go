@@ -37,9 +37,7 @@ func TestCluster_ProposeReplicatesAndApplies(t *testing.T) {
 		require.Greater(t, idx, last, "Propose returns the Apply result of its own entry")
 		last = idx
 	}
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 	c.checkSameHistory()
 	for _, id := range c.ids {
 		ents := c.sms[id].entries()
@@ -233,9 +231,7 @@ func TestCluster_RestartRecoversFromMemoryStorage(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		last = c.propose(fmt.Sprint(i))
 	}
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 	before := c.nodes[1].Status()
 	c.stop(1)
 	hs, err := c.storages[1].InitialState()
@@ -263,9 +259,7 @@ func TestCluster_WipedVoterWithholdsVoteUntilCaughtUp(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		last = c.propose(fmt.Sprint(i))
 	}
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 	leader := c.waitLeader()
 	wiped := c.follower(leader)
 	other := c.others(leader)[0]
@@ -304,9 +298,7 @@ func TestCluster_RestartWholeCluster(t *testing.T) {
 		c.start(id)
 	}
 	c.waitLeader()
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 	c.checkSameHistory()
 }
 

@@ -167,25 +167,14 @@ func validateRecoveryMembers(members []Member) error {
 	if len(members) == 0 {
 		return bad("no members given")
 	}
-	seen := make(map[uint64]bool, len(members))
-	voters, withAddr := 0, 0
-	for i, m := range members {
-		if m.ID == 0 {
-			return bad("members[%d] has ID 0", i)
-		}
-		if seen[m.ID] {
-			return bad("members lists ID %d twice", m.ID)
-		}
-		seen[m.ID] = true
-		if !m.Learner {
-			voters++
-		}
+	if err := checkMemberList("members", members); err != nil {
+		return bad("%s", err)
+	}
+	withAddr := 0
+	for _, m := range members {
 		if m.Addr != "" {
 			withAddr++
 		}
-	}
-	if voters == 0 {
-		return bad("members has no voter")
 	}
 	if withAddr != 0 && withAddr != len(members) {
 		// The transport dials members by address: one without would be

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -208,19 +207,12 @@ func (b *breakingTransport) Attach(id uint64, deliver func(Message)) error {
 func TestTCPSnapshot_BrokenConnectionMidTransferRecoversWithinAnElectionTimeout(t *testing.T) {
 	for _, pos := range []string{"middle", "last"} {
 		t.Run(pos, func(t *testing.T) {
-			var mu sync.Mutex
-			lists := map[uint64]*listSM{}
-			c := newTCPClusterWith(t, 3, func(cfg *Config) {
+			c, _ := newTCPListCluster(t, 3, func(cfg *Config) {
 				cfg.ElectionTimeout = lossElectionTimeout
 				cfg.HeartbeatInterval = lossElectionTimeout / 10
 				cfg.SnapshotThreshold = 50
 				cfg.TrailingEntries = 10
 				cfg.SnapshotChunkSize = 16 << 10
-			}, func(id uint64) StateMachine {
-				mu.Lock()
-				defer mu.Unlock()
-				lists[id] = &listSM{}
-				return lists[id]
 			})
 			leader := c.waitLeader()
 			lagging := c.follower(leader)

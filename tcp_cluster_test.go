@@ -81,6 +81,26 @@ func newTCPClusterTuned(t *testing.T, n int, tune func(*Config), newSM func(id u
 
 // listen starts node id's transport on addr. Right after a restart the
 // port may still be held for a moment, so binding is retried.
+// newTCPListCluster starts n nodes over TCP whose state machines are
+// listSMs (which take and restore snapshots), with configs tune adjusts;
+// list returns node id's current state machine.
+func newTCPListCluster(t *testing.T, n int, tune func(*Config)) (c *tcpCluster, list func(id uint64) *listSM) {
+	t.Helper()
+	var mu sync.Mutex
+	lists := map[uint64]*listSM{}
+	c = newTCPClusterWith(t, n, tune, func(id uint64) StateMachine {
+		mu.Lock()
+		defer mu.Unlock()
+		lists[id] = &listSM{}
+		return lists[id]
+	})
+	return c, func(id uint64) *listSM {
+		mu.Lock()
+		defer mu.Unlock()
+		return lists[id]
+	}
+}
+
 func (c *tcpCluster) listen(id uint64, addr string) {
 	c.t.Helper()
 	cfg := TCPConfig{ListenAddr: addr, ClusterID: tcpTestCluster, DialBackoff: 10 * time.Millisecond, MaxDialBackoff: 200 * time.Millisecond,
@@ -153,9 +173,7 @@ func TestTCPClusterElectsReplicatesAndSurvivesRestarts(t *testing.T) {
 	c := newTCPCluster(t, 3)
 	leader := c.waitLeader()
 	last := c.proposeMany("first", 20)
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 
 	// The leader's process goes away (node and transport); the others elect
 	// a new leader and go on; it comes back on the same address.
@@ -164,9 +182,7 @@ func TestTCPClusterElectsReplicatesAndSurvivesRestarts(t *testing.T) {
 	require.NotEqual(t, leader, newLeader)
 	last = c.proposeMany("second", 20)
 	c.restartNode(leader)
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 
 	// A follower misses entries while down and catches up after a restart.
 	var follower uint64
@@ -179,9 +195,7 @@ func TestTCPClusterElectsReplicatesAndSurvivesRestarts(t *testing.T) {
 	c.stopNode(follower)
 	last = c.proposeMany("third", 50)
 	c.restartNode(follower)
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 	c.checkSameHistory()
 	for _, id := range c.ids {
 		assert.Len(t, c.sms[id].entries(), 90, "node %d applied every command once", id)
@@ -192,23 +206,11 @@ func TestTCPClusterInstallsSnapshotOnRestartedFollower(t *testing.T) {
 	// The follower comes back after the leader compacted the entries it
 	// misses: it gets them as a snapshot, several MsgSnapshot chunks on the
 	// bulk lane, while heartbeats go on beside them.
-	lists := map[uint64]*listSM{}
-	var mu sync.Mutex
-	c := newTCPClusterWith(t, 3, func(cfg *Config) {
+	c, list := newTCPListCluster(t, 3, func(cfg *Config) {
 		cfg.SnapshotThreshold = 50
 		cfg.TrailingEntries = 10
 		cfg.SnapshotChunkSize = 64 << 10
-	}, func(id uint64) StateMachine {
-		mu.Lock()
-		defer mu.Unlock()
-		lists[id] = &listSM{}
-		return lists[id]
 	})
-	list := func(id uint64) *listSM {
-		mu.Lock()
-		defer mu.Unlock()
-		return lists[id]
-	}
 	leader := c.waitLeader()
 	lagging := c.follower(leader)
 	c.stopNode(lagging)

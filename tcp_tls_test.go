@@ -248,9 +248,7 @@ func TestTCPClusterOverMutualTLSRefusesImpostors(t *testing.T) {
 	// Each node's own certificate works: the cluster elects and replicates.
 	c.waitLeader()
 	last := c.proposeMany("before", 10)
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 
 	const hugeTerm = 1 << 40
 	victims := []uint64{1, 3}
@@ -297,9 +295,7 @@ func TestTCPClusterOverMutualTLSRefusesImpostors(t *testing.T) {
 	}
 	// The cluster goes on.
 	last = c.proposeMany("after", 10)
-	for _, id := range c.ids {
-		c.waitApplied(id, last)
-	}
+	c.waitAllApplied(last)
 	c.checkSameHistory()
 }
 
