@@ -86,8 +86,8 @@ func (c *core) campaign(kind campaignKind, pre bool) {
 		}
 		return
 	}
-	for _, m := range c.members {
-		if m.Learner || m.ID == c.id {
+	for _, m := range c.allMembers() {
+		if !c.voters.contains(m.ID) || m.ID == c.id {
 			continue
 		}
 		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: uint64(context)})
@@ -154,10 +154,11 @@ func (c *core) becomeLeader() {
 	c.role = Leader
 	c.leader = c.id
 	c.resetRoleState()
-	c.progress = make(map[uint64]*progress, len(c.members))
-	for _, m := range c.members {
+	all := c.allMembers()
+	c.progress = make(map[uint64]*progress, len(all))
+	for _, m := range all {
 		pr := c.newProgress(m.ID)
-		pr.learner = m.Learner
+		pr.learner = !c.voters.contains(m.ID)
 		c.progress[m.ID] = pr
 	}
 	// Members that an uncommitted configuration removed are still sent the

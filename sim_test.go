@@ -78,23 +78,24 @@ type simRead struct {
 }
 
 type simNode struct {
-	id             uint64
-	gen            int // incremented by each crash; events of older generations are void
-	tickPeriod     int // microticks between ticks: the node's clock rate
-	writeDone      int // when the last scheduled write completes (writes are FIFO)
-	core           *core
-	up             bool
-	store          *MemoryStorage // what survives a crash
-	writes         []simWrite     // issued, not yet durable, in order
-	lastHS         HardState      // the HardState last handed to the disk
-	applied        uint64
-	props          []simProposal
-	nextReadID     uint64
-	lastSnap       uint64   // index of the node's newest snapshot
-	appliedMembers []Member // the configuration at the applied index
-	appliedTerm    uint64
-	leaderTerm     uint64 // term of the leadership props belong to
-	reads          []*simRead
+	id              uint64
+	gen             int // incremented by each crash; events of older generations are void
+	tickPeriod      int // microticks between ticks: the node's clock rate
+	writeDone       int // when the last scheduled write completes (writes are FIFO)
+	core            *core
+	up              bool
+	store           *MemoryStorage // what survives a crash
+	writes          []simWrite     // issued, not yet durable, in order
+	lastHS          HardState      // the HardState last handed to the disk
+	applied         uint64
+	props           []simProposal
+	nextReadID      uint64
+	lastSnap        uint64   // index of the node's newest snapshot
+	appliedMembers  []Member // the configuration at the applied index
+	appliedOutgoing []Member // its outgoing half while joint
+	appliedTerm     uint64
+	leaderTerm      uint64 // term of the leadership props belong to
+	reads           []*simRead
 }
 
 type sim struct {
@@ -203,7 +204,7 @@ func (s *sim) restart(n *simNode) {
 	c.hooks = s.opts.hooks
 	n.core, n.up, n.lastHS, n.writes = c, true, hs, nil
 	n.applied, n.props, n.reads = c.log.applying, nil, nil
-	n.lastSnap, n.appliedTerm, n.appliedMembers = st.snap.Index, st.snap.Term, st.snap.Members
+	n.lastSnap, n.appliedTerm, n.appliedMembers, n.appliedOutgoing = st.snap.Index, st.snap.Term, st.snap.Members, st.snap.Outgoing
 	// As the runtime does: each incarnation numbers its reads from a random
 	// start, so late answers to an earlier incarnation's reads match nothing.
 	n.nextReadID = s.rng.Uint64() >> 1
@@ -358,7 +359,7 @@ const simSnapshotEvery, simTrailing = 40, 5
 // before acknowledging) is the same.
 func (s *sim) snapshots(n *simNode, rd ready) error {
 	if n.applied >= n.lastSnap+simSnapshotEvery {
-		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: n.appliedMembers}
+		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: n.appliedMembers, Outgoing: n.appliedOutgoing}
 		if err := n.store.SaveSnapshot(meta, strings.NewReader("")); err != nil {
 			return err
 		}
@@ -377,7 +378,7 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 		rc.Close()
 		s.logf("leader %d sends snapshot %d/%d to %d", n.id, meta.Term, meta.Index, to)
 		s.send([]Message{{Type: MsgSnapshot, From: n.id, To: to, Term: n.core.term, Index: meta.Index, LogTerm: meta.Term, Done: true,
-			Entries: []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeMembers(meta.Members)}}}})
+			Entries: []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeConfig(meta.Members, meta.Outgoing)}}}})
 		// The runtime gives up on a transfer nobody answers.
 		s.schedule(simEvent{at: s.step + 300, kind: evSnapFail, node: n, gen: n.gen, msg: Message{To: to}})
 	}
@@ -385,11 +386,11 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 		if m.Type != MsgSnapshot {
 			continue
 		}
-		members, err := decodeMembers(m.Entries[0].Data)
+		members, outgoing, err := decodeConfig(m.Entries[0].Data)
 		if err != nil {
 			return s.fail("node %d: bad snapshot configuration: %v", n.id, err)
 		}
-		meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members}
+		meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members, Outgoing: outgoing}
 		// Earlier writes reach the disk first, in order.
 		for len(n.writes) > 0 {
 			s.completeWrite(n, true)
@@ -401,7 +402,7 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 			return s.fail("node %d: discarding the log behind snapshot %d: %v", n.id, meta.Index, err)
 		}
 		if n.core.installSnapshot(meta, m.From) {
-			n.applied, n.appliedTerm, n.lastSnap, n.appliedMembers = meta.Index, meta.Term, meta.Index, meta.Members
+			n.applied, n.appliedTerm, n.lastSnap, n.appliedMembers, n.appliedOutgoing = meta.Index, meta.Term, meta.Index, meta.Members, meta.Outgoing
 			s.stats.installs++
 			s.logf("node %d installed snapshot %d/%d from %d", n.id, meta.Term, meta.Index, m.From)
 			s.finishReads(n)
@@ -417,11 +418,11 @@ func (s *sim) apply(n *simNode, e Entry) error {
 	}
 	n.applied, n.appliedTerm = e.Index, e.Term
 	if e.Type == EntryConfChange {
-		members, err := decodeMembers(e.Data)
+		members, outgoing, err := decodeConfig(e.Data)
 		if err != nil {
 			return s.fail("node %d applied a bad configuration at %d: %v", n.id, e.Index, err)
 		}
-		n.appliedMembers = members
+		n.appliedMembers, n.appliedOutgoing = members, outgoing
 	}
 	// State Machine Safety (§5.4.3).
 	if err := s.check.applied(n.core, &e); err != nil {
