@@ -1,9 +1,11 @@
 package raft
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -112,7 +114,9 @@ func TestJoint_4_3_EveryDecisionNeedsBothMajorities(t *testing.T) {
 			require.NotNil(t, c1.outgoing, "more than one voter changes: the configuration is joint")
 			assert.Equal(t, []uint64{1, 2, 3, 4, 5}, voterSet(c1), "both halves vote, from the moment it is appended")
 
-			cut := func(m Message) bool { return slices.Contains(only.cut[:], m.From) || slices.Contains(only.cut[:], m.To) }
+			cut := func(m Message) bool {
+				return slices.Contains(only.cut[:], m.From) || slices.Contains(only.cut[:], m.To)
+			}
 			n.drop = cut
 			n.tickUntil(1, func() bool {
 				for _, id := range []uint64{2, 3, 4, 5} {
@@ -200,7 +204,9 @@ func TestJoint_4_3_NewLeaderFinishesLeaving(t *testing.T) {
 	require.NoError(t, err)
 	// The joint entry commits, but the leader dies before anyone hears of
 	// the entry that leaves it.
-	n.drop = func(m Message) bool { return m.From == 1 && m.Type == MsgAppend && len(m.Entries) > 0 && m.Entries[0].Index > index }
+	n.drop = func(m Message) bool {
+		return m.From == 1 && m.Type == MsgAppend && len(m.Entries) > 0 && m.Entries[0].Index > index
+	}
 	n.stabilize()
 	require.GreaterOrEqual(t, c1.log.committed, index)
 	require.Greater(t, c1.configIndex, index, "the leader appended the leave")
@@ -244,4 +250,155 @@ func TestJoint_4_3_JointConfigurationIsRestored(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []uint64{1, 2, 3, 4, 5}, voterSet(c2))
 	assert.Equal(t, uint64(2), c2.configIndex)
+}
+
+func memberIDs(members []Member) []uint64 {
+	ids := make([]uint64, 0, len(members))
+	for _, m := range members {
+		ids = append(ids, m.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestCluster_ChangeMembershipReplacesVoters replaces a follower and then
+// the leader, each with one call, over the in-memory network and TCP.
+func TestCluster_ChangeMembershipReplacesVoters(t *testing.T) {
+	for _, tr := range memberClusterTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			c := tr.start(t, 3)
+			c.propose("before")
+			leader := c.waitLeader(1, 2, 3)
+			gone := c.follower(leader)
+			addr4 := c.addEmpty(4)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, c.nodes[leader].ChangeMembership(ctx,
+				MemberChange{Op: ChangeAddVoter, Member: Member{ID: 4, Addr: addr4}},
+				MemberChange{Op: ChangeRemove, Member: Member{ID: gone}}))
+			st := c.nodes[leader].Status()
+			assert.Nil(t, st.Outgoing, "the call returns once the cluster has left the joint configuration")
+			want := []uint64{4}
+			for _, id := range []uint64{1, 2, 3} {
+				if id != gone {
+					want = append(want, id)
+				}
+			}
+			slices.Sort(want)
+			assert.Equal(t, want, memberIDs(st.Members))
+			require.Eventually(t, func() bool { return c.nodes[gone].Status().Removed }, 5*time.Second, time.Millisecond,
+				"the replaced node learns of its removal")
+			last := c.propose("after the follower's replacement")
+			for _, id := range want {
+				c.waitApplied(id, last)
+			}
+
+			// Now the leader replaces itself: it leads until the end of the
+			// change, then steps down, and one of the others takes over.
+			addr5 := c.addEmpty(5)
+			require.NoError(t, c.nodes[leader].ChangeMembership(ctx,
+				MemberChange{Op: ChangeAddVoter, Member: Member{ID: 5, Addr: addr5}},
+				MemberChange{Op: ChangeRemove, Member: Member{ID: leader}}))
+			rest := slices.DeleteFunc(append(slices.Clone(want), 5), func(id uint64) bool { return id == leader })
+			newLeader := c.waitLeader(rest...)
+			res, err := c.nodes[newLeader].Propose(ctx, []byte("after the leader's replacement"))
+			require.NoError(t, err)
+			for _, id := range rest {
+				c.waitApplied(id, res.(uint64))
+				st := c.nodes[id].Status()
+				assert.Equal(t, rest, memberIDs(st.Members), "node %d", id)
+				assert.Nil(t, st.Outgoing, "node %d", id)
+			}
+			require.Eventually(t, func() bool { return c.nodes[leader].Status().Removed }, 5*time.Second, time.Millisecond)
+			assert.Zero(t, c.droppedUnknownPeer(), "a message went to a node without an address")
+			c.checkSameHistory()
+		})
+	}
+}
+
+func TestNode_ChangeMembershipRefusesBadInput(t *testing.T) {
+	c := newTestCluster(t, 3)
+	leader := c.waitLeader()
+	n := c.nodes[leader]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for name, changes := range map[string][]MemberChange{
+		"the same member twice": {{Op: ChangeAddVoter, Member: Member{ID: 4}}, {Op: ChangeRemove, Member: Member{ID: 4}}},
+		"unknown op":            {{Op: 0, Member: Member{ID: 4}}},
+		"member ID 0":           {{Op: ChangeAddVoter, Member: Member{ID: 0}}},
+		"no voter left":         {{Op: ChangeRemove, Member: Member{ID: 1}}, {Op: ChangeRemove, Member: Member{ID: 2}}, {Op: ChangeRemove, Member: Member{ID: 3}}},
+	} {
+		assert.ErrorIs(t, n.ChangeMembership(ctx, changes...), ErrInvalidConfig, name)
+	}
+	assert.NoError(t, n.ChangeMembership(ctx), "no change")
+	assert.NoError(t, n.ChangeMembership(ctx, MemberChange{Op: ChangeAddVoter, Member: Member{ID: leader}}), "already so")
+	var nle *NotLeaderError
+	assert.ErrorAs(t, c.nodes[c.follower(leader)].ChangeMembership(ctx, MemberChange{Op: ChangeRemove, Member: Member{ID: leader}}), &nle)
+	assert.Equal(t, []uint64{1, 2, 3}, memberIDs(n.Status().Members), "nothing changed")
+	assert.Equal(t, "AddVoter", ChangeAddVoter.String())
+	assert.Equal(t, "ChangeOp(9)", ChangeOp(9).String())
+}
+
+// TestTCPFileStorage_ReplaceADeadVoter is docs/operations.md's "Replace a
+// dead node": over TCP on FileStorage, node 3 dies for good; one call adds
+// node 4 and removes node 3 (the cluster never runs with four voters, and
+// the dead node is not needed: the old majority {1,2} and the new {1,2,4}
+// suffice). Then every node restarts from its directory in the new
+// configuration.
+func TestTCPFileStorage_ReplaceADeadVoter(t *testing.T) {
+	c := newRollingCluster(t, func(cfg *Config) {
+		cfg.ElectionTimeout = 200 * time.Millisecond
+		cfg.HeartbeatInterval = 20 * time.Millisecond
+		if cfg.ID == 4 {
+			cfg.InitialMembers = nil // a joiner
+		}
+	})
+	require.Eventually(t, func() bool { return c.leader() != 0 }, 20*time.Second, time.Millisecond)
+	w := c.startWriter()
+	w.waitWrites(20)
+
+	// Node 3 dies: its process stops and its disk is gone.
+	if c.leader() == 3 {
+		require.NoError(t, c.node(3).TransferLeadership(context.Background(), 0))
+	}
+	c.mu.Lock()
+	dead := c.nodes[3]
+	delete(c.nodes, 3)
+	c.mu.Unlock()
+	require.NoError(t, dead.Close())
+	require.NoError(t, c.transports[3].Close())
+	require.NoError(t, c.storages[3].Close())
+	delete(c.transports, 3)
+	delete(c.storages, 3)
+	w.waitWrites(20)
+
+	addr4 := c.listen(4, "127.0.0.1:0")
+	c.start(4)
+	c.ids = []uint64{1, 2, 4}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.Eventually(t, func() bool { return c.leader() != 0 }, 20*time.Second, time.Millisecond)
+	require.NoError(t, c.node(c.leader()).ChangeMembership(ctx,
+		MemberChange{Op: ChangeAddVoter, Member: Member{ID: 4, Addr: addr4}},
+		MemberChange{Op: ChangeRemove, Member: Member{ID: 3}}))
+	w.waitWrites(20)
+	c.waitCaughtUp()
+	writes, gap := w.finish()
+	t.Logf("%d writes; longest gap %v", writes, gap)
+
+	// Every node restarts from its directory, in the new configuration.
+	for _, id := range c.ids {
+		require.NoError(t, c.restart(id, closeNode))
+	}
+	require.Eventually(t, func() bool { return c.leader() != 0 }, 20*time.Second, time.Millisecond)
+	l := c.node(c.leader())
+	_, err := l.Propose(ctx, []byte("after the restart"))
+	require.NoError(t, err)
+	c.waitCaughtUp()
+	for _, id := range c.ids {
+		st := c.node(id).Status()
+		assert.Equal(t, []uint64{1, 2, 4}, memberIDs(st.Members), "node %d", id)
+		assert.Nil(t, st.Outgoing, "node %d", id)
+		assert.Equal(t, l.Status().CommitIndex, st.AppliedIndex, "node %d", id)
+	}
 }

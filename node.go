@@ -664,6 +664,10 @@ func (n *Node) handleReady() error {
 		if rd.err != nil {
 			return rd.err
 		}
+		// Before any message leaves: the configuration may have changed in
+		// ready (a leader leaving a joint configuration), and the transport
+		// must know the members the messages go to.
+		n.maybeSetPeers()
 		if len(rd.sendSnapshots) > 0 || len(rd.snapshotMsgs) > 0 {
 			if err := n.handleSnapshotOutput(rd.sendSnapshots, rd.snapshotMsgs); err != nil {
 				return err
@@ -706,10 +710,16 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
+	n.maybeSetPeers()
+	return nil
+}
+
+// maybeSetPeers calls setPeers when the configuration or the leaving
+// members changed since the last call.
+func (n *Node) maybeSetPeers() {
 	if st := n.core.status(); st.configIndex != n.configIndex || n.peersWide && st.configCommitted || st.leavingMembers != n.peersLeaving {
 		n.setPeers()
 	}
-	return nil
 }
 
 // setPeers gives the transport the nodes this one must reach: the members
