@@ -58,8 +58,8 @@ type Node struct {
 	appliedMembers []Member // apply goroutine: the configuration at the applied index
 	// appliedOutgoing is its outgoing half while it is joint, else nil.
 	appliedOutgoing []Member
-	appliedTerm    uint64   // apply goroutine: the term of the applied entry
-	snapRetryAt    uint64   // apply goroutine: after a failed Snapshot, the applied index to try again at
+	appliedTerm     uint64 // apply goroutine: the term of the applied entry
+	snapRetryAt     uint64 // apply goroutine: after a failed Snapshot, the applied index to try again at
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
