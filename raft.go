@@ -111,6 +111,7 @@ type coreHooks struct {
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
 	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
 	voteWhenFresh                bool // let a node with no history (a wiped disk) vote as if it had never voted
+	commitWithIncomingOnly       bool // break joint consensus: commit with the new voters' majority alone (D§4.3)
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and

@@ -371,7 +371,11 @@ func (c *core) broadcastHeartbeat(readSeq uint64) {
 // entry of an earlier term by counting replicas (Raft §5.4.2, Figure 8).
 // The new commit index reaches followers with the next flush.
 func (c *core) maybeCommit() {
-	idx := c.voters.committed(func(id uint64) uint64 {
+	var q quorum = c.voters
+	if j, ok := q.(joint); ok && c.hooks.commitWithIncomingOnly {
+		q = j.incoming
+	}
+	idx := q.committed(func(id uint64) uint64 {
 		if pr := c.progress[id]; pr != nil {
 			return pr.match
 		}

@@ -131,7 +131,7 @@ type sim struct {
 }
 
 type simStats struct {
-	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, wipes int
+	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, jointChanges, faultsWhileJoint, wipes int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -678,6 +678,9 @@ func (s *sim) read() {
 
 // fault changes the network or crashes or restarts a node.
 func (s *sim) fault() {
+	if slices.ContainsFunc(s.upNodes(), func(n *simNode) bool { return n.core.outgoing != nil }) {
+		s.stats.faultsWhileJoint++
+	}
 	ids := make([]uint64, len(s.nodes))
 	for i := range ids {
 		ids[i] = uint64(i + 1)
@@ -816,7 +819,7 @@ func (s *sim) wipeSafe(n *simNode) bool {
 		if o != n && s.awaitingCatchUp(o) {
 			return false
 		}
-		if o.up && (len(o.core.members) != len(s.nodes) || o.core.configIndex > o.core.log.committed) {
+		if o.up && (len(o.core.members) != len(s.nodes) || o.core.outgoing != nil || o.core.configIndex > o.core.log.committed) {
 			return false
 		}
 	}
@@ -836,6 +839,9 @@ func (s *sim) wipeSafe(n *simNode) bool {
 	configs := [][]Member{s.members}
 	for _, o := range s.upNodes() {
 		configs = append(configs, o.core.members)
+		if o.core.outgoing != nil {
+			configs = append(configs, o.core.outgoing)
+		}
 	}
 	for _, members := range configs {
 		count := 0
@@ -851,12 +857,18 @@ func (s *sim) wipeSafe(n *simNode) bool {
 	return true
 }
 
-// changeMembership has the leader remove a voter (keeping at least three)
-// or add a removed node back, one server at a time (dissertation §4.1);
-// not while a node awaits its first catch-up (see wipeSafe).
+// changeMembership has the leader change the voters: half the time one
+// server at a time (dissertation §4.1), removing a voter (keeping at least
+// three) or adding a removed node back, and otherwise several at once
+// through a joint configuration (§4.3), to a random set of at least three
+// voters; not while a node awaits its first catch-up (see wipeSafe).
 func (s *sim) changeMembership() {
 	l := s.leader()
 	if l == nil || slices.ContainsFunc(s.nodes, s.awaitingCatchUp) {
+		return
+	}
+	if s.rng.Intn(2) == 0 {
+		s.changeVoters(l)
 		return
 	}
 	id := uint64(1 + s.rng.Intn(len(s.nodes)))
@@ -872,6 +884,38 @@ func (s *sim) changeMembership() {
 		s.logf("leader %d proposes to %s %d", l.id, what, id)
 	} else if err != nil {
 		s.logf("leader %d cannot %s %d: %v", l.id, what, id, err)
+	}
+}
+
+// changeVoters has leader l make a random set of three or more nodes the
+// voters, in one change: through a joint configuration when more than one
+// voter changes.
+func (s *sim) changeVoters(l *simNode) {
+	ids := make([]uint64, len(s.nodes))
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	s.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	keep := ids[:3+s.rng.Intn(len(ids)-2)]
+	var edits []membershipEdit
+	for _, id := range ids {
+		_, member := l.core.member(id)
+		switch in := slices.Contains(keep, id); {
+		case in:
+			edits = append(edits, addMember(id, "", false))
+		case member:
+			edits = append(edits, removeMember(id))
+		}
+	}
+	slices.Sort(keep)
+	if _, _, changed, err := l.core.changeMembers(edits...); changed {
+		s.stats.confChanges++
+		if l.core.outgoing != nil {
+			s.stats.jointChanges++
+		}
+		s.logf("leader %d proposes voters %v (joint: %v)", l.id, keep, l.core.outgoing != nil)
+	} else if err != nil {
+		s.logf("leader %d cannot make %v the voters: %v", l.id, keep, err)
 	}
 }
 
@@ -1020,6 +1064,8 @@ func TestSim(t *testing.T) {
 		total.dropped += s.stats.dropped
 		total.installs += s.stats.installs
 		total.confChanges += s.stats.confChanges
+		total.jointChanges += s.stats.jointChanges
+		total.faultsWhileJoint += s.stats.faultsWhileJoint
 		total.wipes += s.stats.wipes
 	}
 	t.Logf("%d seeds in %v: %+v", len(seeds), time.Since(start).Round(time.Millisecond), total)
@@ -1032,6 +1078,8 @@ func TestSim(t *testing.T) {
 		require.Greater(t, total.partitions, len(seeds), "partitions")
 		require.Greater(t, total.installs, len(seeds)/4, "snapshot installs")
 		require.Greater(t, total.wipes, len(seeds)/5, "wiped disks")
+		require.Greater(t, total.jointChanges, len(seeds)/4, "joint configuration changes")
+		require.Greater(t, total.faultsWhileJoint, len(seeds)/10, "faults (crashes, partitions, message loss) while joint")
 	}
 }
 
@@ -1048,10 +1096,11 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		wipeEvery      int
 	}{
 		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 138, 0},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51, 0},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 14, 0},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 2534, 1},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 654, 0},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 70, 0},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1244, 1},
+		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 108, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
