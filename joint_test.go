@@ -402,3 +402,43 @@ func TestTCPFileStorage_ReplaceADeadVoter(t *testing.T) {
 		assert.Equal(t, l.Status().CommitIndex, st.AppliedIndex, "node %d", id)
 	}
 }
+
+// TestJoint_RemovedNodeWithTheNewestLogCanLead: {1,2,3} -> {3,4,5}. The
+// leader, 1, appends the entry that leaves the joint configuration and only
+// node 2, which that entry removes, receives it; then 1 crashes. Node 2
+// holds the newest log, so 3 cannot win the old half's majority without it,
+// and 2 is not a voter of the configuration in its log: unless a node that
+// an uncommitted configuration removes may still campaign, nobody is ever
+// elected. Node 2 leads the new configuration until it commits, then steps
+// down (§4.2.2).
+func TestJoint_RemovedNodeWithTheNewestLogCanLead(t *testing.T) {
+	cores, n := fiveCores(t)
+	c1 := cores[1]
+	index, _, _, err := c1.changeMembers(addMember(4, "", false), addMember(5, "", false), removeMember(1), removeMember(2))
+	require.NoError(t, err)
+	n.drop = func(m Message) bool {
+		return m.From == 1 && m.To != 2 && m.Type == MsgAppend && len(m.Entries) > 0 && m.Entries[len(m.Entries)-1].Index > index
+	}
+	n.stabilize()
+	require.Greater(t, c1.configIndex, index, "the leader appended the leave")
+	require.Equal(t, c1.configIndex, cores[2].configIndex, "node 2 has it")
+	require.Less(t, cores[2].log.committed, c1.configIndex, "uncommitted")
+	for _, id := range []uint64{3, 4, 5} {
+		require.NotNil(t, cores[id].outgoing, "node %d is still joint", id)
+	}
+	delete(n.cores, 1)
+	n.drop = nil
+	n.tickAllUntil(func() bool {
+		for _, id := range []uint64{3, 4, 5} {
+			if c := cores[id]; c.outgoing != nil || c.configIndex > c.log.committed {
+				return false
+			}
+		}
+		return true
+	})
+	n.tickAllUntil(func() bool { return len(n.leaders()) == 1 && n.leaders()[0] != 2 })
+	assert.Equal(t, Follower, cores[2].role)
+	for _, id := range []uint64{3, 4, 5} {
+		assert.Equal(t, []uint64{3, 4, 5}, voterSet(cores[id]), "node %d", id)
+	}
+}

@@ -379,8 +379,21 @@ func (c *core) peerMembers() []Member {
 	for _, l := range c.leaving {
 		peers = unionMembers(peers, []Member{l.Member})
 	}
+	c.earlierConfigs(func(members, outgoing []Member) bool {
+		peers = unionMembers(unionMembers(peers, members), outgoing)
+		return true
+	})
+	return peers
+}
+
+// earlierConfigs calls visit with each configuration before the one in
+// effect, newest first, down to the last one this node knows committed,
+// while visit returns true; none when the one in effect has committed.
+// Until then, any of them may still be the cluster's (the latest may be
+// overwritten).
+func (c *core) earlierConfigs(visit func(members, outgoing []Member) bool) {
 	if c.configIndex <= c.log.committed {
-		return peers
+		return
 	}
 	for i := c.configIndex - 1; i > c.log.offset; i-- {
 		e := c.log.entry(i)
@@ -388,14 +401,14 @@ func (c *core) peerMembers() []Member {
 			continue
 		}
 		// It decoded when it was appended; a failure here cannot happen.
-		if members, outgoing, err := decodeConfig(e.Data); err == nil {
-			peers = unionMembers(unionMembers(peers, members), outgoing)
+		if members, outgoing, err := decodeConfig(e.Data); err == nil && !visit(members, outgoing) {
+			return
 		}
 		if i <= c.log.committed {
-			return peers
+			return
 		}
 	}
-	return unionMembers(unionMembers(peers, c.snap.Members), c.snap.Outgoing)
+	visit(c.snap.Members, c.snap.Outgoing)
 }
 
 // member returns the member with id, if it is one (of either half of a
