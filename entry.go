@@ -20,7 +20,8 @@ const (
 	// entries of earlier terms (Raft §5.4.2, §8). It is never applied.
 	EntryNoop
 	// EntryConfChange holds a new cluster configuration (the full member
-	// list, see Member). It takes effect as soon as it is appended (Raft
+	// list, see Member; while joint, the old list too, see
+	// ChangeMembership). It takes effect as soon as it is appended (Raft
 	// dissertation §4.1) and is never passed to StateMachine.Apply.
 	EntryConfChange
 
