@@ -271,18 +271,21 @@ func (d *backupData) Read(p []byte) (int, error) {
 // nodes (a ClusterID of its own, fresh directories, and never a node of
 // the old cluster restarted in it or the other way round), and a back-up
 // is no way to repair one node of a running cluster (for that, remove the
-// node, wipe it and add it again). So that mixing the two fails loudly
-// rather than merge histories, the restored history moves to terms of its
-// own, as RecoverCluster does: the restored snapshot's term, and the
-// nodes' term, is the next multiple of 2^32 above the back-up's term, plus
-// 2^32. No entry of the old cluster has that term at that index, so
-// neither cluster's log ever matches the other's after the back-up (Raft
-// §5.3's consistency check fails where they part); the old cluster's
-// leaders, whose terms stay far below (2^32 elections would be needed), are
-// refused as stale; and a node of the old cluster that hears from the new
-// one stops with ErrCorrupt (its committed log differs) instead of taking
-// the new history. StateMachine.Restore sees this term in SnapshotMetaOf;
-// the index is the back-up's.
+// node, wipe it and add it again). So that neither history is ever taken
+// for a continuation of the other if they are mixed by mistake, the
+// restored history moves to terms of its own, as RecoverCluster does: the
+// restored snapshot's term, and the nodes' term, is the next multiple of
+// 2^32 above the back-up's term, plus 2^32. No entry of the old cluster
+// has that term at that index, so the two logs never match after it (the
+// consistency check of Raft §5.3 fails where they part); the restored
+// nodes' logs are more up to date than any old node's (§5.4.1), so an old
+// node never leads them; the old cluster's messages carry terms far below
+// (reaching them takes 2^32 elections) and are refused as stale; and a
+// node that finds an entry it counts as committed contradicted stops with
+// ErrCorrupt. Had the restored nodes kept the back-up's term, an old node
+// with later writes would win their election and hand them its history as
+// if it followed the back-up. StateMachine.Restore sees the restored term
+// in SnapshotMetaOf; the index is the back-up's.
 //
 // It fails with an error wrapping ErrInvalidConfig when members is
 // invalid (empty, an ID 0 or twice, no voter, some members with an
