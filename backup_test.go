@@ -498,7 +498,7 @@ func TestBackup_RefusesASnapshotDamagedOnDisk(t *testing.T) {
 	require.ErrorIs(t, err, ErrCorrupt, "what the failed back-up wrote restores")
 }
 
-func TestBackup_NothingToBackUpOnANodeThatAppliedNothing(t *testing.T) {
+func TestBackup_NothingToBackUpOnANodeThatAppliedNothingOrIsClosed(t *testing.T) {
 	nw := NewInmemNetwork()
 	defer nw.Close()
 	n, err := NewNode(fastConfig(t, 9, nil), &listSM{}, NewMemoryStorage(), nw.Transport(9))
@@ -506,6 +506,9 @@ func TestBackup_NothingToBackUpOnANodeThatAppliedNothing(t *testing.T) {
 	defer n.Close()
 	_, err = n.Backup(context.Background(), io.Discard)
 	require.ErrorIs(t, err, ErrNoSnapshot)
+	require.NoError(t, n.Close())
+	_, err = n.Backup(context.Background(), io.Discard)
+	require.ErrorIs(t, err, ErrClosed)
 }
 
 // stuckWriter passes its first Write (the back-up's header) and blocks the
