@@ -531,10 +531,13 @@ func (w *stuckWriter) Write(p []byte) (int, error) {
 
 func TestBackup_DoesNotStallTheNodeAndStopsWhenCancelled(t *testing.T) {
 	sc := newSnapCluster(t, 3, nil)
+	var last uint64
 	for i := range 10 {
-		sc.propose(fmt.Sprint("before-", i))
+		last = sc.propose(fmt.Sprint("before-", i))
 	}
 	follower := sc.follower(sc.waitLeader())
+	// The back-up has data to write (and get stuck in).
+	sc.waitApplied(follower, last)
 	w := &stuckWriter{stuck: make(chan struct{}), release: make(chan struct{})}
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(w.release) }) }
@@ -554,7 +557,6 @@ func TestBackup_DoesNotStallTheNodeAndStopsWhenCancelled(t *testing.T) {
 
 	// While the back-up is stuck in a Write, the follower applies new
 	// writes and serves reads.
-	var last uint64
 	for i := range 5 {
 		last = sc.propose(fmt.Sprint("during-", i))
 	}
