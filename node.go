@@ -56,10 +56,8 @@ type Node struct {
 	snapshotting   atomic.Bool
 	lastSnapIndex  atomic.Uint64
 	appliedMembers []Member // apply goroutine: the configuration at the applied index
-	// appliedOutgoing is its outgoing half while it is joint, else nil.
-	appliedOutgoing []Member
-	appliedTerm     uint64 // apply goroutine: the term of the applied entry
-	snapRetryAt     uint64 // apply goroutine: after a failed Snapshot, the applied index to try again at
+	appliedTerm    uint64   // apply goroutine: the term of the applied entry
+	snapRetryAt    uint64   // apply goroutine: after a failed Snapshot, the applied index to try again at
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
@@ -110,7 +108,9 @@ type applyBatch struct {
 // cfg.InitialMembers is set founds a new cluster with those members, which
 // must include cfg.ID (ErrInvalidConfig otherwise). A node whose Storage
 // holds state ignores InitialMembers, logging a difference from the stored
-// configuration, so one Config serves a node's whole life.
+// configuration, so one Config serves a node's whole life. A node founded
+// with InitialMembers other than its peers' founding ones stops once they
+// refuse it, with ErrClusterMismatch (see Status.Origin).
 func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	cs := c.status()
 	n.applied.Store(cs.applying)
 	n.lastSnapIndex.Store(st.snap.Index)
-	n.appliedMembers, n.appliedOutgoing, n.appliedTerm = st.snap.Members, st.snap.Outgoing, st.snap.Term
+	n.appliedMembers, n.appliedTerm = st.snap.Members, st.snap.Term
 	// Read IDs start at random, so that a late answer to a read of an earlier
 	// incarnation of this node cannot complete a read of this one.
 	n.nextReadID = rand.Uint64() >> 1
@@ -217,9 +217,10 @@ type stored struct {
 
 // loadStorage reads what storage holds and restores the state machine from
 // the newest snapshot. For a new founding node it first writes the founding
-// configuration as entry 1 of term 1. Every founder writes the same entry,
-// so the founders' logs already match, and it counts as committed: any
-// leader must hold it, since all founders do.
+// configuration as entry 1 of term 1, and the cluster's origin (origin.go)
+// in the HardState. Every founder writes the same entry, so the founders'
+// logs already match, and it counts as committed: any leader must hold it,
+// since all founders do.
 func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	var st stored
 	wrap := func(err error) error { return fmt.Errorf("raft: reading storage: %w", err) }
@@ -271,8 +272,10 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 				ErrInvalidConfig, cfg.ID)
 		}
 		st.founded, st.fresh = true, true
-		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
-		st.hs = HardState{Term: 1, Commit: 1}
+		// Sorted by ID, so that founders that list the members in different
+		// orders write the same entry; the origin identifies it.
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(canonicalMembers(cfg.InitialMembers))}
+		st.hs = HardState{Term: 1, Commit: 1, Origin: clusterOrigin(cfg.InitialMembers)}
 		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
 			return st, fmt.Errorf("raft: writing the founding configuration: %w", err)
 		}
@@ -283,6 +286,10 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 		return st, wrap(err)
 	}
 	st.fresh = last <= 1 && st.snap.Index == 0
+	if st.hs.Origin == 0 && st.first == 1 && len(st.entries) > 0 {
+		// Written before origins were stored: the founding entry tells it.
+		st.hs.Origin = foundingOrigin(st.entries[0])
+	}
 	return st, nil
 }
 
@@ -404,7 +411,6 @@ func (n *Node) Status() Status {
 	s := n.status
 	n.statusMu.Unlock()
 	s.Members = slices.Clone(s.Members)
-	s.Outgoing = slices.Clone(s.Outgoing)
 	s.AppliedIndex = n.applied.Load()
 	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
@@ -607,6 +613,10 @@ func (n *Node) drainInbox() {
 		ev()
 	}
 	if len(out) > 0 {
+		origin := n.core.status().origin
+		for i := range out {
+			out[i].Origin = origin // built off the loop, which alone reads the core
+		}
 		n.transport.Send(out)
 	}
 
@@ -664,10 +674,6 @@ func (n *Node) handleReady() error {
 		if rd.err != nil {
 			return rd.err
 		}
-		// Before any message leaves: the configuration may have changed in
-		// ready (a leader leaving a joint configuration), and the transport
-		// must know the members the messages go to.
-		n.maybeSetPeers()
 		if len(rd.sendSnapshots) > 0 || len(rd.snapshotMsgs) > 0 {
 			if err := n.handleSnapshotOutput(rd.sendSnapshots, rd.snapshotMsgs); err != nil {
 				return err
@@ -710,16 +716,10 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
-	n.maybeSetPeers()
-	return nil
-}
-
-// maybeSetPeers calls setPeers when the configuration or the leaving
-// members changed since the last call.
-func (n *Node) maybeSetPeers() {
 	if st := n.core.status(); st.configIndex != n.configIndex || n.peersWide && st.configCommitted || st.leavingMembers != n.peersLeaving {
 		n.setPeers()
 	}
+	return nil
 }
 
 // setPeers gives the transport the nodes this one must reach: the members
@@ -878,8 +878,8 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		case EntryCommand:
 			result = n.sm.Apply(e)
 		case EntryConfChange:
-			if members, outgoing, err := decodeConfig(e.Data); err == nil {
-				n.appliedConfig(members, outgoing, e.Index)
+			if members, err := decodeMembers(e.Data); err == nil {
+				n.appliedConfig(members, e.Index)
 			}
 		}
 		n.appliedTerm = e.Term
@@ -973,7 +973,7 @@ func (n *Node) updateStatus() {
 		LastIndex:     st.last,
 		SnapshotIndex: st.snapshotIndex,
 		Members:       st.members,
-		Outgoing:      st.outgoing,
+		Origin:        st.origin,
 	}
 	n.statusMu.Lock()
 	n.status = s
