@@ -56,8 +56,10 @@ type Node struct {
 	snapshotting   atomic.Bool
 	lastSnapIndex  atomic.Uint64
 	appliedMembers []Member // apply goroutine: the configuration at the applied index
-	appliedTerm    uint64   // apply goroutine: the term of the applied entry
-	snapRetryAt    uint64   // apply goroutine: after a failed Snapshot, the applied index to try again at
+	// appliedOutgoing is its outgoing half while it is joint, else nil.
+	appliedOutgoing []Member
+	appliedTerm     uint64 // apply goroutine: the term of the applied entry
+	snapRetryAt     uint64 // apply goroutine: after a failed Snapshot, the applied index to try again at
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
@@ -80,6 +82,17 @@ type Node struct {
 
 	statusMu sync.Mutex
 	status   Status
+	progress []MemberProgress // the leader's view of the members, as of the last tick; replaced, never modified
+	// changed is closed at the next change of what Changed covers, and
+	// replaced by nil; it is made only when someone asks (Changed), so
+	// that nobody pays for it when nobody listens. statusKey is that state
+	// as last published; changesOver is set once the node has stopped.
+	changed     chan struct{}
+	statusKey   statusKey
+	changesOver bool
+
+	ticked       bool   // event loop: the core ticked since the last updateStatus
+	loggedLeader uint64 // event loop: the leader this node last logged following
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -108,9 +121,7 @@ type applyBatch struct {
 // cfg.InitialMembers is set founds a new cluster with those members, which
 // must include cfg.ID (ErrInvalidConfig otherwise). A node whose Storage
 // holds state ignores InitialMembers, logging a difference from the stored
-// configuration, so one Config serves a node's whole life. A node founded
-// with InitialMembers other than its peers' founding ones stops once they
-// refuse it, with ErrClusterMismatch (see Status.Origin).
+// configuration, so one Config serves a node's whole life.
 func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -176,7 +187,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	cs := c.status()
 	n.applied.Store(cs.applying)
 	n.lastSnapIndex.Store(st.snap.Index)
-	n.appliedMembers, n.appliedTerm = st.snap.Members, st.snap.Term
+	n.appliedMembers, n.appliedOutgoing, n.appliedTerm = st.snap.Members, st.snap.Outgoing, st.snap.Term
 	// Read IDs start at random, so that a late answer to a read of an earlier
 	// incarnation of this node cannot complete a read of this one.
 	n.nextReadID = rand.Uint64() >> 1
@@ -217,10 +228,9 @@ type stored struct {
 
 // loadStorage reads what storage holds and restores the state machine from
 // the newest snapshot. For a new founding node it first writes the founding
-// configuration as entry 1 of term 1, and the cluster's origin (origin.go)
-// in the HardState. Every founder writes the same entry, so the founders'
-// logs already match, and it counts as committed: any leader must hold it,
-// since all founders do.
+// configuration as entry 1 of term 1. Every founder writes the same entry,
+// so the founders' logs already match, and it counts as committed: any
+// leader must hold it, since all founders do.
 func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	var st stored
 	wrap := func(err error) error { return fmt.Errorf("raft: reading storage: %w", err) }
@@ -272,10 +282,8 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 				ErrInvalidConfig, cfg.ID)
 		}
 		st.founded, st.fresh = true, true
-		// Sorted by ID, so that founders that list the members in different
-		// orders write the same entry; the origin identifies it.
-		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(canonicalMembers(cfg.InitialMembers))}
-		st.hs = HardState{Term: 1, Commit: 1, Origin: clusterOrigin(cfg.InitialMembers)}
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
+		st.hs = HardState{Term: 1, Commit: 1}
 		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
 			return st, fmt.Errorf("raft: writing the founding configuration: %w", err)
 		}
@@ -286,10 +294,6 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 		return st, wrap(err)
 	}
 	st.fresh = last <= 1 && st.snap.Index == 0
-	if st.hs.Origin == 0 && st.first == 1 && len(st.entries) > 0 {
-		// Written before origins were stored: the founding entry tells it.
-		st.hs.Origin = foundingOrigin(st.entries[0])
-	}
 	return st, nil
 }
 
@@ -409,8 +413,11 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 func (n *Node) Status() Status {
 	n.statusMu.Lock()
 	s := n.status
+	progress := n.progress
 	n.statusMu.Unlock()
 	s.Members = slices.Clone(s.Members)
+	s.Outgoing = slices.Clone(s.Outgoing)
+	s.Progress = slices.Clone(progress)
 	s.AppliedIndex = n.applied.Load()
 	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
@@ -571,6 +578,10 @@ func (n *Node) run() {
 	defer func() {
 		close(n.stopped)
 		n.failPending()
+		n.statusMu.Lock()
+		n.changesOver = true
+		n.signalChangeLocked()
+		n.statusMu.Unlock()
 	}()
 	ticker := time.NewTicker(n.tickInterval)
 	defer ticker.Stop()
@@ -580,6 +591,7 @@ func (n *Node) run() {
 			return
 		case <-ticker.C:
 			n.core.tick()
+			n.ticked = true
 			n.retryReads()
 			n.tickReceiver()
 		case <-n.notify:
@@ -613,10 +625,6 @@ func (n *Node) drainInbox() {
 		ev()
 	}
 	if len(out) > 0 {
-		origin := n.core.status().origin
-		for i := range out {
-			out[i].Origin = origin // built off the loop, which alone reads the core
-		}
 		n.transport.Send(out)
 	}
 
@@ -674,6 +682,10 @@ func (n *Node) handleReady() error {
 		if rd.err != nil {
 			return rd.err
 		}
+		// Before any message leaves: the configuration may have changed in
+		// ready (a leader leaving a joint configuration), and the transport
+		// must know the members the messages go to.
+		n.maybeSetPeers()
 		if len(rd.sendSnapshots) > 0 || len(rd.snapshotMsgs) > 0 {
 			if err := n.handleSnapshotOutput(rd.sendSnapshots, rd.snapshotMsgs); err != nil {
 				return err
@@ -716,10 +728,16 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
+	n.maybeSetPeers()
+	return nil
+}
+
+// maybeSetPeers calls setPeers when the configuration or the leaving
+// members changed since the last call.
+func (n *Node) maybeSetPeers() {
 	if st := n.core.status(); st.configIndex != n.configIndex || n.peersWide && st.configCommitted || st.leavingMembers != n.peersLeaving {
 		n.setPeers()
 	}
-	return nil
 }
 
 // setPeers gives the transport the nodes this one must reach: the members
@@ -878,8 +896,8 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		case EntryCommand:
 			result = n.sm.Apply(e)
 		case EntryConfChange:
-			if members, err := decodeMembers(e.Data); err == nil {
-				n.appliedConfig(members, e.Index)
+			if members, outgoing, err := decodeConfig(e.Data); err == nil {
+				n.appliedConfig(members, outgoing, e.Index)
 			}
 		}
 		n.appliedTerm = e.Term
@@ -961,9 +979,31 @@ func (n *Node) failApplyQueue() {
 	}
 }
 
-// updateStatus publishes the core's state for Status.
+// statusKey is the part of a node's state whose changes Changed reports.
+type statusKey struct {
+	role                      Role
+	term, leader, configIndex uint64
+	removed, failed           bool
+}
+
+// updateStatus publishes the core's state for Status, and signals a change
+// to Changed's callers.
 func (n *Node) updateStatus() {
 	st := n.core.status()
+	if st.leader != n.loggedLeader && st.leader != 0 {
+		if st.leader != n.cfg.ID {
+			// The leader logs its own election; followers log whom they
+			// follow, once per change.
+			n.logger.Info("following a new leader", zap.Uint64("leader", st.leader), zap.Uint64("term", st.term))
+		}
+		n.loggedLeader = st.leader
+	}
+	key := statusKey{role: st.role, term: st.term, leader: st.leader, configIndex: st.configIndex,
+		removed: n.removed.Load(), failed: n.fatal.Load() != nil}
+	var progress []MemberProgress
+	if n.ticked && st.role == Leader {
+		progress = n.core.progressStatus(n.tickInterval)
+	}
 	s := Status{
 		ID:            st.id,
 		Term:          st.term,
@@ -973,9 +1013,102 @@ func (n *Node) updateStatus() {
 		LastIndex:     st.last,
 		SnapshotIndex: st.snapshotIndex,
 		Members:       st.members,
-		Origin:        st.origin,
+		Outgoing:      st.outgoing,
 	}
 	n.statusMu.Lock()
 	n.status = s
+	switch {
+	case st.role != Leader:
+		n.progress = nil
+	case n.ticked:
+		n.progress = progress
+	}
+	n.ticked = false
+	if key != n.statusKey {
+		n.statusKey = key
+		n.signalChangeLocked()
+	}
 	n.statusMu.Unlock()
+}
+
+// signalChangeLocked wakes Changed's callers; statusMu is held.
+func (n *Node) signalChangeLocked() {
+	if n.changed != nil {
+		close(n.changed)
+		n.changed = nil
+	}
+}
+
+// signalRemoved reports a change of Status.Removed (apply goroutine).
+func (n *Node) signalRemoved() {
+	n.statusMu.Lock()
+	n.statusKey.removed = n.removed.Load()
+	n.signalChangeLocked()
+	n.statusMu.Unlock()
+}
+
+// closedChan is what Changed returns once a node has stopped.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// Changed returns a channel that is closed at the next change of the
+// node's role, term, leader, configuration, Removed or Err (not at every
+// new index: poll Status for those). Read Status after calling Changed to
+// see the current state, then wait on the channel, and repeat: no change
+// is missed, though several changes in a row may show as one (only the
+// latest state matters). The channel is closed at once when the node has
+// stopped. Changed never blocks the node, and costs nothing while nobody
+// calls it.
+//
+//	for {
+//		ch := n.Changed()
+//		st := n.Status()
+//		// act on st
+//		select {
+//		case <-ch:
+//		case <-ctx.Done():
+//			return
+//		}
+//	}
+func (n *Node) Changed() <-chan struct{} {
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
+	if n.changesOver {
+		return closedChan
+	}
+	if n.changed == nil {
+		n.changed = make(chan struct{})
+	}
+	return n.changed
+}
+
+// WaitLeader waits until this node knows a leader, and returns the
+// leader's Member (its ID, address and metadata; just the ID if the leader
+// is not in this node's configuration, such as a leader removing itself).
+// It returns at once if a leader is known. It fails with ctx's error when
+// ctx ends first, with ErrRemoved on a removed node, and with ErrClosed or
+// the fatal error once the node has stopped.
+func (n *Node) WaitLeader(ctx context.Context) (Member, error) {
+	for {
+		ch := n.Changed()
+		if err := n.serving(); err != nil {
+			return Member{}, err
+		}
+		if st := n.Status(); st.Leader != 0 {
+			for _, m := range append(st.Members, st.Outgoing...) {
+				if m.ID == st.Leader {
+					return m, nil
+				}
+			}
+			return Member{ID: st.Leader}, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Member{}, ctx.Err()
+		}
+	}
 }
