@@ -107,12 +107,11 @@ func TestNode_ChangedUnderChurn(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	type seen struct {
-		mu          sync.Mutex
-		term        uint64
-		leader      uint64
-		wentBack    bool
-		wakeups     int
-		lastChanged <-chan struct{}
+		mu       sync.Mutex
+		term     uint64
+		leader   uint64
+		wentBack bool
+		wakeups  int
 	}
 	views := make([]*seen, subscribers)
 	for i := range views {
