@@ -86,11 +86,13 @@ type compatExpect struct {
 	KV       map[string]string
 	Messages []compatMessageFile
 	Hello    string
+	Refused  []string
 }
 
 type compatVerified struct {
 	VerifiedBy, Go string
 	Files          map[string]string
+	Refusals       map[string]string
 }
 
 func readCompatJSON(t *testing.T, path string, v any) {
@@ -536,6 +538,17 @@ func writeCompatToOld(t *testing.T, dir string) {
 		exp.Messages = append(exp.Messages, compatMessageFile{File: rel, Message: m})
 	}
 	write(exp.Hello, (&tcpHello{lane: tcpLaneControl, from: 1, to: 2, cluster: compatCluster, addr: "127.0.0.1:7001"}).appendTo(nil))
+
+	// A newer feature: member metadata (member list version 2).
+	meta := "refused/meta"
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, meta), 0o755))
+	fs, err = OpenFileStorage(filepath.Join(dir, meta))
+	require.NoError(t, err)
+	withMeta := []Member{{ID: 1, Addr: "127.0.0.1:7001", Meta: map[string]string{"http": "127.0.0.1:8001"}}}
+	require.NoError(t, fs.Save(HardState{Term: 1, Commit: 1}, []Entry{{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(withMeta)}}))
+	require.NoError(t, fs.Close())
+	require.NoError(t, os.Remove(filepath.Join(dir, meta, "LOCK")))
+	exp.Refused = append(exp.Refused, meta)
 	b, err := json.MarshalIndent(exp, "", "  ")
 	require.NoError(t, err)
 	write("EXPECT.json", append(b, '\n'))
@@ -596,6 +609,9 @@ func TestCompat_OldBuildReadsThisEncoding(t *testing.T) {
 			readCompatJSON(t, filepath.Join(golden, "VERIFIED.json"), &v)
 			assert.Equal(t, label, v.VerifiedBy, "verified by the build it is named after")
 			assert.Equal(t, want, v.Files, "every file of to-old as the older build verified it")
+			// The older build refuses member metadata, with a clear error.
+			require.Contains(t, v.Refusals, "refused/meta")
+			assert.Contains(t, v.Refusals["refused/meta"], "configuration entry: unknown format")
 		})
 	}
 }

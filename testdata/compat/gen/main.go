@@ -192,12 +192,16 @@ type Expect struct {
 	KV       map[string]string
 	Messages []MessageFile // From 1, To 2
 	Hello    string        // from 1 to 2, cluster "compat", control lane
+	// Refused: FileStorage directories using a newer feature (member
+	// metadata), on which an old node must refuse to start.
+	Refused []string
 }
 
 // Verified is what gen -verify writes: the files the old build checked.
 type Verified struct {
 	VerifiedBy, Go string
 	Files          map[string]string // path in DIR -> SHA-256
+	Refusals       map[string]string // Expect.Refused -> the old node's error
 }
 
 func writeJSON(path string, v any) error {
@@ -561,7 +565,7 @@ func verifyDir(dir, commit string) error {
 	if err := json.Unmarshal(b, &exp); err != nil {
 		return err
 	}
-	v := Verified{VerifiedBy: commit, Go: runtime.Version(), Files: map[string]string{}}
+	v := Verified{VerifiedBy: commit, Go: runtime.Version(), Files: map[string]string{}, Refusals: map[string]string{}}
 	note := func(rel string) error {
 		b, err := os.ReadFile(filepath.Join(dir, rel))
 		if err != nil {
@@ -623,6 +627,22 @@ func verifyDir(dir, commit string) error {
 	}
 	if err := note(exp.Hello); err != nil {
 		return err
+	}
+	// Newer features: an old node refuses to start on them.
+	for _, rel := range exp.Refused {
+		work, err := os.MkdirTemp("", "compat-refused-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(work)
+		if err := copyDir(filepath.Join(dir, rel), work, func(name string) error { return note(rel + "/" + name) }); err != nil {
+			return err
+		}
+		err = refusedStart(work, exp.NodeID)
+		if err == nil {
+			return fmt.Errorf("%s: an old node started on it", rel)
+		}
+		v.Refusals[rel] = err.Error()
 	}
 	return writeJSON(filepath.Join(dir, "VERIFIED.json"), v)
 }
@@ -692,6 +712,23 @@ func startOnData(dir string, exp Expect) error {
 	if !reflect.DeepEqual(got, exp.KV) {
 		return fmt.Errorf("old node's state has %d keys, want %d", len(got), len(exp.KV))
 	}
+	return nil
+}
+
+// refusedStart starts an old node on dir and returns why it cannot.
+func refusedStart(dir string, id uint64) error {
+	fs, err := raft.OpenFileStorage(dir)
+	if err != nil {
+		return err
+	}
+	defer fs.Close()
+	nw := raft.NewInmemNetwork()
+	defer nw.Close()
+	n, err := raft.NewNode(raft.Config{ID: id}, newKV(), fs, nw.Transport(id))
+	if err != nil {
+		return err
+	}
+	n.Close()
 	return nil
 }
 
