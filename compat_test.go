@@ -247,27 +247,44 @@ func copyCompatDir(t *testing.T, from string) string {
 }
 
 // compatSampleMessages is gen's sampleMessages: one message of each type
-// with the fields its type uses.
+// (two of MsgAppendResp) with the fields the older build sets in it.
 func compatSampleMessages(confData []byte) []Message {
 	var ms []Message
 	for mt := MsgAppend; mt <= MsgSnapshotResp; mt++ {
 		k := uint64(mt)
-		m := Message{
-			Type: mt, From: 1, To: 2, Term: 7 + k, LogTerm: 6, Index: 1000 + k, Commit: 900 + k,
-			HintIndex: 300 + k, HintTerm: 5, Context: 1<<40 + k, Reject: k%2 == 0,
-		}
+		m := Message{Type: mt, From: 1, To: 2, Term: 7 + k}
 		switch mt {
 		case MsgAppend:
+			m.Index, m.LogTerm, m.Commit = 1000+k, 6, 900+k
 			m.Entries = []Entry{
 				{Index: m.Index + 1, Term: 6, Type: EntryCommand, Data: []byte("k001=v001")},
 				{Index: m.Index + 2, Term: m.Term, Type: EntryNoop},
 				{Index: m.Index + 3, Term: m.Term, Type: EntryConfChange, Data: confData},
 			}
-		case MsgSnapshot:
+		case MsgAppendResp: // a rejection with its hint; the accepted one follows
+			m.Index, m.Reject, m.HintIndex, m.HintTerm = 1000+k, true, 300+k, 5
+			ms = append(ms, m)
+			m = Message{Type: mt, From: 1, To: 2, Term: 7 + k, Index: 1000 + k, Commit: 900 + k}
+		case MsgVote, MsgPreVote:
+			m.Index, m.LogTerm, m.Context = 1000+k, 6, 1+k%2
+		case MsgVoteResp, MsgPreVoteResp:
+			m.Reject = mt == MsgVoteResp
+		case MsgHeartbeat:
+			m.Commit, m.Context = 900+k, 1<<40+k
+		case MsgHeartbeatResp: // with a snapshot status
+			m.Commit, m.Context, m.Done, m.Index, m.HintIndex = 900+k, 1<<40+k, true, 800+k, 4096+k
+		case MsgReadIndex:
+			m.Context = 1<<40 + k
+		case MsgReadIndexResp:
+			m.Index, m.Context = 1000+k, 1<<40+k
+		case MsgTimeoutNow:
+			m.Index, m.LogTerm, m.Commit = 1000+k, 6, 900+k
+		case MsgSnapshot: // the first and last chunk
+			m.Index, m.LogTerm, m.Context, m.HintIndex = 1000+k, 6, 0, 0xdeadbeef
 			m.Entries = []Entry{{Index: m.Index, Term: m.LogTerm, Type: EntryConfChange, Data: confData}}
 			m.Data, m.Done = []byte("k001=v001\nk002=v002\n"), true
-		case MsgHeartbeatResp, MsgSnapshotResp:
-			m.Done = true
+		case MsgSnapshotResp:
+			m.Index, m.Context = 1000+k, 20
 		}
 		ms = append(ms, m)
 	}
@@ -367,7 +384,11 @@ func TestCompat_DecodesOldMessages(t *testing.T) {
 	for _, label := range compatLabels {
 		t.Run(label, func(t *testing.T) {
 			dir, man := compatManifestOf(t, label)
-			require.Len(t, man.Messages, int(MsgSnapshotResp), "one message of every type")
+			types := map[MessageType]bool{}
+			for _, mf := range man.Messages {
+				types[mf.Message.Type] = true
+			}
+			require.Len(t, types, int(MsgSnapshotResp), "a message of every type")
 			for _, mf := range man.Messages {
 				b, err := os.ReadFile(filepath.Join(dir, mf.File))
 				require.NoError(t, err)
@@ -530,10 +551,10 @@ func writeCompatToOld(t *testing.T, dir string) {
 		write("data/"+f.Name(), b)
 	}
 
-	for _, m := range compatSampleMessages(encodeMembers(compatToOldMembers[1])) {
+	for i, m := range compatSampleMessages(encodeMembers(compatToOldMembers[1])) {
 		b, err := m.MarshalBinary()
 		require.NoError(t, err)
-		rel := fmt.Sprintf("messages/%02d-%v.bin", uint8(m.Type), m.Type)
+		rel := fmt.Sprintf("messages/%02d-%v.bin", i+1, m.Type)
 		write(rel, b)
 		exp.Messages = append(exp.Messages, compatMessageFile{File: rel, Message: m})
 	}
@@ -595,6 +616,8 @@ func TestCompat_OldBuildReadsThisEncoding(t *testing.T) {
 			writeCompatToOld(t, fresh)
 			want := compatFiles(t, golden)
 			got := compatFiles(t, fresh)
+			delete(got, "EXPECT.json") // the golden one is what was verified
+			delete(want, "EXPECT.json")
 			for rel, sum := range got {
 				if want[rel] != sum {
 					t.Errorf("%s: this build writes other bytes than the older build was verified to read (rerun with -compat-update and verify with the older build)", rel)
@@ -608,6 +631,7 @@ func TestCompat_OldBuildReadsThisEncoding(t *testing.T) {
 			var v compatVerified
 			readCompatJSON(t, filepath.Join(golden, "VERIFIED.json"), &v)
 			assert.Equal(t, label, v.VerifiedBy, "verified by the build it is named after")
+			want = compatFiles(t, golden)
 			assert.Equal(t, want, v.Files, "every file of to-old as the older build verified it")
 			// The older build refuses member metadata, with a clear error.
 			require.Contains(t, v.Refusals, "refused/meta")

@@ -511,12 +511,12 @@ func writeMessages(dir string, man *Manifest, st StorageState) error {
 	if conf.Type != raft.EntryConfChange {
 		return errors.New("no configuration entry in the log")
 	}
-	for _, m := range sampleMessages(conf.Data) {
+	for i, m := range sampleMessages(conf.Data) {
 		b, err := m.MarshalBinary()
 		if err != nil {
 			return fmt.Errorf("%v: %w", m.Type, err)
 		}
-		file := fmt.Sprintf("messages/%02d-%v.bin", uint8(m.Type), m.Type)
+		file := fmt.Sprintf("messages/%02d-%v.bin", i+1, m.Type)
 		if err := os.WriteFile(filepath.Join(dir, file), b, 0o644); err != nil {
 			return err
 		}
@@ -526,28 +526,47 @@ func writeMessages(dir string, man *Manifest, st StorageState) error {
 }
 
 // sampleMessages returns one message of each type from MsgAppend to
-// MsgSnapshotResp with every field set that its type uses (and a few it
-// does not, which the codec carries all the same).
+// MsgSnapshotResp (two of MsgAppendResp: rejected and accepted) with the
+// fields that the older build sets when it sends that type, and no others:
+// a later version may give the others a meaning (docs/protocol.md,
+// "Formats and versions").
 func sampleMessages(confData []byte) []raft.Message {
 	var ms []raft.Message
-	for t := raft.MsgAppend; t <= raft.MsgSnapshotResp; t++ {
-		k := uint64(t)
-		m := raft.Message{
-			Type: t, From: 1, To: 2, Term: 7 + k, LogTerm: 6, Index: 1000 + k, Commit: 900 + k,
-			HintIndex: 300 + k, HintTerm: 5, Context: 1<<40 + k, Reject: k%2 == 0,
-		}
-		switch t {
+	for mt := raft.MsgAppend; mt <= raft.MsgSnapshotResp; mt++ {
+		k := uint64(mt)
+		m := raft.Message{Type: mt, From: 1, To: 2, Term: 7 + k}
+		switch mt {
 		case raft.MsgAppend:
+			m.Index, m.LogTerm, m.Commit = 1000+k, 6, 900+k
 			m.Entries = []raft.Entry{
 				{Index: m.Index + 1, Term: 6, Type: raft.EntryCommand, Data: []byte("k001=v001")},
 				{Index: m.Index + 2, Term: m.Term, Type: raft.EntryNoop},
 				{Index: m.Index + 3, Term: m.Term, Type: raft.EntryConfChange, Data: confData},
 			}
-		case raft.MsgSnapshot:
+		case raft.MsgAppendResp: // a rejection with its hint; the accepted one follows
+			m.Index, m.Reject, m.HintIndex, m.HintTerm = 1000+k, true, 300+k, 5
+			ms = append(ms, m)
+			m = raft.Message{Type: mt, From: 1, To: 2, Term: 7 + k, Index: 1000 + k, Commit: 900 + k}
+		case raft.MsgVote, raft.MsgPreVote:
+			m.Index, m.LogTerm, m.Context = 1000+k, 6, 1+k%2
+		case raft.MsgVoteResp, raft.MsgPreVoteResp:
+			m.Reject = mt == raft.MsgVoteResp
+		case raft.MsgHeartbeat:
+			m.Commit, m.Context = 900+k, 1<<40+k
+		case raft.MsgHeartbeatResp: // with a snapshot status
+			m.Commit, m.Context, m.Done, m.Index, m.HintIndex = 900+k, 1<<40+k, true, 800+k, 4096+k
+		case raft.MsgReadIndex:
+			m.Context = 1<<40 + k
+		case raft.MsgReadIndexResp:
+			m.Index, m.Context = 1000+k, 1<<40+k
+		case raft.MsgTimeoutNow:
+			m.Index, m.LogTerm, m.Commit = 1000+k, 6, 900+k
+		case raft.MsgSnapshot: // the first and last chunk
+			m.Index, m.LogTerm, m.Context, m.HintIndex = 1000+k, 6, 0, 0xdeadbeef
 			m.Entries = []raft.Entry{{Index: m.Index, Term: m.LogTerm, Type: raft.EntryConfChange, Data: confData}}
 			m.Data, m.Done = []byte("k001=v001\nk002=v002\n"), true
-		case raft.MsgHeartbeatResp, raft.MsgSnapshotResp:
-			m.Done = true
+		case raft.MsgSnapshotResp:
+			m.Index, m.Context = 1000+k, 20
 		}
 		ms = append(ms, m)
 	}
