@@ -1,6 +1,10 @@
 package raft
 
-import "go.uber.org/zap"
+import (
+	"slices"
+
+	"go.uber.org/zap"
+)
 
 // campaignKind says what started a campaign; MsgVote and MsgPreVote carry
 // it in Context, as part of the wire format (never renumber).
@@ -25,7 +29,7 @@ func (c *core) tick() {
 	c.electionElapsed++
 	if c.electionElapsed >= c.randomizedTimeout {
 		c.electionElapsed = 0
-		if c.isVoter() {
+		if c.mayCampaign() {
 			// A follower that hears nothing for an election timeout starts an
 			// election (Raft §5.2); with PreVote it first asks whether it could win.
 			c.campaign(campaignElection, c.preVote)
@@ -41,6 +45,31 @@ func (c *core) tick() {
 			c.randomizedTimeout = c.electionTicks + c.rand.Intn(c.electionTicks)
 		}
 	}
+}
+
+// mayCampaign reports whether this node may start an election: it is a
+// voter of the configuration in effect, or of an earlier one that has not
+// been superseded by a committed configuration as far as it knows. The
+// latter is a node that an uncommitted configuration removes: it must still
+// be able to lead, counting votes in the configuration it has, when it
+// holds entries that the remaining voters lack. Otherwise, when the nodes
+// with the newest log are all being removed (the leader that appended a
+// change leaving a joint configuration crashed, and only the removed nodes
+// received the entry), nobody could be elected: the others cannot win
+// without their votes, and they would not campaign. A leader outside its
+// configuration steps down once that configuration commits (dissertation
+// §4.2.2), as a leader removing itself does.
+func (c *core) mayCampaign() bool {
+	if c.isVoter() {
+		return true
+	}
+	voter := false
+	c.earlierConfigs(func(members, outgoing []Member) bool {
+		isVoter := func(m Member) bool { return m.ID == c.id && !m.Learner }
+		voter = slices.ContainsFunc(members, isVoter) || slices.ContainsFunc(outgoing, isVoter)
+		return !voter
+	})
+	return voter
 }
 
 // inLease reports whether this node heard from a leader recently enough
@@ -86,8 +115,8 @@ func (c *core) campaign(kind campaignKind, pre bool) {
 		}
 		return
 	}
-	for _, m := range c.members {
-		if m.Learner || m.ID == c.id {
+	for _, m := range c.allMembers() {
+		if !c.voters.contains(m.ID) || m.ID == c.id {
 			continue
 		}
 		c.send(Message{Type: msgType, To: m.ID, Term: term, Index: c.log.lastIndex(), LogTerm: c.log.lastTerm(), Context: uint64(context)})
@@ -154,10 +183,11 @@ func (c *core) becomeLeader() {
 	c.role = Leader
 	c.leader = c.id
 	c.resetRoleState()
-	c.progress = make(map[uint64]*progress, len(c.members))
-	for _, m := range c.members {
+	all := c.allMembers()
+	c.progress = make(map[uint64]*progress, len(all))
+	for _, m := range all {
 		pr := c.newProgress(m.ID)
-		pr.learner = m.Learner
+		pr.learner = !c.voters.contains(m.ID)
 		c.progress[m.ID] = pr
 	}
 	// Members that an uncommitted configuration removed are still sent the

@@ -20,7 +20,8 @@ const (
 	// entries of earlier terms (Raft §5.4.2, §8). It is never applied.
 	EntryNoop
 	// EntryConfChange holds a new cluster configuration (the full member
-	// list, see Member). It takes effect as soon as it is appended (Raft
+	// list, see Member; while joint, the old list too, see
+	// ChangeMembership). It takes effect as soon as it is appended (Raft
 	// dissertation §4.1) and is never passed to StateMachine.Apply.
 	EntryConfChange
 
@@ -92,25 +93,42 @@ type Snapshot interface {
 	Release()
 }
 
-// encodeMembers is the payload of an EntryConfChange, and how snapshots
-// store their configuration: a version byte, the member count, then per
-// member its ID, flags (bit 0: learner; bit 1: metadata follows) and
-// address, all as uvarints (strings as a uvarint length and the bytes),
-// then, with bit 1, the number of metadata pairs and each key and value,
-// sorted by key. Version 1 has no metadata and is what is written when no
-// member has any, so that nodes of the previous version can read it;
-// version 2 is written otherwise, which those nodes refuse (ErrCorrupt)
-// rather than misread: set metadata only once every node runs a version
-// that knows it.
-func encodeMembers(members []Member) []byte {
+// encodeMembers is the payload of an EntryConfChange that is not joint.
+func encodeMembers(members []Member) []byte { return encodeConfig(members, nil) }
+
+// encodeConfig is the payload of an EntryConfChange, and how snapshots
+// store their configuration: a version byte, then the member list: the
+// member count, then per member its ID, flags (bit 0: learner; bit 1:
+// metadata follows) and address, all as uvarints (strings as a uvarint
+// length and the bytes), then, with bit 1, the number of metadata pairs and
+// each key and value, sorted by key. Version 3 (a joint configuration,
+// outgoing != nil) has a second member list after the first: the outgoing
+// half. Version 1 (no metadata, not joint) is what is written whenever it
+// can be, so that nodes of earlier versions can read it; version 2 (some
+// member has metadata) and 3 are written only when the feature is used, and
+// nodes that predate them refuse them (ErrCorrupt) rather than misread them:
+// use metadata or joint changes only once every node runs a version that
+// knows them.
+func encodeConfig(members, outgoing []Member) []byte {
 	version := byte(1)
 	for _, m := range members {
 		if len(m.Meta) > 0 {
 			version = 2
 		}
 	}
-	buf := make([]byte, 0, 2+len(members)*16)
+	if outgoing != nil {
+		version = 3
+	}
+	buf := make([]byte, 0, 2+(len(members)+len(outgoing))*16)
 	buf = append(buf, version)
+	buf = appendMemberList(buf, members)
+	if version == 3 {
+		buf = appendMemberList(buf, outgoing)
+	}
+	return buf
+}
+
+func appendMemberList(buf []byte, members []Member) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(members)))
 	appendString := func(s string) {
 		buf = binary.AppendUvarint(buf, uint64(len(s)))
@@ -138,70 +156,99 @@ func encodeMembers(members []Member) []byte {
 	return buf
 }
 
-// decodeMembers decodes encodeMembers' format, either version.
+// decodeMembers decodes encodeConfig's format, any version, and returns the
+// configuration's members (the incoming half of a joint configuration).
 func decodeMembers(data []byte) ([]Member, error) {
-	if len(data) == 0 || data[0] < 1 || data[0] > 2 {
-		return nil, fmt.Errorf("%w: configuration entry: unknown format (from a newer version?)", ErrCorrupt)
+	members, _, err := decodeConfig(data)
+	return members, err
+}
+
+// decodeConfig decodes encodeConfig's format, any version; outgoing is nil
+// unless the configuration is joint.
+func decodeConfig(data []byte) (members, outgoing []Member, err error) {
+	if len(data) == 0 || data[0] < 1 || data[0] > 3 {
+		return nil, nil, fmt.Errorf("%w: configuration entry: unknown format (from a newer version?)", ErrCorrupt)
 	}
-	data = data[1:]
-	uvarint := func(what string) (uint64, error) {
-		v, k := binary.Uvarint(data)
-		if k <= 0 {
-			return 0, fmt.Errorf("%w: configuration entry: truncated %s", ErrCorrupt, what)
-		}
-		data = data[k:]
-		return v, nil
+	d := memberDecoder{data: data[1:]}
+	if members, err = d.list(); err != nil {
+		return nil, nil, err
 	}
-	str := func(what string) (string, error) {
-		n, err := uvarint(what)
-		if err != nil {
-			return "", err
+	if data[0] == 3 {
+		if outgoing, err = d.list(); err != nil {
+			return nil, nil, err
 		}
-		if n > uint64(len(data)) {
-			return "", fmt.Errorf("%w: configuration entry: truncated %s", ErrCorrupt, what)
+		if !slices.ContainsFunc(outgoing, func(m Member) bool { return !m.Learner }) {
+			// A joint configuration with no outgoing voter could never
+			// commit: refuse it rather than stall.
+			return nil, nil, fmt.Errorf("%w: configuration entry: joint configuration without outgoing voters", ErrCorrupt)
 		}
-		s := string(data[:n])
-		data = data[n:]
-		return s, nil
 	}
-	n, err := uvarint("member count")
-	if err != nil || n > uint64(len(data)) {
+	if len(d.data) != 0 {
+		return nil, nil, fmt.Errorf("%w: configuration entry: trailing bytes", ErrCorrupt)
+	}
+	return members, outgoing, nil
+}
+
+type memberDecoder struct{ data []byte }
+
+func (d *memberDecoder) uvarint(what string) (uint64, error) {
+	v, k := binary.Uvarint(d.data)
+	if k <= 0 {
+		return 0, fmt.Errorf("%w: configuration entry: truncated %s", ErrCorrupt, what)
+	}
+	d.data = d.data[k:]
+	return v, nil
+}
+
+func (d *memberDecoder) str(what string) (string, error) {
+	n, err := d.uvarint(what)
+	if err != nil {
+		return "", err
+	}
+	if n > uint64(len(d.data)) {
+		return "", fmt.Errorf("%w: configuration entry: truncated %s", ErrCorrupt, what)
+	}
+	s := string(d.data[:n])
+	d.data = d.data[n:]
+	return s, nil
+}
+
+func (d *memberDecoder) list() ([]Member, error) {
+	n, err := d.uvarint("member count")
+	if err != nil || n > uint64(len(d.data)) {
 		return nil, fmt.Errorf("%w: configuration entry: bad member count", ErrCorrupt)
 	}
 	members := make([]Member, 0, n)
 	for i := uint64(0); i < n; i++ {
 		var m Member
 		var flags uint64
-		if m.ID, err = uvarint("member"); err != nil {
+		if m.ID, err = d.uvarint("member"); err != nil {
 			return nil, err
 		}
-		if flags, err = uvarint("member"); err != nil {
+		if flags, err = d.uvarint("member"); err != nil {
 			return nil, err
 		}
-		if m.Addr, err = str("address"); err != nil {
+		if m.Addr, err = d.str("address"); err != nil {
 			return nil, err
 		}
 		m.Learner = flags&1 != 0
 		if flags&2 != 0 {
-			pairs, err := uvarint("metadata")
-			if err != nil || pairs > uint64(len(data)) {
+			pairs, err := d.uvarint("metadata")
+			if err != nil || pairs > uint64(len(d.data)) {
 				return nil, fmt.Errorf("%w: configuration entry: bad metadata count", ErrCorrupt)
 			}
 			m.Meta = make(map[string]string, pairs)
 			for j := uint64(0); j < pairs; j++ {
-				k, err := str("metadata key")
+				k, err := d.str("metadata key")
 				if err != nil {
 					return nil, err
 				}
-				if m.Meta[k], err = str("metadata value"); err != nil {
+				if m.Meta[k], err = d.str("metadata value"); err != nil {
 					return nil, err
 				}
 			}
 		}
 		members = append(members, m)
-	}
-	if len(data) != 0 {
-		return nil, fmt.Errorf("%w: configuration entry: trailing bytes", ErrCorrupt)
 	}
 	return members, nil
 }

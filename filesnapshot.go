@@ -130,7 +130,7 @@ func openSnapFile(path string) (*snapFile, error) {
 func encodeSnapMeta(meta SnapshotMeta) []byte {
 	b := binary.AppendUvarint(nil, meta.Index)
 	b = binary.AppendUvarint(b, meta.Term)
-	return append(b, encodeMembers(meta.Members)...)
+	return append(b, encodeConfig(meta.Members, meta.Outgoing)...)
 }
 
 func decodeSnapMeta(b []byte) (SnapshotMeta, error) {
@@ -143,15 +143,18 @@ func decodeSnapMeta(b []byte) (SnapshotMeta, error) {
 	if k <= 0 {
 		return SnapshotMeta{}, errors.New("truncated term")
 	}
-	members, err := decodeMembers(b[k:])
+	members, outgoing, err := decodeConfig(b[k:])
 	if err != nil {
 		return SnapshotMeta{}, err
 	}
-	return SnapshotMeta{Index: index, Term: term, Members: members}, nil
+	return SnapshotMeta{Index: index, Term: term, Members: members, Outgoing: outgoing}, nil
 }
 
 // SaveSnapshot implements Storage.
 func (s *FileStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
+	if data == nil {
+		return errNilSnapshotData
+	}
 	s.mu.Lock()
 	err := s.usable()
 	s.mu.Unlock()

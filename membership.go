@@ -10,44 +10,113 @@ import (
 	"go.uber.org/zap"
 )
 
-// Membership changes, one server at a time (dissertation §4.1): the leader
-// appends a configuration entry holding the whole new member list, every
-// node uses it as soon as it is in its log, and a new change may start only
-// once the previous one has committed. Adding or removing a single voter
-// keeps every majority of the old configuration overlapping every majority
-// of the new one, so no two leaders can be elected in one term meanwhile.
+// Membership changes (dissertation chapter 4). One change of the voter set
+// at a time takes the single-server path (§4.1): the leader appends a
+// configuration entry holding the whole new member list, every node uses it
+// as soon as it is in its log, and a new change may start only once the
+// previous one has committed. Adding or removing a single voter keeps every
+// majority of the old configuration overlapping every majority of the new
+// one, so no two leaders can be elected in one term meanwhile.
+//
+// Several voter changes at once go through a joint configuration (§4.3):
+// the leader appends an entry holding both the new member list and the old
+// one (outgoing); from the moment a node has it, elections and commitment
+// need a majority of each. Once the joint entry commits, the leader appends
+// the new configuration alone (see leaveJoint), and a leader elected while
+// the cluster is joint does the same once it has committed an entry of its
+// term. Neither configuration can decide alone at any point, so no two
+// leaders can be elected in one term across the whole change.
 
-// changeMembers proposes the configuration that edit makes of the current
-// one. edit returns ok=false when the change is already in effect.
 // membershipEdit makes a new member list from the current one (which it
 // may modify: it gets a copy); ok=false says the change is in effect
 // already, and an error that it cannot be made.
 type membershipEdit func(members []Member) (next []Member, ok bool, err error)
 
-func (c *core) changeMembers(edit membershipEdit) (index, term uint64, changed bool, err error) {
+// changeMembers proposes the configuration that the edits, applied in
+// order, make of the current one: through a joint configuration when they
+// change more than one voter, directly otherwise. changed is false when the
+// configuration is already so.
+func (c *core) changeMembers(edits ...membershipEdit) (index, term uint64, changed bool, err error) {
 	if c.role != Leader {
 		return 0, 0, false, c.notLeader()
 	}
-	if c.configIndex > c.log.committed {
-		// Checked before the edit: a change that is already in the pending
-		// configuration is not done until that configuration commits.
+	if c.configIndex > c.log.committed || c.outgoing != nil {
+		// Checked before the edits: a change that is already in the pending
+		// configuration is not done until that configuration commits, and a
+		// joint configuration is not done until the cluster has left it.
 		return 0, 0, false, ErrMembershipChange
 	}
-	next, ok, err := edit(slices.Clone(c.members))
-	if err != nil || !ok {
-		return 0, 0, false, err
-	}
-	voters := 0
-	for _, m := range next {
-		if !m.Learner {
-			voters++
+	next := slices.Clone(c.members)
+	for _, edit := range edits {
+		n, ok, err := edit(next)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if ok {
+			next = n
 		}
 	}
-	if voters == 0 {
+	if sameMembers(next, c.members) {
+		return 0, 0, false, nil
+	}
+	if len(voterIDs(next)) == 0 {
 		return 0, 0, false, fmt.Errorf("%w: the change would leave no voter", ErrInvalidConfig)
 	}
-	index, term, err = c.proposeConfig(next)
+	var outgoing []Member
+	if votersChanged(c.members, next) > 1 {
+		outgoing = c.members
+	}
+	index, term, err = c.proposeConfig(next, outgoing)
 	return index, term, err == nil, err
+}
+
+// voterIDs returns the IDs of the voters among members.
+func voterIDs(members []Member) majority {
+	var ids majority
+	for _, m := range members {
+		if !m.Learner {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}
+
+// votersChanged counts the nodes that are a voter in one of a and b but not
+// in the other.
+func votersChanged(a, b []Member) int {
+	va, vb := voterIDs(a), voterIDs(b)
+	n := 0
+	for _, id := range va {
+		if !vb.contains(id) {
+			n++
+		}
+	}
+	for _, id := range vb {
+		if !va.contains(id) {
+			n++
+		}
+	}
+	return n
+}
+
+// leaveJoint appends the configuration that ends the joint one in effect:
+// its incoming half alone (dissertation §4.3). The leader calls it once the
+// joint configuration has committed and it has committed an entry of its
+// own term (as for any configuration change, §4.1), and not while a
+// leadership transfer may still take effect: the target then finishes the
+// change.
+func (c *core) leaveJoint() {
+	c.logger.Info("joint configuration committed; leaving it",
+		zap.Stringer("members", memberList(c.members)), zap.Stringer("outgoing", memberList(c.outgoing)))
+	c.appendLeaderEntries(Entry{Type: EntryConfChange, Data: encodeConfig(c.members, nil)})
+	c.pendingBroadcast = true
+}
+
+// maybeLeaveJoint leaves a committed joint configuration (see leaveJoint).
+func (c *core) maybeLeaveJoint() {
+	if c.role == Leader && c.outgoing != nil && c.configIndex <= c.log.committed && c.committedInTerm() && !c.transferring() {
+		c.leaveJoint()
+	}
 }
 
 // addMember returns an edit that adds id as a voter or a learner, or changes
@@ -147,7 +216,7 @@ func removeMember(id uint64) membershipEdit {
 // reloadConfig makes the last configuration entry in the log the one in
 // effect; it runs at start and after a truncation removed such an entry.
 func (c *core) reloadConfig() error {
-	c.members, c.configIndex = nil, 0
+	c.members, c.outgoing, c.configIndex = nil, nil, 0
 	for i := c.log.lastIndex(); i > c.log.offset; i-- {
 		if e := c.log.entry(i); e.Type == EntryConfChange {
 			return c.applyConfig(*e)
@@ -156,31 +225,31 @@ func (c *core) reloadConfig() error {
 	// No configuration entry after the compaction point: the configuration
 	// has not changed since the snapshot, which records it.
 	c.configIndex = c.log.offset
-	c.setMembers(c.snap.Members)
+	c.setMembers(c.snap.Members, c.snap.Outgoing)
 	return nil
 }
 
 // applyConfig puts the configuration held by e into effect.
 func (c *core) applyConfig(e Entry) error {
-	members, err := decodeMembers(e.Data)
+	members, outgoing, err := decodeConfig(e.Data)
 	if err != nil {
 		return fmt.Errorf("entry %d: %w", e.Index, err)
 	}
 	c.configIndex = e.Index
-	c.setMembers(members)
+	c.setMembers(members, outgoing)
 	return nil
 }
 
-func (c *core) setMembers(members []Member) {
-	old := c.members
-	c.members = members
-	var voters majority
-	for _, m := range members {
-		if !m.Learner {
-			voters = append(voters, m.ID)
-		}
+// setMembers puts a configuration into effect: members, and outgoing while
+// it is joint (nil otherwise).
+func (c *core) setMembers(members, outgoing []Member) {
+	old := c.allMembers()
+	c.members, c.outgoing = members, outgoing
+	if outgoing == nil {
+		c.voters = voterIDs(members)
+	} else {
+		c.voters = joint{incoming: voterIDs(members), outgoing: voterIDs(outgoing)}
 	}
-	c.voters = voters
 	if c.role != Leader {
 		return
 	}
@@ -188,13 +257,14 @@ func (c *core) setMembers(members []Member) {
 	// until they know their removal committed, so that they stop
 	// campaigning (dissertation §4.2.3) and say they were removed, instead
 	// of waiting forever (see maybeRetireLeaving).
-	next := make(map[uint64]*progress, len(members))
-	for _, m := range members {
+	all := c.allMembers()
+	next := make(map[uint64]*progress, len(all))
+	for _, m := range all {
 		pr := c.progress[m.ID]
 		if pr == nil {
 			pr = c.newProgress(m.ID)
 		}
-		pr.learner = m.Learner
+		pr.learner = !c.voters.contains(m.ID)
 		next[m.ID] = pr
 	}
 	var leaving []leavingMember
@@ -212,6 +282,27 @@ func (c *core) setMembers(members []Member) {
 	}
 	slices.SortFunc(leaving, func(a, b leavingMember) int { return cmp.Compare(a.ID, b.ID) })
 	c.progress, c.leaving = next, leaving
+}
+
+// allMembers returns the members of the configuration in effect, both
+// halves while it is joint: the incoming members, then those that are only
+// in the outgoing half.
+func (c *core) allMembers() []Member {
+	if c.outgoing == nil {
+		return c.members
+	}
+	return unionMembers(c.members, c.outgoing)
+}
+
+// unionMembers returns a's members, then those of b's whose ID is not in a.
+func unionMembers(a, b []Member) []Member {
+	all := slices.Clone(a)
+	for _, m := range b {
+		if !slices.ContainsFunc(all, func(o Member) bool { return o.ID == m.ID }) {
+			all = append(all, m)
+		}
+	}
+	return all
 }
 
 // leavingMember is a member that a configuration entry removed, which the
@@ -262,8 +353,9 @@ func (c *core) retireLeaving(i int) {
 // replicaIDs lists the nodes the leader sends the log to: the other
 // members, then those whose removal has not committed yet.
 func (c *core) replicaIDs() []uint64 {
-	ids := make([]uint64, 0, len(c.members)+len(c.leaving))
-	for _, m := range c.members {
+	all := c.allMembers()
+	ids := make([]uint64, 0, len(all)+len(c.leaving))
+	for _, m := range all {
 		if m.ID != c.id {
 			ids = append(ids, m.ID)
 		}
@@ -283,19 +375,25 @@ func (c *core) replicaIDs() []uint64 {
 // (dissertation §4.2.2-4.2.3), and so that the followers can answer a
 // leader that is removing itself until then.
 func (c *core) peerMembers() []Member {
-	peers := slices.Clone(c.members)
-	add := func(members []Member) {
-		for _, m := range members {
-			if !slices.ContainsFunc(peers, func(p Member) bool { return p.ID == m.ID }) {
-				peers = append(peers, m)
-			}
-		}
-	}
+	peers := slices.Clone(c.allMembers())
 	for _, l := range c.leaving {
-		add([]Member{l.Member})
+		peers = unionMembers(peers, []Member{l.Member})
 	}
+	c.earlierConfigs(func(members, outgoing []Member) bool {
+		peers = unionMembers(unionMembers(peers, members), outgoing)
+		return true
+	})
+	return peers
+}
+
+// earlierConfigs calls visit with each configuration before the one in
+// effect, newest first, down to the last one this node knows committed,
+// while visit returns true; none when the one in effect has committed.
+// Until then, any of them may still be the cluster's (the latest may be
+// overwritten).
+func (c *core) earlierConfigs(visit func(members, outgoing []Member) bool) {
 	if c.configIndex <= c.log.committed {
-		return peers
+		return
 	}
 	for i := c.configIndex - 1; i > c.log.offset; i-- {
 		e := c.log.entry(i)
@@ -303,22 +401,23 @@ func (c *core) peerMembers() []Member {
 			continue
 		}
 		// It decoded when it was appended; a failure here cannot happen.
-		if members, err := decodeMembers(e.Data); err == nil {
-			add(members)
+		if members, outgoing, err := decodeConfig(e.Data); err == nil && !visit(members, outgoing) {
+			return
 		}
 		if i <= c.log.committed {
-			return peers
+			return
 		}
 	}
-	add(c.snap.Members)
-	return peers
+	visit(c.snap.Members, c.snap.Outgoing)
 }
 
-// member returns the member with id, if it is one.
+// member returns the member with id, if it is one (of either half of a
+// joint configuration; the incoming half's record first).
 func (c *core) member(id uint64) (Member, bool) {
-	i := slices.IndexFunc(c.members, func(m Member) bool { return m.ID == id })
-	if i < 0 {
-		return Member{}, false
+	for _, members := range [][]Member{c.members, c.outgoing} {
+		if i := slices.IndexFunc(members, func(m Member) bool { return m.ID == id }); i >= 0 {
+			return members[i], true
+		}
 	}
-	return c.members[i], true
+	return Member{}, false
 }

@@ -56,8 +56,10 @@ type Node struct {
 	snapshotting   atomic.Bool
 	lastSnapIndex  atomic.Uint64
 	appliedMembers []Member // apply goroutine: the configuration at the applied index
-	appliedTerm    uint64   // apply goroutine: the term of the applied entry
-	snapRetryAt    uint64   // apply goroutine: after a failed Snapshot, the applied index to try again at
+	// appliedOutgoing is its outgoing half while it is joint, else nil.
+	appliedOutgoing []Member
+	appliedTerm     uint64 // apply goroutine: the term of the applied entry
+	snapRetryAt     uint64 // apply goroutine: after a failed Snapshot, the applied index to try again at
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
@@ -174,7 +176,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	cs := c.status()
 	n.applied.Store(cs.applying)
 	n.lastSnapIndex.Store(st.snap.Index)
-	n.appliedMembers, n.appliedTerm = st.snap.Members, st.snap.Term
+	n.appliedMembers, n.appliedOutgoing, n.appliedTerm = st.snap.Members, st.snap.Outgoing, st.snap.Term
 	// Read IDs start at random, so that a late answer to a read of an earlier
 	// incarnation of this node cannot complete a read of this one.
 	n.nextReadID = rand.Uint64() >> 1
@@ -402,6 +404,7 @@ func (n *Node) Status() Status {
 	s := n.status
 	n.statusMu.Unlock()
 	s.Members = slices.Clone(s.Members)
+	s.Outgoing = slices.Clone(s.Outgoing)
 	s.AppliedIndex = n.applied.Load()
 	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
@@ -661,6 +664,10 @@ func (n *Node) handleReady() error {
 		if rd.err != nil {
 			return rd.err
 		}
+		// Before any message leaves: the configuration may have changed in
+		// ready (a leader leaving a joint configuration), and the transport
+		// must know the members the messages go to.
+		n.maybeSetPeers()
 		if len(rd.sendSnapshots) > 0 || len(rd.snapshotMsgs) > 0 {
 			if err := n.handleSnapshotOutput(rd.sendSnapshots, rd.snapshotMsgs); err != nil {
 				return err
@@ -703,10 +710,16 @@ func (n *Node) handleReady() error {
 	if len(n.watchers) > 0 {
 		n.watchers = slices.DeleteFunc(n.watchers, func(w func() bool) bool { return w() })
 	}
+	n.maybeSetPeers()
+	return nil
+}
+
+// maybeSetPeers calls setPeers when the configuration or the leaving
+// members changed since the last call.
+func (n *Node) maybeSetPeers() {
 	if st := n.core.status(); st.configIndex != n.configIndex || n.peersWide && st.configCommitted || st.leavingMembers != n.peersLeaving {
 		n.setPeers()
 	}
-	return nil
 }
 
 // setPeers gives the transport the nodes this one must reach: the members
@@ -865,8 +878,8 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		case EntryCommand:
 			result = n.sm.Apply(e)
 		case EntryConfChange:
-			if members, err := decodeMembers(e.Data); err == nil {
-				n.appliedConfig(members, e.Index)
+			if members, outgoing, err := decodeConfig(e.Data); err == nil {
+				n.appliedConfig(members, outgoing, e.Index)
 			}
 		}
 		n.appliedTerm = e.Term
@@ -960,6 +973,7 @@ func (n *Node) updateStatus() {
 		LastIndex:     st.last,
 		SnapshotIndex: st.snapshotIndex,
 		Members:       st.members,
+		Outgoing:      st.outgoing,
 	}
 	n.statusMu.Lock()
 	n.status = s

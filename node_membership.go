@@ -61,21 +61,128 @@ func (n *Node) RemoveMember(ctx context.Context, id uint64) error {
 	return n.changeMembers(ctx, removeMember(id))
 }
 
-func (n *Node) changeMembers(ctx context.Context, edit membershipEdit) error {
+// ChangeOp is what a MemberChange does.
+type ChangeOp uint8
+
+const (
+	// ChangeAddVoter adds Member as a voter, or promotes the learner
+	// Member.ID, as AddVoter does.
+	ChangeAddVoter ChangeOp = iota + 1
+	// ChangeAddLearner adds Member as a learner, or demotes the voter
+	// Member.ID, as AddLearner does.
+	ChangeAddLearner
+	// ChangeRemove removes the member Member.ID, as RemoveMember does; only
+	// the ID matters.
+	ChangeRemove
+	// ChangeSetMember makes Member a member, or sets the role, address and
+	// metadata of the member Member.ID, as AddMember does.
+	ChangeSetMember
+)
+
+// String returns the operation's name, such as "AddVoter".
+func (op ChangeOp) String() string {
+	switch op {
+	case ChangeAddVoter:
+		return "AddVoter"
+	case ChangeAddLearner:
+		return "AddLearner"
+	case ChangeRemove:
+		return "Remove"
+	case ChangeSetMember:
+		return "SetMember"
+	}
+	return fmt.Sprintf("ChangeOp(%d)", uint8(op))
+}
+
+// MemberChange is one change of the cluster's membership, for
+// ChangeMembership.
+type MemberChange struct {
+	Op     ChangeOp
+	Member Member
+}
+
+// edit returns the membership edit that makes the change.
+func (mc MemberChange) edit() (membershipEdit, error) {
+	switch mc.Op {
+	case ChangeAddVoter:
+		return addMember(mc.Member.ID, mc.Member.Addr, false), nil
+	case ChangeAddLearner:
+		return addMember(mc.Member.ID, mc.Member.Addr, true), nil
+	case ChangeRemove:
+		return removeMember(mc.Member.ID), nil
+	case ChangeSetMember:
+		return setMember(mc.Member), nil
+	}
+	return nil, fmt.Errorf("%w: unknown membership change operation %v", ErrInvalidConfig, mc.Op)
+}
+
+// ChangeMembership makes several membership changes at once, and returns
+// once the cluster runs the resulting configuration (it has committed).
+// Each change is as the call it names (AddVoter, AddLearner, RemoveMember,
+// AddMember), applied to the current configuration in order.
+//
+// Changes that add, remove, promote or demote more than one voter go
+// through a joint configuration (dissertation §4.3): from the moment it is
+// appended until the cluster has left it, elections and commitment need a
+// majority of the old voters and a majority of the new ones, so the
+// cluster never depends on a configuration that is neither. Replacing a
+// voter is one call that never passes through an even-sized cluster:
+//
+//	err := n.ChangeMembership(ctx,
+//		raft.MemberChange{Op: raft.ChangeAddVoter, Member: raft.Member{ID: 4, Addr: "10.0.0.4:7000"}},
+//		raft.MemberChange{Op: raft.ChangeRemove, Member: raft.Member{ID: 3}})
+//
+// The leader leaves the joint configuration by itself once it has
+// committed; a leader elected meanwhile does the same. Status shows the
+// configuration being left in Outgoing until then, and a leader that the
+// change removes or demotes leads until the end and then steps down.
+// While the cluster is joint, another change fails with
+// ErrMembershipChange. Add a new voter as a learner first and let it catch
+// up if the cluster must not wait for it: the new majority must store every
+// entry committed during the change.
+//
+// Changes of at most one voter (and any number of learner, address or
+// metadata changes) take the single-server path as the other calls do.
+// Changes already in effect succeed at once. Two changes of the same member
+// in one call, an unknown Op, or a result without voters fail with
+// ErrInvalidConfig; other errors are as for AddVoter. Joint configurations
+// need every node to run a version that knows them (docs/protocol.md,
+// "Formats and versions").
+func (n *Node) ChangeMembership(ctx context.Context, changes ...MemberChange) error {
+	edits := make([]membershipEdit, 0, len(changes))
+	for i, mc := range changes {
+		if slices.ContainsFunc(changes[:i], func(o MemberChange) bool { return o.Member.ID == mc.Member.ID }) {
+			return fmt.Errorf("%w: member %d appears in more than one change", ErrInvalidConfig, mc.Member.ID)
+		}
+		edit, err := mc.edit()
+		if err != nil {
+			return err
+		}
+		edits = append(edits, edit)
+	}
+	if len(edits) == 0 {
+		return nil
+	}
+	return n.changeMembers(ctx, edits...)
+}
+
+func (n *Node) changeMembers(ctx context.Context, edits ...membershipEdit) error {
 	if err := n.serving(); err != nil {
 		return err
 	}
 	var p *Proposal
+	var joint bool
 	var err error
 	if cerr := n.call(ctx, func() {
 		var changed bool
 		var index, term uint64
-		index, term, changed, err = n.core.changeMembers(edit)
+		index, term, changed, err = n.core.changeMembers(edits...)
 		if changed {
 			p = newProposal(nil)
 			p.Index, p.Term = index, term
 			close(p.appended)
 			n.pendingProps = append(n.pendingProps, p)
+			joint = n.core.status().outgoing != nil
 		}
 	}); cerr != nil {
 		return cerr
@@ -83,18 +190,49 @@ func (n *Node) changeMembers(ctx context.Context, edit membershipEdit) error {
 	if err != nil || p == nil {
 		return err
 	}
-	_, err = p.Wait(ctx)
-	return err
+	if _, err = p.Wait(ctx); err != nil || !joint {
+		return err
+	}
+	return n.waitLeftJoint(ctx, p.Index)
+}
+
+// waitLeftJoint waits until this node's log holds a committed
+// configuration entry after the joint one at index that is not joint: the
+// cluster has left the joint configuration. The leader of the moment
+// appends it, this one or a later one.
+func (n *Node) waitLeftJoint(ctx context.Context, index uint64) error {
+	done := make(chan struct{})
+	if cerr := n.call(ctx, func() {
+		n.watchers = append(n.watchers, func() bool {
+			st := n.core.status()
+			if st.configIndex > index && st.configCommitted && st.outgoing == nil {
+				close(done)
+				return true
+			}
+			return ctx.Err() != nil
+		})
+	}); cerr != nil {
+		return cerr
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("raft: the joint configuration at %d committed, but the cluster has not yet left it: %w", index, ctx.Err())
+	case <-n.stopped:
+		return n.stopErr()
+	}
 }
 
 // appliedConfig records the configuration that the state machine has reached
 // (apply goroutine), and notices when it removes this node or adds it back.
 // It acts on applied configurations only: one that is merely appended may
 // still be overwritten by another leader.
-func (n *Node) appliedConfig(members []Member, index uint64) {
+func (n *Node) appliedConfig(members, outgoing []Member, index uint64) {
 	self := func(m Member) bool { return m.ID == n.cfg.ID }
-	was, now := slices.ContainsFunc(n.appliedMembers, self), slices.ContainsFunc(members, self)
-	n.appliedMembers = members
+	was := slices.ContainsFunc(n.appliedMembers, self) || slices.ContainsFunc(n.appliedOutgoing, self)
+	now := slices.ContainsFunc(members, self) || slices.ContainsFunc(outgoing, self)
+	n.appliedMembers, n.appliedOutgoing = members, outgoing
 	switch {
 	case was && !now:
 		n.removed.Store(true)

@@ -129,7 +129,7 @@ func (n *Node) maybeSnapshot() {
 		}
 		return
 	}
-	meta := SnapshotMeta{Index: applied, Term: n.appliedTerm, Members: n.appliedMembers}
+	meta := SnapshotMeta{Index: applied, Term: n.appliedTerm, Members: n.appliedMembers, Outgoing: n.appliedOutgoing}
 	n.snapshotting.Store(true)
 	n.bgWG.Add(1)
 	go n.writeSnapshot(meta, snap, waiters)
@@ -340,7 +340,7 @@ func (n *Node) sendSnapshotChunks(s *snapSender, resume transferLost) (uint64, e
 		m := Message{Type: MsgSnapshot, From: n.cfg.ID, To: s.to, Term: s.term, Index: meta.Index, LogTerm: meta.Term,
 			Context: st.offset, Data: append([]byte(nil), buf[:k]...), Done: done}
 		if st.offset == 0 {
-			m.Entries = []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeMembers(meta.Members)}}
+			m.Entries = []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeConfig(meta.Members, meta.Outgoing)}}
 		}
 		if done {
 			m.HintIndex = uint64(crc.Sum32())
@@ -478,12 +478,12 @@ func (n *Node) receiveChunk(m Message) error {
 		if len(m.Entries) != 1 || m.Entries[0].Type != EntryConfChange {
 			return nil // malformed: ignore
 		}
-		members, err := decodeMembers(m.Entries[0].Data)
+		members, outgoing, err := decodeConfig(m.Entries[0].Data)
 		if err != nil {
 			n.logger.Warn("bad configuration in a snapshot", zap.Error(err))
 			return nil
 		}
-		r = &snapReceiver{meta: SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members}, from: m.From,
+		r = &snapReceiver{meta: SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members, Outgoing: outgoing}, from: m.From,
 			crc: crc32.New(crcTable), saved: make(chan error, 1), start: time.Now()}
 		pr, pw := io.Pipe()
 		r.pw = pw
@@ -617,7 +617,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 	}
 	if err == nil {
 		n.applied.Store(meta.Index)
-		n.appliedConfig(meta.Members, meta.Index)
+		n.appliedConfig(meta.Members, meta.Outgoing, meta.Index)
 		n.appliedTerm = meta.Term
 		n.lastSnapIndex.Store(meta.Index)
 	}

@@ -13,9 +13,9 @@ const (
 
 // quorum decides what a set of voters agrees on. Commit, elections and
 // ReadIndex confirmation all go through it, so that a change of membership
-// never needs a special case in those rules: joint consensus (dissertation
-// §4.3) will be a second implementation, needing a majority of the old and
-// of the new voters.
+// never needs a special case in those rules: a simple majority, or, while
+// the cluster is joint (dissertation §4.3), a majority of the incoming and
+// of the outgoing voters.
 type quorum interface {
 	// committed returns the highest value v such that a quorum of voters
 	// reports a value >= v; ack gives each voter's value (0 if unknown).
@@ -66,6 +66,29 @@ func (q majority) vote(votes map[uint64]bool) voteResult {
 		return voteWon
 	case len(q)-rejected < need:
 		return voteLost
+	}
+	return votePending
+}
+
+// joint is the quorum of a joint configuration (dissertation §4.3): any
+// decision needs a majority of the incoming voters and a majority of the
+// outgoing ones, so that neither configuration can decide alone while the
+// cluster moves from one to the other.
+type joint struct{ incoming, outgoing majority }
+
+func (q joint) contains(id uint64) bool { return q.incoming.contains(id) || q.outgoing.contains(id) }
+
+func (q joint) committed(ack func(id uint64) uint64) uint64 {
+	return min(q.incoming.committed(ack), q.outgoing.committed(ack))
+}
+
+func (q joint) vote(votes map[uint64]bool) voteResult {
+	in, out := q.incoming.vote(votes), q.outgoing.vote(votes)
+	switch {
+	case in == voteLost || out == voteLost:
+		return voteLost
+	case in == voteWon && out == voteWon:
+		return voteWon
 	}
 	return votePending
 }

@@ -29,7 +29,10 @@ type core struct {
 
 	// Membership. members is the configuration in effect: that of the last
 	// configuration entry in the log, committed or not (dissertation §4.1).
+	// While it is joint (§4.3), outgoing is the configuration being left,
+	// and voters needs a majority of both; outgoing is nil otherwise.
 	members     []Member
+	outgoing    []Member
 	configIndex uint64
 	voters      quorum
 
@@ -108,6 +111,7 @@ type coreHooks struct {
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
 	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
 	voteWhenFresh                bool // let a node with no history (a wiped disk) vote as if it had never voted
+	commitWithIncomingOnly       bool // break joint consensus: commit with the new voters' majority alone (D§4.3)
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -207,6 +211,7 @@ type coreStatus struct {
 	applying         uint64 // the last entry handed to the state machine
 	snapshotIndex    uint64
 	members          []Member // the configuration in effect; never modified in place
+	outgoing         []Member // while joint, the outgoing half; nil otherwise
 	configIndex      uint64
 	configCommitted  bool // the configuration in effect has committed
 	leavingMembers   int  // removed members the leader still replicates to
@@ -217,7 +222,7 @@ func (c *core) status() coreStatus {
 	return coreStatus{
 		id: c.id, term: c.term, leader: c.leader, role: c.role,
 		committed: c.log.committed, last: c.log.lastIndex(), applying: c.log.applying, snapshotIndex: c.snap.Index,
-		members: c.members, configIndex: c.configIndex, configCommitted: c.configIndex <= c.log.committed,
+		members: c.members, outgoing: c.outgoing, configIndex: c.configIndex, configCommitted: c.configIndex <= c.log.committed,
 		leavingMembers: len(c.leaving),
 	}
 }
@@ -472,6 +477,7 @@ func (c *core) flush() {
 	if c.role != Leader {
 		return
 	}
+	c.maybeLeaveJoint()
 	commitChanged := c.log.committed > c.sentCommit
 	if c.pendingBroadcast || commitChanged {
 		for _, id := range c.replicaIDs() {

@@ -32,12 +32,13 @@ func (c *core) propose(data []byte) (index, term uint64, err error) {
 	return c.log.lastIndex(), c.term, nil
 }
 
-// proposeConfig appends a configuration entry holding members; it takes
+// proposeConfig appends a configuration entry holding members (and
+// outgoing, for a joint configuration: see changeMembers); it takes
 // effect at once (dissertation §4.1). Only one may be uncommitted at a time,
 // and none is accepted while a leadership transfer may still take effect:
 // the target campaigns in the configuration it holds, which must be the
 // leader's (see abandonTransfer).
-func (c *core) proposeConfig(members []Member) (index, term uint64, err error) {
+func (c *core) proposeConfig(members, outgoing []Member) (index, term uint64, err error) {
 	if c.role != Leader {
 		return 0, 0, c.notLeader()
 	}
@@ -50,7 +51,7 @@ func (c *core) proposeConfig(members []Member) (index, term uint64, err error) {
 		// configuration, or two overlapping changes could commit.
 		return 0, 0, ErrMembershipChange
 	}
-	c.appendLeaderEntries(Entry{Type: EntryConfChange, Data: encodeMembers(members)})
+	c.appendLeaderEntries(Entry{Type: EntryConfChange, Data: encodeConfig(members, outgoing)})
 	c.pendingBroadcast = true
 	return c.log.lastIndex(), c.term, nil
 }
@@ -370,7 +371,11 @@ func (c *core) broadcastHeartbeat(readSeq uint64) {
 // entry of an earlier term by counting replicas (Raft §5.4.2, Figure 8).
 // The new commit index reaches followers with the next flush.
 func (c *core) maybeCommit() {
-	idx := c.voters.committed(func(id uint64) uint64 {
+	var q quorum = c.voters
+	if j, ok := q.(joint); ok && c.hooks.commitWithIncomingOnly {
+		q = j.incoming
+	}
+	idx := q.committed(func(id uint64) uint64 {
 		if pr := c.progress[id]; pr != nil {
 			return pr.match
 		}

@@ -78,23 +78,24 @@ type simRead struct {
 }
 
 type simNode struct {
-	id             uint64
-	gen            int // incremented by each crash; events of older generations are void
-	tickPeriod     int // microticks between ticks: the node's clock rate
-	writeDone      int // when the last scheduled write completes (writes are FIFO)
-	core           *core
-	up             bool
-	store          *MemoryStorage // what survives a crash
-	writes         []simWrite     // issued, not yet durable, in order
-	lastHS         HardState      // the HardState last handed to the disk
-	applied        uint64
-	props          []simProposal
-	nextReadID     uint64
-	lastSnap       uint64   // index of the node's newest snapshot
-	appliedMembers []Member // the configuration at the applied index
-	appliedTerm    uint64
-	leaderTerm     uint64 // term of the leadership props belong to
-	reads          []*simRead
+	id              uint64
+	gen             int // incremented by each crash; events of older generations are void
+	tickPeriod      int // microticks between ticks: the node's clock rate
+	writeDone       int // when the last scheduled write completes (writes are FIFO)
+	core            *core
+	up              bool
+	store           *MemoryStorage // what survives a crash
+	writes          []simWrite     // issued, not yet durable, in order
+	lastHS          HardState      // the HardState last handed to the disk
+	applied         uint64
+	props           []simProposal
+	nextReadID      uint64
+	lastSnap        uint64   // index of the node's newest snapshot
+	appliedMembers  []Member // the configuration at the applied index
+	appliedOutgoing []Member // its outgoing half while joint
+	appliedTerm     uint64
+	leaderTerm      uint64 // term of the leadership props belong to
+	reads           []*simRead
 }
 
 type sim struct {
@@ -130,7 +131,7 @@ type sim struct {
 }
 
 type simStats struct {
-	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, wipes int
+	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, jointChanges, faultsWhileJoint, wipes int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -203,7 +204,7 @@ func (s *sim) restart(n *simNode) {
 	c.hooks = s.opts.hooks
 	n.core, n.up, n.lastHS, n.writes = c, true, hs, nil
 	n.applied, n.props, n.reads = c.log.applying, nil, nil
-	n.lastSnap, n.appliedTerm, n.appliedMembers = st.snap.Index, st.snap.Term, st.snap.Members
+	n.lastSnap, n.appliedTerm, n.appliedMembers, n.appliedOutgoing = st.snap.Index, st.snap.Term, st.snap.Members, st.snap.Outgoing
 	// As the runtime does: each incarnation numbers its reads from a random
 	// start, so late answers to an earlier incarnation's reads match nothing.
 	n.nextReadID = s.rng.Uint64() >> 1
@@ -358,7 +359,7 @@ const simSnapshotEvery, simTrailing = 40, 5
 // before acknowledging) is the same.
 func (s *sim) snapshots(n *simNode, rd ready) error {
 	if n.applied >= n.lastSnap+simSnapshotEvery {
-		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: n.appliedMembers}
+		meta := SnapshotMeta{Index: n.applied, Term: n.appliedTerm, Members: n.appliedMembers, Outgoing: n.appliedOutgoing}
 		if err := n.store.SaveSnapshot(meta, strings.NewReader("")); err != nil {
 			return err
 		}
@@ -377,7 +378,7 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 		rc.Close()
 		s.logf("leader %d sends snapshot %d/%d to %d", n.id, meta.Term, meta.Index, to)
 		s.send([]Message{{Type: MsgSnapshot, From: n.id, To: to, Term: n.core.term, Index: meta.Index, LogTerm: meta.Term, Done: true,
-			Entries: []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeMembers(meta.Members)}}}})
+			Entries: []Entry{{Index: meta.Index, Term: meta.Term, Type: EntryConfChange, Data: encodeConfig(meta.Members, meta.Outgoing)}}}})
 		// The runtime gives up on a transfer nobody answers.
 		s.schedule(simEvent{at: s.step + 300, kind: evSnapFail, node: n, gen: n.gen, msg: Message{To: to}})
 	}
@@ -385,11 +386,11 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 		if m.Type != MsgSnapshot {
 			continue
 		}
-		members, err := decodeMembers(m.Entries[0].Data)
+		members, outgoing, err := decodeConfig(m.Entries[0].Data)
 		if err != nil {
 			return s.fail("node %d: bad snapshot configuration: %v", n.id, err)
 		}
-		meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members}
+		meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members, Outgoing: outgoing}
 		// Earlier writes reach the disk first, in order.
 		for len(n.writes) > 0 {
 			s.completeWrite(n, true)
@@ -401,7 +402,7 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 			return s.fail("node %d: discarding the log behind snapshot %d: %v", n.id, meta.Index, err)
 		}
 		if n.core.installSnapshot(meta, m.From) {
-			n.applied, n.appliedTerm, n.lastSnap, n.appliedMembers = meta.Index, meta.Term, meta.Index, meta.Members
+			n.applied, n.appliedTerm, n.lastSnap, n.appliedMembers, n.appliedOutgoing = meta.Index, meta.Term, meta.Index, meta.Members, meta.Outgoing
 			s.stats.installs++
 			s.logf("node %d installed snapshot %d/%d from %d", n.id, meta.Term, meta.Index, m.From)
 			s.finishReads(n)
@@ -417,11 +418,11 @@ func (s *sim) apply(n *simNode, e Entry) error {
 	}
 	n.applied, n.appliedTerm = e.Index, e.Term
 	if e.Type == EntryConfChange {
-		members, err := decodeMembers(e.Data)
+		members, outgoing, err := decodeConfig(e.Data)
 		if err != nil {
 			return s.fail("node %d applied a bad configuration at %d: %v", n.id, e.Index, err)
 		}
-		n.appliedMembers = members
+		n.appliedMembers, n.appliedOutgoing = members, outgoing
 	}
 	// State Machine Safety (§5.4.3).
 	if err := s.check.applied(n.core, &e); err != nil {
@@ -677,6 +678,9 @@ func (s *sim) read() {
 
 // fault changes the network or crashes or restarts a node.
 func (s *sim) fault() {
+	if slices.ContainsFunc(s.upNodes(), func(n *simNode) bool { return n.core.outgoing != nil }) {
+		s.stats.faultsWhileJoint++
+	}
 	ids := make([]uint64, len(s.nodes))
 	for i := range ids {
 		ids[i] = uint64(i + 1)
@@ -815,7 +819,7 @@ func (s *sim) wipeSafe(n *simNode) bool {
 		if o != n && s.awaitingCatchUp(o) {
 			return false
 		}
-		if o.up && (len(o.core.members) != len(s.nodes) || o.core.configIndex > o.core.log.committed) {
+		if o.up && (len(o.core.members) != len(s.nodes) || o.core.outgoing != nil || o.core.configIndex > o.core.log.committed) {
 			return false
 		}
 	}
@@ -835,6 +839,9 @@ func (s *sim) wipeSafe(n *simNode) bool {
 	configs := [][]Member{s.members}
 	for _, o := range s.upNodes() {
 		configs = append(configs, o.core.members)
+		if o.core.outgoing != nil {
+			configs = append(configs, o.core.outgoing)
+		}
 	}
 	for _, members := range configs {
 		count := 0
@@ -850,12 +857,18 @@ func (s *sim) wipeSafe(n *simNode) bool {
 	return true
 }
 
-// changeMembership has the leader remove a voter (keeping at least three)
-// or add a removed node back, one server at a time (dissertation §4.1);
-// not while a node awaits its first catch-up (see wipeSafe).
+// changeMembership has the leader change the voters: half the time one
+// server at a time (dissertation §4.1), removing a voter (keeping at least
+// three) or adding a removed node back, and otherwise several at once
+// through a joint configuration (§4.3), to a random set of at least three
+// voters; not while a node awaits its first catch-up (see wipeSafe).
 func (s *sim) changeMembership() {
 	l := s.leader()
 	if l == nil || slices.ContainsFunc(s.nodes, s.awaitingCatchUp) {
+		return
+	}
+	if s.rng.Intn(2) == 0 {
+		s.changeVoters(l)
 		return
 	}
 	id := uint64(1 + s.rng.Intn(len(s.nodes)))
@@ -871,6 +884,38 @@ func (s *sim) changeMembership() {
 		s.logf("leader %d proposes to %s %d", l.id, what, id)
 	} else if err != nil {
 		s.logf("leader %d cannot %s %d: %v", l.id, what, id, err)
+	}
+}
+
+// changeVoters has leader l make a random set of three or more nodes the
+// voters, in one change: through a joint configuration when more than one
+// voter changes.
+func (s *sim) changeVoters(l *simNode) {
+	ids := make([]uint64, len(s.nodes))
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	s.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	keep := ids[:3+s.rng.Intn(len(ids)-2)]
+	var edits []membershipEdit
+	for _, id := range ids {
+		_, member := l.core.member(id)
+		switch in := slices.Contains(keep, id); {
+		case in:
+			edits = append(edits, addMember(id, "", false))
+		case member:
+			edits = append(edits, removeMember(id))
+		}
+	}
+	slices.Sort(keep)
+	if _, _, changed, err := l.core.changeMembers(edits...); changed {
+		s.stats.confChanges++
+		if l.core.outgoing != nil {
+			s.stats.jointChanges++
+		}
+		s.logf("leader %d proposes voters %v (joint: %v)", l.id, keep, l.core.outgoing != nil)
+	} else if err != nil {
+		s.logf("leader %d cannot make %v the voters: %v", l.id, keep, err)
 	}
 }
 
@@ -932,7 +977,10 @@ func (s *sim) heal() error {
 	}
 	var b strings.Builder
 	for _, n := range s.nodes {
-		fmt.Fprintf(&b, "\n  node %d: %s term %d leader %d last %d commit %d applied %d props %d reads %d", n.id, n.core.role, n.core.term, n.core.leader, n.core.log.lastIndex(), n.core.log.committed, n.applied, len(n.props), len(n.reads))
+		fmt.Fprintf(&b, "\n  node %d: %s term %d leader %d last %d commit %d applied %d props %d reads %d config %d [%v]", n.id, n.core.role, n.core.term, n.core.leader, n.core.log.lastIndex(), n.core.log.committed, n.applied, len(n.props), len(n.reads), n.core.configIndex, memberList(n.core.members))
+		if n.core.outgoing != nil {
+			fmt.Fprintf(&b, " outgoing [%v]", memberList(n.core.outgoing))
+		}
 	}
 	return s.fail("the cluster did not heal within %d ticks:%s", s.opts.healTicks, b.String())
 }
@@ -1019,6 +1067,8 @@ func TestSim(t *testing.T) {
 		total.dropped += s.stats.dropped
 		total.installs += s.stats.installs
 		total.confChanges += s.stats.confChanges
+		total.jointChanges += s.stats.jointChanges
+		total.faultsWhileJoint += s.stats.faultsWhileJoint
 		total.wipes += s.stats.wipes
 	}
 	t.Logf("%d seeds in %v: %+v", len(seeds), time.Since(start).Round(time.Millisecond), total)
@@ -1031,6 +1081,8 @@ func TestSim(t *testing.T) {
 		require.Greater(t, total.partitions, len(seeds), "partitions")
 		require.Greater(t, total.installs, len(seeds)/4, "snapshot installs")
 		require.Greater(t, total.wipes, len(seeds)/5, "wiped disks")
+		require.Greater(t, total.jointChanges, len(seeds)/4, "joint configuration changes")
+		require.Greater(t, total.faultsWhileJoint, len(seeds)/10, "faults (crashes, partitions, message loss) while joint")
 	}
 }
 
@@ -1047,10 +1099,11 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		wipeEvery      int
 	}{
 		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 138, 0},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 51, 0},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 14, 0},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 2534, 1},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 919, 0},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 234, 0},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1244, 1},
+		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 108, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

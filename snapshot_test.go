@@ -222,7 +222,9 @@ func TestSnapshot_NewLearnerCatchesUpBySnapshot(t *testing.T) {
 	require.NoError(t, sc.nodes[leader].AddLearner(ctx, 4, ""))
 	last = sc.propose("after the learner joined")
 	sc.waitSame(last)
-	assert.Equal(t, 1, sc.lists[4].restored)
+	// At least one snapshot: the leader may take a newer one while the
+	// first is on its way, and compact past it, and then send that too.
+	assert.GreaterOrEqual(t, sc.lists[4].restored, 1)
 	assert.Len(t, sc.lists[4].list(), 201)
 }
 

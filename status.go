@@ -33,7 +33,14 @@ type Status struct {
 	Role                                 Role
 	CommitIndex, AppliedIndex, LastIndex uint64
 	SnapshotIndex                        uint64
-	Members                              []Member
+	// Members is the configuration in effect on this node: that of the
+	// last configuration entry in its log, committed or not.
+	Members []Member
+	// Outgoing is, while the cluster is in a joint configuration (during a
+	// ChangeMembership of several voters), the configuration it is
+	// leaving: elections and commitment then need a majority of the
+	// voters of Members and of Outgoing. nil otherwise.
+	Outgoing []Member
 	// Removed reports that this node applied a configuration that removed
 	// it from the cluster: it no longer takes part, and Propose,
 	// LinearizableRead and the membership calls fail with ErrRemoved. It

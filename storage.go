@@ -2,6 +2,7 @@ package raft
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -79,6 +80,9 @@ type Storage interface {
 type SnapshotMeta struct {
 	Index, Term uint64   // the last entry the snapshot covers
 	Members     []Member // the configuration in effect at Index
+	// Outgoing is, when the configuration at Index is joint (see
+	// ChangeMembership), the configuration being left; nil otherwise.
+	Outgoing []Member
 }
 
 // MemoryStorage is a Storage that keeps everything in memory. It is meant for
@@ -205,8 +209,15 @@ func (s *MemoryStorage) Compact(index, term uint64) error {
 	return nil
 }
 
+// errNilSnapshotData is SaveSnapshot's answer to a nil reader (an empty
+// snapshot is an empty reader).
+var errNilSnapshotData = errors.New("raft: SaveSnapshot: the data reader is nil")
+
 // SaveSnapshot implements Storage.
 func (s *MemoryStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
+	if data == nil {
+		return errNilSnapshotData
+	}
 	b, err := io.ReadAll(data)
 	if err != nil {
 		return fmt.Errorf("raft: reading snapshot data: %w", err)
@@ -222,7 +233,7 @@ func (s *MemoryStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 	if s.snapData != nil && meta.Index < s.snapMeta.Index {
 		return nil // older than the newest: it never replaces it
 	}
-	meta.Members = slices.Clone(meta.Members)
+	meta.Members, meta.Outgoing = slices.Clone(meta.Members), slices.Clone(meta.Outgoing)
 	s.snapMeta, s.snapData = meta, b
 	return nil
 }
@@ -235,7 +246,7 @@ func (s *MemoryStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
 		return SnapshotMeta{}, nil, ErrNoSnapshot
 	}
 	meta := s.snapMeta
-	meta.Members = slices.Clone(meta.Members)
+	meta.Members, meta.Outgoing = slices.Clone(meta.Members), slices.Clone(meta.Outgoing)
 	return meta, io.NopCloser(bytes.NewReader(s.snapData)), nil
 }
 

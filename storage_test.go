@@ -68,3 +68,17 @@ func TestStorage_ErrorsWrapSentinels(t *testing.T) {
 	assert.ErrorIs(t, err, ErrClosed)
 	assert.ErrorIs(t, fs.Save(HardState{Term: 1}, nil), ErrClosed)
 }
+
+// SaveSnapshot with a nil reader is a clear error, not a panic, in both
+// storages.
+func TestStorage_SaveSnapshotRefusesNilData(t *testing.T) {
+	fs, err := OpenFileStorage(t.TempDir())
+	require.NoError(t, err)
+	defer fs.Close()
+	for name, st := range map[string]Storage{"memory": NewMemoryStorage(), "file": fs} {
+		err := st.SaveSnapshot(SnapshotMeta{Index: 1, Term: 1, Members: []Member{{ID: 1}}}, nil)
+		assert.ErrorContains(t, err, "nil", name)
+		_, _, err = st.Snapshot()
+		assert.ErrorIs(t, err, ErrNoSnapshot, name)
+	}
+}

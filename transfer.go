@@ -2,6 +2,7 @@ package raft
 
 import (
 	"fmt"
+	"slices"
 
 	"go.uber.org/zap"
 )
@@ -23,6 +24,8 @@ func (c *core) transferLeadership(to uint64) (uint64, error) {
 	}
 	if to == 0 {
 		var best uint64
+		// A voter of the incoming half: an outgoing one would lead a
+		// configuration that removes it.
 		for _, m := range c.members {
 			if pr := c.progress[m.ID]; m.ID != c.id && !m.Learner && pr != nil && (best == 0 || pr.match > c.progress[best].match) {
 				best = m.ID
@@ -36,7 +39,7 @@ func (c *core) transferLeadership(to uint64) (uint64, error) {
 	if to == c.id {
 		return to, nil
 	}
-	if m, ok := c.member(to); !ok || m.Learner {
+	if i := slices.IndexFunc(c.members, func(m Member) bool { return m.ID == to }); i < 0 || c.members[i].Learner {
 		return 0, fmt.Errorf("%w: %d is not a voter", ErrInvalidConfig, to)
 	}
 	c.logger.Info("transferring leadership", zap.Uint64("to", to), zap.Uint64("term", c.term))
