@@ -560,16 +560,23 @@ func writeCompatToOld(t *testing.T, dir string) {
 	}
 	write(exp.Hello, (&tcpHello{lane: tcpLaneControl, from: 1, to: 2, cluster: compatCluster, addr: "127.0.0.1:7001"}).appendTo(nil))
 
-	// A newer feature: member metadata (member list version 2).
-	meta := "refused/meta"
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, meta), 0o755))
-	fs, err = OpenFileStorage(filepath.Join(dir, meta))
-	require.NoError(t, err)
-	withMeta := []Member{{ID: 1, Addr: "127.0.0.1:7001", Meta: map[string]string{"http": "127.0.0.1:8001"}}}
-	require.NoError(t, fs.Save(HardState{Term: 1, Commit: 1}, []Entry{{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(withMeta)}}))
-	require.NoError(t, fs.Close())
-	require.NoError(t, os.Remove(filepath.Join(dir, meta, "LOCK")))
-	exp.Refused = append(exp.Refused, meta)
+	// Newer features, each in a configuration: member metadata (member
+	// list version 2) and a joint configuration (version 3).
+	for _, newer := range []struct {
+		rel  string
+		conf []byte
+	}{
+		{"refused/meta", encodeMembers([]Member{{ID: 1, Addr: "127.0.0.1:7001", Meta: map[string]string{"http": "127.0.0.1:8001"}}})},
+		{"refused/joint", encodeConfig(compatToOldMembers[1], compatToOldMembers[0])},
+	} {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, newer.rel), 0o755))
+		fs, err = OpenFileStorage(filepath.Join(dir, newer.rel))
+		require.NoError(t, err)
+		require.NoError(t, fs.Save(HardState{Term: 1, Commit: 1}, []Entry{{Index: 1, Term: 1, Type: EntryConfChange, Data: newer.conf}}))
+		require.NoError(t, fs.Close())
+		require.NoError(t, os.Remove(filepath.Join(dir, newer.rel, "LOCK")))
+		exp.Refused = append(exp.Refused, newer.rel)
+	}
 	b, err := json.MarshalIndent(exp, "", "  ")
 	require.NoError(t, err)
 	write("EXPECT.json", append(b, '\n'))
@@ -633,9 +640,12 @@ func TestCompat_OldBuildReadsThisEncoding(t *testing.T) {
 			assert.Equal(t, label, v.VerifiedBy, "verified by the build it is named after")
 			want = compatFiles(t, golden)
 			assert.Equal(t, want, v.Files, "every file of to-old as the older build verified it")
-			// The older build refuses member metadata, with a clear error.
-			require.Contains(t, v.Refusals, "refused/meta")
-			assert.Contains(t, v.Refusals["refused/meta"], "configuration entry: unknown format")
+			// The older build refuses member metadata and joint
+			// configurations, with a clear error.
+			for _, rel := range []string{"refused/meta", "refused/joint"} {
+				require.Contains(t, v.Refusals, rel)
+				assert.Contains(t, v.Refusals[rel], "configuration entry: unknown format", rel)
+			}
 		})
 	}
 }
