@@ -696,11 +696,13 @@ func TestFormats_NewerVersionsRefused(t *testing.T) {
 		assert.ErrorContains(t, err, "segment format 02; this build reads up to 01")
 	})
 	t.Run("damaged segment header", func(t *testing.T) {
-		dir := newDir(t)
-		patch(t, segment(dir), 0, "RKWAL00\n")
-		_, err := OpenFileStorage(dir)
-		require.ErrorIs(t, err, ErrCorrupt)
-		assert.NotErrorIs(t, err, ErrNewerVersion)
+		for _, magic := range []string{"RKWAL00\n", "RKWAL+2\n", "RKWAL1x\n", "RKWAL02 "} {
+			dir := newDir(t)
+			patch(t, segment(dir), 0, magic)
+			_, err := OpenFileStorage(dir)
+			require.ErrorIs(t, err, ErrCorrupt, "%q", magic)
+			assert.NotErrorIs(t, err, ErrNewerVersion, "%q", magic)
+		}
 	})
 	t.Run("intact record of an unknown type at the end", func(t *testing.T) {
 		// A torn write is cut off; an intact record that this build cannot

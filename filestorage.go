@@ -334,10 +334,11 @@ func newerFormat(head []byte, magic string) (version int, newer bool) {
 	if i < 0 || len(head) < len(magic) || string(head[:i]) != magic[:i] || string(head[i+2:len(magic)]) != magic[i+2:] {
 		return 0, false
 	}
-	v, err := strconv.Atoi(string(head[i : i+2]))
-	if err != nil {
+	d := head[i : i+2]
+	if d[0] < '0' || d[0] > '9' || d[1] < '0' || d[1] > '9' {
 		return 0, false
 	}
+	v, _ := strconv.Atoi(string(d))
 	current, _ := strconv.Atoi(magic[i : i+2])
 	return v, v > current
 }
