@@ -46,8 +46,10 @@ type compatProcCluster struct {
 	starts  int
 	client  *http.Client
 
-	mu    sync.Mutex
-	acked map[string]string // writes whose Propose returned nil
+	mu      sync.Mutex
+	acked   map[string]string // writes whose Propose returned nil
+	lastAck time.Time
+	maxGap  time.Duration // the longest time between two acknowledgments
 }
 
 // buildCompatNodes builds the node program from revision ref (in a git
@@ -171,8 +173,13 @@ func (c *compatProcCluster) put(to uint64, k, v string) (bool, uint64) {
 	b, _ := io.ReadAll(resp.Body)
 	switch resp.StatusCode {
 	case http.StatusNoContent:
+		now := time.Now()
 		c.mu.Lock()
 		c.acked[k] = v
+		if !c.lastAck.IsZero() {
+			c.maxGap = max(c.maxGap, now.Sub(c.lastAck))
+		}
+		c.lastAck = now
 		c.mu.Unlock()
 		return true, to
 	case http.StatusMisdirectedRequest:
@@ -180,6 +187,16 @@ func (c *compatProcCluster) put(to uint64, k, v string) (bool, uint64) {
 		return false, leader
 	}
 	return false, 0
+}
+
+// takeMaxGap returns the longest gap between acknowledged writes since the
+// last call.
+func (c *compatProcCluster) takeMaxGap() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := c.maxGap
+	c.maxGap = 0
+	return g
 }
 
 func (c *compatProcCluster) ackedCount() int {
@@ -319,6 +336,7 @@ func TestCompat_RollingUpgradeFromOlderBuild(t *testing.T) {
 	}()
 	c.waitWrites(100)
 	c.checkAll("all old")
+	c.takeMaxGap()
 
 	// Upgrade one node at a time, restarting an old one on the way.
 	for _, step := range []struct {
@@ -352,7 +370,8 @@ func TestCompat_RollingUpgradeFromOlderBuild(t *testing.T) {
 		c.transfer(step.lead)
 		c.waitWrites(100)
 		c.checkAll(step.name)
-		t.Logf("%s: node %d restarted, node %d leads, %d writes acknowledged so far", step.name, step.restart, step.lead, c.ackedCount())
+		t.Logf("%s: node %d restarted, node %d leads, %d writes acknowledged so far, longest gap between writes %v",
+			step.name, step.restart, step.lead, c.ackedCount(), c.takeMaxGap().Round(time.Millisecond))
 	}
 	cancel()
 	<-writerDone
