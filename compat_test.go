@@ -31,7 +31,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // compatLabels are the older builds whose golden data this build must read:
@@ -753,4 +756,39 @@ func TestFormats_NewerVersionsRefused(t *testing.T) {
 		require.ErrorIs(t, err, ErrCorrupt)
 		assert.ErrorContains(t, err, "newer version")
 	})
+}
+
+// TestFormats_DialerReportsThePeersVersion: a dialer whose hello a peer
+// refuses for its version warns at once (the refusal will not heal by
+// itself), naming both versions.
+func TestFormats_DialerReportsThePeersVersion(t *testing.T) {
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan struct{})
+	go func() { // a peer of a newer version: refuses every hello with status 1
+		defer close(served)
+		for {
+			c, err := peer.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := readTCPHello(c); err == nil {
+				_, _ = c.Write([]byte{'R', 'K', 'T', 'P', tcpVersion + 1, byte(tcpRefusedVersion)})
+			}
+			c.Close()
+		}
+	}()
+	defer func() {
+		peer.Close()
+		<-served
+	}()
+	core, logs := observer.New(zapcore.WarnLevel)
+	tr := newTestTCP(t, "dialer", TCPConfig{Logger: zap.New(core)})
+	require.NoError(t, tr.Attach(1, func(Message) {}))
+	tr.SetPeers([]Member{{ID: 1, Addr: tr.Addr()}, {ID: 2, Addr: peer.Addr().String()}})
+	require.Eventually(t, func() bool { return logs.Len() > 0 }, 10*time.Second, time.Millisecond, "no warning")
+	entry := logs.All()[0]
+	assert.Equal(t, "cannot reach peer; dropping its queued messages", entry.Message)
+	assert.Contains(t, fmt.Sprint(entry.ContextMap()["error"]),
+		"handshake refused by the peer: unsupported protocol version (this node speaks 1, the peer 2)")
 }
