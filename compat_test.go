@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -212,8 +213,8 @@ func readCompatStorage(t *testing.T, dir string) compatStorageState {
 	st.Entries, err = fs.Entries(st.FirstIndex, st.LastIndex+1)
 	require.NoError(t, err)
 	meta, r, err := fs.Snapshot()
-	if err == ErrNoSnapshot {
-		return st
+	if errors.Is(err, ErrNoSnapshot) {
+		return normalizeCompatStorage(st)
 	}
 	require.NoError(t, err)
 	defer r.Close()

@@ -390,7 +390,7 @@ func waitLeader(ctx context.Context, n *raft.Node) error {
 	return nil
 }
 
-// hello builds a handshake as docs/tcp_wire.go describes it.
+// hello builds a handshake as tcp_wire.go describes it.
 func hello(version byte, from, to uint64, addr string) []byte {
 	b := append([]byte("RKTP"), version, 0)
 	b = binary.BigEndian.AppendUint64(b, from)
