@@ -68,7 +68,7 @@ const recoveryTermStep = 1 << 32
 // without addresses, and when storage holds no state (nothing to
 // recover: such a node is a joiner).
 func RecoverCluster(storage Storage, members []Member) error {
-	if err := validateRecoveryMembers(members); err != nil {
+	if err := validateRecoveryMembers("RecoverCluster", members); err != nil {
 		return err
 	}
 	members = canonicalMembers(members)
@@ -143,7 +143,7 @@ func finishSnapshotInstall(storage Storage) error {
 // with opts, and closes it. It fails with ErrLocked while a Node (in this
 // process or another) runs on that directory.
 func RecoverClusterDir(dir string, members []Member, opts ...FileOption) (err error) {
-	if err := validateRecoveryMembers(members); err != nil {
+	if err := validateRecoveryMembers("RecoverCluster", members); err != nil {
 		return err
 	}
 	s, err := OpenFileStorage(dir, opts...)
@@ -159,10 +159,11 @@ func RecoverClusterDir(dir string, members []Member, opts ...FileOption) (err er
 }
 
 // validateRecoveryMembers checks the configuration an operator gives
-// RecoverCluster, with the rules Config.Validate applies to InitialMembers.
-func validateRecoveryMembers(members []Member) error {
+// RecoverCluster or RestoreBackup (op, named in the error), with the rules
+// Config.Validate applies to InitialMembers.
+func validateRecoveryMembers(op string, members []Member) error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: RecoverCluster: "+format, append([]any{ErrInvalidConfig}, args...)...)
+		return fmt.Errorf("%w: %s: "+format, append([]any{ErrInvalidConfig, op}, args...)...)
 	}
 	if len(members) == 0 {
 		return bad("no members given")
