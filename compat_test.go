@@ -735,6 +735,15 @@ func TestFormats_NewerVersionsRefused(t *testing.T) {
 		assert.NotErrorIs(t, err, ErrCorrupt)
 		assert.ErrorContains(t, err, "format 02; this build reads up to 01")
 	})
+	t.Run("back-up of a newer version", func(t *testing.T) {
+		f, err := os.ReadFile(snapshot(t, newDir(t))) // a snapshot file is a back-up
+		require.NoError(t, err)
+		copy(f, "RKSNAP02")
+		_, err = RestoreBackup(NewMemoryStorage(), bytes.NewReader(f), []Member{{ID: 1}})
+		require.ErrorIs(t, err, ErrNewerVersion)
+		assert.NotErrorIs(t, err, ErrCorrupt)
+		assert.ErrorContains(t, err, "back-up: format 02; this build reads up to 01")
+	})
 	t.Run("message of a newer version", func(t *testing.T) {
 		b, err := (&Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 3}).MarshalBinary()
 		require.NoError(t, err)
