@@ -211,6 +211,7 @@ func (c *core) tickLeader() {
 	for id, pr := range c.progress {
 		if id != c.id {
 			pr.ticksSinceAck++
+			pr.ticksSinceHeard++
 		}
 	}
 	if c.electionElapsed >= c.electionTicks {

@@ -50,15 +50,15 @@ type Entry struct {
 
 // Member is one node of the cluster.
 type Member struct {
-	ID      uint64 // non-zero, unique in the cluster
-	Addr    string // what the Transport dials; may be empty for the in-memory network
-	Learner bool   // receives the log but does not vote or count for quorum
+	ID      uint64 `json:"id"`      // non-zero, unique in the cluster
+	Addr    string `json:"addr"`    // what the Transport dials; may be empty for the in-memory network
+	Learner bool   `json:"learner"` // receives the log but does not vote or count for quorum
 	// Meta is the application's data about the member, replicated with the
 	// configuration and kept in snapshots: for example the address its
 	// clients use ("http": "10.0.0.1:8080"), which a *NotLeaderError then
 	// carries to redirect clients to the leader. Keep it small; nil and an
 	// empty map are the same. Treat it as read-only: the Node shares it.
-	Meta map[string]string
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 // Equal reports whether m and o are the same member with the same address,

@@ -82,6 +82,17 @@ type Node struct {
 
 	statusMu sync.Mutex
 	status   Status
+	progress []MemberProgress // the leader's view of the members, as of the last tick; replaced, never modified
+	// changed is closed at the next change of what Changed covers, and
+	// replaced by nil; it is made only when someone asks (Changed), so
+	// that nobody pays for it when nobody listens. statusKey is that state
+	// as last published; changesOver is set once the node has stopped.
+	changed     chan struct{}
+	statusKey   statusKey
+	changesOver bool
+
+	ticked       bool   // event loop: the core ticked since the last updateStatus
+	loggedLeader uint64 // event loop: the leader this node last logged following
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -402,9 +413,11 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 func (n *Node) Status() Status {
 	n.statusMu.Lock()
 	s := n.status
+	progress := n.progress
 	n.statusMu.Unlock()
 	s.Members = slices.Clone(s.Members)
 	s.Outgoing = slices.Clone(s.Outgoing)
+	s.Progress = slices.Clone(progress)
 	s.AppliedIndex = n.applied.Load()
 	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
@@ -565,6 +578,10 @@ func (n *Node) run() {
 	defer func() {
 		close(n.stopped)
 		n.failPending()
+		n.statusMu.Lock()
+		n.changesOver = true
+		n.signalChangeLocked()
+		n.statusMu.Unlock()
 	}()
 	ticker := time.NewTicker(n.tickInterval)
 	defer ticker.Stop()
@@ -574,6 +591,7 @@ func (n *Node) run() {
 			return
 		case <-ticker.C:
 			n.core.tick()
+			n.ticked = true
 			n.retryReads()
 			n.tickReceiver()
 		case <-n.notify:
@@ -961,9 +979,31 @@ func (n *Node) failApplyQueue() {
 	}
 }
 
-// updateStatus publishes the core's state for Status.
+// statusKey is the part of a node's state whose changes Changed reports.
+type statusKey struct {
+	role                      Role
+	term, leader, configIndex uint64
+	removed, failed           bool
+}
+
+// updateStatus publishes the core's state for Status, and signals a change
+// to Changed's callers.
 func (n *Node) updateStatus() {
 	st := n.core.status()
+	if st.leader != n.loggedLeader && st.leader != 0 {
+		if st.leader != n.cfg.ID {
+			// The leader logs its own election; followers log whom they
+			// follow, once per change.
+			n.logger.Info("following a new leader", zap.Uint64("leader", st.leader), zap.Uint64("term", st.term))
+		}
+		n.loggedLeader = st.leader
+	}
+	key := statusKey{role: st.role, term: st.term, leader: st.leader, configIndex: st.configIndex,
+		removed: n.removed.Load(), failed: n.fatal.Load() != nil}
+	var progress []MemberProgress
+	if n.ticked && st.role == Leader {
+		progress = n.core.progressStatus(n.tickInterval)
+	}
 	s := Status{
 		ID:            st.id,
 		Term:          st.term,
@@ -977,5 +1017,98 @@ func (n *Node) updateStatus() {
 	}
 	n.statusMu.Lock()
 	n.status = s
+	switch {
+	case st.role != Leader:
+		n.progress = nil
+	case n.ticked:
+		n.progress = progress
+	}
+	n.ticked = false
+	if key != n.statusKey {
+		n.statusKey = key
+		n.signalChangeLocked()
+	}
 	n.statusMu.Unlock()
+}
+
+// signalChangeLocked wakes Changed's callers; statusMu is held.
+func (n *Node) signalChangeLocked() {
+	if n.changed != nil {
+		close(n.changed)
+		n.changed = nil
+	}
+}
+
+// signalRemoved reports a change of Status.Removed (apply goroutine).
+func (n *Node) signalRemoved() {
+	n.statusMu.Lock()
+	n.statusKey.removed = n.removed.Load()
+	n.signalChangeLocked()
+	n.statusMu.Unlock()
+}
+
+// closedChan is what Changed returns once a node has stopped.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// Changed returns a channel that is closed at the next change of the
+// node's role, term, leader, configuration, Removed or Err (not at every
+// new index: poll Status for those). Read Status after calling Changed to
+// see the current state, then wait on the channel, and repeat: no change
+// is missed, though several changes in a row may show as one (only the
+// latest state matters). The channel is closed at once when the node has
+// stopped. Changed never blocks the node, and costs nothing while nobody
+// calls it.
+//
+//	for {
+//		ch := n.Changed()
+//		st := n.Status()
+//		// act on st
+//		select {
+//		case <-ch:
+//		case <-ctx.Done():
+//			return
+//		}
+//	}
+func (n *Node) Changed() <-chan struct{} {
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
+	if n.changesOver {
+		return closedChan
+	}
+	if n.changed == nil {
+		n.changed = make(chan struct{})
+	}
+	return n.changed
+}
+
+// WaitLeader waits until this node knows a leader, and returns the
+// leader's Member (its ID, address and metadata; just the ID if the leader
+// is not in this node's configuration, such as a leader removing itself).
+// It returns at once if a leader is known. It fails with ctx's error when
+// ctx ends first, with ErrRemoved on a removed node, and with ErrClosed or
+// the fatal error once the node has stopped.
+func (n *Node) WaitLeader(ctx context.Context) (Member, error) {
+	for {
+		ch := n.Changed()
+		if err := n.serving(); err != nil {
+			return Member{}, err
+		}
+		if st := n.Status(); st.Leader != 0 {
+			for _, m := range append(st.Members, st.Outgoing...) {
+				if m.ID == st.Leader {
+					return m, nil
+				}
+			}
+			return Member{ID: st.Leader}, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Member{}, ctx.Err()
+		}
+	}
 }

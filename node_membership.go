@@ -236,6 +236,7 @@ func (n *Node) appliedConfig(members, outgoing []Member, index uint64) {
 	switch {
 	case was && !now:
 		n.removed.Store(true)
+		n.signalRemoved()
 		n.logger.Warn("this node was removed from the cluster; it no longer takes part, and its calls fail with ErrRemoved",
 			zap.Uint64("index", index))
 		// Reads waiting for the leader's answer would wait for entries this
@@ -248,6 +249,7 @@ func (n *Node) appliedConfig(members, outgoing []Member, index uint64) {
 		})
 	case now && n.removed.Load():
 		n.removed.Store(false)
+		n.signalRemoved()
 		n.logger.Info("this node was added to the cluster again", zap.Uint64("index", index))
 	}
 }

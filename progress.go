@@ -1,5 +1,11 @@
 package raft
 
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
 // The leader's view of each follower: how far their logs match (Raft
 // Figure 2's matchIndex and nextIndex) and how entries flow to it (probe,
 // replicate or snapshot, dissertation §3.5 and §5.4's flow control), with
@@ -31,8 +37,44 @@ type progress struct {
 	inflight        []uint64 // replicate: last index of each unacknowledged append, ascending
 	ticksSinceAck   int      // ticks since this follower last acknowledged an append
 	recentActive    bool     // heard from within the current election timeout (CheckQuorum)
+	ticksSinceHeard int      // ticks since the follower's last message of any kind
 	readAck         uint64   // highest ReadIndex round this follower confirmed in this term
 	learner         bool
+}
+
+// progressStatus returns the leader's view of every other member's log,
+// sorted by ID, with times counted in ticks of length tick; nil off the
+// leader.
+func (c *core) progressStatus(tick time.Duration) []MemberProgress {
+	if c.role != Leader {
+		return nil
+	}
+	out := make([]MemberProgress, 0, len(c.progress))
+	for id, pr := range c.progress {
+		if id == c.id {
+			continue
+		}
+		p := MemberProgress{ID: id, Match: pr.match, Next: pr.next, Learner: !c.voters.contains(id),
+			Leaving:      slices.ContainsFunc(c.leaving, func(l leavingMember) bool { return l.ID == id }),
+			SinceContact: time.Duration(pr.ticksSinceHeard) * tick}
+		switch pr.state {
+		case probe:
+			p.State = ReplicationProbe
+		case replicate:
+			p.State = ReplicationReplicate
+		case snapshotState:
+			p.State, p.SnapshotIndex = ReplicationSnapshot, pr.pendingSnapshot
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b MemberProgress) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// heard records a message from the follower.
+func (pr *progress) heard() {
+	pr.recentActive = true
+	pr.ticksSinceHeard = 0
 }
 
 // newProgress starts tracking member id, optimistically at the end of the

@@ -406,7 +406,7 @@ func (c *core) stepLeader(m Message) {
 		c.queueRead(readRequest{id: m.Context, from: m.From})
 	case MsgSnapshotResp:
 		if pr != nil {
-			pr.recentActive = true
+			pr.heard()
 			c.snapshotMsgs = append(c.snapshotMsgs, m)
 		}
 	}

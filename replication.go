@@ -278,7 +278,7 @@ func (c *core) handleHeartbeat(m Message) {
 
 // handleAppendResp is the leader's side of an AppendEntries answer.
 func (c *core) handleAppendResp(pr *progress, m Message) {
-	pr.recentActive = true
+	pr.heard()
 	if m.Reject {
 		if m.Index <= pr.match && m.HintIndex <= 1 && pr.match > 1 && pr.state != snapshotState {
 			// The follower's log ends at the founding configuration, below
@@ -327,7 +327,7 @@ func (c *core) handleAppendResp(pr *progress, m Message) {
 // handleHeartbeatResp records liveness and ReadIndex confirmations, and
 // restarts replication to a follower that is behind.
 func (c *core) handleHeartbeatResp(pr *progress, m Message) {
-	pr.recentActive = true
+	pr.heard()
 	if m.From == c.transferTarget {
 		// Resend a MsgTimeoutNow that may have been lost.
 		c.maybeSendTimeoutNow()
