@@ -177,6 +177,9 @@ func readBackup(backup io.Reader) (SnapshotMeta, io.Reader, error) {
 		return SnapshotMeta{}, nil, bad("truncated header (%d bytes)", k)
 	}
 	if string(head[:8]) != snapMagic {
+		if v, newer := newerFormat(head[:], snapMagic); newer {
+			return SnapshotMeta{}, nil, fmt.Errorf("%w: back-up: format %02d; this build reads up to %s", ErrNewerVersion, v, snapMagic[6:])
+		}
 		return SnapshotMeta{}, nil, bad("not a raftkit back-up or snapshot file (it starts with %q, not %q)", head[:8], snapMagic)
 	}
 	metaLen := int(binary.LittleEndian.Uint32(head[8:]))
@@ -289,9 +292,10 @@ func (d *backupData) Read(p []byte) (int, error) {
 //
 // It fails with an error wrapping ErrInvalidConfig when members is
 // invalid (empty, an ID 0 or twice, no voter, some members with an
-// address and others without) or storage is not empty, and wrapping
-// ErrCorrupt when the back-up is damaged or truncated: then storage was
-// left empty. An error while writing to storage may leave storage partly
+// address and others without) or storage is not empty, wrapping
+// ErrCorrupt when the back-up is damaged or truncated, and wrapping
+// ErrNewerVersion when a newer version of the library wrote it in a format
+// this build does not read: then storage was left empty. An error while writing to storage may leave storage partly
 // written; start again on empty storage.
 func RestoreBackup(storage Storage, backup io.Reader, members []Member) (SnapshotMeta, error) {
 	if err := validateRecoveryMembers("RestoreBackup", members); err != nil {

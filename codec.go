@@ -60,6 +60,13 @@ package raft
 // a count larger than a quarter of the bytes that remain after it before
 // allocating anything for the entries.
 //
+// Versions: since a decoder rejects whatever it does not know, a later
+// version of the library cannot add anything to version 1 that a version-1
+// decoder would accept; it may only give existing fields a meaning in
+// messages whose receivers of the previous version ignore them there.
+// Anything else needs version 2 of the format, sent only to peers known to
+// read it (docs/protocol.md, "Formats and versions").
+//
 // Entry data of length zero decodes as nil, whether it was nil or empty
 // when encoded, and a message without entries decodes with nil Entries. The
 // same holds for Message.Data: empty Data is encoded as absent (bit 2 clear).
@@ -206,9 +213,10 @@ func (m *Message) appendTo(buf []byte) []byte {
 // UnmarshalBinary decodes data, which must hold exactly one Message encoded
 // as described at the top of codec.go, into m, replacing all of m's fields.
 // Any malformed input gives an error that wraps ErrCorrupt and says what is
-// wrong; m is then left unchanged. UnmarshalBinary never panics, whatever
-// data holds. On success its only allocation is the Entries slice, whose
-// length it checks against len(data) before allocating it.
+// wrong (a version byte above this build's also wraps ErrNewerVersion); m
+// is then left unchanged. UnmarshalBinary never panics, whatever data
+// holds. On success its only allocation is the Entries slice, whose length
+// it checks against len(data) before allocating it.
 //
 // The Data of the decoded entries aliases data instead of being copied (its
 // capacity is clipped, so appending to it never overwrites data), so the
@@ -220,6 +228,10 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 
 	version := d.readByte("version")
 	if d.err == nil && version != codecVersion {
+		if version > codecVersion {
+			return fmt.Errorf("%w: message: unknown format version %d (this build reads %d): %w",
+				ErrCorrupt, version, codecVersion, ErrNewerVersion)
+		}
 		return fmt.Errorf("%w: message: unknown format version %d", ErrCorrupt, version)
 	}
 	typ := MessageType(d.readByte("message type"))

@@ -25,6 +25,13 @@ var (
 	// corrupt storage; a running node that finds it stops (ErrStopped
 	// wrapping ErrCorrupt); a message that fails to decode is dropped.
 	ErrCorrupt = errors.New("raft: corrupt data")
+	// ErrNewerVersion: stored data or a message is in a format version
+	// newer than this build reads (docs/protocol.md, "Formats and
+	// versions"): it was written by a newer version of the library. Nothing
+	// is damaged; run a build that reads it. FileStorage refuses to open
+	// such a directory with it; a message of a newer version is dropped with
+	// an error that also wraps ErrCorrupt.
+	ErrNewerVersion = errors.New("raft: written by a newer version of the library")
 	// ErrBusy: the leader already holds as many uncommitted entries or bytes
 	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow, or its
 	// state machine is that far behind; retry on the same node after earlier

@@ -27,7 +27,8 @@ import (
 // A snapshot is written to a .tmp file, fsynced, renamed into place and the
 // directory fsynced, so a crash leaves either the old newest snapshot or the
 // new one. The two newest are kept. The newest is verified in full when the
-// storage opens; a damaged one is ErrCorrupt.
+// storage opens; a damaged one is ErrCorrupt, and one whose magic names a
+// higher version than "01" is ErrNewerVersion.
 
 const snapMagic = "RKSNAP01"
 
@@ -86,6 +87,10 @@ func openSnapFile(path string) (*snapFile, error) {
 	}
 	var head [12]byte
 	if _, err := io.ReadFull(f, head[:]); err != nil || string(head[:8]) != snapMagic {
+		if v, newer := newerFormat(head[:], snapMagic); newer && err == nil {
+			return nil, fmt.Errorf("%w: snapshot %s: format %02d; this build reads up to %s",
+				ErrNewerVersion, filepath.Base(path), v, snapMagic[6:])
+		}
 		return nil, bad("bad header")
 	}
 	metaLen := int64(binary.LittleEndian.Uint32(head[8:]))

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -21,7 +23,8 @@ import (
 //
 // The directory holds a LOCK file and segment files named
 // wal-<sequence, 16 hex digits>.log. Each segment starts with the 8-byte
-// magic "RKWAL01\n" and then holds records:
+// magic "RKWAL01\n", whose "01" is the format version of every record in
+// the segment, and then holds records:
 //
 //	length  uint32, little endian: the length N of payload
 //	crc     uint32, little endian: CRC-32C (Castagnoli) of type and payload
@@ -33,6 +36,14 @@ import (
 // (optional: logs written before it existed lack it) the uvarint term of
 // the entry at the commit index. A compaction payload is the uvarint index
 // and term of the last discarded entry: the log now starts after it.
+//
+// Versions (docs/protocol.md, "Formats and versions"): a reader ignores
+// bytes after the fields it knows in hard-state and compaction payloads, so
+// a later version may append optional fields there. Anything else an older
+// reader could not ignore (a new record type, a new field in an entry
+// record) needs a new segment version. OpenFileStorage refuses, with
+// ErrNewerVersion, a segment of a higher version and an intact record of a
+// type it does not know, rather than cut it off as a torn write.
 //
 // Replaying the segments in sequence order rebuilds the state: the last
 // hard-state record wins; an entry record with index i replaces every entry
@@ -149,7 +160,8 @@ type saveRequest struct {
 // OpenFileStorage opens (creating if needed) the log in dir, recovers its
 // state, and locks dir against other users until Close. It fails with an
 // error wrapping ErrCorrupt if the log is damaged anywhere but in a torn
-// final write.
+// final write, and with one wrapping ErrNewerVersion if a newer version of
+// the library wrote it in a format this build does not read.
 func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
 	o := fileOptions{segmentSize: defaultSegmentMiB << 20}
 	for _, opt := range opts {
@@ -226,6 +238,9 @@ func (s *FileStorage) replay(seg *segment, last bool) error {
 	}
 	name := filepath.Base(seg.f.Name())
 	if len(data) < len(walMagic) || string(data[:len(walMagic)]) != walMagic {
+		if v, newer := newerFormat(data, walMagic); newer {
+			return fmt.Errorf("%w: %s: segment format %02d; this build reads up to %s", ErrNewerVersion, name, v, walMagic[5:7])
+		}
 		if last && isTornHeader(data) {
 			// Crashed while creating this segment: nothing in it was written.
 			return s.truncateSegment(seg, 0, true)
@@ -236,6 +251,11 @@ func (s *FileStorage) replay(seg *segment, last bool) error {
 	for off < len(data) {
 		typ, payload, n, ok := parseRecord(data[off:])
 		if !ok {
+			if t, known := recordType(data[off:]); !known {
+				// Intact but of a type this build does not know: cutting it
+				// off as a torn write would lose what a newer build wrote.
+				return fmt.Errorf("%w: %s: record at offset %d has type %d, which this build does not know", ErrNewerVersion, name, off, t)
+			}
 			if last && !validRecordAfter(data, off+1) {
 				// A torn final write: cut it off.
 				return s.truncateSegment(seg, int64(off), false)
@@ -285,6 +305,42 @@ func parseRecord(b []byte) (typ byte, payload []byte, n int, ok bool) {
 		return 0, nil, 0, false
 	}
 	return typ, b[recHeaderSize:n], n, true
+}
+
+// recordType returns the type of the record at the start of b if its
+// length and checksum are intact, and whether this build knows that type;
+// known is also true when the record is not intact.
+func recordType(b []byte) (typ byte, known bool) {
+	if len(b) < recHeaderSize {
+		return 0, true
+	}
+	length := binary.LittleEndian.Uint32(b[0:4])
+	if length > maxRecordPayload || int64(length) > int64(len(b)-recHeaderSize) {
+		return 0, true
+	}
+	n := recHeaderSize + int(length)
+	if crc32.Checksum(b[8:n], crcTable) != binary.LittleEndian.Uint32(b[4:8]) {
+		return 0, true
+	}
+	typ = b[8]
+	return typ, typ == recEntry || typ == recHardState || typ == recCompact
+}
+
+// newerFormat reports whether head starts with magic but for a higher
+// version in magic's two version digits (the "01" of "RKWAL01\n"): a file
+// of a newer format, not a damaged one.
+func newerFormat(head []byte, magic string) (version int, newer bool) {
+	i := strings.IndexAny(magic, "0123456789")
+	if i < 0 || len(head) < len(magic) || string(head[:i]) != magic[:i] || string(head[i+2:len(magic)]) != magic[i+2:] {
+		return 0, false
+	}
+	d := head[i : i+2]
+	if d[0] < '0' || d[0] > '9' || d[1] < '0' || d[1] > '9' {
+		return 0, false
+	}
+	v, _ := strconv.Atoi(string(d))
+	current, _ := strconv.Atoi(magic[i : i+2])
+	return v, v > current
 }
 
 // validRecordAfter reports whether any offset from `from` on starts a valid

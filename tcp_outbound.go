@@ -308,10 +308,10 @@ func (s *tcpSender) run(ctx context.Context) {
 				retryAt = time.Now().Add(delay)
 				// One warning per streak, at its first failure that cost
 				// messages (a dial with nothing queued costs none) or
-				// that a certificate caused: that one will not heal by
-				// itself.
+				// that a certificate or the peer's protocol version
+				// caused: those will not heal by themselves.
 				log := t.logger.Debug
-				if !warned && (dropped > 0 || isIdentityFailure(err)) {
+				if !warned && (dropped > 0 || isIdentityFailure(err) || isVersionRefusal(err)) {
 					log, warned = t.logger.Warn, true
 				}
 				log("cannot reach peer; dropping its queued messages", zap.Uint64("peer", s.peer), zap.String("addr", s.addr),
@@ -354,6 +354,13 @@ func (s *tcpSender) run(ctx context.Context) {
 func isIdentityFailure(err error) bool {
 	var refused *tcpRefusedError
 	return errors.Is(err, errTCPIdentity) || errors.As(err, &refused) && refused.status == tcpRefusedIdentity
+}
+
+// isVersionRefusal reports whether a dial failed because the peer does not
+// speak this node's protocol version.
+func isVersionRefusal(err error) bool {
+	var refused *tcpRefusedError
+	return errors.As(err, &refused) && refused.status == tcpRefusedVersion
 }
 
 // tcpBackoff returns the wait after the given number of consecutive
@@ -493,7 +500,7 @@ func (s *tcpSender) dial(ctx context.Context) (*tcpConn, error) {
 		return nil, errTCPBadMagic
 	}
 	if status := tcpStatus(reply[5]); status != tcpAccepted {
-		return nil, &tcpRefusedError{status: status}
+		return nil, &tcpRefusedError{status: status, version: reply[4]}
 	}
 	if err := raw.SetDeadline(time.Time{}); err != nil {
 		return nil, err

@@ -147,10 +147,17 @@ var (
 	errTCPNotAttached = errors.New("transport not attached to a node")
 )
 
-// tcpRefusedError is a handshake refused by the peer.
-type tcpRefusedError struct{ status tcpStatus }
+// tcpRefusedError is a handshake refused by the peer, whose reply named
+// its protocol version.
+type tcpRefusedError struct {
+	status  tcpStatus
+	version byte
+}
 
 func (e *tcpRefusedError) Error() string {
+	if e.status == tcpRefusedVersion {
+		return fmt.Sprintf("handshake refused by the peer: %v (this node speaks %d, the peer %d)", e.status, tcpVersion, e.version)
+	}
 	return "handshake refused by the peer: " + e.status.String()
 }
 
