@@ -215,9 +215,10 @@ type stored struct {
 
 // loadStorage reads what storage holds and restores the state machine from
 // the newest snapshot. For a new founding node it first writes the founding
-// configuration as entry 1 of term 1. Every founder writes the same entry,
-// so the founders' logs already match, and it counts as committed: any
-// leader must hold it, since all founders do.
+// configuration as entry 1 of term 1, and the cluster's origin (origin.go)
+// in the HardState. Every founder writes the same entry, so the founders'
+// logs already match, and it counts as committed: any leader must hold it,
+// since all founders do.
 func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	var st stored
 	wrap := func(err error) error { return fmt.Errorf("raft: reading storage: %w", err) }
@@ -269,8 +270,10 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 				ErrInvalidConfig, cfg.ID)
 		}
 		st.founded, st.fresh = true, true
-		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
-		st.hs = HardState{Term: 1, Commit: 1}
+		// Sorted by ID, so that founders that list the members in different
+		// orders write the same entry; the origin identifies it.
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(canonicalMembers(cfg.InitialMembers))}
+		st.hs = HardState{Term: 1, Commit: 1, Origin: clusterOrigin(cfg.InitialMembers)}
 		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
 			return st, fmt.Errorf("raft: writing the founding configuration: %w", err)
 		}
@@ -281,6 +284,10 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 		return st, wrap(err)
 	}
 	st.fresh = last <= 1 && st.snap.Index == 0
+	if st.hs.Origin == 0 && st.first == 1 && len(st.entries) > 0 {
+		// Written before origins were stored: the founding entry tells it.
+		st.hs.Origin = foundingOrigin(st.entries[0])
+	}
 	return st, nil
 }
 
@@ -604,6 +611,10 @@ func (n *Node) drainInbox() {
 		ev()
 	}
 	if len(out) > 0 {
+		origin := n.core.status().origin
+		for i := range out {
+			out[i].Origin = origin // built off the loop, which alone reads the core
+		}
 		n.transport.Send(out)
 	}
 
@@ -960,6 +971,7 @@ func (n *Node) updateStatus() {
 		LastIndex:     st.last,
 		SnapshotIndex: st.snapshotIndex,
 		Members:       st.members,
+		Origin:        st.origin,
 	}
 	n.statusMu.Lock()
 	n.status = s

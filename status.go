@@ -44,4 +44,10 @@ type Status struct {
 	Removed bool
 	// Err is the fatal error that stopped the node, nil while it runs.
 	Err error
+	// Origin identifies the cluster: a fingerprint of its founding
+	// configuration, the same on every node of the cluster, whatever the
+	// order of the founders' InitialMembers. 0 while this node does not
+	// know it (a joiner no leader has reached yet). Nodes of different
+	// origins refuse each other's messages (ErrClusterMismatch).
+	Origin uint64
 }
