@@ -84,6 +84,9 @@ func (c *core) refuseOrigin(m Message) {
 		c.refusedOrigins = make(map[uint64]uint64)
 	}
 	if c.refusedOrigins[m.From] != m.Origin {
+		if len(c.refusedOrigins) >= maxRefusedOrigins {
+			clear(c.refusedOrigins) // bounded, whatever IDs strangers claim
+		}
 		c.refusedOrigins[m.From] = m.Origin
 		c.logger.Warn("refusing messages from a node of another cluster (its founding configuration differs from this cluster's)",
 			zap.Uint64("from", m.From), zap.Stringer("msg", m.Type), zap.String("origin", formatOrigin(c.origin)),
@@ -157,6 +160,9 @@ func (c *core) adoptOrigin(m Message) {
 	c.origin = m.Origin
 	c.logger.Info("learned the cluster's origin from the leader", zap.Uint64("leader", m.From), zap.String("origin", formatOrigin(m.Origin)))
 }
+
+// maxRefusedOrigins bounds the peers whose refusal was logged.
+const maxRefusedOrigins = 64
 
 // formatOrigin writes an origin as the 16 hex digits Status and the logs show.
 func formatOrigin(o uint64) string { return fmt.Sprintf("%016x", o) }
