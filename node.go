@@ -108,7 +108,9 @@ type applyBatch struct {
 // cfg.InitialMembers is set founds a new cluster with those members, which
 // must include cfg.ID (ErrInvalidConfig otherwise). A node whose Storage
 // holds state ignores InitialMembers, logging a difference from the stored
-// configuration, so one Config serves a node's whole life.
+// configuration, so one Config serves a node's whole life. A node founded
+// with InitialMembers other than its peers' founding ones stops once they
+// refuse it, with ErrClusterMismatch (see Status.Origin).
 func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

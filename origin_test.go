@@ -327,15 +327,17 @@ func (e *originEnv) write(ids []uint64, prefix string, n int) uint64 {
 	e.t.Helper()
 	var last uint64
 	for i := 0; i < n; i++ {
-		require.Eventually(e.t, func() bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
 			res, err := e.nodes[e.waitLeader(ids...)].Propose(ctx, []byte(fmt.Sprintf("%s-%d", prefix, i)))
+			cancel()
 			if err == nil {
 				last = res.(uint64)
+				break
 			}
-			return err == nil
-		}, 10*time.Second, time.Millisecond)
+			require.True(e.t, time.Now().Before(deadline), "could not commit %s-%d: %v", prefix, i, err)
+		}
 	}
 	return last
 }
