@@ -448,7 +448,8 @@ func TestOrigin_TwoClustersThatMeetStayApart(t *testing.T) {
 		a, b := []uint64{1, 2, 3}, []uint64{4, 5, 6}
 		e.found(a, nil)
 		e.found(b, nil)
-		lastA, lastB := e.write(a, "A", 3), e.write(b, "B", 3)
+		e.write(a, "A", 3)
+		e.write(b, "B", 3)
 		oa, ob := e.nodes[1].Status().Origin, e.nodes[4].Status().Origin
 		require.NotZero(t, oa)
 		require.NotEqual(t, oa, ob)
@@ -463,7 +464,7 @@ func TestOrigin_TwoClustersThatMeetStayApart(t *testing.T) {
 			return e.refusals(4, la) > 0 && e.refusals(la, 4) > 0 && e.refusals(1, lb) > 0 && e.refusals(lb, 1) > 0
 		}, 10*time.Second, time.Millisecond, "both sides refuse the other")
 
-		lastA, lastB = e.write(a, "A2", 3), e.write(b, "B2", 3)
+		lastA, lastB := e.write(a, "A2", 3), e.write(b, "B2", 3)
 		for _, id := range a {
 			e.waitApplied(id, lastA)
 		}
