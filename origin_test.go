@@ -164,7 +164,28 @@ type originEnv struct {
 	// observe receives every node's log, for logs.
 	observe zapcore.Core
 
-	mu sync.Mutex // guards lists
+	mu        sync.Mutex // guards lists and unstamped
+	unstamped []Message  // messages a founder sent without its origin
+}
+
+// stampCheck is a founder's Transport, which records every message sent
+// without an origin: a founder knows its origin from the start, and every
+// message (snapshot chunks and acknowledgments, built by the runtime,
+// included) must carry it.
+type stampCheck struct {
+	Transport
+	e *originEnv
+}
+
+func (s stampCheck) Send(msgs []Message) {
+	for _, m := range msgs {
+		if m.Origin == 0 {
+			s.e.mu.Lock()
+			s.e.unstamped = append(s.e.unstamped, m)
+			s.e.mu.Unlock()
+		}
+	}
+	s.Transport.Send(msgs)
 }
 
 // runBoth runs f over TCP with FileStorage and over an InmemNetwork.
@@ -197,6 +218,9 @@ func newOriginEnv(t *testing.T, tcp bool) *originEnv {
 		if e.net != nil {
 			e.net.Close()
 		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		assert.Empty(t, e.unstamped, "messages sent without the sender's origin")
 	})
 	return e
 }
@@ -264,6 +288,9 @@ func (e *originEnv) start(id uint64, initial []Member, tune func(*Config)) *Node
 	e.mu.Lock()
 	e.lists[id] = sm
 	e.mu.Unlock()
+	if len(initial) > 0 {
+		tr = stampCheck{Transport: tr, e: e}
+	}
 	n, err := NewNode(cfg, sm, storage, tr)
 	require.NoError(e.t, err)
 	e.nodes[id] = n
