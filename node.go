@@ -286,10 +286,6 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 		return st, wrap(err)
 	}
 	st.fresh = last <= 1 && st.snap.Index == 0
-	if st.hs.Origin == 0 && st.first == 1 && len(st.entries) > 0 {
-		// Written before origins were stored: the founding entry tells it.
-		st.hs.Origin = foundingOrigin(st.entries[0])
-	}
 	return st, nil
 }
 

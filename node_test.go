@@ -434,8 +434,7 @@ func TestRuntime_PersistsBeforeResponding(t *testing.T) {
 	transport.EXPECT().Detach()
 
 	sent := make(chan Message, 10)
-	// The origin, read from the founding entry, is stored with the vote.
-	save := storage.EXPECT().Save(HardState{Term: 2, Vote: 2, Commit: 1, Origin: foundingOrigin(founding)}, gomock.Len(0)).Return(nil)
+	save := storage.EXPECT().Save(HardState{Term: 2, Vote: 2, Commit: 1}, gomock.Len(0)).Return(nil)
 	transport.EXPECT().Send(gomock.Any()).After(save).Do(func(msgs []Message) {
 		for _, m := range msgs {
 			sent <- m

@@ -22,9 +22,14 @@ import (
 //
 // So every node keeps the origin: a founder computes it from
 // InitialMembers; a joiner learns it from the first leader that reaches it;
-// it is stored in the HardState (and, for logs written before it existed,
-// read from the founding entry), so that it survives compaction and
-// restarts, and RecoverCluster keeps it. Every message carries its sender's
+// it is stored in the HardState, so that it survives compaction and
+// restarts, and RecoverCluster keeps it. A node whose storage was written
+// before origins existed does not derive one from its founding entry: the
+// founders of such a cluster may have written that entry differently
+// (addresses spelled differently, say), and would then refuse each other
+// after an upgrade. It learns the origin from a leader that knows it, like
+// a joiner; a cluster founded before origins existed has none, and goes
+// unchecked. Every message carries its sender's
 // origin (Message.Origin), and a node refuses a message whose origin differs
 // from its own (both known): it does not step it, so its term, vote and log
 // stay as they were, logs the refusal once per peer, and answers a request
@@ -46,21 +51,6 @@ func clusterOrigin(members []Member) uint64 {
 		return o
 	}
 	return 1
-}
-
-// foundingOrigin returns the origin of the cluster whose founding
-// configuration e is, if e is one (entry 1 of term 1, a configuration); 0
-// otherwise. It reads the origin of a log written before origins were
-// stored.
-func foundingOrigin(e Entry) uint64 {
-	if e.Index != 1 || e.Term != 1 || e.Type != EntryConfChange {
-		return 0
-	}
-	members, err := decodeMembers(e.Data)
-	if err != nil {
-		return 0
-	}
-	return clusterOrigin(members)
 }
 
 // originRefused reports whether m comes from another cluster than this
@@ -150,9 +140,8 @@ func refusalType(t MessageType) (MessageType, bool) {
 }
 
 // adoptOrigin lets a node that does not know its cluster's origin (a
-// joiner, or a node whose founding entry was compacted before origins were
-// stored) learn it from its leader: m is a message of the current term's
-// leader.
+// joiner, or a node whose storage was written before origins existed)
+// learn it from its leader: m is a message of the current term's leader.
 func (c *core) adoptOrigin(m Message) {
 	if c.origin != 0 || m.Origin == 0 {
 		return

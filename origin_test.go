@@ -40,11 +40,6 @@ func TestOrigin_SameMembersInAnyOrderSameOrigin(t *testing.T) {
 	learner := slices.Clone(a)
 	learner[1].Learner = true
 	assert.NotEqual(t, clusterOrigin(a), clusterOrigin(learner), "another role")
-
-	e := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(b)}
-	assert.Equal(t, clusterOrigin(a), foundingOrigin(e), "a log written before origins were stored")
-	e.Term = 2
-	assert.Zero(t, foundingOrigin(e), "not a founding entry")
 }
 
 // originCore is a core of origin o: one with history (a leader's entry of
@@ -626,4 +621,27 @@ func TestOrigin_RecoverClusterDirKeepsIt(t *testing.T) {
 
 	n4 := e.start(4, e.members(1, 2, 4), nil)
 	require.Eventually(t, func() bool { return errors.Is(n4.Status().Err, ErrClusterMismatch) }, 10*time.Second, time.Millisecond)
+}
+
+// A cluster founded before origins existed keeps working after the upgrade
+// even if its founders wrote their founding entries differently (here:
+// metadata only some of them were given), which an origin derived from
+// each node's own founding entry would have turned into refusals: such
+// nodes have no origin and check nothing.
+func TestOrigin_ClusterFoundedBeforeOriginsStaysUnchecked(t *testing.T) {
+	c := newTestCluster(t, 3, withoutStarting())
+	for _, id := range c.ids {
+		members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+		members[id-1].Meta = map[string]string{"http": fmt.Sprint("10.0.0.", id)}
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(members)}
+		require.NoError(t, c.storages[id].Save(HardState{Term: 1, Commit: 1}, []Entry{founding}))
+	}
+	for _, id := range c.ids {
+		c.start(id)
+	}
+	last := c.propose("after the upgrade")
+	c.waitAllApplied(last)
+	for _, id := range c.ids {
+		assert.Zero(t, c.nodes[id].Status().Origin, "node %d", id)
+	}
 }
