@@ -29,12 +29,13 @@ import (
 // (addresses spelled differently, say), and would then refuse each other
 // after an upgrade. It learns the origin from a leader that knows it, like
 // a joiner; a cluster founded before origins existed has none, and goes
-// unchecked. Every message carries its sender's
-// origin (Message.Origin), and a node refuses a message whose origin differs
-// from its own (both known): it does not step it, so its term, vote and log
-// stay as they were, logs the refusal once per peer, and answers a request
-// with a rejection carrying its own origin, so that the sender learns it too.
-// A node that holds nothing but its founding configuration and finds that a
+// unchecked.
+//
+// Every message carries its sender's origin (Message.Origin), and a node
+// refuses a message whose origin differs from its own (both known): it does
+// not step it, so its term, vote and log stay as they were, logs the
+// refusal once per peer, and answers a request with a rejection carrying
+// its own origin, so that the sender learns it too. A node that holds nothing but its founding configuration and finds that a
 // member of its configuration with history (a leader, or a node whose log
 // goes beyond index 1) belongs to another cluster was bootstrapped by
 // mistake: it stops with ErrClusterMismatch. Nodes with history never stop

@@ -32,6 +32,7 @@ type core struct {
 	origin         uint64
 	originErr      error
 	refusedOrigins map[uint64]uint64 // peer -> the other origin last logged for it
+
 	// Membership. members is the configuration in effect: that of the last
 	// configuration entry in the log, committed or not (dissertation §4.1).
 	members     []Member
