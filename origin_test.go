@@ -645,3 +645,23 @@ func TestOrigin_ClusterFoundedBeforeOriginsStaysUnchecked(t *testing.T) {
 		assert.Zero(t, c.nodes[id].Status().Origin, "node %d", id)
 	}
 }
+
+// Founders started with different lists: the two that agree elect a leader
+// and go on; the odd one, which they refuse, stops once that leader or a
+// refusal with history reaches it.
+func TestOrigin_FounderWithAnotherListStops(t *testing.T) {
+	runBoth(t, func(t *testing.T, e *originEnv) {
+		agreed, odd := e.members(1, 2, 3), e.members(1, 2, 3, 4)
+		e.start(1, agreed, nil)
+		e.start(2, agreed, nil)
+		n3 := e.start(3, odd, nil)
+		last := e.write([]uint64{1, 2}, "x", 3)
+		require.Eventually(t, func() bool { return n3.Status().Err != nil }, 10*time.Second, time.Millisecond, "node 3 did not stop")
+		require.ErrorIs(t, n3.Status().Err, ErrClusterMismatch)
+		for _, id := range []uint64{1, 2} {
+			e.waitApplied(id, last)
+			assert.NoError(t, e.nodes[id].Status().Err)
+		}
+		assert.Equal(t, clusterOrigin(agreed), e.nodes[1].Status().Origin)
+	})
+}
