@@ -45,8 +45,8 @@ package raft
 //	data       length bytes
 //
 // For the first entry, "previous Index" is the message's Index and "previous
-// Term" is the value in the LogTerm position; for the others they are those of the entry
-// before it. In a MsgAppend the entries follow the entry named by Index and
+// Term" is the value in the LogTerm position; for the others they are those
+// of the entry before it. In a MsgAppend the entries follow the entry named by Index and
 // LogTerm and are consecutive with non-decreasing terms, so both deltas are
 // usually 0 and take one byte each. Any other values are still representable:
 // a delta is the wrapped difference of two 64-bit numbers.

@@ -33,8 +33,9 @@ import (
 // (optional: logs written before it existed lack it) the uvarint term of
 // the entry at the commit index, 0 when unknown, then (optional too, and
 // only after the commit term) the uvarint cluster origin (HardState.Origin);
-// readers ignore what follows the fields they know. A compaction payload is the uvarint index
-// and term of the last discarded entry: the log now starts after it.
+// readers ignore what follows the fields they know. A compaction payload is
+// the uvarint index and term of the last discarded entry: the log now
+// starts after it.
 //
 // Replaying the segments in sequence order rebuilds the state: the last
 // hard-state record wins; an entry record with index i replaces every entry
