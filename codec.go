@@ -23,11 +23,11 @@ package raft
 //	From       uvarint
 //	To         uvarint
 //	Term       uvarint
-//	LogTerm    uvarint
+//	LogTerm    uvarint   Origin in a MsgAppendResp (see below)
 //	Index      uvarint
 //	Commit     uvarint
 //	HintIndex  uvarint
-//	HintTerm   uvarint
+//	HintTerm   uvarint   Origin in every type but MsgAppendResp
 //	Context    uvarint
 //	flags      1 byte    bit 0 (0x01): Reject; bit 1 (0x02): Done;
 //	                     bit 2 (0x04): Data follows the entries; bits 3-7 must be zero
@@ -45,11 +45,18 @@ package raft
 //	data       length bytes
 //
 // For the first entry, "previous Index" is the message's Index and "previous
-// Term" is the message's LogTerm; for the others they are those of the entry
-// before it. In a MsgAppend the entries follow the entry named by Index and
+// Term" is the value in the LogTerm position; for the others they are those
+// of the entry before it. In a MsgAppend the entries follow the entry named by Index and
 // LogTerm and are consecutive with non-decreasing terms, so both deltas are
 // usually 0 and take one byte each. Any other values are still representable:
 // a delta is the wrapped difference of two 64-bit numbers.
+//
+// Message.Origin has no position of its own, so that decoders of earlier
+// releases, which refuse trailing bytes, read these messages: it takes the
+// position of a field that its message type does not use and that those
+// decoders read but their nodes ignore, HintTerm's in every type but
+// MsgAppendResp, LogTerm's in MsgAppendResp. A message whose HintTerm (or,
+// for a MsgAppendResp, LogTerm) is non-zero in that case cannot be encoded.
 //
 // The encoding ends right after the last entry; nothing may follow it. A
 // decoder must reject input whose version, message type, entry type or flag
@@ -115,12 +122,13 @@ func uvarintLen(v uint64) int {
 // EncodedSize returns the length in bytes of m's binary encoding, that is of
 // what MarshalBinary returns. It does not check that m can be encoded.
 func (m *Message) EncodedSize() int {
+	logTerm, hintTerm := m.originSlots()
 	n := 3 + // version, type, flags
 		uvarintLen(m.From) + uvarintLen(m.To) + uvarintLen(m.Term) +
-		uvarintLen(m.LogTerm) + uvarintLen(m.Index) + uvarintLen(m.Commit) +
-		uvarintLen(m.HintIndex) + uvarintLen(m.HintTerm) + uvarintLen(m.Context) +
+		uvarintLen(logTerm) + uvarintLen(m.Index) + uvarintLen(m.Commit) +
+		uvarintLen(m.HintIndex) + uvarintLen(hintTerm) + uvarintLen(m.Context) +
 		uvarintLen(uint64(len(m.Entries)))
-	prevIndex, prevTerm := m.Index, m.LogTerm
+	prevIndex, prevTerm := m.Index, logTerm
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		n += uvarintLen(e.Index-(prevIndex+1)) + uvarintLen(e.Term-prevTerm) + 1 +
@@ -133,10 +141,25 @@ func (m *Message) EncodedSize() int {
 	return n
 }
 
+// originSlots returns what goes in the LogTerm and HintTerm positions: the
+// fields, with Origin in the one m's type does not use.
+func (m *Message) originSlots() (logTerm, hintTerm uint64) {
+	if m.Type == MsgAppendResp {
+		return m.Origin, m.HintTerm
+	}
+	return m.LogTerm, m.Origin
+}
+
 // check reports why m cannot be encoded, or nil if it can.
 func (m *Message) check() error {
 	if m.Type == 0 || m.Type >= msgTypeEnd {
 		return fmt.Errorf("%w: unknown message type %d", errInvalidMessage, uint8(m.Type))
+	}
+	if m.Type == MsgAppendResp && m.LogTerm != 0 {
+		return fmt.Errorf("%w: LogTerm is not encoded in a MsgAppendResp (its position carries Origin)", errInvalidMessage)
+	}
+	if m.Type != MsgAppendResp && m.HintTerm != 0 {
+		return fmt.Errorf("%w: HintTerm is encoded only in a MsgAppendResp (its position carries Origin in a %v)", errInvalidMessage, m.Type)
 	}
 	for i := range m.Entries {
 		if t := m.Entries[i].Type; t >= entryTypeEnd {
@@ -148,7 +171,8 @@ func (m *Message) check() error {
 
 // MarshalBinary returns the binary encoding of m, described at the top of
 // codec.go, in a newly allocated slice of exactly the right size. It fails
-// only when m's type or the type of one of its entries is unknown.
+// only when m's type or the type of one of its entries is unknown, or a
+// field is set that m's type does not encode (see Origin above).
 func (m *Message) MarshalBinary() ([]byte, error) {
 	if err := m.check(); err != nil {
 		return nil, err
@@ -171,15 +195,16 @@ func (m *Message) AppendBinary(buf []byte) ([]byte, error) {
 // appendTo appends m's encoding to buf, which the caller has checked m for
 // and given enough spare capacity.
 func (m *Message) appendTo(buf []byte) []byte {
+	logTerm, hintTerm := m.originSlots()
 	buf = append(buf, codecVersion, byte(m.Type))
 	buf = binary.AppendUvarint(buf, m.From)
 	buf = binary.AppendUvarint(buf, m.To)
 	buf = binary.AppendUvarint(buf, m.Term)
-	buf = binary.AppendUvarint(buf, m.LogTerm)
+	buf = binary.AppendUvarint(buf, logTerm)
 	buf = binary.AppendUvarint(buf, m.Index)
 	buf = binary.AppendUvarint(buf, m.Commit)
 	buf = binary.AppendUvarint(buf, m.HintIndex)
-	buf = binary.AppendUvarint(buf, m.HintTerm)
+	buf = binary.AppendUvarint(buf, hintTerm)
 	buf = binary.AppendUvarint(buf, m.Context)
 	var flags byte
 	if m.Reject {
@@ -193,7 +218,7 @@ func (m *Message) appendTo(buf []byte) []byte {
 	}
 	buf = append(buf, flags)
 	buf = binary.AppendUvarint(buf, uint64(len(m.Entries)))
-	prevIndex, prevTerm := m.Index, m.LogTerm
+	prevIndex, prevTerm := m.Index, logTerm
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		buf = binary.AppendUvarint(buf, e.Index-(prevIndex+1))
@@ -306,6 +331,11 @@ func (m *Message) UnmarshalBinary(data []byte) error {
 	}
 	if d.off != len(d.data) {
 		return fmt.Errorf("%w: message: %d trailing bytes", ErrCorrupt, len(d.data)-d.off)
+	}
+	if typ == MsgAppendResp {
+		msg.Origin, msg.LogTerm = msg.LogTerm, 0
+	} else {
+		msg.Origin, msg.HintTerm = msg.HintTerm, 0
 	}
 	*m = msg
 	return nil

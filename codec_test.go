@@ -29,10 +29,11 @@ func normalized(m Message) Message {
 	return m
 }
 
-// fullMessage returns a message of type t with every field set to a
-// distinct non-zero value and two entries.
+// fullMessage returns a message of type t with every field it encodes set
+// to a distinct non-zero value and two entries (Origin takes the place of
+// HintTerm, or of LogTerm in a MsgAppendResp).
 func fullMessage(t MessageType) Message {
-	return Message{
+	m := Message{
 		Type:    t,
 		From:    1,
 		To:      2,
@@ -49,11 +50,24 @@ func fullMessage(t MessageType) Message {
 		HintTerm:  5,
 		Context:   1 << 40,
 	}
+	withOriginSlot(&m, 8)
+	return m
+}
+
+// withOriginSlot moves m to Origin: origin, clearing the field whose
+// position Origin takes on the wire for m's type.
+func withOriginSlot(m *Message, origin uint64) {
+	if m.Type == MsgAppendResp {
+		m.LogTerm = 0
+	} else {
+		m.HintTerm = 0
+	}
+	m.Origin = origin
 }
 
 // maxMessage has every integer field at its largest value.
 func maxMessage() Message {
-	return Message{
+	m := Message{
 		Type:    msgTypeEnd - 1,
 		From:    math.MaxUint64,
 		To:      math.MaxUint64,
@@ -70,6 +84,8 @@ func maxMessage() Message {
 		HintTerm:  math.MaxUint64,
 		Context:   math.MaxUint64,
 	}
+	withOriginSlot(&m, math.MaxUint64)
+	return m
 }
 
 // appendMessage is a MsgAppend with n consecutive entries of size bytes each.
@@ -507,5 +523,40 @@ func BenchmarkMessageUnmarshal(b *testing.B) {
 		if err := got.UnmarshalBinary(data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestMessageCodecOrigin pins where Origin travels: in the position of
+// HintTerm, or of LogTerm in a MsgAppendResp, fields those types do not use,
+// so that a decoder of an earlier release (which refuses trailing bytes)
+// still reads the message and its node ignores the origin.
+func TestMessageCodecOrigin(t *testing.T) {
+	const origin = 0xabcdef
+	wire := func(typ MessageType, logTerm, hintTerm uint64) []byte {
+		b := []byte{codecVersion, byte(typ)}
+		for _, v := range []uint64{1, 2, 3, logTerm, 4, 0, 0, hintTerm, 0} { // From To Term LogTerm Index Commit HintIndex HintTerm Context
+			b = binary.AppendUvarint(b, v)
+		}
+		return append(b, flagReject, 0) // flags, no entries
+	}
+	for _, tt := range []struct {
+		m    Message
+		want []byte
+	}{
+		{Message{Type: MsgVote, From: 1, To: 2, Term: 3, LogTerm: 5, Index: 4, Reject: true, Origin: origin}, wire(MsgVote, 5, origin)},
+		{Message{Type: MsgAppendResp, From: 1, To: 2, Term: 3, Index: 4, Reject: true, HintTerm: 7, Origin: origin}, wire(MsgAppendResp, origin, 7)},
+	} {
+		data, err := tt.m.MarshalBinary()
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, data, "%v", tt.m.Type)
+		var got Message
+		require.NoError(t, got.UnmarshalBinary(data))
+		assert.Equal(t, tt.m, got)
+	}
+
+	// A field that shares the position would not come back: refused.
+	for _, m := range []Message{{Type: MsgVote, HintTerm: 1}, {Type: MsgAppendResp, LogTerm: 1}} {
+		_, err := m.MarshalBinary()
+		assert.ErrorIs(t, err, errInvalidMessage, "%v", m.Type)
 	}
 }

@@ -39,7 +39,10 @@ type Config struct {
 	// node can keep the same Config for its whole life, including a node
 	// added later that is restarted with the founding list. On empty Storage
 	// the list must include ID; leave it empty on a node that will be added
-	// to an existing cluster later.
+	// to an existing cluster later. The order does not matter. A node
+	// started on empty Storage with a list that differs from its peers'
+	// founding one belongs to another cluster: the peers refuse it and it
+	// stops with ErrClusterMismatch (see Status.Origin).
 	InitialMembers []Member
 
 	// ElectionTimeout is the base election timeout (Raft §5.2); each timeout

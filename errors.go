@@ -63,6 +63,16 @@ var (
 	ErrLocked = errors.New("raft: storage directory is locked")
 	// ErrNotSupported: the feature is not available in this version.
 	ErrNotSupported = errors.New("raft: not supported")
+	// ErrClusterMismatch: this node and a peer belong to clusters founded
+	// with different configurations (their origins differ, see
+	// Status.Origin): a node was bootstrapped with InitialMembers that differ
+	// from its peers', or two separately bootstrapped clusters reach each
+	// other. Messages between them are refused. A node that holds nothing
+	// but its founding configuration and meets a member of it with history
+	// stops with it (Status().Err): start it on empty storage without
+	// InitialMembers to join the cluster, or give every founder the same
+	// InitialMembers.
+	ErrClusterMismatch = errors.New("raft: the peer belongs to another cluster (different founding configuration)")
 	// ErrStopped: the node stopped itself after a fatal error (for instance a
 	// failed write to storage); Status().Err says which.
 	ErrStopped = errors.New("raft: node stopped after a fatal error")

@@ -34,8 +34,11 @@ import (
 // An entry payload is uvarint index, uvarint term, one byte of EntryType,
 // then the data. A hard-state payload is uvarint term, vote and commit, then
 // (optional: logs written before it existed lack it) the uvarint term of
-// the entry at the commit index. A compaction payload is the uvarint index
-// and term of the last discarded entry: the log now starts after it.
+// the entry at the commit index, 0 when unknown, then (optional too, and
+// only after the commit term) the uvarint cluster origin (HardState.Origin);
+// readers ignore what follows the fields they know. A compaction payload is
+// the uvarint index and term of the last discarded entry: the log now
+// starts after it.
 //
 // Versions (docs/protocol.md, "Formats and versions"): a reader ignores
 // bytes after the fields it knows in hard-state and compaction payloads, so
@@ -375,7 +378,17 @@ func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error 
 			if k <= 0 {
 				return errors.New("truncated hard state")
 			}
-			s.hsCommit.term, s.hsCommit.known = t, true
+			// Every entry but index 0 has a term of at least 1: a 0
+			// elsewhere fills the position before an origin (unknown).
+			s.hsCommit.term, s.hsCommit.known = t, t != 0 || v[2] == 0
+			payload = payload[k:]
+		}
+		if len(payload) > 0 {
+			o, k := binary.Uvarint(payload)
+			if k <= 0 {
+				return errors.New("truncated hard state")
+			}
+			s.hs.Origin = o
 		}
 		if s.commitBacked(s.hsCommit) {
 			s.lastBacked = s.hsCommit
@@ -547,8 +560,11 @@ func appendHardState(buf []byte, hs HardState, termAt func(uint64) (uint64, bool
 		b = binary.AppendUvarint(b, hs.Term)
 		b = binary.AppendUvarint(b, hs.Vote)
 		b = binary.AppendUvarint(b, hs.Commit)
-		if t, ok := termAt(hs.Commit); ok {
-			b = binary.AppendUvarint(b, t)
+		if t, ok := termAt(hs.Commit); ok || hs.Origin != 0 {
+			b = binary.AppendUvarint(b, t) // 0 when unknown
+		}
+		if hs.Origin != 0 {
+			b = binary.AppendUvarint(b, hs.Origin)
 		}
 		return b
 	})

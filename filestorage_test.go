@@ -290,11 +290,15 @@ func TestFileStorage_RecoveryLowersAnUnbackedCommit(t *testing.T) {
 		name       string
 		tail       []byte
 		wantCommit uint64
+		wantOrigin uint64
 	}{
-		{"commit over an entry of another term", appendHardState(nil, HardState{Term: 3, Commit: 7}, termIs(3)), 5},
-		{"commit past the last entry", appendHardState(nil, HardState{Term: 2, Commit: 12}, termIs(2)), 5},
-		{"backed commit is kept", appendHardState(nil, HardState{Term: 2, Commit: 8}, termIs(2)), 8},
-		{"a record without the term cannot be checked and is trusted", appendHardState(nil, HardState{Term: 3, Commit: 7}, func(uint64) (uint64, bool) { return 0, false }), 7},
+		{"commit over an entry of another term", appendHardState(nil, HardState{Term: 3, Commit: 7}, termIs(3)), 5, 0},
+		{"commit past the last entry", appendHardState(nil, HardState{Term: 2, Commit: 12}, termIs(2)), 5, 0},
+		{"backed commit is kept", appendHardState(nil, HardState{Term: 2, Commit: 8}, termIs(2)), 8, 0},
+		{"a record without the term cannot be checked and is trusted", appendHardState(nil, HardState{Term: 3, Commit: 7}, func(uint64) (uint64, bool) { return 0, false }), 7, 0},
+		{"the origin follows the commit term", appendHardState(nil, HardState{Term: 2, Commit: 8, Origin: 42}, termIs(2)), 8, 42},
+		{"an unbacked commit with an origin is lowered", appendHardState(nil, HardState{Term: 3, Commit: 7, Origin: 42}, termIs(3)), 5, 42},
+		{"before an origin, an unknown commit term is 0: trusted", appendHardState(nil, HardState{Term: 3, Commit: 7, Origin: 42}, func(uint64) (uint64, bool) { return 0, false }), 7, 42},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -305,6 +309,7 @@ func TestFileStorage_RecoveryLowersAnUnbackedCommit(t *testing.T) {
 			hs, err := s.InitialState()
 			require.NoError(t, err)
 			assert.Equal(t, tc.wantCommit, hs.Commit)
+			assert.Equal(t, tc.wantOrigin, hs.Origin)
 			require.NoError(t, s.Close())
 		})
 	}

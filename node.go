@@ -121,7 +121,9 @@ type applyBatch struct {
 // cfg.InitialMembers is set founds a new cluster with those members, which
 // must include cfg.ID (ErrInvalidConfig otherwise). A node whose Storage
 // holds state ignores InitialMembers, logging a difference from the stored
-// configuration, so one Config serves a node's whole life.
+// configuration, so one Config serves a node's whole life. A node founded
+// with InitialMembers other than its peers' founding ones stops once they
+// refuse it, with ErrClusterMismatch (see Status.Origin).
 func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -228,9 +230,10 @@ type stored struct {
 
 // loadStorage reads what storage holds and restores the state machine from
 // the newest snapshot. For a new founding node it first writes the founding
-// configuration as entry 1 of term 1. Every founder writes the same entry,
-// so the founders' logs already match, and it counts as committed: any
-// leader must hold it, since all founders do.
+// configuration as entry 1 of term 1, and the cluster's origin (origin.go)
+// in the HardState. Every founder writes the same entry, so the founders'
+// logs already match, and it counts as committed: any leader must hold it,
+// since all founders do.
 func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	var st stored
 	wrap := func(err error) error { return fmt.Errorf("raft: reading storage: %w", err) }
@@ -282,8 +285,10 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 				ErrInvalidConfig, cfg.ID)
 		}
 		st.founded, st.fresh = true, true
-		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(cfg.InitialMembers)}
-		st.hs = HardState{Term: 1, Commit: 1}
+		// Sorted by ID, so that founders that list the members in different
+		// orders write the same entry; the origin identifies it.
+		founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(canonicalMembers(cfg.InitialMembers))}
+		st.hs = HardState{Term: 1, Commit: 1, Origin: clusterOrigin(cfg.InitialMembers)}
 		if err := storage.Save(st.hs, []Entry{founding}); err != nil {
 			return st, fmt.Errorf("raft: writing the founding configuration: %w", err)
 		}
@@ -625,6 +630,10 @@ func (n *Node) drainInbox() {
 		ev()
 	}
 	if len(out) > 0 {
+		origin := n.core.status().origin
+		for i := range out {
+			out[i].Origin = origin // built off the loop, which alone reads the core
+		}
 		n.transport.Send(out)
 	}
 
@@ -1014,6 +1023,7 @@ func (n *Node) updateStatus() {
 		SnapshotIndex: st.snapshotIndex,
 		Members:       st.members,
 		Outgoing:      st.outgoing,
+		Origin:        st.origin,
 	}
 	n.statusMu.Lock()
 	n.status = s

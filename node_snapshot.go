@@ -465,7 +465,8 @@ func (st *snapStream) deliverChunk(m Message, want uint64) error {
 // it again.
 func (n *Node) receiveChunk(m Message) error {
 	r := n.receiver
-	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: n.core.status().term, Index: m.Index}
+	st := n.core.status()
+	ack := Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: m.From, Term: st.term, Index: m.Index, Origin: st.origin}
 	defer n.noteTransfer()
 	if m.Index <= n.installing.index {
 		// This snapshot (or an older one) is being restored; the final
@@ -634,7 +635,8 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 			return
 		}
 		if n.core.installSnapshot(meta, req.from) {
-			n.transport.Send([]Message{{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: n.core.status().term, Index: req.meta.Index, Context: req.size}})
+			st := n.core.status()
+			n.transport.Send([]Message{{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: st.term, Index: req.meta.Index, Context: req.size, Origin: st.origin}})
 		}
 		n.logger.Info("snapshot restored", zap.Uint64("index", meta.Index), zap.Duration("took", time.Since(start)))
 	})

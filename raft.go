@@ -26,6 +26,12 @@ type core struct {
 	// committed differs from the leader's: its storage lost or tore a write
 	// (or a bug broke safety). The runtime stops the node with it.
 	diverged error
+	// origin identifies the cluster this node belongs to (0: unknown, see
+	// origin.go); originErr is set when this node finds it was bootstrapped
+	// into another cluster's members, and stops the node like diverged.
+	origin         uint64
+	originErr      error
+	refusedOrigins map[uint64]uint64 // peer -> the other origin last logged for it
 
 	// Membership. members is the configuration in effect: that of the last
 	// configuration entry in the log, committed or not (dissertation §4.1).
@@ -191,7 +197,7 @@ func newCore(cfg coreConfig) (*core, error) {
 			zap.Uint64("node", cfg.id), zap.Uint64("storedTerm", hs.Term), zap.Uint64("lastEntryTerm", last))
 		hs.Term, hs.Vote = last, 0
 	}
-	c.term, c.vote = hs.Term, hs.Vote
+	c.term, c.vote, c.origin = hs.Term, hs.Vote, hs.Origin
 	c.log.committed = min(max(hs.Commit, c.snap.Index, c.log.offset), c.log.lastIndex())
 	// The runtime restored the state machine from the snapshot.
 	c.log.applying = max(c.log.offset, min(c.snap.Index, c.log.lastIndex()))
@@ -215,6 +221,7 @@ type coreStatus struct {
 	configIndex      uint64
 	configCommitted  bool // the configuration in effect has committed
 	leavingMembers   int  // removed members the leader still replicates to
+	origin           uint64
 }
 
 // status returns the core's state for the runtime.
@@ -223,7 +230,7 @@ func (c *core) status() coreStatus {
 		id: c.id, term: c.term, leader: c.leader, role: c.role,
 		committed: c.log.committed, last: c.log.lastIndex(), applying: c.log.applying, snapshotIndex: c.snap.Index,
 		members: c.members, outgoing: c.outgoing, configIndex: c.configIndex, configCommitted: c.configIndex <= c.log.committed,
-		leavingMembers: len(c.leaving),
+		leavingMembers: len(c.leaving), origin: c.origin,
 	}
 }
 
@@ -237,13 +244,13 @@ func (c *core) needsSnapshot(id uint64) bool {
 
 // hardState returns what must be durable before this node's messages leave.
 func (c *core) hardState() HardState {
-	return HardState{Term: c.term, Vote: c.vote, Commit: c.log.committed}
+	return HardState{Term: c.term, Vote: c.vote, Commit: c.log.committed, Origin: c.origin}
 }
 
-// send queues m, stamping it with this node's ID and, unless it is a
-// response whose term was set on purpose, the current term.
+// send queues m, stamping it with this node's ID and cluster origin and,
+// unless it is a response whose term was set on purpose, the current term.
 func (c *core) send(m Message) {
-	m.From = c.id
+	m.From, m.Origin = c.id, c.origin
 	if m.Term == 0 {
 		m.Term = c.term
 	}
@@ -261,6 +268,9 @@ func (c *core) step(m Message) {
 	}
 	if m.Type == 0 || m.Type >= msgTypeEnd || m.From == 0 || m.From == c.id {
 		return
+	}
+	if c.originRefused(m) {
+		return // from another cluster: nothing of it is stepped (origin.go)
 	}
 	switch {
 	case m.Term > c.term:
@@ -301,6 +311,9 @@ func (c *core) step(m Message) {
 		return
 	}
 
+	if m.Type == MsgAppend || m.Type == MsgHeartbeat || m.Type == MsgSnapshot {
+		c.adoptOrigin(m) // from the leader of this term
+	}
 	switch m.Type {
 	case MsgVote, MsgPreVote:
 		c.handleVoteRequest(m)
@@ -461,7 +474,7 @@ type ready struct {
 	messages      []Message
 	committed     []Entry // to apply, in order
 	reads         []readResult
-	err           error // fatal: the node must stop (see core.diverged)
+	err           error // fatal: the node must stop (see core.diverged, core.originErr)
 }
 
 // empty reports whether rd asks for nothing.
@@ -510,10 +523,13 @@ func (c *core) ready(prev HardState) ready {
 		snapshotMsgs:  c.snapshotMsgs,
 		err:           c.diverged,
 	}
+	if rd.err == nil {
+		rd.err = c.originErr
+	}
 	c.snapshotsToSend, c.snapshotMsgs = nil, nil
 	// The commit index rides along with the next write; it alone is not
 	// worth an fsync, since a restarted node learns it from the leader.
-	rd.saveState = rd.hardState.Term != prev.Term || rd.hardState.Vote != prev.Vote
+	rd.saveState = rd.hardState.Term != prev.Term || rd.hardState.Vote != prev.Vote || rd.hardState.Origin != prev.Origin
 	c.msgs = nil
 	c.reads.results = nil
 	if n := len(rd.committed); n > 0 {

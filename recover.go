@@ -103,7 +103,8 @@ func RecoverCluster(storage Storage, members []Member) error {
 	// The node's term: the next multiple of the step above every term it
 	// stores, plus one step, so that it is the same on every survivor and
 	// above every survivor's recovery entry.
-	hs = HardState{Term: (top/recoveryTermStep + 2) * recoveryTermStep, Commit: hs.Commit}
+	// The origin stays: the recovered cluster is the same cluster.
+	hs = HardState{Term: (top/recoveryTermStep + 2) * recoveryTermStep, Commit: hs.Commit, Origin: hs.Origin}
 	if err := storage.Save(hs, []Entry{e}); err != nil {
 		return fmt.Errorf("raft: RecoverCluster: writing the recovered configuration: %w", err)
 	}

@@ -151,7 +151,7 @@ func newSim(t testing.TB, seed int64, opts simOptions) *sim {
 	founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(members)}
 	for i := 0; i < opts.nodes; i++ {
 		n := &simNode{id: uint64(i + 1), store: NewMemoryStorage(), tickPeriod: 9 + s.rng.Intn(3)}
-		if err := n.store.Save(HardState{Term: 1, Commit: 1}, []Entry{founding}); err != nil {
+		if err := n.store.Save(HardState{Term: 1, Commit: 1, Origin: clusterOrigin(members)}, []Entry{founding}); err != nil {
 			t.Fatal(err)
 		}
 		s.nodes = append(s.nodes, n)

@@ -93,6 +93,13 @@ type Status struct {
 	Removed bool `json:"removed"`
 	// Err is the fatal error that stopped the node, nil while it runs.
 	Err error `json:"-"`
+	// Origin identifies the cluster: a fingerprint of its founding
+	// configuration, the same on every node of the cluster, whatever the
+	// order of the founders' InitialMembers. 0 while this node does not
+	// know it (a joiner no leader has reached yet). Nodes of different
+	// origins refuse each other's messages (ErrClusterMismatch). In JSON it
+	// is a decimal string (it does not fit a JavaScript number).
+	Origin uint64 `json:"origin,string,omitempty"`
 }
 
 // statusJSON is Status as it is encoded, with Err as its message.

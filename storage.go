@@ -17,6 +17,11 @@ type HardState struct {
 	Term   uint64 // the latest term the node has seen
 	Vote   uint64 // the candidate voted for in Term, 0 if none
 	Commit uint64 // a commit index the node has learned (may lag the real one)
+	// Origin identifies the cluster the node belongs to: a fingerprint of
+	// its founding configuration (see Status.Origin), 0 while unknown. A
+	// Storage keeps it like the other fields; one that drops it costs only
+	// the check against nodes of other clusters after compaction.
+	Origin uint64
 }
 
 // Storage is the durable home of a node's log and HardState. The Node calls

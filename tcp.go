@@ -79,7 +79,9 @@ type TCPConfig struct {
 	// ClusterID is refused during the handshake, so that a node of another
 	// cluster pointed at this address by mistake never reaches the core. At
 	// most 255 bytes. It identifies, it does not authenticate: use TLS for
-	// that.
+	// that. Clusters that share a ClusterID (or leave it empty) are still
+	// told apart by their founding configurations (Status.Origin), message
+	// by message.
 	ClusterID string
 	// TLS, when set, secures every connection: the listener serves TLS with
 	// it (tls.Server) and the dialer uses it as a client (tls.Client). For

@@ -130,7 +130,7 @@ type Message struct {
 	// last MsgSnapshot chunk, the CRC-32C of the whole snapshot data; on a
 	// MsgHeartbeatResp with Done set, the snapshot bytes the follower holds.
 	HintIndex uint64
-	HintTerm  uint64 // on a rejected MsgAppendResp: the term of the entry at HintIndex
+	HintTerm  uint64 // on a rejected MsgAppendResp: the term of the entry at HintIndex; zero on other types (see codec.go)
 
 	// Context: the ReadIndex round or request number (MsgHeartbeat*,
 	// MsgReadIndex*); the campaign kind (MsgVote, MsgPreVote); the byte
@@ -139,6 +139,14 @@ type Message struct {
 
 	Data []byte // a snapshot chunk (MsgSnapshot); never modified after sending
 	Done bool   // the last chunk of a snapshot (MsgSnapshot); a snapshot status is included (MsgHeartbeatResp)
+
+	// Origin is the sender's cluster origin (Status.Origin), 0 if it does
+	// not know it; every message carries it. A node refuses a message of
+	// another origin than its own (ErrClusterMismatch). A refused request
+	// is answered with a rejection of its response type whose Index is the
+	// refusing node's last index. A Transport that does not use the codec
+	// must carry it too; one that drops it turns the check off.
+	Origin uint64
 }
 
 // Transport carries Messages between the nodes of one cluster. A Transport
