@@ -413,7 +413,9 @@ func restoreInto(storage Storage, backup SnapshotMeta, data io.Reader, members [
 		return SnapshotMeta{}, fmt.Errorf("raft: RestoreBackup: starting the log after the snapshot: %w", err)
 	}
 	// The snapshot's index is committed: every restored node holds it.
-	if err := storage.Save(HardState{Term: term, Commit: meta.Index}, nil); err != nil {
+	// A cluster origin of its own: the restored cluster refuses the old
+	// cluster's nodes, and they it (origin.go).
+	if err := storage.Save(HardState{Term: term, Commit: meta.Index, Origin: restoredOrigin(meta)}, nil); err != nil {
 		return SnapshotMeta{}, fmt.Errorf("raft: RestoreBackup: writing the term: %w", err)
 	}
 	return meta, nil

@@ -47,7 +47,23 @@ import (
 // that list the same members in different orders agree. It is never 0,
 // which means "unknown".
 func clusterOrigin(members []Member) uint64 {
-	sum := sha256.Sum256(append([]byte("raftkit cluster origin\x00"), encodeMembers(canonicalMembers(members))...))
+	return originOf(append([]byte("raftkit cluster origin\x00"), encodeMembers(canonicalMembers(members))...))
+}
+
+// restoredOrigin is the origin of a cluster restored from a back-up
+// (RestoreBackup): a fingerprint of the restored snapshot's index, term and
+// members, the same on every node restored from the same back-up with the
+// same members, and another than the backed-up cluster's, since it is a
+// new history that must not mix with the old one.
+func restoredOrigin(meta SnapshotMeta) uint64 {
+	b := append([]byte("raftkit restored origin\x00"), encodeMembers(canonicalMembers(meta.Members))...)
+	b = binary.BigEndian.AppendUint64(b, meta.Index)
+	b = binary.BigEndian.AppendUint64(b, meta.Term)
+	return originOf(b)
+}
+
+func originOf(b []byte) uint64 {
+	sum := sha256.Sum256(b)
 	if o := binary.BigEndian.Uint64(sum[:8]); o != 0 {
 		return o
 	}
