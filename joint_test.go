@@ -2,8 +2,10 @@ package raft
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -441,4 +443,100 @@ func TestJoint_RemovedNodeWithTheNewestLogCanLead(t *testing.T) {
 	for _, id := range []uint64{3, 4, 5} {
 		assert.Equal(t, []uint64{3, 4, 5}, voterSet(cores[id]), "node %d", id)
 	}
+}
+
+// TestJoint_OutgoingVoterGetsTheSnapshot: {1,2,3} -> {L,4,5} while the
+// outgoing half's majority needs a voter that the change removes and that is
+// behind the leader's compaction point. The leader must stream it the
+// snapshot (it is a voter of the joint configuration, though not of the
+// incoming half), or the joint entry never commits and the cluster is stuck
+// in the change for ever.
+func TestJoint_OutgoingVoterGetsTheSnapshot(t *testing.T) {
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4, Learner: true}, {ID: 5, Learner: true}}
+	sc := newSnapCluster(t, 5, func(cfg *Config) {
+		cfg.InitialMembers = members
+		cfg.ElectionTimeout = 300 * time.Millisecond
+		cfg.HeartbeatInterval = 30 * time.Millisecond
+	})
+	leader := sc.waitLeader()
+	var old []uint64 // the founders other than the leader
+	for _, id := range []uint64{1, 2, 3} {
+		if id != leader {
+			old = append(old, id)
+		}
+	}
+	blocked, lagging := old[0], old[1]
+	// lagging hears nothing, and nobody hears it, without the leader being
+	// told: it stays in the leader's view until it answers again.
+	var blockAppends atomic.Bool
+	sc.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		switch {
+		case from == lagging || m.To == lagging:
+			return inmemDropSilently
+		case blockAppends.Load() && m.To == blocked && m.Type == MsgAppend:
+			return inmemDropSilently
+		}
+		return inmemPass
+	})
+	last := sc.proposeAmong([]uint64{leader}, 80, func(i int) string { return fmt.Sprintf("command %d", i) })
+	sc.waitApplied(leader, last)
+	sc.snapshotNow(leader)
+	first, err := sc.storages[leader].FirstIndex()
+	require.NoError(t, err)
+	lagLast, err := sc.storages[lagging].LastIndex()
+	require.NoError(t, err)
+	require.Greater(t, first, lagLast+1, "the leader compacted past what the lagging node has")
+
+	// blocked answers heartbeats (the leader keeps its quorum for
+	// CheckQuorum) but receives no entry: the old half's majority needs
+	// lagging, which needs the snapshot.
+	blockAppends.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- sc.nodes[leader].ChangeMembership(ctx,
+			MemberChange{Op: ChangeAddVoter, Member: Member{ID: 4}}, MemberChange{Op: ChangeAddVoter, Member: Member{ID: 5}},
+			MemberChange{Op: ChangeRemove, Member: Member{ID: blocked}}, MemberChange{Op: ChangeRemove, Member: Member{ID: lagging}})
+	}()
+	require.Eventually(t, func() bool { return sc.nodes[leader].Status().Outgoing != nil }, 5*time.Second, time.Millisecond)
+	sc.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if m.To == blocked && m.Type == MsgAppend {
+			return inmemDropSilently
+		}
+		return inmemPass
+	})
+	require.NoError(t, <-done, "the cluster left the joint configuration")
+	assert.Positive(t, sc.lists[lagging].restored, "the outgoing voter caught up through the snapshot")
+	want := []uint64{leader, 4, 5}
+	slices.Sort(want)
+	assert.Equal(t, want, memberIDs(sc.nodes[leader].Status().Members))
+}
+
+// TestSnapshot_RemovedMemberBehindLearnsOfItsRemoval: a member removed
+// while it is behind the leader's compaction point is sent the snapshot,
+// as it is sent the log, until it knows of its removal (D§4.2.3).
+func TestSnapshot_RemovedMemberBehindLearnsOfItsRemoval(t *testing.T) {
+	sc := newSnapCluster(t, 3, func(cfg *Config) {
+		cfg.ElectionTimeout = time.Second
+		cfg.HeartbeatInterval = 50 * time.Millisecond
+	})
+	leader := sc.waitLeader()
+	lagging := sc.follower(leader)
+	sc.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if from == lagging || m.To == lagging {
+			return inmemDropSilently
+		}
+		return inmemPass
+	})
+	last := sc.proposeAmong([]uint64{leader}, 80, func(i int) string { return fmt.Sprintf("command %d", i) })
+	sc.waitApplied(leader, last)
+	sc.snapshotNow(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, sc.nodes[leader].RemoveMember(ctx, lagging))
+	sc.net.setFilter(nil)
+	require.Eventually(t, func() bool { return sc.nodes[lagging].Status().Removed }, 10*time.Second, time.Millisecond,
+		"the removed member learns of its removal")
+	assert.Positive(t, sc.lists[lagging].restored, "through the snapshot")
 }
