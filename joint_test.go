@@ -540,3 +540,25 @@ func TestSnapshot_RemovedMemberBehindLearnsOfItsRemoval(t *testing.T) {
 		"the removed member learns of its removal")
 	assert.Positive(t, sc.lists[lagging].restored, "through the snapshot")
 }
+
+// TestJoint_EmptyOutgoingIsNotJoint: a Storage that stores SnapshotMeta in
+// its own format may give back an empty, non-nil Outgoing for a snapshot
+// that is not joint (a decoder that makes every list). That is no joint
+// configuration: one with no outgoing voter could never elect or commit,
+// and its encoding would be refused by every receiver.
+func TestJoint_EmptyOutgoingIsNotJoint(t *testing.T) {
+	meta := SnapshotMeta{Index: 5, Term: 2, Members: []Member{{ID: 1}}, Outgoing: []Member{}}
+	c, err := newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1, firstIndex: 6, firstTerm: 2, snapshot: meta,
+		hardState: HardState{Term: 2, Commit: 5}, maxInflight: 1, maxUncommittedEntries: 8, maxUncommittedBytes: 1 << 10})
+	require.NoError(t, err)
+	assert.Nil(t, c.outgoing)
+	assert.Nil(t, c.status().outgoing)
+	n := newCoreNet(t, c)
+	n.elect(1)
+	assert.Equal(t, Leader, c.role)
+
+	data := encodeConfig(meta.Members, meta.Outgoing)
+	assert.Equal(t, byte(1), data[0], "the format of a configuration that is not joint")
+	_, _, err = decodeConfig(data)
+	require.NoError(t, err)
+}
