@@ -562,3 +562,173 @@ func TestJoint_EmptyOutgoingIsNotJoint(t *testing.T) {
 	_, _, err = decodeConfig(data)
 	require.NoError(t, err)
 }
+
+// A leadership transfer while joint goes to a voter of the incoming half:
+// one of the outgoing half only would lead a configuration that removes it.
+// The leader does not leave the joint configuration while the transfer may
+// take effect; the target, elected by both majorities, does.
+func TestJoint_TransferWhileJointTheTargetLeavesIt(t *testing.T) {
+	cores, n := fiveCores(t)
+	c1 := cores[1]
+	index, _, _, err := c1.changeMembers(addMember(4, "", false), addMember(5, "", false), removeMember(2), removeMember(3))
+	require.NoError(t, err)
+	_, err = c1.transferLeadership(2)
+	assert.ErrorIs(t, err, ErrInvalidConfig, "a voter of the outgoing half only")
+	to, err := c1.transferLeadership(0)
+	require.NoError(t, err)
+	assert.Contains(t, []uint64{4, 5}, to, "the most up-to-date voter of the incoming half")
+	n.stabilize()
+	target := cores[to]
+	n.tickAllUntil(func() bool {
+		return target.role == Leader && target.outgoing == nil && target.configIndex <= target.log.committed
+	})
+	assert.Greater(t, target.configIndex, index)
+	leave := target.log.entry(target.configIndex)
+	assert.Equal(t, target.term, leave.Term, "the new leader left the joint configuration")
+	for id, c := range cores {
+		if c.log.committed >= target.configIndex {
+			assert.Equal(t, []uint64{1, 4, 5}, voterSet(c), "node %d", id)
+		}
+	}
+}
+
+// While joint, a leader that is only in the outgoing half confirms reads
+// and keeps its office (CheckQuorum) with a majority of each half, never
+// with the outgoing half alone.
+func TestJoint_ReadIndexAndCheckQuorumNeedBothHalves(t *testing.T) {
+	joint := func(t *testing.T) (*core, *coreNet) {
+		cores, n := fiveCores(t)
+		c1 := cores[1]
+		_, _, _, err := c1.changeMembers(addMember(4, "", false), addMember(5, "", false), removeMember(1), removeMember(3))
+		require.NoError(t, err)
+		require.NotNil(t, c1.outgoing)
+		n.drop = func(m Message) bool { return m.From == 4 || m.To == 4 || m.From == 5 || m.To == 5 }
+		n.stabilize()
+		require.NotNil(t, c1.outgoing, "still joint: the new voters have not acknowledged it")
+		return c1, n
+	}
+	t.Run("ReadIndex", func(t *testing.T) {
+		c1, n := joint(t)
+		c1.readIndex(77)
+		for i := 0; i < c1.electionTicks/2; i++ {
+			c1.tick()
+			n.stabilize()
+		}
+		assert.Empty(t, n.reads[1], "a read confirmed by the outgoing half alone")
+		n.drop = nil
+		n.tickUntil(1, func() bool { return len(n.reads[1]) > 0 })
+		assert.Equal(t, uint64(77), n.reads[1][0].id)
+		assert.NoError(t, n.reads[1][0].err)
+	})
+	t.Run("CheckQuorum", func(t *testing.T) {
+		c1, n := joint(t)
+		for i := 0; i < 2*c1.electionTicks && c1.role == Leader; i++ {
+			c1.tick()
+			n.stabilize()
+		}
+		assert.Equal(t, Follower, c1.role, "the incoming half is silent: the leader steps down")
+	})
+}
+
+// One call promotes the learner 4 and demotes the leader, 1: two voter
+// changes, so a joint configuration in which 1 still votes (in the outgoing
+// half). 1 leads until the new configuration commits, then steps down and
+// stays a learner: it neither campaigns nor counts for quorum.
+func TestJoint_PromoteALearnerAndDemoteTheLeaderInOneChange(t *testing.T) {
+	cores, n := fiveCores(t)
+	c1 := cores[1]
+	_, _, _, err := c1.changeMembers(addMember(4, "", true))
+	require.NoError(t, err)
+	n.stabilize()
+	require.Equal(t, []uint64{1, 2, 3}, voterSet(c1))
+
+	_, _, _, err = c1.changeMembers(addMember(4, "", false), addMember(1, "", true))
+	require.NoError(t, err)
+	require.NotNil(t, c1.outgoing)
+	assert.Equal(t, []uint64{1, 2, 3, 4}, voterSet(c1), "1 votes in the outgoing half, 4 in the incoming one")
+	n.stabilize()
+	assert.Equal(t, Follower, c1.role, "demoted: stepped down once the new configuration committed")
+	for _, id := range []uint64{1, 2, 3, 4} {
+		c := cores[id]
+		assert.Nil(t, c.outgoing, "node %d", id)
+		assert.Equal(t, []uint64{2, 3, 4}, voterSet(c), "node %d", id)
+		m, ok := c.member(1)
+		assert.True(t, ok && m.Learner, "node %d: 1 is a learner", id)
+	}
+	assert.False(t, c1.mayCampaign())
+	n.tickAllUntil(func() bool { return len(n.leaders()) == 1 })
+	assert.NotEqual(t, uint64(1), n.leaders()[0])
+}
+
+// A node that an uncommitted configuration removes may campaign (see
+// mayCampaign). One removed while cut off, which never learned that its
+// removal committed and which the leader gave up on, must not disrupt the
+// cluster when it comes back: CheckQuorum's lease makes the voters ignore
+// it while their leader is alive.
+func TestJoint_RemovedNodeThatMissedTheCommitDoesNotDisruptAHealthyCluster(t *testing.T) {
+	cores, n := fiveCores(t)
+	c1, c3 := cores[1], cores[3]
+	index, _, _, err := c1.changeMembers(removeMember(3))
+	require.NoError(t, err)
+	// 3 receives the entry, never the commit.
+	n.drop = func(m Message) bool { return m.To == 3 && m.Commit >= index || m.From == 3 && m.Index > index }
+	n.stabilize()
+	require.Equal(t, index, c3.configIndex)
+	require.Less(t, c3.log.committed, index)
+	n.drop = func(m Message) bool { return m.To == 3 || m.From == 3 }
+	n.tickAllUntil(func() bool { return c1.status().leavingMembers == 0 })
+	require.True(t, c3.mayCampaign(), "it does not know that its removal committed")
+
+	n.drop = nil
+	term := c1.term
+	for i := 0; i < 10*c1.electionTicks; i++ {
+		for _, id := range n.ids() {
+			n.cores[id].tick()
+		}
+		n.stabilize()
+	}
+	assert.Equal(t, []uint64{1}, n.leaders())
+	assert.Equal(t, term, c1.term, "the removed node raised nobody's term")
+}
+
+// RecoverCluster on survivors whose last configuration is joint: the
+// recovered configuration is not joint, so the survivors elect and commit
+// on their own, and keep the entries any of them held.
+func TestJoint_RecoverClusterFromAJointConfiguration(t *testing.T) {
+	in := []Member{{ID: 1}, {ID: 4}, {ID: 5}}
+	out := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	log := []Entry{
+		configEntry(1, 1, 1, 2, 3),
+		{Index: 2, Term: 2, Type: EntryNoop},
+		{Index: 3, Term: 2, Type: EntryCommand, Data: cmd("a")},
+		{Index: 4, Term: 2, Type: EntryConfChange, Data: encodeConfig(in, out)},
+		{Index: 5, Term: 2, Type: EntryCommand, Data: cmd("b")},
+	}
+	survivors := []Member{{ID: 1}, {ID: 2}}
+	var cores []*core
+	for _, id := range []uint64{1, 2} {
+		st := NewMemoryStorage()
+		ents := log
+		if id == 2 {
+			ents = log[:4] // 2 lacks the last entry
+		}
+		require.NoError(t, st.Save(HardState{Term: 2, Vote: 1, Commit: 3}, ents))
+		require.NoError(t, RecoverCluster(st, survivors))
+		loaded, err := loadStorage(Config{ID: id}, st, simSM{})
+		require.NoError(t, err)
+		c, err := newCore(coreConfig{id: id, electionTicks: 10, heartbeatTicks: 1, preVote: true, checkQuorum: true,
+			maxInflight: 8, maxAppendBytes: 1 << 20, maxUncommittedEntries: 64, maxUncommittedBytes: 1 << 20, seed: int64(id),
+			hardState: loaded.hs, firstIndex: loaded.first, firstTerm: loaded.firstTerm, entries: loaded.entries, snapshot: loaded.snap})
+		require.NoError(t, err)
+		assert.Nil(t, c.outgoing, "node %d", id)
+		assert.Equal(t, []uint64{1, 2}, voterSet(c), "node %d", id)
+		cores = append(cores, c)
+	}
+	n := newCoreNet(t, cores...)
+	n.tickAllUntil(func() bool { return len(n.leaders()) == 1 })
+	l := n.cores[n.leaders()[0]]
+	assert.Equal(t, uint64(1), l.id, "the most up-to-date survivor")
+	n.tickUntil(l.id, func() bool { return l.configIndex <= l.log.committed && cores[1].log.committed == l.log.committed })
+	assert.Equal(t, cmd("b"), l.log.entry(5).Data)
+	assert.Nil(t, cores[1].outgoing)
+}
