@@ -732,3 +732,86 @@ func TestJoint_RecoverClusterFromAJointConfiguration(t *testing.T) {
 	assert.Equal(t, cmd("b"), l.log.entry(5).Data)
 	assert.Nil(t, cores[1].outgoing)
 }
+
+// A snapshot taken while the cluster is joint stores both halves, and a
+// node that installs it is joint too, until the cluster leaves.
+func TestJoint_SnapshotTakenWhileJointIsInstalledJoint(t *testing.T) {
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4, Learner: true}, {ID: 5, Learner: true}}
+	sc := newSnapCluster(t, 5, func(cfg *Config) {
+		cfg.InitialMembers = members
+		cfg.ElectionTimeout = 300 * time.Millisecond
+		cfg.HeartbeatInterval = 30 * time.Millisecond
+	})
+	leader := sc.waitLeader()
+	var old []uint64
+	for _, id := range []uint64{1, 2, 3} {
+		if id != leader {
+			old = append(old, id)
+		}
+	}
+	// 4 hears nothing while the leader moves on and compacts.
+	var jointIndex atomic.Uint64
+	sc.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		switch {
+		case from == 4 || m.To == 4:
+			return inmemDropSilently
+		case m.To == 5 && m.Type == MsgAppend && jointIndex.Load() != 0 && m.Index+uint64(len(m.Entries)) > jointIndex.Load():
+			// 5 acknowledges the joint entry, not the one that leaves it.
+			return inmemDropSilently
+		}
+		return inmemPass
+	})
+	last := sc.proposeAmong([]uint64{leader}, 80, func(i int) string { return fmt.Sprintf("command %d", i) })
+	sc.waitApplied(leader, last)
+
+	// The joint configuration commits ({leader, 5} of the new voters), but
+	// the cluster cannot leave it: 4 is cut off and 5 gets no further entry.
+	jointIndex.Store(last + 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- sc.nodes[leader].ChangeMembership(ctx,
+			MemberChange{Op: ChangeAddVoter, Member: Member{ID: 4}}, MemberChange{Op: ChangeAddVoter, Member: Member{ID: 5}},
+			MemberChange{Op: ChangeRemove, Member: Member{ID: old[0]}}, MemberChange{Op: ChangeRemove, Member: Member{ID: old[1]}})
+	}()
+	sc.waitApplied(leader, last+1)
+	meta, _ := sc.snapshotNow(leader)
+	require.Equal(t, last+1, meta.Index, "taken at the joint entry")
+	assert.Equal(t, []uint64{leader, 4, 5}, sortedIDs(meta.Members))
+	assert.Equal(t, []uint64{1, 2, 3, 4, 5}, sortedIDs(meta.Outgoing), "the snapshot stores the outgoing half")
+	first, err := sc.storages[leader].FirstIndex()
+	require.NoError(t, err)
+	lag, err := sc.storages[4].LastIndex()
+	require.NoError(t, err)
+	require.Greater(t, first, lag+1, "4 needs the snapshot")
+
+	// 4 comes back and installs the snapshot (still without the entry
+	// that leaves): it is joint.
+	sc.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if (m.To == 4 || m.To == 5) && m.Type == MsgAppend && m.Index+uint64(len(m.Entries)) > jointIndex.Load() {
+			return inmemDropSilently
+		}
+		return inmemPass
+	})
+	require.Eventually(t, func() bool { return sc.nodes[4].Status().AppliedIndex >= last+1 }, 10*time.Second, time.Millisecond)
+	assert.Positive(t, sc.lists[4].restored, "4 caught up through the snapshot")
+	st := sc.nodes[4].Status()
+	assert.Equal(t, []uint64{leader, 4, 5}, sortedIDs(st.Members))
+	assert.Equal(t, []uint64{1, 2, 3, 4, 5}, sortedIDs(st.Outgoing), "installed joint")
+
+	// Then the cluster leaves the joint configuration.
+	sc.net.setFilter(nil)
+	require.NoError(t, <-done)
+	require.Eventually(t, func() bool {
+		st := sc.nodes[4].Status()
+		return st.Outgoing == nil && st.CommitIndex > last+1
+	}, 10*time.Second, time.Millisecond)
+	assert.Equal(t, []uint64{leader, 4, 5}, sortedIDs(sc.nodes[4].Status().Members))
+}
+
+func sortedIDs(members []Member) []uint64 {
+	ids := memberIDs(members)
+	slices.Sort(ids)
+	return ids
+}
