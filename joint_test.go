@@ -574,6 +574,7 @@ func TestJoint_TransferWhileJointTheTargetLeavesIt(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c1.transferLeadership(2)
 	assert.ErrorIs(t, err, ErrInvalidConfig, "a voter of the outgoing half only")
+	assert.ErrorContains(t, err, "configuration being left")
 	to, err := c1.transferLeadership(0)
 	require.NoError(t, err)
 	assert.Contains(t, []uint64{4, 5}, to, "the most up-to-date voter of the incoming half")
