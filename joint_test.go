@@ -816,3 +816,66 @@ func sortedIDs(members []Member) []uint64 {
 	slices.Sort(ids)
 	return ids
 }
+
+// ChangeMembership returns once the cluster has left the joint
+// configuration, also when the leader that made the change loses office
+// before the entry that leaves it commits: the next leader leaves it, and
+// the call sees it through its own log. If ctx ends first, the error says
+// that the joint configuration committed.
+func TestCluster_ChangeMembershipSurvivesALeaderChangeWhileJoint(t *testing.T) {
+	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4, Learner: true}, {ID: 5, Learner: true}}
+	setup := func(t *testing.T) (c *testCluster, leader, jointIndex uint64, changes []MemberChange) {
+		c = newTestCluster(t, 5, withConfig(func(cfg *Config) { cfg.InitialMembers = members }))
+		leader = c.waitLeader()
+		var old []uint64
+		for _, id := range []uint64{1, 2, 3} {
+			if id != leader {
+				old = append(old, id)
+			}
+		}
+		c.propose("before")
+		jointIndex = c.nodes[leader].Status().LastIndex + 1
+		// Nobody receives the entry that leaves the joint configuration.
+		c.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+			if from == leader && m.Type == MsgAppend && m.Index+uint64(len(m.Entries)) > jointIndex {
+				return inmemDropSilently
+			}
+			return inmemPass
+		})
+		changes = []MemberChange{{Op: ChangeAddVoter, Member: Member{ID: 4}}, {Op: ChangeAddVoter, Member: Member{ID: 5}},
+			{Op: ChangeRemove, Member: Member{ID: old[0]}}, {Op: ChangeRemove, Member: Member{ID: old[1]}}}
+		return c, leader, jointIndex, changes
+	}
+	t.Run("context ends", func(t *testing.T) {
+		c, leader, jointIndex, changes := setup(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		err := c.nodes[leader].ChangeMembership(ctx, changes...)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.ErrorContains(t, err, "has not yet left")
+		assert.Equal(t, jointIndex, c.nodes[leader].Status().CommitIndex, "the joint entry committed")
+	})
+	t.Run("leader changes", func(t *testing.T) {
+		c, leader, jointIndex, changes := setup(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- c.nodes[leader].ChangeMembership(ctx, changes...) }()
+		require.Eventually(t, func() bool { return c.nodes[leader].Status().CommitIndex >= jointIndex }, 5*time.Second, time.Millisecond)
+		// The leader is cut off; another, elected by both halves, leaves
+		// the joint configuration. The leader's own leave entry is
+		// replaced when it hears from the new leader.
+		term := c.nodes[leader].Status().Term
+		c.net.Isolate(leader)
+		c.net.setFilter(nil)
+		c.waitLeader(4, 5)
+		c.net.Heal()
+		require.NoError(t, <-done)
+		want := []uint64{leader, 4, 5}
+		slices.Sort(want)
+		st := c.nodes[leader].Status()
+		assert.Equal(t, want, memberIDs(st.Members))
+		assert.Nil(t, st.Outgoing)
+		assert.Greater(t, st.Term, term, "another leader ended the change")
+	})
+}
