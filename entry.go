@@ -102,7 +102,7 @@ func encodeMembers(members []Member) []byte { return encodeConfig(members, nil) 
 // metadata follows) and address, all as uvarints (strings as a uvarint
 // length and the bytes), then, with bit 1, the number of metadata pairs and
 // each key and value, sorted by key. Version 3 (a joint configuration,
-// outgoing != nil) has a second member list after the first: the outgoing
+// outgoing not empty) has a second member list after the first: the outgoing
 // half. Version 1 (no metadata, not joint) is what is written whenever it
 // can be, so that nodes of earlier versions can read it; version 2 (some
 // member has metadata) and 3 are written only when the feature is used, and
@@ -116,7 +116,7 @@ func encodeConfig(members, outgoing []Member) []byte {
 			version = 2
 		}
 	}
-	if outgoing != nil {
+	if len(outgoing) > 0 {
 		version = 3
 	}
 	buf := make([]byte, 0, 2+(len(members)+len(outgoing))*16)

@@ -243,6 +243,11 @@ func (c *core) applyConfig(e Entry) error {
 // setMembers puts a configuration into effect: members, and outgoing while
 // it is joint (nil otherwise).
 func (c *core) setMembers(members, outgoing []Member) {
+	if len(outgoing) == 0 {
+		// An empty outgoing half (a Storage may decode SnapshotMeta.Outgoing
+		// as an empty list) is no joint configuration.
+		outgoing = nil
+	}
 	old := c.allMembers()
 	c.members, c.outgoing = members, outgoing
 	if outgoing == nil {

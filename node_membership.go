@@ -255,7 +255,9 @@ func (n *Node) appliedConfig(members, outgoing []Member, index uint64) {
 }
 
 // TransferLeadership hands leadership to the voter to (0: the most
-// up-to-date voter) and returns nil once to leads (dissertation §3.10). The
+// up-to-date voter) and returns nil once to leads (dissertation §3.10).
+// While the cluster is joint (see ChangeMembership), the target must be a
+// voter of the new configuration, which it then finishes the change in. The
 // leader refuses proposals and membership changes with ErrTransferInProgress
 // while the transfer runs. If the target has not taken over within an
 // election timeout the leader gives the transfer up and takes proposals

@@ -227,12 +227,15 @@ func (n *Node) checkSenders() {
 	if st.role != Leader {
 		return
 	}
-	for _, m := range st.members {
-		if !n.core.needsSnapshot(m.ID) || n.senders[m.ID] != nil || time.Now().Before(n.senderRetry[m.ID]) {
+	// Every node the leader replicates to: while the configuration is
+	// joint, the voters of the outgoing half count for commitment too, and
+	// a removed member that is behind learns of its removal this way.
+	for _, id := range n.core.replicaIDs() {
+		if !n.core.needsSnapshot(id) || n.senders[id] != nil || time.Now().Before(n.senderRetry[id]) {
 			continue
 		}
-		s := &snapSender{to: m.ID, term: st.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
-		n.senders[m.ID] = s
+		s := &snapSender{to: id, term: st.term, acks: make(chan Message, 16), cancel: make(chan struct{})}
+		n.senders[id] = s
 		n.bgWG.Add(1)
 		go n.streamSnapshot(s)
 	}

@@ -334,11 +334,11 @@ func (c *core) stepFollower(m Message) {
 	switch m.Type {
 	case MsgAppend:
 		c.electionElapsed = 0
-		c.leader = m.From
+		c.heardLeader(m.From)
 		c.handleAppend(m)
 	case MsgHeartbeat:
 		c.electionElapsed = 0
-		c.leader = m.From
+		c.heardLeader(m.From)
 		c.handleHeartbeat(m)
 	case MsgTimeoutNow:
 		c.handleTimeoutNow(m)
@@ -349,7 +349,7 @@ func (c *core) stepFollower(m Message) {
 		c.readAnswered(m)
 	case MsgSnapshot:
 		c.electionElapsed = 0
-		c.leader = m.From
+		c.heardLeader(m.From)
 		if m.Index <= c.log.committed {
 			// We already have everything the snapshot holds: tell the
 			// leader, once we checked that we hold its last entry.
@@ -357,6 +357,21 @@ func (c *core) stepFollower(m Message) {
 			return
 		}
 		c.snapshotMsgs = append(c.snapshotMsgs, m)
+	}
+}
+
+// heardLeader notes that id leads the current term. A fresh node (see
+// freshVoteRefused) also takes it as its vote in this term, if it has none:
+// it may have voted in this term before its storage was lost, and once it
+// forgets the leader (an election timeout without word from it) it would
+// otherwise vote again in the term, for a candidate that missed the
+// election, and elect a second leader. id won the term, so the vote
+// changes nothing else; like any vote, it is durable before the node
+// answers (see ready).
+func (c *core) heardLeader(id uint64) {
+	c.leader = id
+	if c.fresh && c.vote == 0 && !c.hooks.voteWhenFresh {
+		c.vote = id
 	}
 }
 

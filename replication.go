@@ -351,6 +351,16 @@ func (c *core) handleHeartbeatResp(pr *progress, m Message) {
 			pr.becomeProbe(pr.match + 1)
 		}
 		c.sendAppend(m.From, false)
+	} else if m.Commit <= 1 && pr.match > 1 && c.log.committed > 1 && pr.state != snapshotState {
+		// The follower holds every entry as far as we know, yet it cannot
+		// commit beyond the founding configuration: it lost its log (a
+		// wiped disk; or this answers a heartbeat of the cluster's first
+		// moments). An empty append tells: a follower without our last
+		// entry rejects it, and handleAppendResp replicates to it from the
+		// start. Without it, a leader with nothing to append would never
+		// send it anything but heartbeats.
+		pr.probeSent = false
+		c.sendAppend(m.From, true)
 	}
 }
 

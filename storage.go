@@ -86,7 +86,11 @@ type SnapshotMeta struct {
 	Index, Term uint64   // the last entry the snapshot covers
 	Members     []Member // the configuration in effect at Index
 	// Outgoing is, when the configuration at Index is joint (see
-	// ChangeMembership), the configuration being left; nil otherwise.
+	// ChangeMembership), the configuration being left; nil otherwise (an
+	// empty list counts as nil). A Storage must give it back with the rest
+	// of the metadata: a node restarted from a snapshot taken while joint
+	// that lost it would count votes and commitment in Members alone,
+	// without the majority of the old voters that the change needs.
 	Outgoing []Member
 }
 

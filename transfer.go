@@ -40,6 +40,9 @@ func (c *core) transferLeadership(to uint64) (uint64, error) {
 		return to, nil
 	}
 	if i := slices.IndexFunc(c.members, func(m Member) bool { return m.ID == to }); i < 0 || c.members[i].Learner {
+		if c.voters.contains(to) {
+			return 0, fmt.Errorf("%w: %d votes only in the configuration being left (the membership change in progress removes or demotes it)", ErrInvalidConfig, to)
+		}
 		return 0, fmt.Errorf("%w: %d is not a voter", ErrInvalidConfig, to)
 	}
 	c.logger.Info("transferring leadership", zap.Uint64("to", to), zap.Uint64("term", c.term))
