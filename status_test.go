@@ -137,6 +137,19 @@ func TestNode_ChangedUnderChurn(t *testing.T) {
 		}()
 	}
 
+	// Every subscriber is watching before the churn starts, so each must be
+	// woken by it.
+	require.Eventually(t, func() bool {
+		for _, v := range views {
+			v.mu.Lock()
+			w := v.wakeups
+			v.mu.Unlock()
+			if w == 0 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := range 8 {
