@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // FileStorage is the durable Storage: a segmented write-ahead log in one
@@ -82,6 +84,7 @@ type FileStorage struct {
 	dir      string
 	opts     fileOptions
 	lockFile *os.File
+	metrics  atomic.Pointer[storageMetrics] // set by the Node using it (metrics.go)
 
 	mu        sync.Mutex // guards everything below and the segments' files
 	hs        HardState
@@ -653,6 +656,9 @@ func (s *FileStorage) syncDir() error {
 	return nil
 }
 
+// instrument makes s record to m (nil: nothing); the Node calls it.
+func (s *FileStorage) instrument(m *storageMetrics) { s.metrics.Store(m) }
+
 // InitialState implements Storage.
 func (s *FileStorage) InitialState() (HardState, error) {
 	s.mu.Lock()
@@ -792,7 +798,15 @@ func (s *FileStorage) flush() {
 			s.mu.Unlock()
 			_, err = seg.f.WriteAt(buf, seg.size)
 			if err == nil {
+				m := s.metrics.Load()
+				var t0 time.Time
+				if m != nil {
+					t0 = time.Now()
+				}
 				err = s.sync(seg.f)
+				if m != nil && err == nil {
+					m.wrote(len(buf), time.Since(t0), s.opts.syncHook != nil || !s.opts.noSync)
+				}
 			}
 			s.mu.Lock()
 			if err != nil {

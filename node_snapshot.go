@@ -150,6 +150,9 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan er
 	pr.CloseWithError(errors.New("raft: snapshot write abandoned"))
 	written := <-size
 	snap.Release()
+	if err == nil {
+		n.metrics.snapshotTaken(time.Since(start), written)
+	}
 	n.postEvent(func() {
 		n.snapshotting.Store(false)
 		if err == nil {
@@ -280,6 +283,7 @@ func (n *Node) streamSnapshot(s *snapSender) {
 			return
 		}
 		n.logger.Info("snapshot sent", zap.Uint64("to", s.to), zap.Uint64("bytes", sent), zap.Duration("took", time.Since(start)))
+		n.metrics.snapshotSent(s.to, time.Since(start), int64(sent))
 		// The final acknowledgment means installed: replication resumes
 		// after the snapshot even if the follower's append answer is lost.
 		n.core.snapshotSucceeded(s.to, s.index)
@@ -617,6 +621,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		rc.Close()
 	}
 	if err == nil {
+		n.metrics.snapshotRestored(time.Since(start), int64(req.size))
 		n.applied.Store(meta.Index)
 		n.appliedConfig(meta.Members, meta.Outgoing, meta.Index)
 		n.appliedTerm = meta.Term
