@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // FileStorage is the durable Storage: a segmented write-ahead log in one
@@ -796,16 +795,14 @@ func (s *FileStorage) flush() {
 		s.buf = buf
 		if len(buf) > 0 {
 			s.mu.Unlock()
+			m := s.metrics.Load()
+			t0 := m.now()
 			_, err = seg.f.WriteAt(buf, seg.size)
 			if err == nil {
-				m := s.metrics.Load()
-				var t0 time.Time
-				if m != nil {
-					t0 = time.Now()
-				}
+				t1 := m.now()
 				err = s.sync(seg.f)
-				if m != nil && err == nil {
-					m.wrote(len(buf), time.Since(t0), s.opts.syncHook != nil || !s.opts.noSync)
+				if err == nil {
+					m.wrote(len(buf), t0, t1, s.opts.syncHook != nil || !s.opts.noSync)
 				}
 			}
 			s.mu.Lock()

@@ -738,11 +738,9 @@ func (n *Node) handleReady() error {
 			if len(early) > 0 {
 				n.transport.Send(early)
 			}
-			t0 := n.metrics.start()
 			if err := n.storage.Save(rd.hardState, rd.entries); err != nil {
 				return fmt.Errorf("raft: saving to storage: %w", err)
 			}
-			n.metrics.saveDone(t0)
 			n.savedState = rd.hardState
 			if k := len(rd.entries); k > 0 {
 				n.core.persisted(rd.entries[k-1].Index, rd.entries[k-1].Term)
@@ -932,7 +930,7 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		return waiting
 	}
 	props := b.props
-	t0 := n.metrics.start()
+	t0, timed := n.metrics.applyStart()
 	answered := 0
 	for _, e := range b.entries {
 		if e.Index <= n.applied.Load() {
@@ -957,7 +955,7 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		n.applied.Store(e.Index)
 	}
 	if len(b.entries) > 0 {
-		n.metrics.applyDone(t0, answered)
+		n.metrics.applyDone(t0, timed, answered)
 	}
 	waiting = append(waiting, b.reads...)
 	applied := n.applied.Load()
