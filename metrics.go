@@ -158,9 +158,10 @@ func (s *peerSets) get(id uint64) *peerOptions {
 // nodeMetrics holds a Node's instruments. A nil *nodeMetrics records
 // nothing: every method checks.
 type nodeMetrics struct {
-	rec  []metric.RecordOption
-	obs  []metric.ObserveOption
-	fail [failKinds][]metric.AddOption
+	meter metric.Meter
+	rec   []metric.RecordOption
+	obs   []metric.ObserveOption
+	fail  [failKinds][]metric.AddOption
 
 	proposalsFailed                             metric.Int64Counter
 	applyDuration, readDuration                 metric.Float64Histogram
@@ -205,10 +206,12 @@ type transportMetrics struct {
 	dropped, dropBytes metric.Int64Counter
 }
 
-// instrumented is implemented by the Storage and Transport implementations
-// of this package: the Node hands them its instruments (nil: none), so that
-// one MeterProvider in Config covers a node's storage and transport too,
-// with the same node ID attribute.
+// storageInstrumented and transportInstrumented are implemented by the
+// Storage and Transport implementations of this package: the Node hands
+// them its instruments (nil: none), so that one MeterProvider in Config
+// covers a node's storage and transport too, with the same node ID
+// attribute. They are unexported: a Storage or Transport of the host's
+// records to the host's provider itself, if it wants to.
 type storageInstrumented interface{ instrument(*storageMetrics) }
 type transportInstrumented interface{ instrument(*transportMetrics) }
 
@@ -221,6 +224,7 @@ func newNodeMetrics(mp metric.MeterProvider, id uint64) (*nodeMetrics, error) {
 	node := attrNodeID.String(strconv.FormatUint(id, 10))
 	opt := metric.WithAttributeSet(attribute.NewSet(node))
 	m := &nodeMetrics{
+		meter: meter,
 		rec:   []metric.RecordOption{opt},
 		obs:   []metric.ObserveOption{opt},
 		peers: &peerSets{node: node},
@@ -313,7 +317,7 @@ func (m *nodeMetrics) observe(n *Node) error {
 	if m == nil {
 		return nil
 	}
-	reg, err := n.cfg.MeterProvider.Meter(meterName).RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	reg, err := m.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		n.statusMu.Lock()
 		st := n.status
 		n.statusMu.Unlock()
