@@ -241,6 +241,32 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
+// TestMetrics_RestartRestoresFromSnapshot: a node restarted on storage
+// that holds a snapshot records the restore, with the snapshot's size; and
+// the restarted node reports through its provider again, the stopped one
+// no more.
+func TestMetrics_RestartRestoresFromSnapshot(t *testing.T) {
+	mr := newMetricsReader(t)
+	sc := newSnapCluster(t, 3, func(c *Config) { c.MeterProvider = mr.provider })
+	leader := sc.waitLeader()
+	sc.proposeAmong(sc.ids, 5, func(i int) string { return fmt.Sprint("cmd ", i) })
+	follower := sc.follower(leader)
+	sc.waitApplied(follower, sc.nodes[leader].Status().CommitIndex)
+	_, data := sc.snapshotNow(follower)
+	require.NotEmpty(t, data)
+	require.Zero(t, samples(mr.collect(), "raft.snapshot.restore.duration", follower))
+
+	sc.stop(follower)
+	_, found := sumOf(mr.collect()["raft.term"], false, nodeAttr(follower))
+	assert.False(t, found, "a closed node's callback is unregistered")
+	sc.start(follower)
+	all := mr.collect()
+	assert.Equal(t, 1, int(samples(all, "raft.snapshot.restore.duration", follower)))
+	assert.Equal(t, float64(len(data)), value(all, "raft.snapshot.restore.size", follower))
+	_, found = sumOf(all["raft.term"], false, nodeAttr(follower))
+	assert.True(t, found, "the restarted node reports")
+}
+
 // TestMetrics_TCPFileStorageCluster runs 3 nodes over TCPTransport on
 // FileStorage: the storage's fsyncs and bytes, and the transport's messages
 // and bytes per peer, are recorded through the node's provider, and

@@ -220,6 +220,9 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		logger.Info("InitialMembers ignored: the storage already holds state, whose configuration differs",
 			zap.Stringer("initialMembers", memberList(cfg.InitialMembers)), zap.Stringer("stored", memberList(cs.members)))
 	}
+	if st.snap.Index > 0 {
+		metrics.snapshotRestored(st.restoreTook, st.restoreSize)
+	}
 	n.setPeers()
 	n.updateStatus()
 	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", cs.last), zap.Uint64("commit", cs.committed), zap.Int("members", len(cs.members)))
@@ -239,6 +242,9 @@ type stored struct {
 	firstTerm uint64
 	snap      SnapshotMeta
 	founded   bool // the storage was empty and now holds the founding configuration
+	// restoreTook and restoreSize describe the restore from snap, if any.
+	restoreTook time.Duration
+	restoreSize int64
 	// fresh: the storage holds nothing beyond the founding configuration
 	// (a joiner, a founder no leader has reached yet, or a node whose disk
 	// was wiped); the core then withholds votes from a cluster with history
@@ -264,12 +270,14 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	meta, rc, err := storage.Snapshot()
 	switch {
 	case err == nil:
-		err = sm.Restore(&snapshotReader{r: rc, meta: meta})
+		start := time.Now()
+		sr := &snapshotReader{r: rc, meta: meta}
+		err = sm.Restore(sr)
 		rc.Close()
 		if err != nil {
 			return st, fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", meta.Index, err)
 		}
-		st.snap = meta
+		st.snap, st.restoreTook, st.restoreSize = meta, time.Since(start), sr.read
 	case !errors.Is(err, ErrNoSnapshot):
 		return st, wrap(err)
 	}
