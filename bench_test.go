@@ -34,8 +34,8 @@ func (emptySnapshot) WriteTo(io.Writer) (int64, error) { return 0, nil }
 func (emptySnapshot) Release()                         {}
 
 // benchCluster starts three nodes, each on the storage newStorage makes,
-// and returns the leader.
-func benchCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func()) {
+// with their configs adjusted by tune, and returns the leader.
+func benchCluster(b *testing.B, newStorage func(id uint64) Storage, tune ...func(*Config)) (*Node, func()) {
 	b.Helper()
 	nw := NewInmemNetwork()
 	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
@@ -44,8 +44,11 @@ func benchCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func
 	for _, m := range members {
 		st := newStorage(m.ID)
 		stores = append(stores, st)
-		n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			discardSM{}, st, nw.Transport(m.ID))
+		cfg := Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)}
+		for _, f := range tune {
+			f(&cfg)
+		}
+		n, err := NewNode(cfg, discardSM{}, st, nw.Transport(m.ID))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 )
 
@@ -99,6 +100,15 @@ type Config struct {
 	// Logger receives the node's logs, with the node ID as a field.
 	// Default zap.NewNop().
 	Logger *zap.Logger
+
+	// MeterProvider receives the node's metrics (docs/observability.md lists
+	// them), with the node ID as the raft.node.id attribute; the Storage and
+	// Transport implementations of this package that the node is given
+	// (FileStorage, TCPTransport, InmemNetwork's) record theirs through it
+	// too. Nothing is registered globally: two nodes in one process may
+	// share a provider or have their own. Default nil: no metrics, and no
+	// cost (no instrument is created, nothing is recorded).
+	MeterProvider metric.MeterProvider
 }
 
 // Validate returns an error naming the first invalid field, or nil. It

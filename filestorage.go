@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // FileStorage is the durable Storage: a segmented write-ahead log in one
@@ -82,6 +83,7 @@ type FileStorage struct {
 	dir      string
 	opts     fileOptions
 	lockFile *os.File
+	metrics  atomic.Pointer[storageMetrics] // set by the Node using it (metrics.go)
 
 	mu        sync.Mutex // guards everything below and the segments' files
 	hs        HardState
@@ -653,6 +655,9 @@ func (s *FileStorage) syncDir() error {
 	return nil
 }
 
+// instrument makes s record to m (nil: nothing); the Node calls it.
+func (s *FileStorage) instrument(m *storageMetrics) { s.metrics.Store(m) }
+
 // InitialState implements Storage.
 func (s *FileStorage) InitialState() (HardState, error) {
 	s.mu.Lock()
@@ -790,9 +795,15 @@ func (s *FileStorage) flush() {
 		s.buf = buf
 		if len(buf) > 0 {
 			s.mu.Unlock()
+			m := s.metrics.Load()
+			t0 := m.now()
 			_, err = seg.f.WriteAt(buf, seg.size)
 			if err == nil {
+				t1 := m.now()
 				err = s.sync(seg.f)
+				if err == nil {
+					m.wrote(len(buf), t0, t1, s.opts.syncHook != nil || !s.opts.noSync)
+				}
 			}
 			s.mu.Lock()
 			if err != nil {

@@ -577,6 +577,8 @@ type inmemEndpoint struct {
 	peers   atomic.Pointer[map[uint64]struct{}]
 	heard   atomic.Pointer[map[uint64]struct{}]
 	knownMu sync.Mutex
+
+	metrics atomic.Pointer[transportMetrics] // set by the Node (metrics.go); nil: none
 }
 
 type inmemPhase uint8
@@ -633,8 +635,11 @@ func (ep *inmemEndpoint) Send(msgs []Message) {
 	filter := nw.filter.Load()
 	var r inmemReporter
 	peers, heard := ep.peers.Load(), ep.heard.Load()
+	tm := ep.metrics.Load()
+	var tally inmemTally
 	for i := range msgs {
 		m := &msgs[i]
+		before := c
 		switch {
 		case !inmemKnows(peers, m.To) && !inmemKnows(heard, m.To):
 			c.droppedUnknownPeer++
@@ -655,8 +660,59 @@ func (ep *inmemEndpoint) Send(msgs []Message) {
 		default:
 			nw.sendOne(st, m, &c, &r, ep)
 		}
+		if tm != nil {
+			tally.add(tm, m.To, &before, &c)
+		}
 	}
+	tally.flush(tm)
 	nw.addCounts(uint64(len(msgs)), &c)
+}
+
+// inmemTally sums the messages one Send call delivered (or scheduled) per
+// peer, so that the sent counter is updated once per peer and call; drops
+// are recorded as they happen.
+type inmemTally struct {
+	peers [8]uint64
+	sent  [8]int
+	n     int
+}
+
+func (t *inmemTally) add(tm *transportMetrics, to uint64, before, after *sendCounts) {
+	for _, d := range [...]struct {
+		reason dropReason
+		n      uint64
+	}{
+		{dropUnknownPeer, after.droppedUnknownPeer - before.droppedUnknownPeer},
+		{dropPartition, after.droppedByPartition - before.droppedByPartition},
+		{dropFault, after.droppedByFault - before.droppedByFault},
+		{dropNoReceiver, after.droppedNoReceiver - before.droppedNoReceiver},
+	} {
+		if d.n > 0 {
+			tm.droppedTo(to, d.reason, int(d.n), 0)
+		}
+	}
+	sent := int(after.delivered - before.delivered + after.delayed - before.delayed)
+	if sent == 0 {
+		return
+	}
+	for i := range t.n {
+		if t.peers[i] == to {
+			t.sent[i] += sent
+			return
+		}
+	}
+	if t.n == len(t.peers) {
+		t.flush(tm)
+	}
+	t.peers[t.n], t.sent[t.n] = to, sent
+	t.n++
+}
+
+func (t *inmemTally) flush(tm *transportMetrics) {
+	for i := range t.n {
+		tm.sentTo(t.peers[i], t.sent[i], 0)
+	}
+	t.n = 0
 }
 
 // sendOne delivers or schedules m, which its sender may send to m.To.
@@ -694,6 +750,9 @@ func (r *inmemReporter) report(ep *inmemEndpoint, m *Message) {
 		ep.network.stats.reported.Add(1)
 	}
 }
+
+// instrument makes ep record to m (nil: nothing); the Node calls it.
+func (ep *inmemEndpoint) instrument(m *transportMetrics) { ep.metrics.Store(m) }
 
 // SetPeers replaces the nodes the endpoint sends to (besides those it has
 // heard from), as TCPTransport's SetPeers does. Addresses are ignored: a

@@ -94,6 +94,9 @@ type Node struct {
 	ticked       bool   // event loop: the core ticked since the last updateStatus
 	loggedLeader uint64 // event loop: the leader this node last logged following
 
+	metrics                    *nodeMetrics // nil without Config.MeterProvider (metrics.go)
+	countedLeader, countedTerm uint64       // event loop: the leader last counted in raft.leader.changes
+
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when the event loop has exited
@@ -134,6 +137,18 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	cfg = cfg.withDefaults()
 	tick, electionTicks, heartbeatTicks := cfg.ticks()
 	logger := cfg.Logger.With(zap.Uint64("node", cfg.ID))
+	metrics, err := newNodeMetrics(cfg.MeterProvider, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	// Also without metrics: a storage reused from a node that had them
+	// stops recording to its provider.
+	if s, ok := storage.(storageInstrumented); ok {
+		s.instrument(metrics.storageMetrics())
+	}
+	if t, ok := transport.(transportInstrumented); ok {
+		t.instrument(metrics.transportMetrics())
+	}
 
 	st, err := loadStorage(cfg, storage, sm)
 	if err != nil {
@@ -185,6 +200,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		done:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 		handedOff:    make(chan struct{}),
+		metrics:      metrics,
 	}
 	cs := c.status()
 	n.applied.Store(cs.applying)
@@ -193,12 +209,19 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	// Read IDs start at random, so that a late answer to a read of an earlier
 	// incarnation of this node cannot complete a read of this one.
 	n.nextReadID = rand.Uint64() >> 1
+	if err := metrics.observe(n); err != nil {
+		return nil, err
+	}
 	if err := transport.Attach(cfg.ID, n.deliver); err != nil {
+		metrics.unregister()
 		return nil, fmt.Errorf("raft: attaching transport: %w", err)
 	}
 	if len(cfg.InitialMembers) > 0 && !st.founded && !sameMembers(cfg.InitialMembers, cs.members) {
 		logger.Info("InitialMembers ignored: the storage already holds state, whose configuration differs",
 			zap.Stringer("initialMembers", memberList(cfg.InitialMembers)), zap.Stringer("stored", memberList(cs.members)))
+	}
+	if st.snap.Index > 0 {
+		metrics.snapshotRestored(st.restoreTook, st.restoreSize)
 	}
 	n.setPeers()
 	n.updateStatus()
@@ -219,6 +242,9 @@ type stored struct {
 	firstTerm uint64
 	snap      SnapshotMeta
 	founded   bool // the storage was empty and now holds the founding configuration
+	// restoreTook and restoreSize describe the restore from snap, if any.
+	restoreTook time.Duration
+	restoreSize int64
 	// fresh: the storage holds nothing beyond the founding configuration
 	// (a joiner, a founder no leader has reached yet, or a node whose disk
 	// was wiped); the core then withholds votes from a cluster with history
@@ -244,12 +270,14 @@ func loadStorage(cfg Config, storage Storage, sm StateMachine) (stored, error) {
 	meta, rc, err := storage.Snapshot()
 	switch {
 	case err == nil:
-		err = sm.Restore(&snapshotReader{r: rc, meta: meta})
+		start := time.Now()
+		sr := &snapshotReader{r: rc, meta: meta}
+		err = sm.Restore(sr)
 		rc.Close()
 		if err != nil {
 			return st, fmt.Errorf("raft: restoring the state machine from snapshot %d: %w", meta.Index, err)
 		}
-		st.snap = meta
+		st.snap, st.restoreTook, st.restoreSize = meta, time.Since(start), sr.read
 	case !errors.Is(err, ErrNoSnapshot):
 		return st, wrap(err)
 	}
@@ -353,6 +381,7 @@ func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 // loop took the proposal; the command may then still be appended.
 func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) {
 	if err := n.serving(); err != nil {
+		n.metrics.proposalsFailedBy(err, 1)
 		return nil, err
 	}
 	p := newProposal(cmd)
@@ -368,10 +397,13 @@ func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) 
 		select {
 		case <-p.appended:
 		default:
-			return nil, n.stopErr()
+			err := n.stopErr()
+			n.metrics.proposalsFailedBy(err, 1)
+			return nil, err
 		}
 	}
 	if p.appendErr != nil {
+		n.metrics.proposalsFailedBy(p.appendErr, 1)
 		return nil, p.appendErr
 	}
 	return p, nil
@@ -393,6 +425,7 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 	if err := n.serving(); err != nil {
 		return err
 	}
+	t0 := n.metrics.start()
 	r := &readWait{done: make(chan struct{})}
 	n.inboxMu.Lock()
 	n.inReads = append(n.inReads, r)
@@ -400,6 +433,9 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 	n.wake()
 	select {
 	case <-r.done:
+		if r.err == nil {
+			n.metrics.readDone(t0)
+		}
 		return r.err
 	case <-ctx.Done():
 		r.abandoned.Store(true)
@@ -443,6 +479,7 @@ func (n *Node) Close() error {
 		n.bgWG.Wait()
 		n.transport.Detach()
 		n.failApplyQueue()
+		n.metrics.unregister()
 		n.logger.Info("node closed")
 	})
 	return nil
@@ -795,6 +832,7 @@ func (n *Node) noteRoleChange() {
 		for _, p := range n.pendingProps {
 			p.finish(nil, ErrLeadershipLost)
 		}
+		n.metrics.proposalsFailedBy(ErrLeadershipLost, len(n.pendingProps))
 		n.pendingProps = nil
 	}
 	if isLeader && (!n.wasLeader || st.term != n.leaderTerm) {
@@ -849,11 +887,15 @@ func (n *Node) sendToApplier(ents []Entry) {
 	}
 	props := n.pendingProps[:k:k]
 	n.pendingProps = n.pendingProps[k:]
+	lost := 0
 	for _, p := range props {
 		if e := ents[0]; p.Index < e.Index || ents[p.Index-e.Index].Term != p.Term {
 			p.finish(nil, ErrLeadershipLost)
+			lost++
 		}
 	}
+	n.metrics.proposalsFailedBy(ErrLeadershipLost, lost)
+	n.metrics.committed(len(props) - lost)
 	n.enqueueApply(applyBatch{entries: ents, props: props})
 }
 
@@ -896,6 +938,8 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		return waiting
 	}
 	props := b.props
+	t0, timed := n.metrics.applyStart()
+	answered := 0
 	for _, e := range b.entries {
 		if e.Index <= n.applied.Load() {
 			continue // covered by a snapshot restored meanwhile
@@ -911,12 +955,15 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 		}
 		n.appliedTerm = e.Term
 		for len(props) > 0 && props[0].Index <= e.Index {
-			if props[0].Index == e.Index {
-				props[0].finish(result, nil) // no-op if it already failed
+			if props[0].Index == e.Index && props[0].finish(result, nil) { // false if it already failed
+				answered++
 			}
 			props = props[1:]
 		}
 		n.applied.Store(e.Index)
+	}
+	if len(b.entries) > 0 {
+		n.metrics.applyDone(t0, timed, answered)
 	}
 	waiting = append(waiting, b.reads...)
 	applied := n.applied.Load()
@@ -952,6 +999,7 @@ func (n *Node) failPending() {
 	for _, p := range n.pendingProps {
 		p.finish(nil, err)
 	}
+	n.metrics.proposalsFailedBy(err, len(n.pendingProps))
 	n.pendingProps = nil
 	for _, r := range n.reads {
 		r.finish(err)
@@ -980,7 +1028,9 @@ func (n *Node) failApplyQueue() {
 	n.applyMu.Unlock()
 	for _, b := range batches {
 		for _, p := range b.props {
-			p.finish(nil, err)
+			if p.finish(nil, err) {
+				n.metrics.proposalsFailedBy(err, 1)
+			}
 		}
 		for _, r := range b.reads {
 			r.finish(err)
@@ -999,6 +1049,7 @@ type statusKey struct {
 // to Changed's callers.
 func (n *Node) updateStatus() {
 	st := n.core.status()
+	n.metrics.publish(n, st)
 	if st.leader != n.loggedLeader && st.leader != 0 {
 		if st.leader != n.cfg.ID {
 			// The leader logs its own election; followers log whom they

@@ -150,6 +150,9 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan er
 	pr.CloseWithError(errors.New("raft: snapshot write abandoned"))
 	written := <-size
 	snap.Release()
+	if err == nil {
+		n.metrics.snapshotTaken(time.Since(start), written)
+	}
 	n.postEvent(func() {
 		n.snapshotting.Store(false)
 		if err == nil {
@@ -283,6 +286,7 @@ func (n *Node) streamSnapshot(s *snapSender) {
 			return
 		}
 		n.logger.Info("snapshot sent", zap.Uint64("to", s.to), zap.Uint64("bytes", sent), zap.Duration("took", time.Since(start)))
+		n.metrics.snapshotSent(s.to, time.Since(start), int64(sent))
 		// The final acknowledgment means installed: replication resumes
 		// after the snapshot even if the follower's append answer is lost.
 		n.core.snapshotSucceeded(s.to, s.index)
@@ -614,12 +618,16 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		n.postEvent(func() { n.installDone(req.meta.Index) })
 		return
 	}
+	var size int64
 	if err == nil {
 		// A newer snapshot stored meanwhile replaces the received one.
-		err = n.sm.Restore(&snapshotReader{r: rc, meta: meta})
+		sr := &snapshotReader{r: rc, meta: meta}
+		err = n.sm.Restore(sr)
 		rc.Close()
+		size = sr.read
 	}
 	if err == nil {
+		n.metrics.snapshotRestored(time.Since(start), size)
 		n.applied.Store(meta.Index)
 		n.appliedConfig(meta.Members, meta.Outgoing, meta.Index)
 		n.appliedTerm = meta.Term
@@ -662,15 +670,23 @@ func SnapshotMetaOf(r io.Reader) (meta SnapshotMeta, ok bool) {
 type snapshotReader struct {
 	r    io.Reader
 	meta SnapshotMeta
+	read int64 // bytes the state machine read (raft.snapshot.restore.size)
 }
 
-func (s *snapshotReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+func (s *snapshotReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.read += int64(n)
+	return n, err
+}
 
 // WriteTo keeps the fast paths of the storage's reader (a file's, for
 // one) for a Restore that copies the data with io.Copy.
-func (s *snapshotReader) WriteTo(w io.Writer) (int64, error) {
+func (s *snapshotReader) WriteTo(w io.Writer) (n int64, err error) {
 	if wt, ok := s.r.(io.WriterTo); ok {
-		return wt.WriteTo(w)
+		n, err = wt.WriteTo(w)
+	} else {
+		n, err = io.Copy(w, struct{ io.Reader }{s.r})
 	}
-	return io.Copy(w, struct{ io.Reader }{s.r})
+	s.read += n
+	return n, err
 }

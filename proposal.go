@@ -25,12 +25,14 @@ func newProposal(data []byte) *Proposal {
 	return &Proposal{data: data, appended: make(chan struct{}), done: make(chan struct{})}
 }
 
-// finish sets the outcome; only the first call counts.
-func (p *Proposal) finish(result any, err error) {
+// finish sets the outcome; only the first call counts, and reports true.
+func (p *Proposal) finish(result any, err error) bool {
 	if p.finished.CompareAndSwap(false, true) {
 		p.result, p.err = result, err
 		close(p.done)
+		return true
 	}
+	return false
 }
 
 // Wait returns the StateMachine's Apply result for the command once it is

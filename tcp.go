@@ -341,7 +341,8 @@ type TCPTransport struct {
 	streams  map[tcpStreamKey]*tcpInbound // the newest inbound connection of each peer and lane
 	closing  sync.Once
 	stats    tcpCounters
-	nextWarn atomic.Int64 // unix nanos before which connection-cap refusals are not logged
+	nextWarn atomic.Int64                     // unix nanos before which connection-cap refusals are not logged
+	metrics  atomic.Pointer[transportMetrics] // set by the Node (metrics.go); nil: none
 }
 
 type tcpAttachment struct {
@@ -466,6 +467,7 @@ func (t *TCPTransport) Attach(id uint64, deliver func(Message)) error {
 // longer than MaxFrameSize, or when the lane's queue is full.
 func (t *TCPTransport) Send(msgs []Message) {
 	peers := *t.peers.Load()
+	tm := t.metrics.Load()
 	var unknown, tooLarge, full uint64
 	var reports lossReports
 	for i := range msgs {
@@ -474,6 +476,7 @@ func (t *TCPTransport) Send(msgs []Message) {
 		if p == nil {
 			if p = t.learnedPeer(m.To); p == nil {
 				unknown++
+				tm.droppedTo(m.To, dropUnknownPeer, 1, 0)
 				t.reportIf(&reports, m)
 				continue
 			}
@@ -481,12 +484,14 @@ func (t *TCPTransport) Send(msgs []Message) {
 		size := m.EncodedSize()
 		if size > t.cfg.MaxFrameSize {
 			tooLarge++
+			tm.droppedTo(m.To, dropTooLarge, 1, size)
 			t.logger.Error("message larger than MaxFrameSize dropped", zap.Uint64("to", m.To),
 				zap.Stringer("type", m.Type), zap.Int("size", size), zap.Int("maxFrameSize", t.cfg.MaxFrameSize))
 			continue
 		}
 		if !p.senders[t.laneFor(m, size)].push(m, size) {
 			full++
+			tm.droppedTo(m.To, dropQueueFull, 1, size)
 			t.reportIf(&reports, m)
 		}
 	}
@@ -505,6 +510,9 @@ func (t *TCPTransport) laneFor(m *Message, size int) tcpLane {
 	}
 	return tcpLaneControl
 }
+
+// instrument makes t record to m (nil: nothing); the Node calls it.
+func (t *TCPTransport) instrument(m *transportMetrics) { t.metrics.Store(m) }
 
 // report tells the Node that m was lost (see Unreachable).
 func (t *TCPTransport) report(m *Message) {

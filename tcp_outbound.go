@@ -219,6 +219,7 @@ func (s *tcpSender) discard(report bool) int {
 	if report {
 		s.t.reportLost(s.queue)
 	}
+	s.t.metrics.Load().droppedQueued(s.peer, s.queue)
 	clear(s.queue)
 	s.queue = s.queue[:0]
 	s.mu.Unlock()
@@ -384,7 +385,9 @@ func tcpBackoff(failures int, base, limit time.Duration) time.Duration {
 // whether it wrote anything.
 func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 	t := s.t
+	tm := t.metrics.Load()
 	var written, invalid uint64
+	writtenBytes := 0
 	for {
 		batch := s.take(*spare)
 		if len(batch) == 0 {
@@ -396,6 +399,8 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 		*spare = batch[:0]
 		if err := c.conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout)); err != nil {
 			addIf(&t.stats.droppedUnreachable, written+uint64(len(batch)))
+			tm.droppedTo(s.peer, dropUnreachable, int(written), writtenBytes)
+			tm.droppedQueued(s.peer, batch)
 			t.reportLost(batch)
 			clear(batch)
 			return false, err
@@ -404,11 +409,14 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 			if err := c.writeFrame(&batch[i]); err != nil {
 				if errors.Is(err, errInvalidMessage) {
 					invalid++
+					tm.droppedTo(s.peer, dropTooLarge, 1, batch[i].size)
 					t.logger.Error("message cannot be encoded; dropped", zap.Uint64("peer", s.peer), zap.Error(err))
 					continue
 				}
 				addIf(&t.stats.droppedUnreachable, written+uint64(len(batch)-i))
 				addIf(&t.stats.droppedTooLarge, invalid)
+				tm.droppedTo(s.peer, dropUnreachable, int(written), writtenBytes)
+				tm.droppedQueued(s.peer, batch[i:])
 				t.reportLost(batch[i:])
 				clear(batch)
 				return false, err
@@ -419,6 +427,7 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 				s.lastChunk = &chunk
 			}
 			written++
+			writtenBytes += batch[i].size
 		}
 		clear(batch) // do not pin the entries until the next batch
 	}
@@ -428,9 +437,11 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 	}
 	if err := c.w.Flush(); err != nil {
 		addIf(&t.stats.droppedUnreachable, written)
+		tm.droppedTo(s.peer, dropUnreachable, int(written), writtenBytes)
 		return false, err
 	}
 	t.stats.sent.Add(written)
+	tm.sentTo(s.peer, int(written), writtenBytes)
 	if cap(c.scratch) > 1<<20 {
 		c.scratch = nil // a burst of large messages is over: do not keep its buffer
 	}
