@@ -123,6 +123,7 @@ func New(endpoints ...string) *Client {
 	c := &Client{
 		AttemptTimeout: 5 * time.Second,
 		hc: &http.Client{
+			Transport: http.DefaultTransport.(*http.Transport).Clone(),
 			// Redirects are followed here, not by net/http, to remember
 			// the leader and to tell a redirect from an answer.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -136,6 +137,9 @@ func New(endpoints ...string) *Client {
 	}
 	return c
 }
+
+// Close closes the client's idle connections. The client remains usable.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
 // Put sets key to value and returns the write's revision once it is applied.
 func (c *Client) Put(ctx context.Context, key string, value []byte) (uint64, error) {
