@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/raftkit/raft"
 	"github.com/raftkit/raft/examples/kvstore/client"
 )
 
@@ -43,9 +44,13 @@ import (
 // name each other, and a compare-and-swap on a revision is, in the model, a
 // compare-and-swap on the value read with that revision.
 //
-// The default run is 8 s of load. KVSTORE_SOAK=2m runs longer, for instance:
+// The nodes snapshot every 500 entries, so restarted nodes restore
+// snapshots, from their own disk or sent by the leader.
 //
-//	KVSTORE_SOAK=2m go test -run TestBlackBox -timeout 0 ./examples/kvstore
+// The default run is 8 s of load on 3 nodes. KVSTORE_SOAK=2m runs longer
+// and KVSTORE_NODES=5 on five nodes, for instance:
+//
+//	KVSTORE_SOAK=2m KVSTORE_NODES=5 go test -run TestBlackBox -timeout 0 ./examples/kvstore
 //
 // KVSTORE_SEED=<seed> replays the nemesis's and the clients' choices (not
 // the timing). On failure the test keeps its directory, with the nodes'
@@ -71,7 +76,13 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 	t.Logf("seed %d (replay with KVSTORE_SEED=%d), %v of load", seed, seed, load)
 	rng := rand.New(rand.NewPCG(seed, 1))
 
-	c := newTestCluster(t, 3)
+	nodes := 3
+	if v := os.Getenv("KVSTORE_NODES"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "KVSTORE_NODES")
+		nodes = n
+	}
+	c := newTestCluster(t, nodes)
 	for id := range c.nodes {
 		c.start(id)
 	}
@@ -119,8 +130,14 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 		}
 	}
 
+	var snapshotted bool
+	for _, nd := range c.nodes {
+		snapshotted = snapshotted || nd.status(t).SnapshotIndex > 0
+	}
+	require.True(t, snapshotted, "seed %d: no node took a snapshot: the test did not exercise Snapshot and Restore", seed)
+
 	ops := h.finish()
-	t.Logf("history: %d operations (%s)", len(ops), h.counts())
+	t.Logf("history: %d operations (%s); nodes' logs: %s", len(ops), h.counts(), c.logCounts("snapshot taken", "snapshot received"))
 	require.Greater(t, h.okWrites, 10, "seed %d: too few writes succeeded to check anything; logs in %s", seed, c.dir)
 	res, info := porcupine.CheckOperationsVerbose(kvModel, ops, time.Minute)
 	switch res {
@@ -190,8 +207,9 @@ func read(ctx context.Context, clientID int, r *client.Client, key string, h *hi
 	return string(v), rev, true
 }
 
-// nemesis kills a random node with SIGKILL every second or two and
-// restarts it a moment later, until ctx ends; it returns what it did.
+// nemesis, every second or two until ctx ends, kills a node with SIGKILL
+// and restarts it a moment later, or pauses it (SIGSTOP) and resumes it
+// (SIGCONT); half the time the node is the leader. It returns what it did.
 func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster) []string {
 	var actions []string
 	pause := func(d time.Duration) bool {
@@ -213,8 +231,15 @@ func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster) []string {
 				id, what = leader, "leader"
 			}
 		}
-		c.kill(id)
 		down := 200*time.Millisecond + time.Duration(rng.Int64N(int64(time.Second)))
+		if rng.IntN(3) == 0 {
+			c.signal(id, syscall.SIGSTOP)
+			actions = append(actions, fmt.Sprintf("pause %s %d for %v", what, id, down.Round(time.Millisecond)))
+			pause(down)
+			c.signal(id, syscall.SIGCONT)
+			continue
+		}
+		c.kill(id)
 		actions = append(actions, fmt.Sprintf("kill -9 %s %d for %v", what, id, down.Round(time.Millisecond)))
 		pause(down)
 		c.start(id)
@@ -266,7 +291,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	for id, nd := range c.nodes {
 		nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			"-raft", nd.raft, "-http", nd.http, "-members", strings.Join(members, ","),
-			"-election-timeout", "300ms", "-log-level", "info"}
+			"-election-timeout", "300ms", "-snapshot-threshold", "500", "-log-level", "info"}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
 		require.NoError(t, err)
 		nd.log = f
@@ -316,6 +341,16 @@ func (c *testCluster) start(id uint64) {
 	}()
 }
 
+// signal sends sig to node id's process.
+func (c *testCluster) signal(id uint64, sig syscall.Signal) {
+	nd := c.nodes[id]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		nd.cmd.Process.Signal(sig) //nolint:errcheck // it may have exited
+	}
+}
+
 // kill kills node id's process with SIGKILL and waits for it to exit.
 func (c *testCluster) kill(id uint64) {
 	nd := c.nodes[id]
@@ -348,6 +383,34 @@ func (c *testCluster) leader() uint64 {
 		}
 	}
 	return 0
+}
+
+// logCounts counts the lines of the nodes' logs that contain each phrase.
+func (c *testCluster) logCounts(phrases ...string) string {
+	var out []string
+	for _, phrase := range phrases {
+		n := 0
+		for _, nd := range c.nodes {
+			b, err := os.ReadFile(nd.log.Name())
+			if err == nil {
+				n += strings.Count(string(b), phrase)
+			}
+		}
+		out = append(out, fmt.Sprintf("%q %d", phrase, n))
+	}
+	return strings.Join(out, ", ")
+}
+
+// status returns the node's /status.
+func (nd *testNode) status(t *testing.T) raft.Status {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get("http://" + nd.http + "/status")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var st raft.Status
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
 }
 
 // waitHealthy waits until every node answers /healthz with 200.

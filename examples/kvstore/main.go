@@ -57,6 +57,7 @@ type flags struct {
 	join            string
 	clusterID       string
 	electionTimeout time.Duration
+	snapshotEvery   uint64
 	logLevel        string
 }
 
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&f.join, "join", "", "HTTP address of a member of the cluster to join (instead of -members)")
 	flag.StringVar(&f.clusterID, "cluster-id", "kvstore", "cluster name, the same on every node")
 	flag.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 1s)")
+	flag.Uint64Var(&f.snapshotEvery, "snapshot-threshold", 0, "applied entries between snapshots (default: the library's, 16384)")
 	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
 	flag.Parse()
 
@@ -127,7 +129,8 @@ func runNode(ctx context.Context, f flags) error {
 		RaftListen: f.raft, RaftAdvertise: f.raftAdv,
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
 		Members: members, ClusterID: f.clusterID,
-		ElectionTimeout: f.electionTimeout, Logger: logger,
+		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
+		Logger: logger,
 	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftListen
@@ -279,7 +282,8 @@ func runLocal(ctx context.Context, f flags) error {
 			RaftListen: m.Addr, RaftAdvertise: m.Addr,
 			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
 			Members: members, ClusterID: f.clusterID,
-			ElectionTimeout: f.electionTimeout, Logger: logger,
+			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
+			Logger: logger,
 		})
 		if err != nil {
 			for _, n := range nodes {

@@ -26,7 +26,10 @@ type nodeConfig struct {
 	Members         []raft.Member // the founding members; empty for a node to be added
 	ClusterID       string
 	ElectionTimeout time.Duration // 0: the library's default
-	Logger          *zap.Logger
+	// SnapshotThreshold is the number of applied entries between
+	// snapshots, after which FileStorage compacts the log; 0: the default.
+	SnapshotThreshold uint64
+	Logger            *zap.Logger
 }
 
 // node is one running kvstore node: storage, transport, Raft node, store
@@ -71,10 +74,11 @@ func startNode(cfg nodeConfig) (n *node, err error) {
 	}
 	n.httpAddr = ln.Addr().String()
 	if n.raft, err = raft.NewNode(raft.Config{
-		ID:              cfg.ID,
-		InitialMembers:  cfg.Members, // ignored once the storage holds state
-		ElectionTimeout: cfg.ElectionTimeout,
-		Logger:          cfg.Logger,
+		ID:                cfg.ID,
+		InitialMembers:    cfg.Members, // ignored once the storage holds state
+		ElectionTimeout:   cfg.ElectionTimeout,
+		SnapshotThreshold: cfg.SnapshotThreshold,
+		Logger:            cfg.Logger,
 	}, n.store, n.storage, n.transport); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
