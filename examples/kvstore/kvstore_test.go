@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -150,6 +151,48 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 	case porcupine.Unknown:
 		t.Logf("seed %d: porcupine timed out; linearizability unknown (not a failure)", seed)
 	}
+}
+
+// A fourth process joins a running cluster with -join (as a learner,
+// promoting itself once caught up), serves linearizable reads, and is
+// removed through the admin API.
+func TestBlackBox_JoinPromoteAndRemove(t *testing.T) {
+	c := newTestCluster(t, 3)
+	for id := range c.nodes {
+		c.start(id)
+	}
+	c.waitHealthy(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := client.New(c.httpAddrs()...)
+	defer cl.Close()
+	_, err := cl.Put(ctx, "k", []byte("before the join"))
+	require.NoError(t, err)
+
+	joiner := c.addJoiner(t, 4, c.nodes[2].http)
+	c.start(4)
+	require.Eventually(t, func() bool {
+		st, err := joiner.tryStatus()
+		if err != nil {
+			return false
+		}
+		i := slices.IndexFunc(st.Members, func(m raft.Member) bool { return m.ID == 4 })
+		return i >= 0 && !st.Members[i].Learner && st.Members[i].Meta["http"] == joiner.http
+	}, 20*time.Second, 20*time.Millisecond, "node 4 did not become a voter; logs in %s", c.dir)
+
+	at4 := client.New(joiner.http)
+	defer at4.Close()
+	v, _, err := at4.Get(ctx, "k", client.Linearizable)
+	require.NoError(t, err)
+	assert.Equal(t, "before the join", string(v))
+
+	require.NoError(t, cl.RemoveMember(ctx, 4))
+	require.Eventually(t, func() bool {
+		st, err := joiner.tryStatus()
+		return err == nil && st.Removed
+	}, 10*time.Second, 20*time.Millisecond, "node 4 does not know it was removed; logs in %s", c.dir)
+	_, err = cl.Put(ctx, "k", []byte("after the removal"))
+	require.NoError(t, err, "three voters go on")
 }
 
 // runWorker runs random operations until ctx ends.
@@ -305,6 +348,18 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	return c
 }
 
+// addJoiner adds node id, which joins through the member at joinHTTP.
+func (c *testCluster) addJoiner(t *testing.T, id uint64, joinHTTP string) *testNode {
+	nd := &testNode{id: id, raft: freeAddr(t), http: freeAddr(t)}
+	nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(c.dir, fmt.Sprintf("node%d", id)),
+		"-raft", nd.raft, "-http", nd.http, "-join", joinHTTP, "-election-timeout", "300ms", "-log-level", "info"}
+	f, err := os.Create(filepath.Join(c.dir, fmt.Sprintf("node%d.log", id)))
+	require.NoError(t, err)
+	nd.log = f
+	c.nodes[id] = nd
+	return nd
+}
+
 // freeAddr returns a loopback address with a port that was free just now.
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -404,13 +459,21 @@ func (c *testCluster) logCounts(phrases ...string) string {
 // status returns the node's /status.
 func (nd *testNode) status(t *testing.T) raft.Status {
 	t.Helper()
+	st, err := nd.tryStatus()
+	require.NoError(t, err)
+	return st
+}
+
+func (nd *testNode) tryStatus() (raft.Status, error) {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := hc.Get("http://" + nd.http + "/status")
-	require.NoError(t, err)
+	if err != nil {
+		return raft.Status{}, err
+	}
 	defer resp.Body.Close()
 	var st raft.Status
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
-	return st
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
 }
 
 // waitHealthy waits until every node answers /healthz with 200.

@@ -208,14 +208,16 @@ func join(ctx context.Context, n *node, member string) error {
 	}
 	// Caught up: this node has applied all it knows committed, and the
 	// leader's heartbeats keep that close to the leader's commit index.
+	// Changed does not fire at every new index: poll Status.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
-		ch := n.raft.Changed()
 		st := n.raft.Status()
 		if _, ok := isMember(); ok && st.Leader != 0 && st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex {
 			break
 		}
 		select {
-		case <-ch:
+		case <-tick.C:
 		case <-ctx.Done():
 			return fmt.Errorf("joining: waiting to catch up: %w", ctx.Err())
 		}
