@@ -45,7 +45,7 @@ import (
 // name each other, and a compare-and-swap on a revision is, in the model, a
 // compare-and-swap on the value read with that revision.
 //
-// The nodes snapshot every 500 entries, so restarted nodes restore
+// The nodes snapshot every 200 entries, so restarted nodes restore
 // snapshots, from their own disk or sent by the leader.
 //
 // The default run is 8 s of load on 3 nodes. KVSTORE_SOAK=2m runs longer
@@ -334,7 +334,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	for id, nd := range c.nodes {
 		nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			"-raft", nd.raft, "-http", nd.http, "-members", strings.Join(members, ","),
-			"-election-timeout", "300ms", "-snapshot-threshold", "500", "-log-level", "info"}
+			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-log-level", "info"}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
 		require.NoError(t, err)
 		nd.log = f
