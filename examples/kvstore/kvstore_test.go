@@ -2,14 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,6 +202,90 @@ func TestBlackBox_JoinPromoteAndRemove(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "node 4 does not know it was removed; logs in %s", c.dir)
 	_, err = cl.Put(ctx, "k", []byte("after the removal"))
 	require.NoError(t, err, "three voters go on")
+}
+
+// Three processes whose Raft connections use mutual TLS, with certificates
+// that name their node IDs, elect a leader and replicate.
+func TestBlackBox_MutualTLS(t *testing.T) {
+	c := newTestCluster(t, 3)
+	ca, caKey := newCA(t)
+	caFile := writePEM(t, filepath.Join(c.dir, "ca.crt"), "CERTIFICATE", ca.Raw)
+	for id, nd := range c.nodes {
+		cert, key := newNodeCert(t, ca, caKey, id)
+		nd.args = append(nd.args,
+			"-tls-cert", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.crt", id)), "CERTIFICATE", cert),
+			"-tls-key", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.key", id)), "PRIVATE KEY", key),
+			"-tls-ca", caFile)
+	}
+	for id := range c.nodes {
+		c.start(id)
+	}
+	c.waitHealthy(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := client.New(c.httpAddrs()...)
+	defer cl.Close()
+	rev, err := cl.Put(ctx, "k", []byte("over TLS"))
+	require.NoError(t, err)
+	for _, addr := range c.httpAddrs() {
+		at := client.New(addr)
+		v, r, err := at.Get(ctx, "k", client.Linearizable)
+		at.Close()
+		require.NoError(t, err, addr)
+		assert.Equal(t, "over TLS", string(v))
+		assert.Equal(t, rev, r)
+	}
+
+	// The Raft port speaks TLS, with the node's certificate.
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	conn, err := tls.Dial("tcp", c.nodes[1].raft, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})
+	require.NoError(t, err)
+	defer conn.Close()
+	peer := conn.ConnectionState().PeerCertificates[0]
+	require.Len(t, peer.URIs, 1)
+	assert.Equal(t, raft.NodeIdentityURI("kvstore", 1).String(), peer.URIs[0].String())
+}
+
+func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kvstore test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return ca, key
+}
+
+// newNodeCert returns a certificate for node id on 127.0.0.1, for server and
+// client authentication, naming the node (raft://kvstore/node/<id>), and its
+// key, both DER.
+func newNodeCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, id uint64) (cert, key []byte) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(int64(id) + 1), Subject: pkix.Name{CommonName: fmt.Sprintf("node %d", id)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		URIs:        []*url.URL{raft.NodeIdentityURI("kvstore", id)},
+	}
+	cert, err = x509.CreateCertificate(crand.Reader, tmpl, ca, &k.PublicKey, caKey)
+	require.NoError(t, err)
+	key, err = x509.MarshalPKCS8PrivateKey(k)
+	require.NoError(t, err)
+	return cert, key
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) string {
+	require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+	return path
 }
 
 // runWorker runs random operations until ctx ends.

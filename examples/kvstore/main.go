@@ -19,6 +19,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,6 +60,8 @@ type flags struct {
 	electionTimeout time.Duration
 	snapshotEvery   uint64
 	logLevel        string
+	tlsCert, tlsKey string
+	tlsCA           string
 }
 
 func main() {
@@ -75,6 +78,9 @@ func main() {
 	flag.StringVar(&f.clusterID, "cluster-id", "kvstore", "cluster name, the same on every node")
 	flag.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 1s)")
 	flag.Uint64Var(&f.snapshotEvery, "snapshot-threshold", 0, "applied entries between snapshots (default: the library's, 16384)")
+	flag.StringVar(&f.tlsCert, "tls-cert", "", "Raft mutual TLS: this node's certificate (PEM), naming raft://<cluster-id>/node/<id>")
+	flag.StringVar(&f.tlsKey, "tls-key", "", "Raft mutual TLS: this node's private key (PEM)")
+	flag.StringVar(&f.tlsCA, "tls-ca", "", "Raft mutual TLS: the cluster's CA certificate (PEM)")
 	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
 	flag.Parse()
 
@@ -119,6 +125,15 @@ func runNode(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	var tlsConfig *tls.Config
+	switch {
+	case f.tlsCert != "" && f.tlsKey != "" && f.tlsCA != "":
+		if tlsConfig, err = loadTLS(f.tlsCert, f.tlsKey, f.tlsCA); err != nil {
+			return err
+		}
+	case f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "":
+		return errors.New("mutual TLS needs all of -tls-cert, -tls-key and -tls-ca")
+	}
 	logger, err := newLogger(f.logLevel, "info")
 	if err != nil {
 		return err
@@ -128,7 +143,7 @@ func runNode(ctx context.Context, f flags) error {
 		ID: f.id, DataDir: f.data,
 		RaftListen: f.raft, RaftAdvertise: f.raftAdv,
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
-		Members: members, ClusterID: f.clusterID,
+		Members: members, ClusterID: f.clusterID, TLS: tlsConfig,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
 		Logger: logger,
 	}
@@ -251,8 +266,8 @@ func parseMembers(s string) ([]raft.Member, error) {
 
 // runLocal runs a three-node cluster in this process until ctx ends.
 func runLocal(ctx context.Context, f flags) error {
-	if f.members != "" || f.join != "" || f.raft != "" || f.http != "" {
-		return errors.New("-members, -join, -raft and -http need -id (one node per process)")
+	if f.members != "" || f.join != "" || f.raft != "" || f.http != "" || f.tlsCert != "" {
+		return errors.New("-members, -join, -raft, -http and -tls-* need -id (one node per process)")
 	}
 	if f.data == "" {
 		f.data = filepath.Join(os.TempDir(), "raftkit-kvstore")
