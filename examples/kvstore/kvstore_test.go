@@ -54,8 +54,9 @@ import (
 // name each other, and a compare-and-swap on a revision is, in the model, a
 // compare-and-swap on the value read with that revision.
 //
-// The nodes snapshot every 200 entries, so restarted nodes restore
-// snapshots, from their own disk or sent by the leader.
+// The nodes snapshot every 200 entries and keep 50 behind a snapshot, so
+// restarted nodes restore snapshots from their own disk, and one that was
+// down long enough gets one from the leader (the test logs how often).
 //
 // The default run is 8 s of load on 3 nodes. KVSTORE_SOAK=2m runs longer
 // and KVSTORE_NODES=5 on five nodes, for instance:
@@ -147,7 +148,7 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 	require.True(t, snapshotted, "seed %d: no node took a snapshot: the test did not exercise Snapshot and Restore", seed)
 
 	ops := h.finish()
-	t.Logf("history: %d operations (%s); nodes' logs: %s", len(ops), h.counts(), c.logCounts("snapshot taken", "snapshot received"))
+	t.Logf("history: %d operations (%s); nodes' logs: %s", len(ops), h.counts(), c.logCounts("snapshot taken", "snapshot sent", "snapshot received", "snapshot restored"))
 	require.Greater(t, h.okWrites, 10, "seed %d: too few writes succeeded to check anything; logs in %s", seed, c.dir)
 	res, info := porcupine.CheckOperationsVerbose(kvModel, ops, time.Minute)
 	switch res {
@@ -427,7 +428,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	for id, nd := range c.nodes {
 		nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			"-raft", nd.raft, "-http", nd.http, "-members", strings.Join(members, ","),
-			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-log-level", "info"}
+			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-trailing-entries", "50", "-log-level", "info"}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
 		require.NoError(t, err)
 		nd.log = f

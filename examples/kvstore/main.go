@@ -59,6 +59,7 @@ type flags struct {
 	clusterID       string
 	electionTimeout time.Duration
 	snapshotEvery   uint64
+	trailing        uint64
 	logLevel        string
 	tlsCert, tlsKey string
 	tlsCA           string
@@ -78,6 +79,7 @@ func main() {
 	flag.StringVar(&f.clusterID, "cluster-id", "kvstore", "cluster name, the same on every node")
 	flag.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 1s)")
 	flag.Uint64Var(&f.snapshotEvery, "snapshot-threshold", 0, "applied entries between snapshots (default: the library's, 16384)")
+	flag.Uint64Var(&f.trailing, "trailing-entries", 0, "log entries kept behind a snapshot for slow followers (default: the library's, 4096)")
 	flag.StringVar(&f.tlsCert, "tls-cert", "", "Raft mutual TLS: this node's certificate (PEM), naming raft://<cluster-id>/node/<id>")
 	flag.StringVar(&f.tlsKey, "tls-key", "", "Raft mutual TLS: this node's private key (PEM)")
 	flag.StringVar(&f.tlsCA, "tls-ca", "", "Raft mutual TLS: the cluster's CA certificate (PEM)")
@@ -145,7 +147,7 @@ func runNode(ctx context.Context, f flags) error {
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
 		Members: members, ClusterID: f.clusterID, TLS: tlsConfig,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-		Logger: logger,
+		TrailingEntries: f.trailing, Logger: logger,
 	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftListen
@@ -300,7 +302,7 @@ func runLocal(ctx context.Context, f flags) error {
 			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
 			Members: members, ClusterID: f.clusterID,
 			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-			Logger: logger,
+			TrailingEntries: f.trailing, Logger: logger,
 		})
 		if err != nil {
 			for _, n := range nodes {

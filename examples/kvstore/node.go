@@ -35,7 +35,10 @@ type nodeConfig struct {
 	// SnapshotThreshold is the number of applied entries between
 	// snapshots, after which FileStorage compacts the log; 0: the default.
 	SnapshotThreshold uint64
-	Logger            *zap.Logger
+	// TrailingEntries is the number of log entries kept behind a snapshot
+	// for followers that lag; one further behind gets the snapshot.
+	TrailingEntries uint64
+	Logger          *zap.Logger
 }
 
 // node is one running kvstore node: storage, transport, Raft node, store
@@ -85,6 +88,7 @@ func startNode(cfg nodeConfig) (n *node, err error) {
 		InitialMembers:    cfg.Members, // ignored once the storage holds state
 		ElectionTimeout:   cfg.ElectionTimeout,
 		SnapshotThreshold: cfg.SnapshotThreshold,
+		TrailingEntries:   cfg.TrailingEntries,
 		Logger:            cfg.Logger,
 	}, n.store, n.storage, n.transport); err != nil {
 		ln.Close()
