@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"maps"
 	"math/big"
 	"math/rand/v2"
@@ -41,7 +42,8 @@ import (
 
 // The black-box test: the kvstore binary, built by the test, runs as three
 // processes on loopback; clients use the HTTP API through the client
-// package while a nemesis kills nodes with SIGKILL and restarts them; then
+// package while a nemesis kills nodes with SIGKILL and restarts them,
+// pauses them, and cuts the Raft traffic to them; then
 // every node is killed and restarted, the keys are read back, and porcupine
 // checks the whole history (puts, deletes, compare-and-swaps, linearizable
 // reads on any node) against a sequential key-value store.
@@ -345,8 +347,10 @@ func read(ctx context.Context, clientID int, r *client.Client, key string, h *hi
 }
 
 // nemesis, every second or two until ctx ends, kills a node with SIGKILL
-// and restarts it a moment later, or pauses it (SIGSTOP) and resumes it
-// (SIGCONT); half the time the node is the leader. It returns what it did.
+// and restarts it a moment later, pauses it (SIGSTOP) and resumes it
+// (SIGCONT), or cuts the Raft traffic to it (its peers' connections to its
+// proxy: it still sends, but hears nothing) and restores it; half the time
+// the node is the leader. It returns what it did.
 func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster) []string {
 	var actions []string
 	pause := func(d time.Duration) bool {
@@ -369,12 +373,21 @@ func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster) []string {
 			}
 		}
 		down := 200*time.Millisecond + time.Duration(rng.Int64N(int64(time.Second)))
-		if rng.IntN(3) == 0 {
+		switch rng.IntN(4) {
+		case 0:
 			c.signal(id, syscall.SIGSTOP)
 			actions = append(actions, fmt.Sprintf("pause %s %d for %v", what, id, down.Round(time.Millisecond)))
 			pause(down)
 			c.signal(id, syscall.SIGCONT)
 			continue
+		case 1:
+			if p := c.nodes[id].proxy; p != nil {
+				p.cut(true)
+				actions = append(actions, fmt.Sprintf("cut the Raft traffic to %s %d for %v", what, id, down.Round(time.Millisecond)))
+				pause(down)
+				p.cut(false)
+				continue
+			}
 		}
 		c.kill(id)
 		actions = append(actions, fmt.Sprintf("kill -9 %s %d for %v", what, id, down.Round(time.Millisecond)))
@@ -393,6 +406,7 @@ type testCluster struct {
 }
 
 type testNode struct {
+	proxy      *cutProxy // in front of the Raft port: peers dial it (founding nodes)
 	id         uint64
 	raft, http string
 	args       []string
@@ -422,12 +436,13 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	var members []string
 	for id := uint64(1); id <= uint64(n); id++ {
 		nd := &testNode{id: id, raft: freeAddr(t), http: freeAddr(t)}
+		nd.proxy = newCutProxy(t, nd.raft)
 		c.nodes[id] = nd
-		members = append(members, fmt.Sprintf("%d=%s=%s", id, nd.raft, nd.http))
+		members = append(members, fmt.Sprintf("%d=%s=%s", id, nd.proxy.addr(), nd.http))
 	}
 	for id, nd := range c.nodes {
 		nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(dir, fmt.Sprintf("node%d", id)),
-			"-raft", nd.raft, "-http", nd.http, "-members", strings.Join(members, ","),
+			"-raft", nd.raft, "-raft-advertise", nd.proxy.addr(), "-http", nd.http, "-members", strings.Join(members, ","),
 			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-trailing-entries", "50", "-log-level", "info"}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
 		require.NoError(t, err)
@@ -452,6 +467,95 @@ func (c *testCluster) addJoiner(t *testing.T, id uint64, joinHTTP string) *testN
 	nd.log = f
 	c.nodes[id] = nd
 	return nd
+}
+
+// cutProxy forwards TCP connections to a node's Raft port; cut(true)
+// breaks the open ones and refuses new ones until cut(false).
+type cutProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	isCut bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Go(p.serve)
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut(true)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.wg.Go(func() { p.forward(in) })
+	}
+}
+
+func (p *cutProxy) forward(in net.Conn) {
+	defer in.Close()
+	if !p.track(in) {
+		return
+	}
+	defer p.untrack(in)
+	out, err := net.DialTimeout("tcp", p.target, time.Second)
+	if err != nil {
+		return // the node is down: the dialer sees the connection close
+	}
+	defer out.Close()
+	if !p.track(out) {
+		return
+	}
+	defer p.untrack(out)
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(out, in); done <- struct{}{} }() //nolint:errcheck // either side closing ends it
+	go func() { io.Copy(in, out); done <- struct{}{} }() //nolint:errcheck
+	<-done
+	in.Close()
+	out.Close()
+	<-done
+}
+
+// track registers an open connection; false if the proxy is cut.
+func (p *cutProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.isCut {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *cutProxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.conns, c)
+}
+
+func (p *cutProxy) cut(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.isCut = on
+	if on {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
 }
 
 // freeAddr returns a loopback address with a port that was free just now.
