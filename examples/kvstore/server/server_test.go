@@ -202,3 +202,27 @@ func TestServer_WithoutALeaderAnswers503(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, call(api, http.MethodGet, "/kv/k?consistency=stale", "").Code,
 		"a stale read needs no leader (and finds no key here)")
 }
+
+func TestServer_AdminTransfersLeadershipAndChangesMembers(t *testing.T) {
+	nodes := newCluster(t, 3)
+	leader := leaderOf(t, nodes)
+	from := leader.node.Status().ID
+	to := from%3 + 1
+	rec := call(leader.api, http.MethodPost, fmt.Sprintf("/admin/transfer?to=%d", to), "")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.Eventually(t, func() bool { return nodes[to].node.Status().Role == raft.Leader }, 10*time.Second, 10*time.Millisecond)
+
+	api := nodes[to].api
+	rec = call(api, http.MethodPost, "/admin/members", `{"id":4,"raft":"10.0.0.4:7000","http":"node4.example","learner":true}`)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var members []raft.Member
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &members))
+	require.Len(t, members, 4)
+	assert.True(t, members[3].Learner)
+	assert.Equal(t, "node4.example", members[3].Meta[MetaHTTP])
+
+	rec = call(api, http.MethodDelete, "/admin/members/4", "")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &members))
+	assert.Len(t, members, 3)
+}
