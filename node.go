@@ -49,6 +49,7 @@ type Node struct {
 	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
 	installing   snapshotTransfer // a received snapshot being stored and restored
+	clock        *nodeClock       // with lease reads: ticks by the monotonic clock (node_lease.go)
 
 	// Snapshots (node_snapshot.go).
 	snapMu         sync.Mutex
@@ -157,6 +158,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		seed:                  seed,
 		logger:                cfg.Logger,
 		fresh:                 st.fresh,
+		leaseTicks:            cfg.leaseTicks(),
 		hardState:             hs,
 		firstIndex:            st.first,
 		firstTerm:             st.firstTerm,
@@ -387,13 +389,18 @@ func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) 
 // receives), ErrClosed after Close, ErrStopped after a fatal error, or the
 // context's error.
 func (n *Node) LinearizableRead(ctx context.Context) error {
+	return n.read(ctx, false)
+}
+
+// read waits for a read index, by ReadIndex or, with lease, LeaseRead.
+func (n *Node) read(ctx context.Context, lease bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if err := n.serving(); err != nil {
 		return err
 	}
-	r := &readWait{done: make(chan struct{})}
+	r := &readWait{done: make(chan struct{}), lease: lease}
 	n.inboxMu.Lock()
 	n.inReads = append(n.inReads, r)
 	n.inboxMu.Unlock()
@@ -590,12 +597,15 @@ func (n *Node) run() {
 	}()
 	ticker := time.NewTicker(n.tickInterval)
 	defer ticker.Stop()
+	if n.cfg.LeaseReads {
+		n.clock = &nodeClock{base: time.Now(), period: n.tickInterval, maxCatchUp: n.electionTick}
+	}
 	for {
 		select {
 		case <-n.done:
 			return
 		case <-ticker.C:
-			n.core.tick()
+			n.tickCore()
 			n.ticked = true
 			n.retryReads()
 			n.tickReceiver()
@@ -650,11 +660,15 @@ func (n *Node) drainInbox() {
 		}
 		close(p.appended)
 	}
+	if len(reads) > 0 {
+		// The clock is read after the reads were taken: each began before.
+		n.catchUpClock()
+	}
 	for _, r := range reads {
 		n.nextReadID++
 		r.id = n.nextReadID
 		n.reads[r.id] = r
-		n.core.readIndex(r.id)
+		n.core.read(r.id, r.lease)
 	}
 	for _, f := range calls {
 		f()
@@ -675,7 +689,7 @@ func (n *Node) retryReads() {
 		r.ticks++
 		if r.ticks >= n.electionTick {
 			r.ticks = 0
-			n.core.readIndex(id)
+			n.core.read(id, r.lease)
 		}
 	}
 }

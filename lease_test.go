@@ -1,0 +1,278 @@
+package raft
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Lease reads (lease.go; docs/protocol.md, "Lease reads"): the rules of the
+// lease, one test each, on pure cores. The simulator checks that lease reads
+// stay linearizable under faults and clock drift (TestSimLeaseReads) and
+// that a lease longer than its bound gives a stale read
+// (TestSimCatchesBrokenRules).
+
+const testLeaseTicks = 4
+
+func withLease(ticks int) coreOption { return func(c *coreConfig) { c.leaseTicks = ticks } }
+
+// leaseCores elects node 1 of three cores with lease reads on, and has it
+// send one heartbeat round that both followers acknowledge.
+func leaseCores(t *testing.T) (c1, c2, c3 *core, n *coreNet) {
+	t.Helper()
+	c1, c2, c3, n = leaseThreeCores(t)
+	n.elect(1)
+	c1.tick()
+	n.stabilize()
+	require.True(t, c1.leaseValid(), "a heartbeat round acknowledged by a quorum gives the leader a lease")
+	return c1, c2, c3, n
+}
+
+// leaseThreeCores returns three cores with lease reads on that have run
+// for an election timeout since they started (see leaseState.quiet): only
+// node 1 ticks in these tests.
+func leaseThreeCores(t *testing.T) (c1, c2, c3 *core, n *coreNet) {
+	c1, c2, c3, n = threeCores(t, withLease(testLeaseTicks))
+	for _, c := range []*core{c1, c2, c3} {
+		c.lease.quiet = false
+	}
+	return c1, c2, c3, n
+}
+
+// leaseAnswers reports whether core id answers a lease read at once, from
+// its lease, with no message: a read whose answer has to wait for a
+// heartbeat round is not answered by this ready.
+func leaseAnswers(t *testing.T, n *coreNet, id uint64) bool {
+	t.Helper()
+	n.collect(id) // earlier output
+	n.reads[id] = nil
+	c := n.cores[id]
+	c.leaseRead(1000)
+	msgs := n.collect(id)
+	for _, r := range n.reads[id] {
+		if r.id == 1000 && r.err == nil {
+			require.Empty(t, msgs, "a read the lease answers sends nothing")
+			require.Equal(t, c.log.committed, r.index)
+			return true
+		}
+	}
+	_, queued := c.reads.queued[readKey{id: 1000}]
+	require.True(t, queued, "without a lease the read falls back to ReadIndex")
+	return false
+}
+
+func TestLease_LeaderAnswersWithNoMessage(t *testing.T) {
+	c1, _, _, n := leaseCores(t)
+	assert.True(t, leaseAnswers(t, n, 1))
+	assert.EqualValues(t, 1, c1.lease.served)
+}
+
+// The lease runs from the time the acknowledged round was SENT: acks that
+// arrive late do not stretch it.
+func TestLease_StartsWhenTheRoundIsSentNotWhenItIsAcknowledged(t *testing.T) {
+	c1, _, _, n := leaseCores(t)
+	// Round A goes out; its heartbeats are held back.
+	c1.tick()
+	sentAt := c1.lease.now
+	roundA := msgsOf(n.collect(1), MsgHeartbeat)
+	require.NotEmpty(t, roundA)
+	// Time passes; the heartbeats of later rounds are all lost.
+	for c1.lease.now < sentAt+testLeaseTicks-1 {
+		c1.tick()
+		n.collect(1)
+	}
+	// Round A arrives now, and is acknowledged.
+	for _, m := range roundA {
+		n.cores[m.To].step(m)
+	}
+	n.stabilize()
+	require.Equal(t, sentAt, c1.lease.start, "the lease starts when round A was sent")
+	assert.True(t, leaseAnswers(t, n, 1), "still within leaseTicks of round A's send")
+	c1.tick()
+	n.collect(1) // lost
+	assert.False(t, c1.leaseValid(), "leaseTicks after round A was sent, the lease is over however late its acks came")
+}
+
+func TestLease_ExpiresWithoutAQuorumsAnswers(t *testing.T) {
+	c1, _, _, n := leaseCores(t)
+	n.drop = func(Message) bool { return true }
+	for range testLeaseTicks - 1 {
+		c1.tick()
+		n.stabilize()
+	}
+	require.True(t, c1.leaseValid())
+	c1.tick()
+	n.stabilize()
+	assert.False(t, c1.leaseValid())
+	assert.False(t, leaseAnswers(t, n, 1), "an expired lease falls back to ReadIndex")
+}
+
+// A new leader does not know its predecessor's commit index until its own
+// no-op commits (dissertation §6.4): before that, no lease.
+func TestLease_VoidBeforeTheLeadersFirstCommitInItsTerm(t *testing.T) {
+	c1, _, _, n := leaseThreeCores(t)
+	n.drop = func(m Message) bool { return m.Type == MsgAppend && len(m.Entries) > 0 }
+	n.elect(1)
+	require.False(t, c1.committedInTerm())
+	for range 2 {
+		c1.tick()
+		n.stabilize()
+	}
+	require.Equal(t, uint64(2), c1.progress[2].readAck, "followers acknowledge the heartbeat rounds")
+	assert.False(t, c1.leaseValid())
+	assert.False(t, leaseAnswers(t, n, 1))
+	n.drop = nil
+	c1.tick()
+	n.stabilize()
+	require.True(t, c1.committedInTerm())
+	assert.True(t, leaseAnswers(t, n, 1), "once the no-op commits, the next acknowledged round gives a lease")
+}
+
+// During a leadership transfer the target's election is heard by followers
+// in their lease (campaignTransfer), so the leader has none; after the
+// transfer is abandoned, none until the target holds the fence.
+func TestLease_VoidDuringALeadershipTransfer(t *testing.T) {
+	c1, _, _, n := leaseCores(t)
+	held := holdTimeoutNow(n)
+	_, err := c1.transferLeadership(2)
+	require.NoError(t, err)
+	n.stabilize()
+	require.NotEmpty(t, *held)
+	assert.False(t, c1.leaseValid(), "void while the transfer runs")
+	assert.False(t, leaseAnswers(t, n, 1))
+
+	// Abandoned, with the fence not yet at the target: still void.
+	blocked := n.drop
+	n.drop = func(m Message) bool { return blocked(m) || m.To == 2 }
+	abandonTransfer(t, n, c1)
+	n.stabilize()
+	require.Zero(t, c1.transferTarget)
+	c1.tick()
+	n.stabilize()
+	assert.False(t, c1.leaseValid(), "void while a late MsgTimeoutNow could still make the target campaign")
+
+	// The target holds the fence: the transfer can no longer take effect.
+	n.drop = blocked
+	for range 3 {
+		c1.tick()
+		n.stabilize()
+	}
+	require.True(t, c1.transferSettled(2))
+	assert.True(t, leaseAnswers(t, n, 1))
+}
+
+// A configuration change takes effect when appended (dissertation §4.1), and
+// until it commits a candidate may be elected by a quorum of either
+// configuration: no lease, and a round sent before the change never starts
+// one after it.
+func TestLease_VoidUntilAConfigurationChangeCommits(t *testing.T) {
+	c1, _, _, n := leaseCores(t)
+	c1.tick()
+	roundBefore := msgsOf(n.collect(1), MsgHeartbeat)
+	n.drop = func(m Message) bool { return m.Type == MsgAppend && len(m.Entries) > 0 }
+	_, _, changed, err := c1.changeMembers(addMember(4, "", true))
+	require.NoError(t, err)
+	require.True(t, changed)
+	n.stabilize()
+	require.Greater(t, c1.configIndex, c1.log.committed)
+	assert.False(t, c1.leaseValid(), "void while the change is uncommitted")
+	c1.tick()
+	n.stabilize()
+	assert.False(t, leaseAnswers(t, n, 1))
+
+	// The change commits, in a round sent while it was uncommitted; the
+	// round sent before it is acknowledged only now.
+	n.drop = nil
+	n.tickUntil(1, func() bool { return c1.configIndex <= c1.log.committed })
+	for _, m := range roundBefore {
+		n.cores[m.To].step(m)
+	}
+	n.stabilize()
+	assert.False(t, c1.leaseValid(), "rounds sent before the change committed start no lease")
+	c1.tick()
+	n.stabilize()
+	assert.True(t, leaseAnswers(t, n, 1), "a round sent after the commit does")
+}
+
+// In a joint configuration (dissertation §4.3) a round starts a lease only
+// once a majority of each half acknowledged it.
+func TestLease_JointConfigurationNeedsBothMajorities(t *testing.T) {
+	c1, _, _, _ := leaseCores(t)
+	c1.voters = joint{incoming: majority{1, 2, 3}, outgoing: majority{1, 4, 5}}
+	for _, id := range []uint64{4, 5} {
+		c1.progress[id] = c1.newProgress(id)
+	}
+	c1.resetLease()
+	c1.reads.seq++
+	c1.leaseRoundSent(c1.reads.seq)
+	c1.progress[2].readAck, c1.progress[3].readAck = c1.reads.seq, c1.reads.seq
+	c1.renewLease()
+	assert.False(t, c1.lease.held, "the incoming majority alone starts no lease")
+	c1.progress[4].readAck = c1.reads.seq
+	c1.renewLease()
+	assert.True(t, c1.lease.held, "with a majority of the outgoing half too, it does")
+}
+
+func TestLease_RequiresCheckQuorum(t *testing.T) {
+	_, err := newCore(coreConfig{id: 1, electionTicks: 10, heartbeatTicks: 1, checkQuorum: false, leaseTicks: 3,
+		entries: []Entry{configEntry(1, 1, 1, 2, 3)}, firstIndex: 1, hardState: HardState{Term: 1, Commit: 1}})
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	err = Config{ID: 1, LeaseReads: true, DisableCheckQuorum: true}.Validate()
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	assert.Contains(t, err.Error(), "CheckQuorum")
+}
+
+// A follower's lease read asks the leader, which answers from its lease
+// with no heartbeat round; a plain ReadIndex request still gets one.
+func TestLease_FollowerAsksTheLeaderWhoAnswersFromItsLease(t *testing.T) {
+	c1, c2, _, n := leaseCores(t)
+	c2.leaseRead(7)
+	ask := msgsOf(n.collect(2), MsgReadIndex)
+	require.Len(t, ask, 1)
+	require.True(t, ask[0].Done, "the request says a lease answer will do")
+	c1.step(ask[0])
+	out := n.collect(1)
+	assert.Empty(t, msgsOf(out, MsgHeartbeat), "no heartbeat round")
+	resp := msgsOf(out, MsgReadIndexResp)
+	require.Len(t, resp, 1)
+	assert.Equal(t, c1.log.committed, resp[0].Index)
+
+	c2.readIndex(8)
+	c1.step(msgsOf(n.collect(2), MsgReadIndex)[0])
+	out = n.collect(1)
+	assert.Empty(t, msgsOf(out, MsgReadIndexResp), "a ReadIndex request waits for its round")
+	assert.NotEmpty(t, msgsOf(out, MsgHeartbeat))
+}
+
+// A node that restarts forgets that it acknowledged a leader's round; with
+// lease reads on, it ignores candidates for an election timeout after it
+// starts, as it would have in that leader's lease.
+func TestLease_RestartedNodeIgnoresCandidatesForAnElectionTimeout(t *testing.T) {
+	vote := Message{Type: MsgVote, From: 2, To: 1, Term: 5, Index: 10, LogTerm: 4, Context: uint64(campaignElection)}
+	for _, lease := range []bool{false, true} {
+		opts := []coreOption{withoutPreVote()}
+		if lease {
+			opts = append(opts, withLease(testLeaseTicks))
+		}
+		c := newTestCore(t, 1, []uint64{1, 2, 3}, opts...)
+		c.step(vote)
+		granted := len(msgsOf(c.msgs, MsgVoteResp)) == 1 && !msgsOf(c.msgs, MsgVoteResp)[0].Reject
+		c.msgs = nil
+		if !lease {
+			require.True(t, granted, "without lease reads a restarted node votes at once")
+			continue
+		}
+		assert.False(t, granted, "with lease reads a restarted node ignores candidates at first")
+		for c.electionElapsed < c.electionTicks-1 {
+			c.tick()
+		}
+		c.step(vote)
+		assert.Empty(t, c.msgs, "still within an election timeout of the start")
+		c.tick()
+		c.step(vote)
+		resp := msgsOf(c.msgs, MsgVoteResp)
+		require.Len(t, resp, 1)
+		assert.False(t, resp[0].Reject, "after an election timeout it votes")
+	}
+}
