@@ -1,6 +1,10 @@
 package raft
 
 import (
+	"context"
+	"math"
+	"time"
+
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -274,5 +278,87 @@ func TestLease_RestartedNodeIgnoresCandidatesForAnElectionTimeout(t *testing.T) 
 		resp := msgsOf(c.msgs, MsgVoteResp)
 		require.Len(t, resp, 1)
 		assert.False(t, resp[0].Reject, "after an election timeout it votes")
+	}
+}
+
+func TestConfig_LeaseDriftMarginAndLength(t *testing.T) {
+	for _, bad := range []float64{-0.1, 1, 2, math.NaN()} {
+		err := Config{ID: 1, LeaseReads: true, LeaseDriftMargin: bad}.Validate()
+		require.ErrorIs(t, err, ErrInvalidConfig, "margin %v", bad)
+		assert.Contains(t, err.Error(), "LeaseDriftMargin")
+	}
+	// The defaults: 1 s election timeout, ticks of 100 ms, a margin of 0.1:
+	// (10 - 2) / 1.1 = 7.27, so a lease of 7 ticks (700 ms).
+	cfg := Config{ID: 1, LeaseReads: true}.withDefaults()
+	assert.Equal(t, 7, cfg.leaseTicks())
+	cfg.LeaseDriftMargin = 0.5
+	assert.Equal(t, 5, cfg.leaseTicks())
+	cfg.LeaseReads = false
+	assert.Zero(t, cfg.leaseTicks())
+}
+
+// leaseServed returns how many reads node id's lease answered.
+func leaseServed(t *testing.T, c *testCluster, id uint64) (served uint64) {
+	t.Helper()
+	require.NoError(t, c.nodes[id].call(context.Background(), func() { served = c.nodes[id].core.lease.served }))
+	return served
+}
+
+// LeaseRead through the runtime: the leader answers from its lease, and a
+// follower's read is answered by the leader's lease; both see a write
+// acknowledged before they began.
+func TestCluster_LeaseReadOnLeaderAndFollower(t *testing.T) {
+	c := newTestCluster(t, 3, withConfig(func(cfg *Config) { cfg.LeaseReads = true }))
+	leader := c.waitLeader()
+	f := c.follower(leader)
+	index := c.propose("a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.Eventually(t, func() bool {
+		valid := false
+		require.NoError(t, c.nodes[leader].call(ctx, func() { valid = c.nodes[leader].core.leaseValid() }))
+		return valid
+	}, 10*time.Second, time.Millisecond, "the leader gets a lease")
+
+	before := leaseServed(t, c, leader)
+	require.NoError(t, c.nodes[leader].LeaseRead(ctx))
+	assert.GreaterOrEqual(t, c.nodes[leader].Status().AppliedIndex, index)
+	require.NoError(t, c.nodes[f].LeaseRead(ctx))
+	assert.GreaterOrEqual(t, c.nodes[f].Status().AppliedIndex, index)
+	assert.Greater(t, leaseServed(t, c, leader), before, "the lease answered")
+
+	// LinearizableRead is untouched: always a ReadIndex round.
+	before = leaseServed(t, c, leader)
+	require.NoError(t, c.nodes[leader].LinearizableRead(ctx))
+	assert.Equal(t, before, leaseServed(t, c, leader))
+}
+
+// A leader whose event loop missed ticker fires (a long storage write, a
+// stall) makes up the ticks from the monotonic clock before it answers
+// lease reads, so its lease never outlives its bound in real time; it
+// makes up at most an election timeout's worth, which ends any lease.
+func TestCluster_LeaseLeaderMakesUpMissedTicks(t *testing.T) {
+	c := newTestCluster(t, 3, withConfig(func(cfg *Config) { cfg.LeaseReads = true }))
+	leader := c.waitLeader()
+	n := c.nodes[leader]
+	var made, capped uint64
+	var stillLeads bool
+	require.NoError(t, n.call(context.Background(), func() {
+		before := n.core.lease.now
+		n.clock.base = n.clock.base.Add(-5 * n.clock.period) // five periods passed unseen
+		n.catchUpClock()
+		made = n.core.lease.now - before
+		before = n.core.lease.now
+		n.clock.base = n.clock.base.Add(-1000 * n.clock.period)
+		n.catchUpClock()
+		capped = n.core.lease.now - before
+		stillLeads = n.core.status().role == Leader
+	}))
+	assert.GreaterOrEqual(t, made, uint64(5))
+	assert.LessOrEqual(t, capped, uint64(n.electionTick))
+	if stillLeads {
+		// (Making up ticks stops early if the leader steps down meanwhile,
+		// for want of a quorum heard in an election timeout.)
+		assert.GreaterOrEqual(t, capped, uint64(n.cfg.leaseTicks()), "enough to end any lease")
 	}
 }
