@@ -595,11 +595,12 @@ func (n *Node) run() {
 		n.signalChangeLocked()
 		n.statusMu.Unlock()
 	}()
-	ticker := time.NewTicker(n.tickInterval)
-	defer ticker.Stop()
 	if n.cfg.LeaseReads {
+		// Before the ticker: its k-th fire comes k periods after base or later.
 		n.clock = &nodeClock{base: time.Now(), period: n.tickInterval, maxCatchUp: n.electionTick}
 	}
+	ticker := time.NewTicker(n.tickInterval)
+	defer ticker.Stop()
 	for {
 		select {
 		case <-n.done:
