@@ -636,6 +636,9 @@ func (n *Node) drainInbox() {
 	out, events := n.inOut, n.inEvents
 	n.inMsgs, n.inProps, n.inReads, n.inCalls, n.inOut, n.inEvents = nil, nil, nil, nil, nil, nil
 	n.inboxMu.Unlock()
+	// With lease reads, a leader reads its clock now, after the reads and
+	// the followers' read requests were taken: each of them began before.
+	n.catchUpClock()
 
 	for _, ev := range events {
 		ev()
@@ -660,10 +663,6 @@ func (n *Node) drainInbox() {
 			n.pendingProps = append(n.pendingProps, p)
 		}
 		close(p.appended)
-	}
-	if len(reads) > 0 {
-		// The clock is read after the reads were taken: each began before.
-		n.catchUpClock()
 	}
 	for _, r := range reads {
 		n.nextReadID++

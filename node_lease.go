@@ -30,10 +30,11 @@ func (n *Node) LeaseRead(ctx context.Context) error {
 // are on. A time.Ticker drops ticks while the event loop is busy (a long
 // storage write), so a leader counting ticker fires would count less time
 // than passed, and its lease would outlive its bound. The leader makes up
-// the missed ticks at each fire and before it answers lease reads; a
-// follower counts one tick per fire as before, which can only lengthen the
-// time it ignores candidates (the safe direction), so that ticks that
-// elapsed before it heard from the leader are never counted after.
+// the missed ticks at each fire and whenever it takes work from its inbox,
+// before it steps any of it (drainInbox), so before it answers a lease read
+// that was queued. A follower counts one tick per fire as before, which can
+// only lengthen the time it ignores candidates (the safe direction): ticks
+// that elapsed before it heard from the leader are never counted after.
 type nodeClock struct {
 	base       time.Time // when the clock started; read with its monotonic reading
 	period     time.Duration
