@@ -128,6 +128,8 @@ func TestLinearizability_LeaseReads(t *testing.T) {
 	require.Greater(t, r.writesOK, 100, "seed %d: too few writes completed: %s", seed, r)
 	require.Greater(t, r.readsOK, 50, "seed %d: too few reads completed: %s", seed, r)
 	require.GreaterOrEqual(t, len(r.actions), 3, "seed %d: the nemesis did too little: %s", seed, r)
+	t.Logf("seed %d: %d reads answered from a lease by the nodes running at the end", seed, r.leaseServed)
+	require.Positive(t, r.leaseServed, "seed %d: no read was answered from a lease", seed)
 }
 
 // TestLinearizability_Soak runs back-to-back rounds of 20 s of load, each on
@@ -430,11 +432,14 @@ type linResult struct {
 	linCounts
 	restores  int    // snapshots installed from the leader or restored at restart
 	snapshots uint64 // highest snapshot index among the nodes at the end
-	ops       int
-	actions   []string
-	loadTime  time.Duration
-	checkTime time.Duration
-	check     porcupine.CheckResult
+	// leaseServed counts the reads answered from a read lease by the nodes
+	// running at the end (a crash loses a node's count).
+	leaseServed uint64
+	ops         int
+	actions     []string
+	loadTime    time.Duration
+	checkTime   time.Duration
+	check       porcupine.CheckResult
 }
 
 func (r *linResult) String() string {
@@ -538,6 +543,8 @@ func runLinearizability(t *testing.T, seed int64, cfg linConfig) *linResult {
 		r.restores += kv.restores
 		kv.mu.Unlock()
 		r.snapshots = max(r.snapshots, w.lc.nodes[id].Status().SnapshotIndex)
+		n := w.lc.nodes[id]
+		require.NoError(t, n.call(context.Background(), func() { r.leaseServed += n.core.lease.served }))
 	}
 	w.lc.mu.Unlock()
 	w.h.count(func(c *linCounts) { r.linCounts = *c })
