@@ -380,3 +380,39 @@ func TestCluster_LeaseLeaderReadsItsClockBeforeEachBatch(t *testing.T) {
 	// (At least one tick: making up stops early if the leader steps down.)
 	assert.Positive(t, now1-now0, "the stall counted before the next batch was handled")
 }
+
+// A change of several voters goes through a joint configuration (D§4.3):
+// no lease until the configuration that leaves it has committed; a round
+// sent after that gives one.
+func TestLease_VoidThroughAJointChange(t *testing.T) {
+	c1, _, _, n := leaseCores(t)
+	_, _, changed, err := c1.changeMembers(addMember(4, "", false), addMember(5, "", false))
+	require.NoError(t, err)
+	require.True(t, changed)
+	require.NotNil(t, c1.outgoing, "two voters added at once: joint")
+	assert.False(t, c1.leaseValid(), "void while the joint configuration is uncommitted")
+	for i := 0; c1.outgoing != nil || c1.configIndex > c1.log.committed; i++ {
+		require.Less(t, i, 100, "the change never completed")
+		assert.False(t, leaseAnswers(t, n, 1), "void until the final configuration commits")
+		c1.tick()
+		n.stabilize()
+	}
+	assert.False(t, c1.leaseValid(), "rounds sent before the final configuration committed give no lease")
+	c1.tick()
+	n.stabilize()
+	assert.True(t, leaseAnswers(t, n, 1), "a round sent after the change committed gives a lease")
+}
+
+// LeaseRead on nodes without Config.LeaseReads is a ReadIndex read.
+func TestCluster_LeaseReadWithoutLeasesFallsBackToReadIndex(t *testing.T) {
+	c := newTestCluster(t, 3)
+	leader := c.waitLeader()
+	index := c.propose("a")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []uint64{leader, c.follower(leader)} {
+		require.NoError(t, c.nodes[id].LeaseRead(ctx))
+		assert.GreaterOrEqual(t, c.nodes[id].Status().AppliedIndex, index)
+	}
+	assert.Zero(t, leaseServed(t, c, leader))
+}
