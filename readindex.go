@@ -76,6 +76,7 @@ func (c *core) startReadRound() {
 		return
 	}
 	c.reads.seq++
+	c.leaseRoundSent(c.reads.seq)
 	for _, r := range c.reads.batch {
 		r.index, r.seq = c.log.committed, c.reads.seq
 		c.reads.pending = append(c.reads.pending, r)
@@ -142,4 +143,5 @@ func (c *core) resetReads() {
 	}
 	c.reads.batch, c.reads.pending, c.reads.seq = c.reads.batch[:0], c.reads.pending[:0], 0
 	clear(c.reads.queued)
+	c.resetLease()
 }
