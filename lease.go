@@ -88,15 +88,7 @@ func (c *core) renewLease() {
 	if c.lease.ticks == 0 || len(c.lease.rounds) == 0 || c.role != Leader {
 		return
 	}
-	acked := c.voters.committed(func(id uint64) uint64 {
-		if id == c.id {
-			return c.reads.seq
-		}
-		if pr := c.progress[id]; pr != nil {
-			return pr.readAck
-		}
-		return 0
-	})
+	acked := c.ackedReadRound()
 	n := 0
 	for _, r := range c.lease.rounds {
 		if r.seq > acked {

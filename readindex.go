@@ -87,21 +87,27 @@ func (c *core) startReadRound() {
 }
 
 // confirmReads releases every read whose round a quorum has confirmed.
+// ackedReadRound returns the newest heartbeat round that a quorum of voters
+// has acknowledged (the leader counts itself; while joint, both majorities).
+func (c *core) ackedReadRound() uint64 {
+	return c.voters.committed(func(id uint64) uint64 {
+		if id == c.id {
+			return c.reads.seq
+		}
+		if pr := c.progress[id]; pr != nil {
+			return pr.readAck
+		}
+		return 0
+	})
+}
+
 func (c *core) confirmReads() {
 	if len(c.reads.pending) == 0 {
 		return
 	}
 	acked := c.reads.seq
 	if !c.hooks.readWithoutConfirmation {
-		acked = c.voters.committed(func(id uint64) uint64 {
-			if id == c.id {
-				return c.reads.seq
-			}
-			if pr := c.progress[id]; pr != nil {
-				return pr.readAck
-			}
-			return 0
-		})
+		acked = c.ackedReadRound()
 	}
 	n := 0
 	for _, r := range c.reads.pending {
