@@ -109,7 +109,27 @@ type Config struct {
 	// share a provider or have their own. Default nil: no metrics, and no
 	// cost (no instrument is created, nothing is recorded).
 	MeterProvider metric.MeterProvider
+	// LeaseReads lets this node, while it leads, answer Node.LeaseRead
+	// from a read lease with no round of messages (docs/protocol.md, "Lease
+	// reads"). It trusts clocks: it is safe only if no node's clock runs
+	// faster than another's by more than LeaseDriftMargin, and only if every
+	// voter runs with CheckQuorum, the same ElectionTimeout and LeaseReads
+	// (a node with LeaseReads ignores candidates for an election timeout
+	// after it starts, as it may have granted a lease before it stopped).
+	// It requires CheckQuorum (DisableCheckQuorum false). With it, the node
+	// counts its ticks by the monotonic clock, making up ticks its event
+	// loop missed while busy. Off by default.
+	LeaseReads bool
+	// LeaseDriftMargin is the relative clock drift the lease allows for: the
+	// lease lasts (ElectionTimeout - 2 ticks) / (1 + LeaseDriftMargin),
+	// rounded down to whole ticks (a tick is the shorter of
+	// HeartbeatInterval and ElectionTimeout/10). It must be in [0, 1);
+	// 0 means the default, 0.1 (clocks that differ in rate by up to 10%).
+	LeaseDriftMargin float64
 }
+
+// DefaultLeaseDriftMargin is the default Config.LeaseDriftMargin.
+const DefaultLeaseDriftMargin = 0.1
 
 // Validate returns an error naming the first invalid field, or nil. It
 // checks the config as given; zero values are valid and mean the defaults.
@@ -145,6 +165,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInboundMessages < 0 {
 		return bad("MaxInboundMessages %d is negative", c.MaxInboundMessages)
+	}
+	if c.LeaseDriftMargin < 0 || c.LeaseDriftMargin >= 1 || math.IsNaN(c.LeaseDriftMargin) {
+		return bad("LeaseDriftMargin %v is outside [0, 1)", c.LeaseDriftMargin)
+	}
+	if c.LeaseReads && c.DisableCheckQuorum {
+		return bad("LeaseReads requires CheckQuorum: without it, followers vote for a new leader while the old one still holds its lease (set DisableCheckQuorum false)")
 	}
 	if len(c.InitialMembers) > 0 {
 		// Whether the list includes ID matters only on empty Storage:
@@ -191,7 +217,30 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	if c.LeaseDriftMargin == 0 {
+		c.LeaseDriftMargin = DefaultLeaseDriftMargin
+	}
 	return c
+}
+
+// leaseTicks returns the read lease's length in ticks, once defaults are
+// applied; 0 when LeaseReads is off. Why it is safe (docs/protocol.md,
+// "Lease reads"): a follower that processed a heartbeat at time r ignores
+// candidates until its electionTicks-th tick after r; the runtime's ticker
+// may deliver one tick that fired before r just after it, so that tick
+// comes at r + (electionTicks-2) ticks of the follower's clock or later.
+// The leader uses a lease started by a round it sent at s only while its
+// tick count is below the count at s plus leaseTicks, that is before
+// s + leaseTicks ticks of its own clock (it makes up missed ticks from the
+// monotonic clock, nodeClock). With ticks of the leader's clock at most
+// 1+LeaseDriftMargin times as long as the follower's, leaseTicks <=
+// (electionTicks-2)/(1+LeaseDriftMargin) ends the lease first.
+func (c Config) leaseTicks() int {
+	if !c.LeaseReads {
+		return 0
+	}
+	_, electionTicks, _ := c.ticks()
+	return int(float64(electionTicks-2) / (1 + c.LeaseDriftMargin))
 }
 
 // trailingEntries returns the number of entries to keep behind a snapshot,

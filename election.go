@@ -22,6 +22,7 @@ const (
 
 // tick advances the logical clock by one tick.
 func (c *core) tick() {
+	c.lease.now++
 	if c.role == Leader {
 		c.tickLeader()
 		return
@@ -73,9 +74,10 @@ func (c *core) mayCampaign() bool {
 }
 
 // inLease reports whether this node heard from a leader recently enough
-// that, under CheckQuorum, that leader may still hold a quorum.
+// that, under CheckQuorum, that leader may still hold a quorum; with lease
+// reads on, also for an election timeout after it started (leaseState.quiet).
 func (c *core) inLease() bool {
-	return c.checkQuorum && c.leader != 0 && c.electionElapsed < c.electionTicks
+	return c.checkQuorum && (c.leader != 0 || c.lease.quiet) && c.electionElapsed < c.electionTicks
 }
 
 // campaign starts an election of the given kind, campaignElection or
@@ -242,6 +244,6 @@ func (c *core) tickLeader() {
 	}
 	if c.heartbeatElapsed >= c.heartbeatTicks {
 		c.heartbeatElapsed = 0
-		c.broadcastHeartbeat(c.reads.seq)
+		c.broadcastHeartbeat(c.heartbeatSeq())
 	}
 }

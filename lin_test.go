@@ -74,6 +74,7 @@ type linConfig struct {
 	opTimeout            time.Duration // per Wait and per LinearizableRead
 	checkTimeout         time.Duration // for porcupine
 	durable              bool          // nodes on FileStorage, reopened from disk after each crash
+	leaseReads           bool          // Config.LeaseReads on every node, and gets through LeaseRead
 }
 
 var linShort = linConfig{nodes: 5, clients: 6, keys: 4, load: 3 * time.Second, opTimeout: 500 * time.Millisecond, checkTimeout: 20 * time.Second}
@@ -111,6 +112,24 @@ func TestLinearizability_Short(t *testing.T) {
 	require.Greater(t, r.readsOK, 50, "seed %d: too few reads completed for the check to mean anything: %s", seed, r)
 	require.GreaterOrEqual(t, len(r.actions), 3, "seed %d: the nemesis did too little: %s", seed, r)
 	require.Positive(t, r.snapshots, "seed %d: no snapshot was taken: %s", seed, r)
+}
+
+// TestLinearizability_LeaseReads is TestLinearizability_Short with every
+// node on Config.LeaseReads and every get through LeaseRead: the nemesis's
+// partitions, crashes and message faults must not make a lease read stale
+// (the nodes' clocks are the same machine's, so drift is within the bound).
+func TestLinearizability_LeaseReads(t *testing.T) {
+	seed := linSeed(t)
+	cfg := linShort
+	cfg.leaseReads = true
+	r := runLinearizability(t, seed, cfg)
+	t.Logf("seed %d: %s", seed, r)
+	t.Logf("nemesis: %s", strings.Join(r.actions, "; "))
+	require.Greater(t, r.writesOK, 100, "seed %d: too few writes completed: %s", seed, r)
+	require.Greater(t, r.readsOK, 50, "seed %d: too few reads completed: %s", seed, r)
+	require.GreaterOrEqual(t, len(r.actions), 3, "seed %d: the nemesis did too little: %s", seed, r)
+	t.Logf("seed %d: %d reads answered from a lease by the nodes running at the end", seed, r.leaseServed)
+	require.Positive(t, r.leaseServed, "seed %d: no read was answered from a lease", seed)
 }
 
 // TestLinearizability_Soak runs back-to-back rounds of 20 s of load, each on
@@ -239,7 +258,7 @@ type linCluster struct {
 
 // newLinCluster starts n nodes that run kvSMs, on MemoryStorage or, if
 // durable, on FileStorage.
-func newLinCluster(t *testing.T, n int, seed int64, durable bool) *linCluster {
+func newLinCluster(t *testing.T, n int, seed int64, durable bool, tune ...func(*Config)) *linCluster {
 	t.Helper()
 	lc := &linCluster{kvs: map[uint64]*kvSM{}}
 	lc.testCluster = newTestCluster(t, n, withNetwork(WithSeed(seed)), withoutStarting(),
@@ -247,6 +266,9 @@ func newLinCluster(t *testing.T, n int, seed int64, durable bool) *linCluster {
 		// catch up by InstallSnapshot.
 		withConfig(func(cfg *Config) {
 			cfg.SnapshotThreshold, cfg.TrailingEntries, cfg.SnapshotChunkSize = 200, 50, 1024
+			for _, f := range tune {
+				f(cfg)
+			}
 		}))
 	if durable {
 		lc.dirs, lc.files = map[uint64]string{}, map[uint64]*FileStorage{}
@@ -410,11 +432,14 @@ type linResult struct {
 	linCounts
 	restores  int    // snapshots installed from the leader or restored at restart
 	snapshots uint64 // highest snapshot index among the nodes at the end
-	ops       int
-	actions   []string
-	loadTime  time.Duration
-	checkTime time.Duration
-	check     porcupine.CheckResult
+	// leaseServed counts the reads answered from a read lease by the nodes
+	// running at the end (a crash loses a node's count).
+	leaseServed uint64
+	ops         int
+	actions     []string
+	loadTime    time.Duration
+	checkTime   time.Duration
+	check       porcupine.CheckResult
 }
 
 func (r *linResult) String() string {
@@ -471,7 +496,11 @@ type linWorkload struct {
 // closes the cluster.
 func runLinearizability(t *testing.T, seed int64, cfg linConfig) *linResult {
 	t.Helper()
-	w := &linWorkload{t: t, cfg: cfg, lc: newLinCluster(t, cfg.nodes, seed, cfg.durable), h: newLinHistory()}
+	var tune []func(*Config)
+	if cfg.leaseReads {
+		tune = append(tune, func(c *Config) { c.LeaseReads = true })
+	}
+	w := &linWorkload{t: t, cfg: cfg, lc: newLinCluster(t, cfg.nodes, seed, cfg.durable, tune...), h: newLinHistory()}
 	defer w.lc.close()
 	for i := range cfg.keys {
 		w.keys = append(w.keys, fmt.Sprintf("k%d", i))
@@ -514,6 +543,8 @@ func runLinearizability(t *testing.T, seed int64, cfg linConfig) *linResult {
 		r.restores += kv.restores
 		kv.mu.Unlock()
 		r.snapshots = max(r.snapshots, w.lc.nodes[id].Status().SnapshotIndex)
+		n := w.lc.nodes[id]
+		require.NoError(t, n.call(context.Background(), func() { r.leaseServed += n.core.lease.served }))
 	}
 	w.lc.mu.Unlock()
 	w.h.count(func(c *linCounts) { r.linCounts = *c })
@@ -630,7 +661,12 @@ func (w *linWorkload) get(client int, id uint64, key string) bool {
 	}
 	call := w.h.now()
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.opTimeout)
-	err := n.LinearizableRead(ctx)
+	var err error
+	if w.cfg.leaseReads {
+		err = n.LeaseRead(ctx)
+	} else {
+		err = n.LinearizableRead(ctx)
+	}
 	cancel()
 	if err != nil {
 		w.h.count(func(c *linCounts) { c.readsFailed++ })

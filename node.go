@@ -49,6 +49,7 @@ type Node struct {
 	senderRetry  map[uint64]time.Time // no new sender to this follower before then
 	receiver     *snapReceiver
 	installing   snapshotTransfer // a received snapshot being stored and restored
+	clock        *nodeClock       // with lease reads: ticks by the monotonic clock (node_lease.go)
 
 	// Snapshots (node_snapshot.go).
 	snapMu         sync.Mutex
@@ -172,6 +173,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		seed:                  seed,
 		logger:                cfg.Logger,
 		fresh:                 st.fresh,
+		leaseTicks:            cfg.leaseTicks(),
 		hardState:             hs,
 		firstIndex:            st.first,
 		firstTerm:             st.firstTerm,
@@ -419,6 +421,11 @@ func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) 
 // receives), ErrClosed after Close, ErrStopped after a fatal error, or the
 // context's error.
 func (n *Node) LinearizableRead(ctx context.Context) error {
+	return n.read(ctx, false)
+}
+
+// read waits for a read index, by ReadIndex or, with lease, LeaseRead.
+func (n *Node) read(ctx context.Context, lease bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -426,7 +433,7 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 		return err
 	}
 	t0 := n.metrics.start()
-	r := &readWait{done: make(chan struct{})}
+	r := &readWait{done: make(chan struct{}), lease: lease}
 	n.inboxMu.Lock()
 	n.inReads = append(n.inReads, r)
 	n.inboxMu.Unlock()
@@ -625,6 +632,10 @@ func (n *Node) run() {
 		n.signalChangeLocked()
 		n.statusMu.Unlock()
 	}()
+	if n.cfg.LeaseReads {
+		// Before the ticker: its k-th fire comes k periods after base or later.
+		n.clock = &nodeClock{base: time.Now(), period: n.tickInterval, maxCatchUp: n.electionTick}
+	}
 	ticker := time.NewTicker(n.tickInterval)
 	defer ticker.Stop()
 	for {
@@ -632,7 +643,7 @@ func (n *Node) run() {
 		case <-n.done:
 			return
 		case <-ticker.C:
-			n.core.tick()
+			n.tickCore()
 			n.ticked = true
 			n.retryReads()
 			n.tickReceiver()
@@ -662,6 +673,9 @@ func (n *Node) drainInbox() {
 	out, events := n.inOut, n.inEvents
 	n.inMsgs, n.inProps, n.inReads, n.inCalls, n.inOut, n.inEvents = nil, nil, nil, nil, nil, nil
 	n.inboxMu.Unlock()
+	// With lease reads, a leader reads its clock now, after the reads and
+	// the followers' read requests were taken: each of them began before.
+	n.catchUpClock()
 
 	for _, ev := range events {
 		ev()
@@ -691,7 +705,7 @@ func (n *Node) drainInbox() {
 		n.nextReadID++
 		r.id = n.nextReadID
 		n.reads[r.id] = r
-		n.core.readIndex(r.id)
+		n.core.read(r.id, r.lease)
 	}
 	for _, f := range calls {
 		f()
@@ -712,7 +726,7 @@ func (n *Node) retryReads() {
 		r.ticks++
 		if r.ticks >= n.electionTick {
 			r.ticks = 0
-			n.core.readIndex(id)
+			n.core.read(id, r.lease)
 		}
 	}
 }

@@ -43,13 +43,7 @@ func joinerTune() (tune func(*Config), setJoiner func(id uint64, joiner bool)) {
 // directory.
 func (c *rollingCluster) stopAndWipe(id uint64) {
 	c.t.Helper()
-	c.mu.Lock()
-	n := c.nodes[id]
-	delete(c.nodes, id)
-	c.mu.Unlock()
-	require.NoError(c.t, n.Close())
-	require.NoError(c.t, c.transports[id].Close())
-	require.NoError(c.t, c.storages[id].Close())
+	c.stopNode(id)
 	require.NoError(c.t, os.RemoveAll(filepath.Join(c.dir, fmt.Sprint(id))))
 }
 

@@ -63,7 +63,8 @@ func (p *Proposal) Done() <-chan struct{} { return p.done }
 type readWait struct {
 	id        uint64
 	index     uint64
-	ticks     int // ticks since the request was last sent (follower retry)
+	ticks     int  // ticks since the request was last sent (follower retry)
+	lease     bool // a LeaseRead: a read lease may answer it
 	done      chan struct{}
 	finished  atomic.Bool
 	abandoned atomic.Bool // the caller's context ended; drop it

@@ -95,6 +95,7 @@ type core struct {
 	fresh bool
 
 	reads readIndexState
+	lease leaseState
 
 	// Output, drained by ready.
 	msgs []Message
@@ -136,6 +137,9 @@ type coreConfig struct {
 	logger                *zap.Logger
 	// fresh: the storage held nothing beyond index 1 (see core.fresh).
 	fresh bool
+	// leaseTicks is the read lease's length in ticks; 0: no lease reads
+	// (lease.go). It needs checkQuorum.
+	leaseTicks int
 
 	hardState HardState
 	// entries are the stored log; they follow firstIndex-1, whose term is
@@ -204,7 +208,12 @@ func newCore(cfg coreConfig) (*core, error) {
 	if err := c.reloadConfig(); err != nil {
 		return nil, err
 	}
+	if cfg.leaseTicks > 0 && !cfg.checkQuorum {
+		return nil, fmt.Errorf("%w: lease reads need CheckQuorum", ErrInvalidConfig)
+	}
+	c.lease.ticks = cfg.leaseTicks
 	c.becomeFollower(c.term, 0)
+	c.lease.quiet = c.lease.ticks > 0
 	return c, nil
 }
 
@@ -431,7 +440,7 @@ func (c *core) stepLeader(m Message) {
 			c.maybeRetireLeaving(m.From, m.Commit)
 		}
 	case MsgReadIndex:
-		c.queueRead(readRequest{id: m.Context, from: m.From})
+		c.readRequested(m)
 	case MsgSnapshotResp:
 		if pr != nil {
 			pr.heard()

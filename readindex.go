@@ -76,6 +76,7 @@ func (c *core) startReadRound() {
 		return
 	}
 	c.reads.seq++
+	c.leaseRoundSent(c.reads.seq)
 	for _, r := range c.reads.batch {
 		r.index, r.seq = c.log.committed, c.reads.seq
 		c.reads.pending = append(c.reads.pending, r)
@@ -86,21 +87,27 @@ func (c *core) startReadRound() {
 }
 
 // confirmReads releases every read whose round a quorum has confirmed.
+// ackedReadRound returns the newest heartbeat round that a quorum of voters
+// has acknowledged (the leader counts itself; while joint, both majorities).
+func (c *core) ackedReadRound() uint64 {
+	return c.voters.committed(func(id uint64) uint64 {
+		if id == c.id {
+			return c.reads.seq
+		}
+		if pr := c.progress[id]; pr != nil {
+			return pr.readAck
+		}
+		return 0
+	})
+}
+
 func (c *core) confirmReads() {
 	if len(c.reads.pending) == 0 {
 		return
 	}
 	acked := c.reads.seq
 	if !c.hooks.readWithoutConfirmation {
-		acked = c.voters.committed(func(id uint64) uint64 {
-			if id == c.id {
-				return c.reads.seq
-			}
-			if pr := c.progress[id]; pr != nil {
-				return pr.readAck
-			}
-			return 0
-		})
+		acked = c.ackedReadRound()
 	}
 	n := 0
 	for _, r := range c.reads.pending {
@@ -142,4 +149,5 @@ func (c *core) resetReads() {
 	}
 	c.reads.batch, c.reads.pending, c.reads.seq = c.reads.batch[:0], c.reads.pending[:0], 0
 	clear(c.reads.queued)
+	c.resetLease()
 }

@@ -335,6 +335,7 @@ func (c *core) handleHeartbeatResp(pr *progress, m Message) {
 	if m.Context > pr.readAck {
 		pr.readAck = m.Context
 		c.confirmReads()
+		c.renewLease()
 	}
 	if pr.state == snapshotState && m.Done {
 		// The follower says how far it got with the snapshot: the runtime

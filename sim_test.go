@@ -56,6 +56,15 @@ type simOptions struct {
 	// wipeEvery restarts one crashed node in wipeEvery on a wiped disk, where
 	// that is safe (wipeSafe); 0 means 2.
 	wipeEvery int
+	// leaseTicks turns lease reads on (and CheckQuorum with them): every
+	// read is a lease read, and leaders hold leases of this many ticks.
+	leaseTicks int
+	// tickPeriods, when set, are the lowest and highest clock periods (in
+	// microticks per tick) that nodes draw from; default 9 and 11.
+	tickPeriods [2]int
+	// noQuietStart lets a node with lease reads vote as soon as it
+	// (re)starts, breaking the rule that it waits an election timeout.
+	noQuietStart bool
 }
 
 type simWrite struct {
@@ -132,6 +141,8 @@ type sim struct {
 
 type simStats struct {
 	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, jointChanges, faultsWhileJoint, wipes int
+	// leaseReads counts the reads a lease answered with no round of messages.
+	leaseReads int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -150,7 +161,7 @@ func newSim(t testing.TB, seed int64, opts simOptions) *sim {
 	s.members = members
 	founding := Entry{Index: 1, Term: 1, Type: EntryConfChange, Data: encodeMembers(members)}
 	for i := 0; i < opts.nodes; i++ {
-		n := &simNode{id: uint64(i + 1), store: NewMemoryStorage(), tickPeriod: 9 + s.rng.Intn(3)}
+		n := &simNode{id: uint64(i + 1), store: NewMemoryStorage(), tickPeriod: s.clockPeriod(s.rng.Intn(3))}
 		if err := n.store.Save(HardState{Term: 1, Commit: 1, Origin: clusterOrigin(members)}, []Entry{founding}); err != nil {
 			t.Fatal(err)
 		}
@@ -160,6 +171,16 @@ func newSim(t testing.TB, seed int64, opts simOptions) *sim {
 	}
 	s.delay = 5
 	return s
+}
+
+// clockPeriod maps a draw of 0, 1 or 2 to a node's clock period: the
+// lowest, middle or highest of opts.tickPeriods (9, 10 or 11 by default).
+func (s *sim) clockPeriod(draw int) int {
+	lo, hi := 9, 11
+	if s.opts.tickPeriods != [2]int{} {
+		lo, hi = s.opts.tickPeriods[0], s.opts.tickPeriods[1]
+	}
+	return lo + draw*(hi-lo)/2
 }
 
 func (s *sim) logf(format string, args ...any) {
@@ -194,7 +215,7 @@ func (s *sim) restart(n *simNode) {
 		appendBytes = 1
 	}
 	c, err := newCore(coreConfig{
-		id: n.id, electionTicks: 6, heartbeatTicks: 1, preVote: s.seed%2 == 0, checkQuorum: s.seed%3 != 0,
+		id: n.id, electionTicks: 6, heartbeatTicks: 1, preVote: s.seed%2 == 0, checkQuorum: s.seed%3 != 0 || s.opts.leaseTicks > 0, leaseTicks: s.opts.leaseTicks,
 		maxInflight: 4, maxAppendBytes: appendBytes, maxUncommittedEntries: 256, maxUncommittedBytes: 1 << 20,
 		seed: s.rng.Int63(), fresh: st.fresh, hardState: hs, firstIndex: st.first, firstTerm: st.firstTerm, entries: st.entries, snapshot: st.snap,
 	})
@@ -202,6 +223,9 @@ func (s *sim) restart(n *simNode) {
 		s.t.Fatalf("seed %d: restart of %d: %v", s.seed, n.id, err)
 	}
 	c.hooks = s.opts.hooks
+	if s.opts.noQuietStart {
+		c.lease.quiet = false
+	}
 	n.core, n.up, n.lastHS, n.writes = c, true, hs, nil
 	n.applied, n.props, n.reads = c.log.applying, nil, nil
 	n.lastSnap, n.appliedTerm, n.appliedMembers, n.appliedOutgoing = st.snap.Index, st.snap.Term, st.snap.Members, st.snap.Outgoing
@@ -222,6 +246,7 @@ func (s *sim) crash(n *simNode) {
 		torn = s.tearWrite(n, n.writes[0])
 	}
 	s.logf("crash %d (%d of %d pending writes reached the disk%s)", n.id, k, k+len(n.writes), torn)
+	s.stats.leaseReads += int(n.core.lease.served)
 	n.up, n.core, n.writes, n.props, n.reads = false, nil, nil, nil, nil
 	n.gen++
 	s.stats.crashes++
@@ -532,7 +557,7 @@ func (s *sim) tickNode(n *simNode) {
 		// The runtime re-asks the leader for lost read indexes.
 		if rd.ticks++; !rd.answered && rd.ticks >= n.core.electionTicks {
 			rd.ticks = 0
-			n.core.readIndex(rd.id)
+			n.core.read(rd.id, s.opts.leaseTicks > 0)
 		}
 	}
 }
@@ -673,7 +698,7 @@ func (s *sim) read() {
 	n.nextReadID++
 	n.reads = append(n.reads, &simRead{op: uint64(s.nextOp), id: n.nextReadID, minIndex: s.maxAcked})
 	s.logf("read op %d on %d (must see index %d)", s.nextOp, n.id, s.maxAcked)
-	n.core.readIndex(n.nextReadID)
+	n.core.read(n.nextReadID, s.opts.leaseTicks > 0)
 }
 
 // fault changes the network or crashes or restarts a node.
@@ -984,7 +1009,11 @@ func (s *sim) run() error {
 		}
 	}
 	s.stats.steps = s.step
-	return s.heal()
+	err := s.heal()
+	for _, n := range s.upNodes() {
+		s.stats.leaseReads += int(n.core.lease.served)
+	}
+	return err
 }
 
 // heal stops every fault and requires the cluster to recover within a
@@ -1138,13 +1167,19 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		hardStateFirst bool
 		known          int64
 		wipeEvery      int
+		leaseTicks     int
+		tickPeriods    [2]int
 	}{
-		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 919, 0},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 131, 0},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1244, 1},
-		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 414, 0},
+		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0, 0, [2]int{}},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 919, 0, 0, [2]int{}},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0, 0, [2]int{}},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 131, 0, 0, [2]int{}},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1244, 1, 0, [2]int{}},
+		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 414, 0, 0, [2]int{}},
+		// The simulator's election timeout is 6 ticks: a lease of 12 outlives
+		// the followers' promise not to vote (TestSimLeaseReads states the
+		// bound), with clocks drifting as in TestSimLeaseReads.
+		{"a read lease twice the election timeout (lease reads beyond their clock bound)", coreHooks{}, false, 1770, 0, 12, [2]int{8, 12}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1154,7 +1189,7 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 			}
 			for _, seed := range seeds {
 				s := newSim(t, seed, simOptions{nodes: 5, steps: simSteps, healTicks: 2000, faultRate: 20, hooks: tc.hooks,
-					hardStateFirst: tc.hardStateFirst, smallAppends: true, wipeEvery: tc.wipeEvery})
+					hardStateFirst: tc.hardStateFirst, smallAppends: true, wipeEvery: tc.wipeEvery, leaseTicks: tc.leaseTicks, tickPeriods: tc.tickPeriods})
 				if err := s.run(); err != nil {
 					t.Logf("caught by seed %d: %v", seed, strings.SplitN(err.Error(), "\n", 2)[0])
 					return
@@ -1189,4 +1224,44 @@ func TestSimReplaysExactly(t *testing.T) {
 	require.Equal(t, stats1, stats2)
 	require.Equal(t, trace1, trace2)
 	require.NotEmpty(t, trace1)
+}
+
+// TestSimLeaseReads runs the simulator with every read a lease read, and
+// clocks whose rates differ by as much as the lease allows. In the
+// simulator a node's ticks come exactly every tickPeriod microticks, so a
+// follower that received a heartbeat at time r ignores candidates until its
+// electionTicks-th tick after r, at r + (electionTicks-1)*Pf or later, while
+// a leader uses a lease started by a round sent at s (after its tick L0)
+// only before its tick L0+leaseTicks, at s + leaseTicks*Pl at the latest.
+// With electionTicks 6 and clock periods from 8 to 12 (a drift of 50%), a
+// lease of 3 ticks keeps 3*12 <= 5*8: every read must still be
+// linearizable, which the simulator checks (finishReads).
+func TestSimLeaseReads(t *testing.T) {
+	start := time.Now()
+	var total simStats
+	seeds := simSeeds(t, 300)
+	for _, seed := range seeds {
+		nodes := 5
+		if seed%4 == 0 {
+			nodes = 3
+		}
+		s := newSim(t, seed, simOptions{nodes: nodes, steps: simSteps, healTicks: 2000, faultRate: simFaultRate, smallAppends: seed%5 == 0,
+			leaseTicks: 3, tickPeriods: [2]int{8, 12}})
+		if err := s.run(); err != nil {
+			t.Fatal(err)
+		}
+		total.readsOK += s.stats.readsOK
+		total.leaseReads += s.stats.leaseReads
+		total.elections += s.stats.elections
+		total.crashes += s.stats.crashes
+		total.partitions += s.stats.partitions
+		total.confChanges += s.stats.confChanges
+		total.jointChanges += s.stats.jointChanges
+	}
+	t.Logf("%d seeds in %v: %d reads checked, %d answered by a lease; %d elections, %d crashes, %d partitions, %d membership changes (%d joint)",
+		len(seeds), time.Since(start).Round(time.Millisecond), total.readsOK, total.leaseReads, total.elections, total.crashes, total.partitions, total.confChanges, total.jointChanges)
+	if len(seeds) >= 100 {
+		require.Greater(t, total.leaseReads, 5*len(seeds), "reads answered by a lease")
+		require.Greater(t, total.readsOK, 5*len(seeds), "reads")
+	}
 }

@@ -138,7 +138,7 @@ type Message struct {
 	Context uint64
 
 	Data []byte // a snapshot chunk (MsgSnapshot); never modified after sending
-	Done bool   // the last chunk of a snapshot (MsgSnapshot); a snapshot status is included (MsgHeartbeatResp)
+	Done bool   // the last chunk of a snapshot (MsgSnapshot); a snapshot status is included (MsgHeartbeatResp); a lease answer will do (MsgReadIndex, see Node.LeaseRead)
 
 	// Origin is the sender's cluster origin (Status.Origin), 0 if it does
 	// not know it; every message carries it. A node refuses a message of
