@@ -46,7 +46,9 @@ import (
 // pauses them, and cuts the Raft traffic to them; then
 // every node is killed and restarted, the keys are read back, and porcupine
 // checks the whole history (puts, deletes, compare-and-swaps, linearizable
-// reads on any node) against a sequential key-value store.
+// and lease reads on any node) against a sequential key-value store. The
+// nodes run with -lease-reads; the test's processes share one clock, so the
+// lease's drift bound holds.
 //
 // Which outcomes are definite follows the client package: a write that
 // failed with an *UnknownOutcomeError stays in the history, open-ended (it
@@ -307,9 +309,13 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 		key := keys[rng.IntN(len(keys))]
 		value := fmt.Sprintf("w%d-%d", id, seq)
 		opCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		consistency := client.Linearizable
+		if rng.IntN(2) == 0 {
+			consistency = client.Lease
+		}
 		switch p := rng.Float64(); {
 		case p < 0.4:
-			read(opCtx, id, readers[rng.IntN(len(readers))], key, h)
+			read(opCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
 		case p < 0.7:
 			call := h.now()
 			rev, err := writer.Put(opCtx, key, []byte(value))
@@ -320,7 +326,7 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 			h.write(id, kvIn{op: opDelete, key: key}, call, rev, err)
 		default:
 			// A compare-and-swap on what a linearizable read returned.
-			got, rev, ok := read(opCtx, id, readers[rng.IntN(len(readers))], key, h)
+			got, rev, ok := read(opCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
 			if !ok {
 				break
 			}
@@ -332,17 +338,17 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 	}
 }
 
-// read does a linearizable read and records it if it succeeded.
-func read(ctx context.Context, clientID int, r *client.Client, key string, h *history) (value string, rev uint64, ok bool) {
+// read does a linearizable or lease read and records it if it succeeded.
+func read(ctx context.Context, clientID int, r *client.Client, consistency client.Consistency, key string, h *history) (value string, rev uint64, ok bool) {
 	call := h.now()
-	v, rev, err := r.Get(ctx, key, client.Linearizable)
+	v, rev, err := r.Get(ctx, key, consistency)
 	switch {
 	case errors.Is(err, client.ErrNotFound):
 	case err != nil:
 		return "", 0, false // a failed read had no effect
 	}
 	h.add(porcupine.Operation{ClientId: clientID, Input: kvIn{op: opGet, key: key}, Output: kvOut{value: string(v)},
-		Call: call, Return: h.now(), Metadata: fmt.Sprintf("revision %d", rev)})
+		Call: call, Return: h.now(), Metadata: fmt.Sprintf("%s read, revision %d", consistency, rev)})
 	return string(v), rev, true
 }
 
@@ -443,7 +449,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	for id, nd := range c.nodes {
 		nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			"-raft", nd.raft, "-raft-advertise", nd.proxy.addr(), "-http", nd.http, "-members", strings.Join(members, ","),
-			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-trailing-entries", "50", "-log-level", "info"}
+			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-trailing-entries", "50", "-lease-reads", "-log-level", "info"}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
 		require.NoError(t, err)
 		nd.log = f
@@ -461,7 +467,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 func (c *testCluster) addJoiner(t *testing.T, id uint64, joinHTTP string) *testNode {
 	nd := &testNode{id: id, raft: freeAddr(t), http: freeAddr(t)}
 	nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(c.dir, fmt.Sprintf("node%d", id)),
-		"-raft", nd.raft, "-http", nd.http, "-join", joinHTTP, "-election-timeout", "300ms", "-log-level", "info"}
+		"-raft", nd.raft, "-http", nd.http, "-join", joinHTTP, "-election-timeout", "300ms", "-lease-reads", "-log-level", "info"}
 	f, err := os.Create(filepath.Join(c.dir, fmt.Sprintf("node%d.log", id)))
 	require.NoError(t, err)
 	nd.log = f

@@ -60,6 +60,7 @@ type flags struct {
 	electionTimeout time.Duration
 	snapshotEvery   uint64
 	trailing        uint64
+	leaseReads      bool
 	logLevel        string
 	tlsCert, tlsKey string
 	tlsCA           string
@@ -80,6 +81,7 @@ func main() {
 	flag.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 1s)")
 	flag.Uint64Var(&f.snapshotEvery, "snapshot-threshold", 0, "applied entries between snapshots (default: the library's, 16384)")
 	flag.Uint64Var(&f.trailing, "trailing-entries", 0, "log entries kept behind a snapshot for slow followers (default: the library's, 4096)")
+	flag.BoolVar(&f.leaseReads, "lease-reads", false, "serve ?consistency=lease from the leader's read lease (trusts clocks to drift by less than 10%; the same on every node); without it, lease reads are ReadIndex reads")
 	flag.StringVar(&f.tlsCert, "tls-cert", "", "Raft mutual TLS: this node's certificate (PEM), naming raft://<cluster-id>/node/<id>")
 	flag.StringVar(&f.tlsKey, "tls-key", "", "Raft mutual TLS: this node's private key (PEM)")
 	flag.StringVar(&f.tlsCA, "tls-ca", "", "Raft mutual TLS: the cluster's CA certificate (PEM)")
@@ -147,7 +149,7 @@ func runNode(ctx context.Context, f flags) error {
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
 		Members: members, ClusterID: f.clusterID, TLS: tlsConfig,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-		TrailingEntries: f.trailing, Logger: logger,
+		TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
 	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftListen
@@ -302,7 +304,7 @@ func runLocal(ctx context.Context, f flags) error {
 			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
 			Members: members, ClusterID: f.clusterID,
 			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-			TrailingEntries: f.trailing, Logger: logger,
+			TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
 		})
 		if err != nil {
 			for _, n := range nodes {

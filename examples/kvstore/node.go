@@ -38,7 +38,10 @@ type nodeConfig struct {
 	// TrailingEntries is the number of log entries kept behind a snapshot
 	// for followers that lag; one further behind gets the snapshot.
 	TrailingEntries uint64
-	Logger          *zap.Logger
+	// LeaseReads lets the leader answer lease reads from its read lease;
+	// every voter must have the same setting (raft.Config.LeaseReads).
+	LeaseReads bool
+	Logger     *zap.Logger
 }
 
 // node is one running kvstore node: storage, transport, Raft node, store
@@ -89,6 +92,7 @@ func startNode(cfg nodeConfig) (n *node, err error) {
 		ElectionTimeout:   cfg.ElectionTimeout,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		TrailingEntries:   cfg.TrailingEntries,
+		LeaseReads:        cfg.LeaseReads,
 		Logger:            cfg.Logger,
 	}, n.store, n.storage, n.transport); err != nil {
 		ln.Close()

@@ -43,6 +43,10 @@ const (
 	// Linearizable reads reflect every write acknowledged before the read
 	// began (ReadIndex), on any node: the default.
 	Linearizable Consistency = "linearizable"
+	// Lease reads are linearizable if clocks drift within the bound the
+	// nodes are configured with (-lease-reads): the leader answers from its
+	// read lease, without a round of heartbeats.
+	Lease Consistency = "lease"
 	// Stale reads return the node's local state at once: possibly behind.
 	Stale Consistency = "stale"
 )
