@@ -1,0 +1,328 @@
+// Command kvstore is a small replicated key-value store on raftkit, with
+// FileStorage and TCPTransport, served over HTTP (see examples/kvstore/README.md).
+//
+// With no flags it runs a local three-node cluster in one process, on
+// loopback ports, with its data in a directory it prints (a second run
+// reuses it):
+//
+//	go run ./examples/kvstore
+//
+// With -id, the process is one node of a cluster, the production layout:
+//
+//	kvstore -id 1 -data /var/lib/kv1 -raft 10.0.0.1:7000 -http 10.0.0.1:8000 \
+//	    -members 1=10.0.0.1:7000=10.0.0.1:8000,2=10.0.0.2:7000=10.0.0.2:8000,3=10.0.0.3:7000=10.0.0.3:8000
+//
+// A node added later starts with -join (any member's HTTP address) instead
+// of -members: it asks the cluster to add it as a learner, and promotes
+// itself to a voter once it has caught up.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/examples/kvstore/client"
+	"github.com/raftkit/raft/examples/kvstore/server"
+)
+
+// The local cluster's fixed loopback ports: fixed, because the Raft
+// addresses are part of the replicated configuration that a second run
+// finds on disk.
+const (
+	localRaftPort = 7101 // nodes 1, 2, 3: 7101, 7102, 7103
+	localHTTPPort = 8101 // 8101, 8102, 8103
+)
+
+type flags struct {
+	id              uint64
+	data            string
+	raft, raftAdv   string
+	http, httpAdv   string
+	members         string
+	join            string
+	clusterID       string
+	electionTimeout time.Duration
+	snapshotEvery   uint64
+	trailing        uint64
+	leaseReads      bool
+	logLevel        string
+	tlsCert, tlsKey string
+	tlsCA           string
+}
+
+func main() {
+	log.SetFlags(0)
+	var f flags
+	flag.Uint64Var(&f.id, "id", 0, "this node's ID (non-zero); without it, run a local three-node cluster in this process")
+	flag.StringVar(&f.data, "data", "", "data directory (default for the local cluster: $TMPDIR/raftkit-kvstore)")
+	flag.StringVar(&f.raft, "raft", "", "Raft listen address, host:port")
+	flag.StringVar(&f.raftAdv, "raft-advertise", "", "Raft address peers dial (default: -raft)")
+	flag.StringVar(&f.http, "http", "", "HTTP listen address, host:port")
+	flag.StringVar(&f.httpAdv, "http-advertise", "", "HTTP address clients and redirects use (default: -http)")
+	flag.StringVar(&f.members, "members", "", "founding members, id=raftaddr=httpaddr,... (the same on every founder)")
+	flag.StringVar(&f.join, "join", "", "HTTP address of a member of the cluster to join (instead of -members)")
+	flag.StringVar(&f.clusterID, "cluster-id", "kvstore", "cluster name, the same on every node")
+	flag.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 1s)")
+	flag.Uint64Var(&f.snapshotEvery, "snapshot-threshold", 0, "applied entries between snapshots (default: the library's, 16384)")
+	flag.Uint64Var(&f.trailing, "trailing-entries", 0, "log entries kept behind a snapshot for slow followers (default: the library's, 4096)")
+	flag.BoolVar(&f.leaseReads, "lease-reads", false, "serve ?consistency=lease from the leader's read lease (trusts clocks to drift by less than 10%; the same on every node); without it, lease reads are ReadIndex reads")
+	flag.StringVar(&f.tlsCert, "tls-cert", "", "Raft mutual TLS: this node's certificate (PEM), naming raft://<cluster-id>/node/<id>")
+	flag.StringVar(&f.tlsKey, "tls-key", "", "Raft mutual TLS: this node's private key (PEM)")
+	flag.StringVar(&f.tlsCA, "tls-ca", "", "Raft mutual TLS: the cluster's CA certificate (PEM)")
+	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if f.id == 0 {
+		err = runLocal(ctx, f)
+	} else {
+		err = runNode(ctx, f)
+	}
+	if err != nil {
+		log.Print(err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level, dflt string) (*zap.Logger, error) {
+	if level == "" {
+		level = dflt
+	}
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.Encoding = "console"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return cfg.Build()
+}
+
+// runNode runs one node until ctx ends.
+func runNode(ctx context.Context, f flags) error {
+	if f.data == "" || f.raft == "" || f.http == "" {
+		return errors.New("a node needs -data, -raft and -http (see -help)")
+	}
+	if (f.members == "") == (f.join == "") {
+		return errors.New("give either -members (a founding node) or -join (a node added to a running cluster)")
+	}
+	members, err := parseMembers(f.members)
+	if err != nil {
+		return err
+	}
+	var tlsConfig *tls.Config
+	switch {
+	case f.tlsCert != "" && f.tlsKey != "" && f.tlsCA != "":
+		if tlsConfig, err = loadTLS(f.tlsCert, f.tlsKey, f.tlsCA); err != nil {
+			return err
+		}
+	case f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "":
+		return errors.New("mutual TLS needs all of -tls-cert, -tls-key and -tls-ca")
+	}
+	logger, err := newLogger(f.logLevel, "info")
+	if err != nil {
+		return err
+	}
+	defer logger.Sync() //nolint:errcheck // stderr
+	cfg := nodeConfig{
+		ID: f.id, DataDir: f.data,
+		RaftListen: f.raft, RaftAdvertise: f.raftAdv,
+		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
+		Members: members, ClusterID: f.clusterID, TLS: tlsConfig,
+		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
+		TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
+	}
+	if cfg.RaftAdvertise == "" {
+		cfg.RaftAdvertise = cfg.RaftListen
+	}
+	if cfg.HTTPAdvertise == "" {
+		cfg.HTTPAdvertise = cfg.HTTPListen
+	}
+	n, err := startNode(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("node %d: HTTP %s, Raft %s, data %s\n", cfg.ID, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir)
+	if f.join != "" {
+		if err := join(ctx, n, f.join); err != nil {
+			n.close()
+			return err
+		}
+	}
+	return serve(ctx, n)
+}
+
+// serve waits until ctx ends (a signal) or the HTTP server fails, then
+// stops the node.
+func serve(ctx context.Context, nodes ...*node) error {
+	var err error
+	served := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { served <- <-n.served }()
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		err = fmt.Errorf("HTTP server: %w", err)
+	}
+	fmt.Println("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if len(nodes) > 1 {
+		// The whole cluster stops: no leader to hand over to.
+		for _, n := range nodes {
+			n.close()
+		}
+		return err
+	}
+	if serr := nodes[0].shutdown(sctx); serr != nil {
+		log.Printf("node %d: shutdown: %v", nodes[0].cfg.ID, serr)
+	}
+	return err
+}
+
+// join adds this node to the cluster that member belongs to: as a learner
+// first, promoted once it has caught up, so the cluster's quorum never
+// waits for a node that is far behind (docs/operations.md, "Join a node").
+// A node that is already a member (restarted with the same flags) skips it.
+func join(ctx context.Context, n *node, member string) error {
+	isMember := func() (raft.Member, bool) {
+		st := n.raft.Status()
+		i := slices.IndexFunc(st.Members, func(m raft.Member) bool { return m.ID == n.cfg.ID })
+		if i < 0 {
+			return raft.Member{}, false
+		}
+		return st.Members[i], true
+	}
+	if m, ok := isMember(); ok && !m.Learner {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c := client.New(member)
+	if _, ok := isMember(); !ok {
+		fmt.Printf("node %d: asking %s to add it as a learner\n", n.cfg.ID, member)
+		if err := c.AddLearner(ctx, n.cfg.ID, n.cfg.RaftAdvertise, n.cfg.HTTPAdvertise); err != nil {
+			return fmt.Errorf("joining through %s: %w", member, err)
+		}
+	}
+	// Caught up: this node has applied all it knows committed, and the
+	// leader's heartbeats keep that close to the leader's commit index.
+	// Changed does not fire at every new index: poll Status.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := n.raft.Status()
+		if _, ok := isMember(); ok && st.Leader != 0 && st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("joining: waiting to catch up: %w", ctx.Err())
+		}
+	}
+	fmt.Printf("node %d: caught up, promoting to a voter\n", n.cfg.ID)
+	if err := c.Promote(ctx, n.cfg.ID); err != nil {
+		return fmt.Errorf("joining: promoting: %w", err)
+	}
+	return nil
+}
+
+// parseMembers parses -members: id=raftaddr=httpaddr,...
+func parseMembers(s string) ([]raft.Member, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var members []raft.Member
+	for _, part := range strings.Split(s, ",") {
+		fields := strings.Split(strings.TrimSpace(part), "=")
+		if len(fields) != 3 || fields[1] == "" || fields[2] == "" {
+			return nil, fmt.Errorf("-members: %q is not id=raftaddr=httpaddr", part)
+		}
+		id, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("-members: %q: the ID must be a non-zero number", part)
+		}
+		members = append(members, raft.Member{ID: id, Addr: fields[1], Meta: map[string]string{server.MetaHTTP: fields[2]}})
+	}
+	return members, nil
+}
+
+// runLocal runs a three-node cluster in this process until ctx ends.
+func runLocal(ctx context.Context, f flags) error {
+	if f.members != "" || f.join != "" || f.raft != "" || f.http != "" || f.tlsCert != "" {
+		return errors.New("-members, -join, -raft, -http and -tls-* need -id (one node per process)")
+	}
+	if f.data == "" {
+		f.data = filepath.Join(os.TempDir(), "raftkit-kvstore")
+	}
+	logger, err := newLogger(f.logLevel, "warn")
+	if err != nil {
+		return err
+	}
+	defer logger.Sync() //nolint:errcheck // stderr
+	var members []raft.Member
+	for id := uint64(1); id <= 3; id++ {
+		members = append(members, raft.Member{
+			ID:   id,
+			Addr: fmt.Sprintf("127.0.0.1:%d", localRaftPort+id-1),
+			Meta: map[string]string{server.MetaHTTP: fmt.Sprintf("127.0.0.1:%d", localHTTPPort+id-1)},
+		})
+	}
+	_, statErr := os.Stat(f.data)
+	fmt.Printf("data directory: %s", f.data)
+	if statErr == nil {
+		fmt.Print(" (reused; delete it to start afresh)")
+	}
+	fmt.Println()
+	var nodes []*node
+	for _, m := range members {
+		n, err := startNode(nodeConfig{
+			ID:         m.ID,
+			DataDir:    filepath.Join(f.data, fmt.Sprintf("node%d", m.ID)),
+			RaftListen: m.Addr, RaftAdvertise: m.Addr,
+			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
+			Members: members, ClusterID: f.clusterID,
+			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
+			TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
+		})
+		if err != nil {
+			for _, n := range nodes {
+				n.close()
+			}
+			return err
+		}
+		nodes = append(nodes, n)
+		fmt.Printf("node %d: HTTP http://%s  Raft %s\n", m.ID, m.Meta[server.MetaHTTP], m.Addr)
+	}
+	h1, h2 := members[0].Meta[server.MetaHTTP], members[1].Meta[server.MetaHTTP]
+	fmt.Printf(`
+try:
+  curl -L -X PUT -d world http://%s/kv/hello     # a write, redirected to the leader
+  curl http://%s/kv/hello                         # a linearizable read, on any node
+  curl http://%s/status
+
+serving until interrupted (Ctrl-C)
+`, h1, h2, h1)
+	return serve(ctx, nodes...)
+}

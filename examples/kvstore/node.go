@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/examples/kvstore/server"
+	"github.com/raftkit/raft/examples/kvstore/store"
+)
+
+// nodeConfig is what one node needs: the same flags for its whole life.
+type nodeConfig struct {
+	ID            uint64
+	DataDir       string
+	RaftListen    string        // where the Raft transport listens
+	RaftAdvertise string        // what peers dial; default RaftListen
+	HTTPListen    string        // where the HTTP API listens
+	HTTPAdvertise string        // what clients (and redirects) use; default HTTPListen
+	Members       []raft.Member // the founding members; empty for a node to be added
+	ClusterID     string
+	// TLS, when set, secures the Raft connections (mutual TLS: see
+	// loadTLS); the HTTP API stays plain HTTP in this example.
+	TLS             *tls.Config
+	ElectionTimeout time.Duration // 0: the library's default
+	// SnapshotThreshold is the number of applied entries between
+	// snapshots, after which FileStorage compacts the log; 0: the default.
+	SnapshotThreshold uint64
+	// TrailingEntries is the number of log entries kept behind a snapshot
+	// for followers that lag; one further behind gets the snapshot.
+	TrailingEntries uint64
+	// LeaseReads lets the leader answer lease reads from its read lease;
+	// every voter must have the same setting (raft.Config.LeaseReads).
+	LeaseReads bool
+	Logger     *zap.Logger
+}
+
+// node is one running kvstore node: storage, transport, Raft node, store
+// and HTTP server.
+type node struct {
+	cfg       nodeConfig
+	storage   *raft.FileStorage
+	transport *raft.TCPTransport
+	raft      *raft.Node
+	store     *store.Store
+	http      *http.Server
+	httpAddr  string // the bound HTTP address
+	served    chan error
+}
+
+// startNode opens the node's storage, starts its transport, Raft node and
+// HTTP server. On error, whatever was started is stopped.
+func startNode(cfg nodeConfig) (n *node, err error) {
+	n = &node{cfg: cfg, store: store.New(), served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	// The durable log, fsynced before anything is acknowledged.
+	if n.storage, err = raft.OpenFileStorage(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("node %d: opening %s: %w", cfg.ID, cfg.DataDir, err)
+	}
+	if n.transport, err = raft.NewTCPTransport(raft.TCPConfig{
+		ListenAddr:    cfg.RaftListen,
+		AdvertiseAddr: cfg.RaftAdvertise,
+		ClusterID:     cfg.ClusterID,
+		TLS:           cfg.TLS,
+		Logger:        cfg.Logger,
+	}); err != nil {
+		return nil, fmt.Errorf("node %d: Raft transport: %w", cfg.ID, err)
+	}
+	// Listen for HTTP before starting Raft, so that a port already in use
+	// is reported before the node joins the cluster.
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return nil, fmt.Errorf("node %d: HTTP: %w", cfg.ID, err)
+	}
+	n.httpAddr = ln.Addr().String()
+	if n.raft, err = raft.NewNode(raft.Config{
+		ID:                cfg.ID,
+		InitialMembers:    cfg.Members, // ignored once the storage holds state
+		ElectionTimeout:   cfg.ElectionTimeout,
+		SnapshotThreshold: cfg.SnapshotThreshold,
+		TrailingEntries:   cfg.TrailingEntries,
+		LeaseReads:        cfg.LeaseReads,
+		Logger:            cfg.Logger,
+	}, n.store, n.storage, n.transport); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
+	n.http = &http.Server{
+		Handler:           server.New(n.raft, n.store),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() { n.served <- n.http.Serve(ln) }()
+	return n, nil
+}
+
+// shutdown stops the node for a planned stop: the HTTP server stops taking
+// requests (those in flight finish), a leader hands leadership over
+// (Node.Shutdown), then the transport and the storage close.
+func (n *node) shutdown(ctx context.Context) error {
+	var errs []error
+	if n.http != nil {
+		errs = append(errs, n.http.Shutdown(ctx))
+	}
+	if n.raft != nil {
+		errs = append(errs, n.raft.Shutdown(ctx))
+	}
+	n.close()
+	return errors.Join(errs...)
+}
+
+// close stops whatever was started, at once, in reverse order.
+func (n *node) close() {
+	if n.http != nil {
+		n.http.Close()
+	}
+	if n.raft != nil {
+		n.raft.Close()
+	}
+	if n.transport != nil {
+		n.transport.Close()
+	}
+	if n.storage != nil {
+		n.storage.Close()
+	}
+}
+
+// loadTLS returns the mutual TLS config of the Raft transport: this node's
+// certificate and key (valid for server and client authentication, with an
+// IP or DNS SAN for its Raft address, and naming its node ID in a URI SAN
+// raft://<cluster-id>/node/<id>: see docs/tcp.md), and the cluster's CA,
+// which must have signed every node's certificate.
+func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("TLS CA: %w", err)
+	}
+	ca := x509.NewCertPool()
+	if !ca.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("TLS CA: no PEM certificate in %s", caFile)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert}, // presented as server and as client
+		RootCAs:      ca,                      // verifies the peers this node dials
+		ClientCAs:    ca,                      // verifies the peers that dial it
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}

@@ -1,0 +1,379 @@
+// Package server is the kvstore example's HTTP API over one raft.Node and
+// its store.Store.
+//
+//	PUT    /kv/{key}   body: the value. Answers once the write is applied,
+//	                   with {"revision": N} (N: the write's log index).
+//	DELETE /kv/{key}   likewise.
+//	                   Both take If-Match: <revision> for a compare-and-swap
+//	                   (0: the key must not exist); 412 when it does not match,
+//	                   with the key's current revision.
+//	GET    /kv/{key}   the value as the body, its revision in X-Revision;
+//	                   ?consistency=linearizable (default), lease or stale.
+//	GET    /status     the node's raft.Status as JSON.
+//	GET    /healthz    200 when the node knows a leader and is a member.
+//
+// Admin calls, served by the leader:
+//
+//	POST   /admin/members          {"id":4,"raft":"host:port","http":"host:port","learner":true}
+//	POST   /admin/members/{id}/promote
+//	DELETE /admin/members/{id}
+//	POST   /admin/transfer?to={id} (to omitted: the most up-to-date voter)
+//	POST   /admin/snapshot         (on any node: snapshot and compact its log)
+//
+// A write or an admin call sent to a follower is answered with a 307
+// redirect to the same path on the leader's HTTP address, which every node
+// learns from the leader's member metadata (raft.Member.Meta["http"]): the
+// client resends it there. With no leader known, the answer is 503 with
+// Retry-After. Status codes tell a client what it may retry: 503 means the
+// write was not made (retry it); 504 means its outcome is unknown (it was
+// handed to Raft and may still commit: read before retrying).
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/examples/kvstore/store"
+)
+
+// MetaHTTP is the member metadata key that holds a node's HTTP address
+// (host:port), where clients and redirects reach it.
+const MetaHTTP = "http"
+
+// DefaultTimeout bounds how long a request waits for Raft (a commit, a
+// ReadIndex round) when the client sets no shorter deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Server serves the HTTP API of one node.
+type Server struct {
+	node  *raft.Node
+	store *store.Store
+	mux   *http.ServeMux
+}
+
+// New returns the API of node, whose state machine is st.
+func New(node *raft.Node, st *store.Store) *Server {
+	s := &Server{node: node, store: st, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /kv/{key...}", s.get)
+	s.mux.HandleFunc("PUT /kv/{key...}", s.put)
+	s.mux.HandleFunc("DELETE /kv/{key...}", s.delete)
+	s.mux.HandleFunc("GET /status", s.status)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("POST /admin/members", s.addMember)
+	s.mux.HandleFunc("POST /admin/members/{id}/promote", s.promote)
+	s.mux.HandleFunc("DELETE /admin/members/{id}", s.removeMember)
+	s.mux.HandleFunc("POST /admin/transfer", s.transfer)
+	s.mux.HandleFunc("POST /admin/snapshot", s.snapshot)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), DefaultTimeout)
+	defer cancel()
+	s.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// writeResult is the body of a successful write, and of a failed
+// compare-and-swap (with the key's current revision).
+type writeResult struct {
+	Revision uint64 `json:"revision"`
+	Error    string `json:"error,omitempty"`
+}
+
+// errorBody is the body of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+	// Outcome is "unknown" when a write was handed to Raft and its fate is
+	// not known (504), "not-applied" when it certainly did not happen.
+	Outcome string `json:"outcome,omitempty"`
+	Leader  uint64 `json:"leader,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client went away
+}
+
+func fail(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, errorBody{Error: fmt.Sprintf(format, args...)})
+}
+
+// key returns the request's key, or answers 400 and returns false.
+func key(w http.ResponseWriter, r *http.Request) (string, bool) {
+	k := r.PathValue("key")
+	switch {
+	case k == "":
+		fail(w, http.StatusBadRequest, "empty key: use /kv/{key}")
+		return "", false
+	case len(k) > store.MaxKeySize:
+		fail(w, http.StatusBadRequest, "key of %d bytes is longer than the limit of %d", len(k), store.MaxKeySize)
+		return "", false
+	}
+	return k, true
+}
+
+// ifMatch parses the If-Match header: a revision, bare or quoted as an
+// entity tag. nil when absent.
+func ifMatch(r *http.Request) (*uint64, error) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" {
+		return nil, nil
+	}
+	rev, err := strconv.ParseUint(strings.Trim(h, `"`), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("If-Match must be a revision (a decimal number, 0: the key must not exist), not %q", h)
+	}
+	return &rev, nil
+}
+
+func (s *Server) put(w http.ResponseWriter, r *http.Request) {
+	k, ok := key(w, r)
+	if !ok {
+		return
+	}
+	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, store.MaxValueSize))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			fail(w, http.StatusRequestEntityTooLarge, "value longer than the limit of %d bytes", store.MaxValueSize)
+			return
+		}
+		fail(w, http.StatusBadRequest, "reading the value: %v", err)
+		return
+	}
+	s.write(w, r, store.Command{Op: store.OpPut, Key: k, Value: value})
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	k, ok := key(w, r)
+	if !ok {
+		return
+	}
+	s.write(w, r, store.Command{Op: store.OpDelete, Key: k})
+}
+
+// write proposes c and answers once it is applied on this node (the leader).
+func (s *Server) write(w http.ResponseWriter, r *http.Request, c store.Command) {
+	rev, err := ifMatch(r)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	c.IfRevision = rev
+	if err := c.Validate(); err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	// ProposeAsync and Wait rather than Propose, because their errors mean
+	// different things: an error from ProposeAsync means nothing was
+	// appended (the client may retry), while once the entry is in the
+	// leader's log any failure leaves its outcome unknown: it may still
+	// commit (a new leader may commit it; a timed-out one may yet).
+	p, err := s.node.ProposeAsync(c.Encode())
+	if err != nil {
+		s.notServed(w, r, err)
+		return
+	}
+	out, err := p.Wait(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusGatewayTimeout, errorBody{
+			Error:   fmt.Sprintf("the write's outcome is unknown: %v", err),
+			Outcome: "unknown",
+		})
+		return
+	}
+	res := out.(store.Result)
+	switch {
+	case res.Err != nil:
+		fail(w, http.StatusInternalServerError, "%v", res.Err)
+	case res.Conflict:
+		writeJSON(w, http.StatusPreconditionFailed, writeResult{Revision: res.Revision,
+			Error: fmt.Sprintf("revision mismatch: the key's revision is %d, not %d", res.Revision, *c.IfRevision)})
+	default:
+		writeJSON(w, http.StatusOK, writeResult{Revision: res.Revision})
+	}
+}
+
+// notServed answers a call the node refused without doing anything: a 307
+// to the leader if this node is not it, else 503 (retry later) or the error.
+func (s *Server) notServed(w http.ResponseWriter, r *http.Request, err error) {
+	var nle *raft.NotLeaderError
+	switch {
+	case errors.As(err, &nle) && nle.Member.Meta[MetaHTTP] != "":
+		target := url.URL{Scheme: "http", Host: nle.Member.Meta[MetaHTTP], Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+		http.Redirect(w, r, target.String(), http.StatusTemporaryRedirect)
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrBusy), errors.Is(err, raft.ErrTransferInProgress),
+		errors.Is(err, raft.ErrLeadershipLost):
+		// No leader known (an election), or one without an HTTP address;
+		// too much in flight; a leadership hand-off; a ReadIndex round
+		// that lost its leader: all pass within an election timeout or so.
+		w.Header().Set("Retry-After", "1")
+		var leader uint64
+		if nle != nil {
+			leader = nle.Leader
+		}
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error(), Outcome: "not-applied", Leader: leader})
+	case errors.Is(err, raft.ErrInvalidConfig):
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Outcome: "not-applied"})
+	case errors.Is(err, raft.ErrMembershipChange):
+		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Outcome: "not-applied"})
+	default: // closed, removed, stopped
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error(), Outcome: "not-applied"})
+	}
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	k, ok := key(w, r)
+	if !ok {
+		return
+	}
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", "linearizable":
+		// ReadIndex (dissertation §6.4): once it returns, this node's store
+		// holds every write acknowledged before the request arrived, on a
+		// follower as on the leader.
+		if err := s.node.LinearizableRead(r.Context()); err != nil {
+			s.readNotServed(w, err)
+			return
+		}
+	case "lease":
+		// Linearizable under a bounded clock drift (Config.LeaseReads on
+		// every voter): the leader answers from its read lease without a
+		// round of heartbeats; without leases it is ReadIndex.
+		if err := s.node.LeaseRead(r.Context()); err != nil {
+			s.readNotServed(w, err)
+			return
+		}
+	case "stale":
+		// This node's store as it is: fast, and possibly behind the leader.
+	default:
+		fail(w, http.StatusBadRequest, "unsupported consistency %q: use linearizable, lease or stale", c)
+		return
+	}
+	value, rev, found := s.store.Get(k)
+	if !found {
+		fail(w, http.StatusNotFound, "key %q not found", k)
+		return
+	}
+	w.Header().Set("X-Revision", strconv.FormatUint(rev, 10))
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(rev, 10)))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(value) //nolint:errcheck // the client went away
+}
+
+// readNotServed answers a failed LinearizableRead: reads change nothing, so
+// each failure is worth a retry, here or elsewhere.
+func (s *Server) readNotServed(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "1")
+	fail(w, http.StatusServiceUnavailable, "read: %v", err)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.node.Status())
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	st := s.node.Status()
+	switch {
+	case st.Err != nil:
+		fail(w, http.StatusServiceUnavailable, "stopped: %v", st.Err)
+	case st.Removed:
+		fail(w, http.StatusServiceUnavailable, "removed from the cluster")
+	case st.Leader == 0:
+		fail(w, http.StatusServiceUnavailable, "no leader known")
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"leader": st.Leader, "term": st.Term})
+	}
+}
+
+// NewMember is the body of POST /admin/members.
+type NewMember struct {
+	ID      uint64 `json:"id"`
+	Raft    string `json:"raft"`    // the address its peers dial
+	HTTP    string `json:"http"`    // the address its clients use
+	Learner bool   `json:"learner"` // add as a learner (recommended: promote once caught up)
+}
+
+func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
+	var m NewMember
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		fail(w, http.StatusBadRequest, "bad member JSON: %v", err)
+		return
+	}
+	if m.ID == 0 || m.Raft == "" || m.HTTP == "" {
+		fail(w, http.StatusBadRequest, `a member needs "id" (non-zero), "raft" and "http" addresses`)
+		return
+	}
+	member := raft.Member{ID: m.ID, Addr: m.Raft, Learner: m.Learner, Meta: map[string]string{MetaHTTP: m.HTTP}}
+	s.admin(w, r, s.node.AddMember(r.Context(), member))
+}
+
+// memberID parses the {id} of the path, or answers 400.
+func memberID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || id == 0 {
+		fail(w, http.StatusBadRequest, "member ID must be a non-zero number, not %q", r.PathValue("id"))
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
+	if id, ok := memberID(w, r); ok {
+		s.admin(w, r, s.node.AddVoter(r.Context(), id, ""))
+	}
+}
+
+func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) {
+	if id, ok := memberID(w, r); ok {
+		s.admin(w, r, s.node.RemoveMember(r.Context(), id))
+	}
+}
+
+func (s *Server) transfer(w http.ResponseWriter, r *http.Request) {
+	var to uint64
+	if v := r.URL.Query().Get("to"); v != "" {
+		var err error
+		if to, err = strconv.ParseUint(v, 10, 64); err != nil {
+			fail(w, http.StatusBadRequest, "to must be a member ID, not %q", v)
+			return
+		}
+	}
+	s.admin(w, r, s.node.TransferLeadership(r.Context(), to))
+}
+
+func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
+	if err := s.node.Snapshot(r.Context()); err != nil {
+		fail(w, http.StatusInternalServerError, "snapshot: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]uint64{"snapshotIndex": s.node.Status().SnapshotIndex})
+}
+
+// admin answers a membership or leadership call.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, s.node.Status().Members)
+	case r.Context().Err() != nil, errors.Is(err, raft.ErrLeadershipLost):
+		// The change may have been appended: it may still commit.
+		writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: err.Error(), Outcome: "unknown"})
+	case errors.Is(err, raft.ErrTransferFailed):
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+	default:
+		s.notServed(w, r, err)
+	}
+}
