@@ -795,7 +795,13 @@ func TestJoint_SnapshotTakenWhileJointIsInstalledJoint(t *testing.T) {
 		}
 		return inmemPass
 	})
-	require.Eventually(t, func() bool { return sc.nodes[4].Status().AppliedIndex >= last+1 }, 10*time.Second, time.Millisecond)
+	// The state machine may report the restored index a moment before the
+	// event loop, which installs the snapshot's configuration, publishes
+	// its Status: wait for both.
+	require.Eventually(t, func() bool {
+		st := sc.nodes[4].Status()
+		return st.AppliedIndex >= last+1 && st.Outgoing != nil
+	}, 10*time.Second, time.Millisecond, "4 installed the snapshot and is joint: %+v", sc.nodes[4].Status())
 	assert.Positive(t, sc.lists[4].restored, "4 caught up through the snapshot")
 	st := sc.nodes[4].Status()
 	assert.Equal(t, []uint64{leader, 4, 5}, sortedIDs(st.Members))
