@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/examples/kvstore/metrics"
 	"github.com/raftkit/raft/examples/kvstore/server"
 	"github.com/raftkit/raft/examples/kvstore/store"
 )
@@ -52,6 +53,7 @@ type node struct {
 	transport *raft.TCPTransport
 	raft      *raft.Node
 	store     *store.Store
+	metrics   *metrics.Exporter // the node's MeterProvider, served at GET /metrics
 	http      *http.Server
 	httpAddr  string // the bound HTTP address
 	served    chan error
@@ -60,7 +62,7 @@ type node struct {
 // startNode opens the node's storage, starts its transport, Raft node and
 // HTTP server. On error, whatever was started is stopped.
 func startNode(cfg nodeConfig) (n *node, err error) {
-	n = &node{cfg: cfg, store: store.New(), served: make(chan error, 1)}
+	n = &node{cfg: cfg, store: store.New(), metrics: metrics.New(), served: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -94,12 +96,16 @@ func startNode(cfg nodeConfig) (n *node, err error) {
 		TrailingEntries:   cfg.TrailingEntries,
 		LeaseReads:        cfg.LeaseReads,
 		Logger:            cfg.Logger,
+		MeterProvider:     n.metrics.Provider,
 	}, n.store, n.storage, n.transport); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
 	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", n.metrics)
+	mux.Handle("/", server.New(n.raft, n.store))
 	n.http = &http.Server{
-		Handler:           server.New(n.raft, n.store),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() { n.served <- n.http.Serve(ln) }()
@@ -135,6 +141,7 @@ func (n *node) close() {
 	if n.storage != nil {
 		n.storage.Close()
 	}
+	n.metrics.Shutdown(context.Background())
 }
 
 // loadTLS returns the mutual TLS config of the Raft transport: this node's
