@@ -885,3 +885,29 @@ func TestCluster_ChangeMembershipSurvivesALeaderChangeWhileJoint(t *testing.T) {
 		assert.Greater(t, st.Term, term, "another leader ended the change")
 	})
 }
+
+// A leader elected while the cluster is joint leaves the joint
+// configuration only once it has committed an entry of its own term (as
+// for any configuration change, §4.1 and its errata): before that, its
+// knowledge of what committed may be stale.
+func TestJoint_4_3_NewLeaderLeavesOnlyAfterItsFirstCommit(t *testing.T) {
+	in := []Member{{ID: 1}, {ID: 2}, {ID: 4}}
+	out := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	jointEntry := Entry{Index: 2, Term: 1, Type: EntryConfChange, Data: encodeConfig(in, out)}
+	var cores []*core
+	for _, id := range []uint64{1, 2, 3, 4} {
+		cores = append(cores, newTestCore(t, id, []uint64{1, 2, 3}, withEntries(jointEntry), withHardState(HardState{Term: 1, Commit: 2})))
+	}
+	n := newCoreNet(t, cores...)
+	c1 := cores[0]
+	n.drop = func(m Message) bool { return m.Type == MsgAppendResp } // the no-op cannot commit
+	n.tickUntil(1, func() bool { return c1.role == Leader })
+	n.stabilize()
+	require.GreaterOrEqual(t, c1.log.committed, uint64(2), "the joint entry is known committed")
+	assert.NotNil(t, c1.outgoing, "left the joint configuration before committing an entry of its term")
+	assert.Equal(t, uint64(2), c1.configIndex)
+
+	n.drop = nil
+	n.tickUntil(1, func() bool { return c1.outgoing == nil && c1.configIndex <= c1.log.committed })
+	assert.Equal(t, []uint64{1, 2, 4}, voterSet(c1))
+}

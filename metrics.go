@@ -377,7 +377,7 @@ func boolInt(b bool) int64 {
 // Status does not hold: the pending proposals, the time since the leader
 // was last heard from (to the tick: the core counts ticks), and a count of
 // leaders learned of, for each new leader or term.
-func (m *nodeMetrics) publish(n *Node, st coreStatus) {
+func (m *nodeMetrics) publish(n *Node, st coreStatus, newLeadership bool) {
 	if m == nil {
 		return
 	}
@@ -387,8 +387,7 @@ func (m *nodeMetrics) publish(n *Node, st coreStatus) {
 		contact = int64(n.core.ticksSinceLeaderContact()) * int64(n.tickInterval)
 	}
 	m.lastContactNano.Store(contact)
-	if st.leader != 0 && (st.leader != n.countedLeader || st.term != n.countedTerm) {
-		n.countedLeader, n.countedTerm = st.leader, st.term
+	if newLeadership {
 		m.leaderSeen.Add(1)
 	}
 	if n.ticked {

@@ -92,11 +92,13 @@ type Node struct {
 	statusKey   statusKey
 	changesOver bool
 
-	ticked       bool   // event loop: the core ticked since the last updateStatus
-	loggedLeader uint64 // event loop: the leader this node last logged following
+	ticked bool // event loop: the core ticked since the last updateStatus
+	// followedLeader and followedTerm are the leader this node last knew
+	// and its term (event loop): a change is logged (a new leader ID) and
+	// counted in raft.leader.changes (a new leader or term).
+	followedLeader, followedTerm uint64
 
-	metrics                    *nodeMetrics // nil without Config.MeterProvider (metrics.go)
-	countedLeader, countedTerm uint64       // event loop: the leader last counted in raft.leader.changes
+	metrics *nodeMetrics // nil without Config.MeterProvider (metrics.go)
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -1063,15 +1065,16 @@ type statusKey struct {
 // to Changed's callers.
 func (n *Node) updateStatus() {
 	st := n.core.status()
-	n.metrics.publish(n, st)
-	if st.leader != n.loggedLeader && st.leader != 0 {
-		if st.leader != n.cfg.ID {
-			// The leader logs its own election; followers log whom they
-			// follow, once per change.
-			n.logger.Info("following a new leader", zap.Uint64("leader", st.leader), zap.Uint64("term", st.term))
-		}
-		n.loggedLeader = st.leader
+	newLeadership := st.leader != 0 && (st.leader != n.followedLeader || st.term != n.followedTerm)
+	if newLeadership && st.leader != n.followedLeader && st.leader != n.cfg.ID {
+		// The leader logs its own election; followers log whom they
+		// follow, once per change.
+		n.logger.Info("following a new leader", zap.Uint64("leader", st.leader), zap.Uint64("term", st.term))
 	}
+	if newLeadership {
+		n.followedLeader, n.followedTerm = st.leader, st.term
+	}
+	n.metrics.publish(n, st, newLeadership)
 	key := statusKey{role: st.role, term: st.term, leader: st.leader, configIndex: st.configIndex,
 		removed: n.removed.Load(), failed: n.fatal.Load() != nil}
 	var progress []MemberProgress
