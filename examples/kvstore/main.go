@@ -18,6 +18,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -64,6 +65,10 @@ type flags struct {
 	logLevel        string
 	tlsCert, tlsKey string
 	tlsCA           string
+	httpCert        string
+	httpKey         string
+	httpCA          string
+	restore         string
 }
 
 func main() {
@@ -85,6 +90,10 @@ func main() {
 	flag.StringVar(&f.tlsCert, "tls-cert", "", "Raft mutual TLS: this node's certificate (PEM), naming raft://<cluster-id>/node/<id>")
 	flag.StringVar(&f.tlsKey, "tls-key", "", "Raft mutual TLS: this node's private key (PEM)")
 	flag.StringVar(&f.tlsCA, "tls-ca", "", "Raft mutual TLS: the cluster's CA certificate (PEM)")
+	flag.StringVar(&f.httpCert, "http-tls-cert", "", "serve the HTTP API over HTTPS with this certificate (PEM)")
+	flag.StringVar(&f.httpKey, "http-tls-key", "", "HTTPS: the certificate's private key (PEM)")
+	flag.StringVar(&f.httpCA, "http-tls-ca", "", "HTTPS: require client certificates signed by this CA (PEM); the node also trusts it, and presents its own certificate, when it calls another node (-join)")
+	flag.StringVar(&f.restore, "restore", "", "found a new cluster from this back-up file (GET /admin/backup): restore it into the empty -data directory, then start; every founder of the new cluster restores the same file with the same -members")
 	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
 	flag.Parse()
 
@@ -138,6 +147,23 @@ func runNode(ctx context.Context, f flags) error {
 	case f.tlsCert != "" || f.tlsKey != "" || f.tlsCA != "":
 		return errors.New("mutual TLS needs all of -tls-cert, -tls-key and -tls-ca")
 	}
+	var httpTLS *tls.Config
+	switch {
+	case f.httpCert != "" && f.httpKey != "":
+		if httpTLS, err = loadHTTPTLS(f.httpCert, f.httpKey, f.httpCA); err != nil {
+			return err
+		}
+	case f.httpCert != "" || f.httpKey != "" || f.httpCA != "":
+		return errors.New("HTTPS needs -http-tls-cert and -http-tls-key (and -http-tls-ca to require client certificates)")
+	}
+	if f.restore != "" {
+		if f.join != "" {
+			return errors.New("-restore founds a new cluster: give it -members, not -join")
+		}
+		if err := restore(f.restore, f.data, members); err != nil {
+			return err
+		}
+	}
 	logger, err := newLogger(f.logLevel, "info")
 	if err != nil {
 		return err
@@ -147,7 +173,7 @@ func runNode(ctx context.Context, f flags) error {
 		ID: f.id, DataDir: f.data,
 		RaftListen: f.raft, RaftAdvertise: f.raftAdv,
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
-		Members: members, ClusterID: f.clusterID, TLS: tlsConfig,
+		Members: members, ClusterID: f.clusterID, TLS: tlsConfig, HTTPTLS: httpTLS,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
 		TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
 	}
@@ -161,7 +187,11 @@ func runNode(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("node %d: HTTP %s, Raft %s, data %s\n", cfg.ID, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir)
+	scheme := "http"
+	if httpTLS != nil {
+		scheme = "https"
+	}
+	fmt.Printf("node %d: HTTP %s://%s, Raft %s, data %s\n", cfg.ID, scheme, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir)
 	if f.join != "" {
 		if err := join(ctx, n, f.join); err != nil {
 			n.close()
@@ -219,6 +249,9 @@ func join(ctx context.Context, n *node, member string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	c := client.New(member)
+	if n.cfg.HTTPTLS != nil {
+		c = client.NewTLS(n.cfg.HTTPTLS.Clone(), member)
+	}
 	if _, ok := isMember(); !ok {
 		fmt.Printf("node %d: asking %s to add it as a learner\n", n.cfg.ID, member)
 		if err := c.AddLearner(ctx, n.cfg.ID, n.cfg.RaftAdvertise, n.cfg.HTTPAdvertise); err != nil {
@@ -248,6 +281,25 @@ func join(ctx context.Context, n *node, member string) error {
 	return nil
 }
 
+// restore creates the storage of a founder of a new cluster in dir from
+// the back-up file (raft.RestoreBackupDir): the back-up's state, with
+// members as the configuration. dir must be empty or new, so that a node
+// restarted later with -restore still given is stopped, rather than having
+// its history overwritten by the back-up.
+func restore(file, dir string, members []raft.Member) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("-restore: %w", err)
+	}
+	defer f.Close()
+	meta, err := raft.RestoreBackupDir(dir, bufio.NewReaderSize(f, 1<<20), members)
+	if err != nil {
+		return fmt.Errorf("-restore %s: %w (restore into an empty -data directory; to restart a restored node, drop -restore)", file, err)
+	}
+	fmt.Printf("restored %s into %s: the store as of log index %d, in a new cluster\n", file, dir, meta.Index)
+	return nil
+}
+
 // parseMembers parses -members: id=raftaddr=httpaddr,...
 func parseMembers(s string) ([]raft.Member, error) {
 	if s == "" {
@@ -270,8 +322,8 @@ func parseMembers(s string) ([]raft.Member, error) {
 
 // runLocal runs a three-node cluster in this process until ctx ends.
 func runLocal(ctx context.Context, f flags) error {
-	if f.members != "" || f.join != "" || f.raft != "" || f.http != "" || f.tlsCert != "" {
-		return errors.New("-members, -join, -raft, -http and -tls-* need -id (one node per process)")
+	if f.members != "" || f.join != "" || f.raft != "" || f.http != "" || f.tlsCert != "" || f.httpCert != "" || f.restore != "" {
+		return errors.New("-members, -join, -raft, -http, -tls-*, -http-tls-* and -restore need -id (one node per process)")
 	}
 	if f.data == "" {
 		f.data = filepath.Join(os.TempDir(), "raftkit-kvstore")

@@ -22,6 +22,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,10 +126,27 @@ type Client struct {
 // (host:port or http://host:port) are given; one is enough, the others are
 // tried when it does not answer.
 func New(endpoints ...string) *Client {
+	return build(nil, "http://", endpoints)
+}
+
+// NewTLS returns a client of a cluster that serves its API over HTTPS
+// (kvstore -http-tls-cert): endpoints without a scheme are https://.
+// tlsConfig says which CAs to trust (RootCAs; nil: the system's) and, for
+// a cluster that requires client certificates (-http-tls-ca), holds the
+// client's certificate.
+func NewTLS(tlsConfig *tls.Config, endpoints ...string) *Client {
+	return build(tlsConfig, "https://", endpoints)
+}
+
+func build(tlsConfig *tls.Config, scheme string, endpoints []string) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		tr.TLSClientConfig = tlsConfig
+	}
 	c := &Client{
 		AttemptTimeout: 5 * time.Second,
 		hc: &http.Client{
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			Transport: tr,
 			// Redirects are followed here, not by net/http, to remember
 			// the leader and to tell a redirect from an answer.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -135,7 +154,7 @@ func New(endpoints ...string) *Client {
 	}
 	for _, e := range endpoints {
 		if !strings.Contains(e, "://") {
-			e = "http://" + e
+			e = scheme + e
 		}
 		c.endpoints = append(c.endpoints, strings.TrimRight(e, "/"))
 	}
@@ -352,6 +371,13 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (resp *resp
 	if err != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, false, err
+		}
+		// A failed TLS handshake sends no request either.
+		var certErr *tls.CertificateVerificationError
+		var unknownAuth x509.UnknownAuthorityError
+		var hostErr x509.HostnameError
+		if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
 			return nil, false, err
 		}
 		return nil, true, err

@@ -2,11 +2,14 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -180,4 +183,30 @@ func TestClient_ReportsConflictsNotFoundAndBadInput(t *testing.T) {
 
 	_, _, err = c.Get(ctxFor(t, 5*time.Second), "k", Stale)
 	assert.True(t, errors.Is(err, ErrNotFound), "%v", err)
+}
+
+func TestClient_NewTLSTalksHTTPSAndAnUntrustedServerIsNotAnUnknownOutcome(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answer(w, http.StatusOK, `{"revision":7}`)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "https://")
+
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	c := NewTLS(&tls.Config{RootCAs: roots}, host) // no scheme: https
+	t.Cleanup(c.Close)
+	rev, err := c.Put(ctxFor(t, 5*time.Second), "k", []byte("v"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), rev)
+
+	// A client that does not trust the server's certificate never sends
+	// the write: it is not applied, so it must not be reported as an
+	// unknown outcome (which tells the caller to read before retrying).
+	untrusting := NewTLS(&tls.Config{RootCAs: x509.NewCertPool()}, host)
+	t.Cleanup(untrusting.Close)
+	_, err = untrusting.Put(ctxFor(t, 300*time.Millisecond), "k", []byte("v"))
+	require.Error(t, err)
+	require.NotErrorIs(t, err, ErrUnknownOutcome)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "retried until the deadline, as a write that was not sent")
 }

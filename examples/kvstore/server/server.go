@@ -19,6 +19,10 @@
 //	DELETE /admin/members/{id}
 //	POST   /admin/transfer?to={id} (to omitted: the most up-to-date voter)
 //	POST   /admin/snapshot         (on any node: snapshot and compact its log)
+//	GET    /admin/backup           (on any node: a back-up of the store, for
+//	                               kvstore -restore; ?consistency=stale skips
+//	                               the linearizable read that makes it hold
+//	                               every write acknowledged before the call)
 //
 // A write or an admin call sent to a follower is answered with a 307
 // redirect to the same path on the leader's HTTP address, which every node
@@ -73,11 +77,18 @@ func New(node *raft.Node, st *store.Store) *Server {
 	s.mux.HandleFunc("DELETE /admin/members/{id}", s.removeMember)
 	s.mux.HandleFunc("POST /admin/transfer", s.transfer)
 	s.mux.HandleFunc("POST /admin/snapshot", s.snapshot)
+	s.mux.HandleFunc("GET /admin/backup", s.backup)
 	return s
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/admin/backup" {
+		// A back-up of a large store takes as long as its copy takes: it
+		// ends when it is done or when the client goes away.
+		s.mux.ServeHTTP(w, r)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), DefaultTimeout)
 	defer cancel()
 	s.mux.ServeHTTP(w, r.WithContext(ctx))
@@ -211,7 +222,11 @@ func (s *Server) notServed(w http.ResponseWriter, r *http.Request, err error) {
 	var nle *raft.NotLeaderError
 	switch {
 	case errors.As(err, &nle) && nle.Member.Meta[MetaHTTP] != "":
-		target := url.URL{Scheme: "http", Host: nle.Member.Meta[MetaHTTP], Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https" // every node serves the API the same way
+		}
+		target := url.URL{Scheme: scheme, Host: nle.Member.Meta[MetaHTTP], Path: r.URL.Path, RawQuery: r.URL.RawQuery}
 		http.Redirect(w, r, target.String(), http.StatusTemporaryRedirect)
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrBusy), errors.Is(err, raft.ErrTransferInProgress),
 		errors.Is(err, raft.ErrLeadershipLost):
@@ -361,6 +376,69 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]uint64{"snapshotIndex": s.node.Status().SnapshotIndex})
+}
+
+// backup streams a back-up of the store (raft.Node.Backup), for kvstore
+// -restore to found a new cluster from. It works on any member, follower
+// included. First, unless ?consistency=stale, a linearizable read makes
+// the back-up hold every write acknowledged before the call; without a
+// quorum that fails with 503.
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
+	switch c := r.URL.Query().Get("consistency"); c {
+	case "", "linearizable":
+		ctx, cancel := context.WithTimeout(r.Context(), DefaultTimeout)
+		err := s.node.LinearizableRead(ctx)
+		cancel()
+		if err != nil {
+			w.Header().Set("Retry-After", "1")
+			fail(w, http.StatusServiceUnavailable, "backup: the linearizable read before it failed (no quorum? ?consistency=stale backs up what this node has applied): %v", err)
+			return
+		}
+	case "stale":
+	default:
+		fail(w, http.StatusBadRequest, "unsupported consistency %q for a backup: linearizable (default) or stale", c)
+		return
+	}
+	bw := &backupWriter{w: w}
+	_, err := s.node.Backup(r.Context(), bw)
+	switch {
+	case err == nil:
+		if !bw.started { // an empty store still has a header and checksums
+			bw.start()
+		}
+	case !bw.started:
+		code := http.StatusInternalServerError
+		if errors.Is(err, raft.ErrNoSnapshot) {
+			code = http.StatusServiceUnavailable // a joiner that has applied nothing yet
+		}
+		fail(w, code, "backup: %v", err)
+	default:
+		// Part of it went out with a 200: cut the connection, so that the
+		// client sees a failed transfer. What it got lacks the back-up's
+		// final checksum, which every restore checks.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// backupWriter sends the answer's header at the first byte of the back-up,
+// so that an error before it can still be answered with a status.
+type backupWriter struct {
+	w       http.ResponseWriter
+	started bool
+}
+
+func (b *backupWriter) start() {
+	b.started = true
+	b.w.Header().Set("Content-Type", "application/octet-stream")
+	b.w.Header().Set("Content-Disposition", `attachment; filename="kvstore.backup"`)
+	b.w.WriteHeader(http.StatusOK)
+}
+
+func (b *backupWriter) Write(p []byte) (int, error) {
+	if !b.started {
+		b.start()
+	}
+	return b.w.Write(p)
 }
 
 // admin answers a membership or leadership call.

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/raftkit/raft"
+	"github.com/raftkit/raft/examples/kvstore/client"
+)
+
+// The operator's back-up and restore, through the binary and its HTTP
+// API only: GET /admin/backup on a follower, then -restore founds a new
+// cluster with exactly the state acknowledged before the back-up.
+func TestBlackBox_BackupAndRestoreANewCluster(t *testing.T) {
+	old := newTestCluster(t, 3)
+	for id := range old.nodes {
+		old.start(id)
+	}
+	old.waitHealthy(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := client.New(old.httpAddrs()...)
+	defer cl.Close()
+	want := map[string]string{}
+	for i := range 300 { // past -snapshot-threshold 200: the log was compacted
+		k, v := fmt.Sprintf("key%03d", i), fmt.Sprintf("value %d", i)
+		_, err := cl.Put(ctx, k, []byte(v))
+		require.NoError(t, err)
+		want[k] = v
+	}
+	_, err := cl.Delete(ctx, "key007")
+	require.NoError(t, err)
+	delete(want, "key007")
+
+	// From a follower: a back-up needs no leader, and the linearizable
+	// read before it makes it hold every write acknowledged above.
+	leader := old.leader()
+	require.NotZero(t, leader)
+	follower := old.nodes[1+leader%3]
+	hc := &http.Client{Timeout: 30 * time.Second}
+	resp, err := hc.Get("http://" + follower.http + "/admin/backup")
+	require.NoError(t, err)
+	backup, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", backup)
+	backupFile := filepath.Join(old.dir, "kvstore.backup")
+	require.NoError(t, os.WriteFile(backupFile, backup, 0o600))
+
+	resp, err = hc.Get("http://" + follower.http + "/admin/backup?consistency=eventual")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "an unknown consistency level is refused")
+
+	_, err = cl.Put(ctx, "after-the-backup", []byte("x"))
+	require.NoError(t, err)
+
+	// A damaged back-up is refused, and the data directory is left as it
+	// was: absent, so a corrected run can use it.
+	restored := newTestCluster(t, 3)
+	damaged := filepath.Join(restored.dir, "damaged.backup")
+	bad := bytes.Clone(backup)
+	bad[len(bad)/2] ^= 0xff
+	require.NoError(t, os.WriteFile(damaged, bad, 0o600))
+	nd1 := restored.nodes[1]
+	out, err := runBinary(restored.bin, append(slices.Clone(nd1.args), "-restore", damaged)...)
+	require.Error(t, err, "a damaged back-up must be refused: %s", out)
+	assert.Contains(t, out, "corrupt")
+	_, statErr := os.Stat(filepath.Join(restored.dir, "node1"))
+	assert.ErrorIs(t, statErr, os.ErrNotExist, "a failed restore leaves no data directory behind")
+
+	for id, nd := range restored.nodes {
+		nd.args = append(nd.args, "-restore", backupFile, "-cluster-id", "kvstore-restored")
+		restored.start(id)
+	}
+	restored.waitHealthy(t, 20*time.Second)
+	rc := client.New(restored.httpAddrs()...)
+	defer rc.Close()
+	for k, v := range want {
+		got, _, err := rc.Get(ctx, k, client.Linearizable)
+		require.NoError(t, err, k)
+		require.Equal(t, v, string(got), k)
+	}
+	for _, k := range []string{"key007", "after-the-backup"} {
+		_, _, err := rc.Get(ctx, k, client.Linearizable)
+		require.ErrorIs(t, err, client.ErrNotFound, "%s must not be in the restored store", k)
+	}
+	_, err = rc.Put(ctx, "new", []byte("cluster"))
+	require.NoError(t, err, "the restored cluster takes writes")
+	assert.NotEqual(t, old.nodes[1].status(t).Origin, restored.nodes[1].status(t).Origin, "the restored cluster has an origin of its own")
+
+	// Restarted with -restore still given, a node refuses to overwrite
+	// its history with the back-up, and says what to do.
+	restored.kill(1)
+	out, err = runBinary(restored.bin, restored.nodes[1].args...)
+	require.Error(t, err, "%s", out)
+	assert.Contains(t, out, "drop -restore")
+}
+
+// The HTTP API over HTTPS with client certificates: the Go client follows
+// redirects to https://, a joiner calls the cluster with its certificate,
+// and clients without a certificate, or speaking plain HTTP, are refused.
+func TestBlackBox_HTTPSWithClientCertificates(t *testing.T) {
+	c := newTestCluster(t, 3)
+	ca, caKey := newCA(t)
+	caFile := writePEM(t, filepath.Join(c.dir, "ca.crt"), "CERTIFICATE", ca.Raw)
+	httpsArgs := func(id uint64) []string {
+		cert, key := newNodeCert(t, ca, caKey, id)
+		return []string{
+			"-http-tls-cert", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("http%d.crt", id)), "CERTIFICATE", cert),
+			"-http-tls-key", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("http%d.key", id)), "PRIVATE KEY", key),
+			"-http-tls-ca", caFile,
+		}
+	}
+	for id, nd := range c.nodes {
+		nd.args = append(nd.args, httpsArgs(id)...)
+		c.start(id)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	certDER, keyDER := newNodeCert(t, ca, caKey, 100)
+	clientCert, err := tls.X509KeyPair(
+		mustReadFile(t, writePEM(t, filepath.Join(c.dir, "client.crt"), "CERTIFICATE", certDER)),
+		mustReadFile(t, writePEM(t, filepath.Join(c.dir, "client.key"), "PRIVATE KEY", keyDER)))
+	require.NoError(t, err)
+	tlsConfig := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := client.NewTLS(tlsConfig, c.httpAddrs()...)
+	defer cl.Close()
+	rev, err := cl.Put(ctx, "k", []byte("over HTTPS")) // retried until a leader is elected
+	require.NoError(t, err)
+	for _, addr := range c.httpAddrs() {
+		// A write on a follower is redirected to the leader's https://
+		// address; a read is served where it is sent.
+		at := client.NewTLS(tlsConfig, addr)
+		_, err := at.Put(ctx, "k"+addr, []byte("x"))
+		require.NoError(t, err, addr)
+		v, r, err := at.Get(ctx, "k", client.Linearizable)
+		at.Close()
+		require.NoError(t, err, addr)
+		assert.Equal(t, "over HTTPS", string(v))
+		assert.Equal(t, rev, r)
+	}
+
+	noCert := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	resp, err := noCert.Get("https://" + c.nodes[1].http + "/status")
+	if err == nil {
+		resp.Body.Close()
+	}
+	require.Error(t, err, "a client without a certificate must be refused")
+	plain := &http.Client{Timeout: 5 * time.Second}
+	resp, err = plain.Get("http://" + c.nodes[1].http + "/status")
+	require.NoError(t, err) // Go's TLS server answers plain HTTP with a 400
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	// A fourth node joins over HTTPS, with its own certificate.
+	joiner := c.addJoiner(t, 4, c.nodes[2].http)
+	joiner.args = append(joiner.args, httpsArgs(4)...)
+	c.start(4)
+	at4 := client.NewTLS(tlsConfig, joiner.http)
+	defer at4.Close()
+	require.Eventually(t, func() bool {
+		v, _, err := at4.Get(ctx, "k", client.Stale)
+		return err == nil && string(v) == "over HTTPS"
+	}, 30*time.Second, 50*time.Millisecond, "node 4 did not join over HTTPS; logs in %s", c.dir)
+	withCert := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+	require.Eventually(t, func() bool {
+		resp, err := withCert.Get("https://" + joiner.http + "/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st raft.Status
+		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+			return false
+		}
+		i := slices.IndexFunc(st.Members, func(m raft.Member) bool { return m.ID == 4 })
+		return i >= 0 && !st.Members[i].Learner
+	}, 30*time.Second, 50*time.Millisecond, "node 4 did not become a voter; logs in %s", c.dir)
+}
+
+// runBinary runs the kvstore binary to its end (one that refuses to start)
+// and returns its output.
+func runBinary(bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
