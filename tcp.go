@@ -584,7 +584,9 @@ func (t *TCPTransport) SetPeers(members []Member) {
 			t.logger.Warn("member has no address; messages to it are dropped", zap.Uint64("peer", m.ID))
 			continue
 		}
-		if old != nil {
+		if old != nil && old.addr != m.Addr {
+			// (A peer answered from its handshake that is now a member at
+			// the same address is only restarted as a member: not news.)
 			t.logger.Info("peer address changed", zap.Uint64("peer", m.ID), zap.String("from", old.addr), zap.String("to", m.Addr))
 		}
 		next[m.ID] = t.startPeer(m.ID, m.Addr, false)
