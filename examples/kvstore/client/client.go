@@ -23,18 +23,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -352,7 +352,8 @@ func (c *Client) do(ctx context.Context, req request) (*response, error) {
 }
 
 // attempt sends req once to u. sent reports whether the request may have
-// reached the server: false only when the connection could not be made.
+// reached the server: false only when its headers were
+// never written out whole (no connection, no TLS handshake).
 func (c *Client) attempt(ctx context.Context, req request, u string) (resp *response, sent bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.AttemptTimeout)
 	defer cancel()
@@ -367,20 +368,16 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (resp *resp
 	if req.ifMatch != "" {
 		hreq.Header.Set("If-Match", req.ifMatch)
 	}
+	// The server cannot act on a request whose headers it did not get
+	// whole; until they are written, nothing was sent: no connection (a
+	// refused dial), a failed TLS handshake, or the deadline before either.
+	var wroteHeaders atomic.Bool
+	hreq = hreq.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wroteHeaders.Store(true) },
+	}))
 	hresp, err := c.hc.Do(hreq)
 	if err != nil {
-		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Op == "dial" {
-			return nil, false, err
-		}
-		// A failed TLS handshake sends no request either.
-		var certErr *tls.CertificateVerificationError
-		var unknownAuth x509.UnknownAuthorityError
-		var hostErr x509.HostnameError
-		if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
-			return nil, false, err
-		}
-		return nil, true, err
+		return nil, wroteHeaders.Load(), err
 	}
 	defer hresp.Body.Close()
 	b, err := io.ReadAll(hresp.Body)
