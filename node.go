@@ -472,6 +472,14 @@ func (n *Node) Status() Status {
 	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
 		s.Err = *e
+	} else {
+		select {
+		case <-n.done:
+			// Closed: Changed fires at once from now on, and a loop over
+			// it must see why (see Changed).
+			s.Err = ErrClosed
+		default:
+		}
 	}
 	return s
 }

@@ -91,7 +91,8 @@ type Status struct {
 	// log no longer holds the change) does not know it was removed: it
 	// starts as a node waiting to be added, with Removed false.
 	Removed bool `json:"removed"`
-	// Err is the fatal error that stopped the node, nil while it runs.
+	// Err is the fatal error that stopped the node, or ErrClosed once
+	// Close or Shutdown stopped it; nil while it runs.
 	Err error `json:"-"`
 	// Origin identifies the cluster: a fingerprint of its founding
 	// configuration, the same on every node of the cluster, whatever the

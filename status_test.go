@@ -208,6 +208,9 @@ func TestNode_ChangedCostsNothingWhenNobodyListens(t *testing.T) {
 	default:
 		t.Fatal("Changed after Close is not closed")
 	}
+	// A loop over Changed that reads Status must see that the node
+	// stopped, or it would spin on the closed channel.
+	assert.ErrorIs(t, n.Status().Err, ErrClosed)
 }
 
 func TestNode_WaitLeader(t *testing.T) {

@@ -211,3 +211,99 @@ func mustReadFile(t *testing.T, path string) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// Joins at once, an impostor that joins under a taken ID, and a removed
+// node restarted with its usual command: the cluster ends with the
+// members the operator made, and each refusal says why.
+func TestBlackBox_JoinsAtOnceAnImpostorAndARemovedNodeRestarted(t *testing.T) {
+	c := newTestCluster(t, 3)
+	for id := range c.nodes {
+		c.start(id)
+	}
+	c.waitHealthy(t, 20*time.Second)
+
+	// Three joins at once: the library takes one membership change at a
+	// time, and the others are retried, not failed.
+	for id := uint64(4); id <= 6; id++ {
+		c.addJoiner(t, id, c.nodes[1+id%3].http)
+	}
+	for id := uint64(4); id <= 6; id++ {
+		c.start(id)
+	}
+	require.Eventually(t, func() bool {
+		st, err := c.nodes[1].tryStatus()
+		if err != nil || len(st.Members) != 6 {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Learner {
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 50*time.Millisecond, "nodes 4-6 did not all become voters; logs in %s", c.dir)
+
+	// Another process given a taken ID is refused, and changes nothing.
+	impostor := []string{"-id", "2", "-data", filepath.Join(c.dir, "impostor"), "-raft", freeAddr(t), "-http", freeAddr(t),
+		"-join", c.nodes[1].http, "-election-timeout", "300ms"}
+	out, err := runBinary(c.bin, impostor...)
+	require.Error(t, err, "%s", out)
+	assert.Contains(t, out, "member 2 already exists")
+	st := c.nodes[1].status(t)
+	i := slices.IndexFunc(st.Members, func(m raft.Member) bool { return m.ID == 2 })
+	require.GreaterOrEqual(t, i, 0)
+	assert.Equal(t, c.nodes[2].proxy.addr(), st.Members[i].Addr, "member 2 must keep its address")
+
+	// A removed node restarted with its usual -join does not come back.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := client.New(c.httpAddrs()...)
+	defer cl.Close()
+	require.NoError(t, cl.RemoveMember(ctx, 6))
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(filepath.Join(c.dir, "node6", removedMarker))
+		return err == nil && len(b) > 0
+	}, 20*time.Second, 20*time.Millisecond, "node 6 did not record its removal; logs in %s", c.dir)
+	c.kill(6)
+	out, err = runBinary(c.bin, c.nodes[6].args...)
+	require.Error(t, err, "%s", out)
+	assert.Contains(t, out, "was removed from the cluster")
+	st = c.nodes[1].status(t)
+	assert.False(t, slices.ContainsFunc(st.Members, func(m raft.Member) bool { return m.ID == 6 }), "node 6 came back")
+}
+
+// Flags that cannot work are refused with a message, never a panic.
+func TestBlackBox_BadStartsSayWhy(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.start(1)
+	nd := c.nodes[1]
+	require.Eventually(t, func() bool { _, err := nd.tryStatus(); return err == nil }, 20*time.Second, 20*time.Millisecond)
+	withFlag := func(args []string, flag, value string) []string {
+		args = slices.Clone(args)
+		i := slices.Index(args, flag)
+		require.GreaterOrEqual(t, i, 0, flag)
+		args[i+1] = value
+		return args
+	}
+	n2 := c.nodes[2].args
+	for _, tc := range []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"Raft port in use", withFlag(n2, "-raft", nd.raft), "address already in use"},
+		{"data directory in use", withFlag(n2, "-data", filepath.Join(c.dir, "node1")), "lock"},
+		{"advertises what -members does not say", withFlag(n2, "-raft-advertise", freeAddr(t)), "must agree"},
+		{"not in -members", withFlag(n2, "-id", "9"), "does not list this node"},
+		{"wildcard advertised", withFlag(withFlag(n2, "-raft-advertise", ":7999"), "-raft", ":0"), "others cannot dial"},
+		{"stray argument", append(slices.Clone(n2), "extra"), "unexpected arguments"},
+		{"negative election timeout", withFlag(n2, "-election-timeout", "-1s"), "ElectionTimeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runBinary(c.bin, tc.args...)
+			require.Error(t, err, "%s", out)
+			assert.NotContains(t, out, "panic")
+			assert.Contains(t, out, tc.says)
+		})
+	}
+}

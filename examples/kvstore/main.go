@@ -24,7 +24,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -96,6 +98,10 @@ func main() {
 	flag.StringVar(&f.restore, "restore", "", "found a new cluster from this back-up file (GET /admin/backup): restore it into the empty -data directory, then start; every founder of the new cluster restores the same file with the same -members")
 	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
 	flag.Parse()
+	if flag.NArg() > 0 {
+		log.Printf("unexpected arguments %q: every setting is a flag (see -help)", flag.Args())
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -183,10 +189,17 @@ func runNode(ctx context.Context, f flags) error {
 	if cfg.HTTPAdvertise == "" {
 		cfg.HTTPAdvertise = cfg.HTTPListen
 	}
+	if err := checkAddresses(cfg); err != nil {
+		return err
+	}
+	if err := checkNotRemoved(cfg.DataDir, cfg.ID); err != nil {
+		return err
+	}
 	n, err := startNode(cfg)
 	if err != nil {
 		return err
 	}
+	go markRemoved(n)
 	scheme := "http"
 	if httpTLS != nil {
 		scheme = "https"
@@ -279,6 +292,95 @@ func join(ctx context.Context, n *node, member string) error {
 		return fmt.Errorf("joining: promoting: %w", err)
 	}
 	return nil
+}
+
+// checkAddresses checks that the addresses others will use are ones they
+// can dial, and, on a founder, that -members says the same about this node
+// as its own flags: a mismatch would leave it cut off from its peers, or
+// (with -restore) running as a node outside the cluster.
+func checkAddresses(cfg nodeConfig) error {
+	for _, a := range []struct{ flag, addr string }{
+		{"-raft-advertise", cfg.RaftAdvertise}, {"-http-advertise", cfg.HTTPAdvertise},
+	} {
+		host, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", a.flag, a.addr, err)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) || port == "" || port == "0" {
+			return fmt.Errorf("%s %q: others cannot dial it; listening on a wildcard address or port 0, give %s with the host and port others use",
+				a.flag, a.addr, a.flag)
+		}
+	}
+	if len(cfg.Members) == 0 {
+		return nil
+	}
+	i := slices.IndexFunc(cfg.Members, func(m raft.Member) bool { return m.ID == cfg.ID })
+	if i < 0 {
+		return fmt.Errorf("-members does not list this node, %d: a founder is one of the members", cfg.ID)
+	}
+	if m := cfg.Members[i]; m.Addr != cfg.RaftAdvertise || m.Meta[server.MetaHTTP] != cfg.HTTPAdvertise {
+		return fmt.Errorf("-members lists node %d at Raft %s and HTTP %s, but this node advertises Raft %s and HTTP %s (-raft/-raft-advertise, -http/-http-advertise): they must agree",
+			cfg.ID, m.Addr, m.Meta[server.MetaHTTP], cfg.RaftAdvertise, cfg.HTTPAdvertise)
+	}
+	return nil
+}
+
+// removedMarker is the file a node writes into its data directory when it
+// learns that it was removed from the cluster. The library does not keep
+// that across a restart, and a removed node restarted with its usual
+// -join would ask to be added back, with its old state: an operator's
+// removal undone by a supervisor's restart.
+const removedMarker = "REMOVED"
+
+// markRemoved writes removedMarker once the node is removed, and returns
+// when it is or when the node stops.
+func markRemoved(n *node) {
+	for {
+		ch := n.raft.Changed()
+		st := n.raft.Status()
+		if st.Removed {
+			msg := fmt.Sprintf("node %d was removed from the cluster at %s\n", n.cfg.ID, time.Now().UTC().Format(time.RFC3339))
+			if err := writeFileSync(filepath.Join(n.cfg.DataDir, removedMarker), []byte(msg)); err != nil {
+				log.Printf("node %d: recording the removal: %v", n.cfg.ID, err)
+			}
+			fmt.Printf("node %d: removed from the cluster; stop this process and delete %s (to add this machine back: an empty -data and -join)\n",
+				n.cfg.ID, n.cfg.DataDir)
+			return
+		}
+		if st.Err != nil {
+			return
+		}
+		<-ch
+	}
+}
+
+// checkNotRemoved refuses to start a node that was removed.
+func checkNotRemoved(dir string, id uint64) error {
+	b, err := os.ReadFile(filepath.Join(dir, removedMarker))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%s: %s: a removed node must not come back with its old state; to add this machine back, "+
+		"delete %s and start it with -join (docs/operations.md, \"Replace a dead or wiped node\")", dir, strings.TrimSpace(string(b)), dir)
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // restore creates the storage of a founder of a new cluster in dir from

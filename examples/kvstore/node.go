@@ -63,8 +63,8 @@ type node struct {
 
 // startNode opens the node's storage, starts its transport, Raft node and
 // HTTP server. On error, whatever was started is stopped.
-func startNode(cfg nodeConfig) (n *node, err error) {
-	n = &node{cfg: cfg, store: store.New(), metrics: metrics.New(), served: make(chan error, 1)}
+func startNode(cfg nodeConfig) (_ *node, err error) {
+	n := &node{cfg: cfg, store: store.New(), metrics: metrics.New(), served: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -112,6 +112,10 @@ func startNode(cfg nodeConfig) (n *node, err error) {
 	n.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		// A client that sends its body slowly holds a handler and its
+		// buffer: bound the whole request's reading, and idle connections.
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute,
 	}
 	go func() { n.served <- n.http.Serve(ln) }()
 	return n, nil

@@ -289,6 +289,9 @@ func (r *response) statusError() error {
 
 // do sends req until it gets an answer it does not retry, or ctx ends.
 func (c *Client) do(ctx context.Context, req request) (*response, error) {
+	if len(c.endpoints) == 0 {
+		return nil, errors.New("kvstore: the client has no endpoints: give New at least one node's address")
+	}
 	backoff := 20 * time.Millisecond
 	target := "" // a redirect's Location
 	redirects := 0

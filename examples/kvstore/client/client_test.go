@@ -210,3 +210,11 @@ func TestClient_NewTLSTalksHTTPSAndAnUntrustedServerIsNotAnUnknownOutcome(t *tes
 	require.NotErrorIs(t, err, ErrUnknownOutcome)
 	require.ErrorIs(t, err, context.DeadlineExceeded, "retried until the deadline, as a write that was not sent")
 }
+
+func TestClient_WithoutEndpointsSaysSo(t *testing.T) {
+	c := New()
+	_, err := c.Put(ctxFor(t, time.Second), "k", []byte("v"))
+	require.ErrorContains(t, err, "no endpoints")
+	_, _, err = c.Get(ctxFor(t, time.Second), "k", Linearizable)
+	require.ErrorContains(t, err, "no endpoints")
+}

@@ -78,11 +78,21 @@ func New(node *raft.Node, st *store.Store) *Server {
 	s.mux.HandleFunc("POST /admin/transfer", s.transfer)
 	s.mux.HandleFunc("POST /admin/snapshot", s.snapshot)
 	s.mux.HandleFunc("GET /admin/backup", s.backup)
+	s.mux.HandleFunc("/", notFound)
 	return s
 }
 
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Check a key before the mux sees the path: it would answer a path
+	// with "//", "." or ".." segments with a redirect to a cleaned one,
+	// which a client following it would write under another key.
+	if k, ok := strings.CutPrefix(r.URL.Path, "/kv/"); ok {
+		if err := store.ValidKey(k); err != nil {
+			fail(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+	}
 	if r.URL.Path == "/admin/backup" {
 		// A back-up of a large store takes as long as its copy takes: it
 		// ends when it is done or when the client goes away.
@@ -123,12 +133,8 @@ func fail(w http.ResponseWriter, code int, format string, args ...any) {
 // key returns the request's key, or answers 400 and returns false.
 func key(w http.ResponseWriter, r *http.Request) (string, bool) {
 	k := r.PathValue("key")
-	switch {
-	case k == "":
-		fail(w, http.StatusBadRequest, "empty key: use /kv/{key}")
-		return "", false
-	case len(k) > store.MaxKeySize:
-		fail(w, http.StatusBadRequest, "key of %d bytes is longer than the limit of %d", len(k), store.MaxKeySize)
+	if err := store.ValidKey(k); err != nil {
+		fail(w, http.StatusBadRequest, "%v: use /kv/{key}", err)
 		return "", false
 	}
 	return k, true
@@ -141,9 +147,13 @@ func ifMatch(r *http.Request) (*uint64, error) {
 	if h == "" {
 		return nil, nil
 	}
-	rev, err := strconv.ParseUint(strings.Trim(h, `"`), 10, 64)
+	v := h
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	rev, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return nil, fmt.Errorf("If-Match must be a revision (a decimal number, 0: the key must not exist), not %q", h)
+		return nil, fmt.Errorf("If-Match must be a revision (a decimal number, bare or in double quotes; 0: the key must not exist), not %q", h)
 	}
 	return &rev, nil
 }
@@ -216,6 +226,16 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, c store.Command) 
 	}
 }
 
+// notFound answers what no route serves, in JSON like every other error.
+func notFound(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/kv/") {
+		w.Header().Set("Allow", "GET, PUT, DELETE")
+		fail(w, http.StatusMethodNotAllowed, "%s is not a method of /kv/{key}: use GET, PUT or DELETE", r.Method)
+		return
+	}
+	fail(w, http.StatusNotFound, "no endpoint %s %s (the API: examples/kvstore/README.md)", r.Method, r.URL.Path)
+}
+
 // notServed answers a call the node refused without doing anything: a 307
 // to the leader if this node is not it, else 503 (retry later) or the error.
 func (s *Server) notServed(w http.ResponseWriter, r *http.Request, err error) {
@@ -226,7 +246,8 @@ func (s *Server) notServed(w http.ResponseWriter, r *http.Request, err error) {
 		if r.TLS != nil {
 			scheme = "https" // every node serves the API the same way
 		}
-		target := url.URL{Scheme: scheme, Host: nle.Member.Meta[MetaHTTP], Path: r.URL.Path, RawQuery: r.URL.RawQuery}
+		// RawPath keeps a key's escaped slashes (%2F) escaped.
+		target := url.URL{Scheme: scheme, Host: nle.Member.Meta[MetaHTTP], Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 		http.Redirect(w, r, target.String(), http.StatusTemporaryRedirect)
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrBusy), errors.Is(err, raft.ErrTransferInProgress),
 		errors.Is(err, raft.ErrLeadershipLost):
@@ -242,7 +263,10 @@ func (s *Server) notServed(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, raft.ErrInvalidConfig):
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Outcome: "not-applied"})
 	case errors.Is(err, raft.ErrMembershipChange):
-		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Outcome: "not-applied"})
+		// Another change is under way: this one was not made, and can be
+		// once that one commits.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error(), Outcome: "not-applied"})
 	default: // closed, removed, stopped
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error(), Outcome: "not-applied"})
 	}
@@ -314,10 +338,13 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // NewMember is the body of POST /admin/members.
 type NewMember struct {
-	ID      uint64 `json:"id"`
-	Raft    string `json:"raft"`    // the address its peers dial
-	HTTP    string `json:"http"`    // the address its clients use
-	Learner bool   `json:"learner"` // add as a learner (recommended: promote once caught up)
+	ID   uint64 `json:"id"`
+	Raft string `json:"raft"` // the address its peers dial
+	HTTP string `json:"http"` // the address its clients use
+	// Learner adds it as a learner, which receives the log but does not
+	// vote until promoted once it has caught up. Omitted: true; false adds
+	// a voter at once, which the quorum may have to wait for.
+	Learner *bool `json:"learner,omitempty"`
 }
 
 func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
@@ -332,7 +359,19 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, `a member needs "id" (non-zero), "raft" and "http" addresses`)
 		return
 	}
-	member := raft.Member{ID: m.ID, Addr: m.Raft, Learner: m.Learner, Meta: map[string]string{MetaHTTP: m.HTTP}}
+	learner := m.Learner == nil || *m.Learner
+	// Adding an ID that is a member would change that member: another
+	// process given a taken -id would take its place and its vote. Only
+	// the same call again (a joiner restarted) goes through.
+	if cur, ok := s.member(m.ID); ok {
+		if cur.Addr != m.Raft || cur.Meta[MetaHTTP] != m.HTTP || cur.Learner != learner {
+			writeJSON(w, http.StatusConflict, errorBody{Outcome: "not-applied", Error: fmt.Sprintf(
+				"member %d already exists (raft %s, http %s): give the new node an unused ID, or remove member %d first",
+				m.ID, cur.Addr, cur.Meta[MetaHTTP], m.ID)})
+			return
+		}
+	}
+	member := raft.Member{ID: m.ID, Addr: m.Raft, Learner: learner, Meta: map[string]string{MetaHTTP: m.HTTP}}
 	s.admin(w, r, s.node.AddMember(r.Context(), member))
 }
 
@@ -346,14 +385,32 @@ func memberID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 	return id, true
 }
 
+// member returns member id of the configuration this node knows.
+func (s *Server) member(id uint64) (raft.Member, bool) {
+	for _, m := range s.node.Status().Members {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return raft.Member{}, false
+}
+
 func (s *Server) promote(w http.ResponseWriter, r *http.Request) {
 	if id, ok := memberID(w, r); ok {
+		if _, ok := s.member(id); !ok {
+			fail(w, http.StatusNotFound, "%d is not a member: add it first (POST /admin/members)", id)
+			return
+		}
 		s.admin(w, r, s.node.AddVoter(r.Context(), id, ""))
 	}
 }
 
 func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) {
 	if id, ok := memberID(w, r); ok {
+		if _, ok := s.member(id); !ok {
+			fail(w, http.StatusNotFound, "%d is not a member", id)
+			return
+		}
 		s.admin(w, r, s.node.RemoveMember(r.Context(), id))
 	}
 }

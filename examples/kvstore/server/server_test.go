@@ -152,8 +152,22 @@ func TestServer_BadInputGetsA4xxThatSaysWhy(t *testing.T) {
 		{"member without addresses", http.MethodPost, "/admin/members", `{"id":4}`, nil, http.StatusBadRequest, "addresses"},
 		{"bad member ID", http.MethodPost, "/admin/members/x/promote", "", nil, http.StatusBadRequest, "non-zero number"},
 		{"bad transfer target", http.MethodPost, "/admin/transfer?to=me", "", nil, http.StatusBadRequest, "member ID"},
-		{"unknown path", http.MethodGet, "/nope", "", nil, http.StatusNotFound, ""},
-		{"wrong method", http.MethodPost, "/kv/k", "", nil, http.StatusMethodNotAllowed, ""},
+		{"unknown path", http.MethodGet, "/nope", "", nil, http.StatusNotFound, `{"error":"no endpoint GET /nope`},
+		{"wrong method", http.MethodPost, "/kv/k", "", nil, http.StatusMethodNotAllowed, `{"error":"POST is not a method`},
+		{"If-Match with one quote", http.MethodPut, "/kv/k", "v", []string{"If-Match", `3"`}, http.StatusBadRequest, "If-Match must be a revision"},
+		{"weak If-Match", http.MethodPut, "/kv/k", "v", []string{"If-Match", `W/"3"`}, http.StatusBadRequest, "If-Match must be a revision"},
+		// JSON would turn these bytes into U+FFFD: two keys would be one.
+		{"key not UTF-8", http.MethodPut, "/kv/%FF", "v", nil, http.StatusBadRequest, "not valid UTF-8"},
+		{"key not UTF-8 on read", http.MethodGet, "/kv/%FE", "", nil, http.StatusBadRequest, "not valid UTF-8"},
+		// A mux would clean these paths and redirect to another key.
+		{"empty key segment", http.MethodPut, "/kv/a//b", "v", nil, http.StatusBadRequest, "segment"},
+		{"escaped empty key segment", http.MethodPut, "/kv/%2Fx", "v", nil, http.StatusBadRequest, "segment"},
+		{"dot-dot key segment", http.MethodPut, "/kv/a/../b", "v", nil, http.StatusBadRequest, "segment"},
+		{"dot key", http.MethodGet, "/kv/.", "", nil, http.StatusBadRequest, "segment"},
+		{"promote a non-member", http.MethodPost, "/admin/members/99/promote", "", nil, http.StatusNotFound, "99 is not a member"},
+		{"remove a non-member", http.MethodDelete, "/admin/members/99", "", nil, http.StatusNotFound, "99 is not a member"},
+		{"add a taken ID", http.MethodPost, "/admin/members", `{"id":1,"raft":"10.0.0.9:7000","http":"impostor.example"}`, nil,
+			http.StatusConflict, "member 1 already exists"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := call(api, tc.method, tc.path, tc.body, tc.header...)
@@ -179,7 +193,12 @@ func TestServer_FollowerRedirectsWritesAndServesReads(t *testing.T) {
 		require.Equal(t, http.StatusTemporaryRedirect, rec.Code, "%s: %s", method, rec.Body.String())
 		assert.Equal(t, want, rec.Header().Get("Location"), method)
 	}
-	rec := call(follower.api, http.MethodPost, "/admin/members/2/promote", "")
+	// A key's escaped slash stays escaped: "a/b" and "a%2Fb" are the
+	// same key, but the redirect must not turn %2F%2F into "//".
+	rec := call(follower.api, http.MethodPut, "/kv/a%2Fb%2Fc?x=1", "v")
+	require.Equal(t, http.StatusTemporaryRedirect, rec.Code, rec.Body.String())
+	assert.Equal(t, fmt.Sprintf("http://node%d.example/kv/a%%2Fb%%2Fc?x=1", leader.node.Status().ID), rec.Header().Get("Location"))
+	rec = call(follower.api, http.MethodPost, "/admin/members/2/promote", "")
 	assert.Equal(t, http.StatusTemporaryRedirect, rec.Code, "admin calls go to the leader too")
 
 	require.Equal(t, http.StatusOK, call(leader.api, http.MethodPut, "/kv/k", "v").Code)
@@ -215,13 +234,31 @@ func TestServer_AdminTransfersLeadershipAndChangesMembers(t *testing.T) {
 	require.Eventually(t, func() bool { return nodes[to].node.Status().Role == raft.Leader }, 10*time.Second, 10*time.Millisecond)
 
 	api := nodes[to].api
-	rec = call(api, http.MethodPost, "/admin/members", `{"id":4,"raft":"10.0.0.4:7000","http":"node4.example","learner":true}`)
+	// "learner" omitted: a learner, as the safe default.
+	rec = call(api, http.MethodPost, "/admin/members", `{"id":4,"raft":"10.0.0.4:7000","http":"node4.example"}`)
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
 	var members []raft.Member
 	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &members))
 	require.Len(t, members, 4)
 	assert.True(t, members[3].Learner)
 	assert.Equal(t, "node4.example", members[3].Meta[MetaHTTP])
+
+	// The same call again (a joiner that restarted) is fine; another
+	// address or role under that ID is refused, and changes nothing.
+	rec = call(api, http.MethodPost, "/admin/members", `{"id":4,"raft":"10.0.0.4:7000","http":"node4.example","learner":true}`)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	for _, body := range []string{
+		`{"id":4,"raft":"10.0.0.5:7000","http":"node4.example"}`,
+		`{"id":4,"raft":"10.0.0.4:7000","http":"node5.example"}`,
+		`{"id":4,"raft":"10.0.0.4:7000","http":"node4.example","learner":false}`,
+	} {
+		rec = call(api, http.MethodPost, "/admin/members", body)
+		require.Equal(t, http.StatusConflict, rec.Code, "%s: %s", body, rec.Body.String())
+	}
+	st := nodes[to].node.Status()
+	require.Len(t, st.Members, 4)
+	assert.Equal(t, "10.0.0.4:7000", st.Members[3].Addr)
+	assert.True(t, st.Members[3].Learner)
 
 	rec = call(api, http.MethodDelete, "/admin/members/4", "")
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())

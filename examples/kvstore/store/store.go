@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/raftkit/raft"
 )
@@ -48,15 +50,36 @@ type Command struct {
 	IfRevision *uint64 `json:"ifRevision,omitempty"`
 }
 
+// ValidKey checks a key: 1 byte to MaxKeySize, valid UTF-8 (commands are
+// JSON, which would turn other bytes into U+FFFD and merge distinct keys),
+// and, split at its slashes, with no empty, "." or ".." segment (they
+// would not survive the URL path /kv/{key}: HTTP servers and proxies
+// clean such paths).
+func ValidKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("empty key")
+	case len(key) > MaxKeySize:
+		return fmt.Errorf("key of %d bytes is longer than the limit of %d", len(key), MaxKeySize)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("key %q is not valid UTF-8", key)
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("key %q has an empty, \".\" or \"..\" segment between slashes", key)
+		}
+	}
+	return nil
+}
+
 // Validate checks the command against the limits.
 func (c Command) Validate() error {
+	if err := ValidKey(c.Key); err != nil {
+		return err
+	}
 	switch {
 	case c.Op != OpPut && c.Op != OpDelete:
 		return fmt.Errorf("unknown operation %q", c.Op)
-	case c.Key == "":
-		return errors.New("empty key")
-	case len(c.Key) > MaxKeySize:
-		return fmt.Errorf("key of %d bytes is longer than the limit of %d", len(c.Key), MaxKeySize)
 	case len(c.Value) > MaxValueSize:
 		return fmt.Errorf("value of %d bytes is longer than the limit of %d", len(c.Value), MaxValueSize)
 	}
