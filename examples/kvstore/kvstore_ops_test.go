@@ -8,11 +8,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,4 +309,101 @@ func TestBlackBox_BadStartsSayWhy(t *testing.T) {
 			assert.Contains(t, out, tc.says)
 		})
 	}
+}
+
+// The README's first command: with no -id, three nodes in one process,
+// which take writes, stop on SIGINT, and find their data on a second run.
+// (-raft and -http move its ports off the defaults, which a developer's
+// own run may hold.)
+func TestBlackBox_LocalClusterOneCommand(t *testing.T) {
+	c := newTestCluster(t, 0) // the binary and a directory
+	raftBase, httpBase := freePortRun(t), freePortRun(t)
+	args := []string{"-data", filepath.Join(c.dir, "local"),
+		"-raft", fmt.Sprintf("127.0.0.1:%d", raftBase), "-http", fmt.Sprintf("127.0.0.1:%d", httpBase)}
+	http1, http2 := fmt.Sprintf("127.0.0.1:%d", httpBase), fmt.Sprintf("127.0.0.1:%d", httpBase+1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	run := func(wantOut string, do func()) {
+		var out syncBuffer
+		cmd := exec.CommandContext(ctx, c.bin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		require.NoError(t, cmd.Start())
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer func() {
+			cmd.Process.Signal(syscall.SIGINT) //nolint:errcheck // it may have exited
+			select {
+			case err := <-exited:
+				require.NoError(t, err, "a SIGINT stops it cleanly: %s", out.String())
+			case <-time.After(20 * time.Second):
+				cmd.Process.Kill() //nolint:errcheck
+				t.Fatalf("it did not stop on SIGINT: %s", out.String())
+			}
+		}()
+		do()
+		assert.Contains(t, out.String(), wantOut)
+	}
+	cl := client.New(http1)
+	defer cl.Close()
+	run("curl -L -X PUT -d world http://"+http1+"/kv/hello", func() {
+		_, err := cl.Put(ctx, "hello", []byte("world")) // retried until a leader is elected
+		require.NoError(t, err)
+		at2 := client.New(http2)
+		defer at2.Close()
+		v, _, err := at2.Get(ctx, "hello", client.Linearizable)
+		require.NoError(t, err)
+		assert.Equal(t, "world", string(v))
+	})
+	run("(reused", func() {
+		v, _, err := cl.Get(ctx, "hello", client.Linearizable)
+		require.NoError(t, err)
+		assert.Equal(t, "world", string(v), "the second run finds the first one's data")
+	})
+}
+
+// freePortRun returns a port p of 127.0.0.1 such that p, p+1 and p+2 were
+// free just now.
+func freePortRun(t *testing.T) int {
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if p > 65000 {
+			continue
+		}
+		free := true
+		for q := p; q < p+3 && free; q++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
+			if err != nil {
+				free = false
+				continue
+			}
+			l.Close()
+		}
+		if free {
+			return p
+		}
+	}
+	t.Fatal("no run of three free ports")
+	return 0
+}
+
+// syncBuffer is a bytes.Buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -78,9 +78,9 @@ func main() {
 	var f flags
 	flag.Uint64Var(&f.id, "id", 0, "this node's ID (non-zero); without it, run a local three-node cluster in this process")
 	flag.StringVar(&f.data, "data", "", "data directory (default for the local cluster: $TMPDIR/raftkit-kvstore)")
-	flag.StringVar(&f.raft, "raft", "", "Raft listen address, host:port")
+	flag.StringVar(&f.raft, "raft", "", "Raft listen address, host:port (without -id: node 1's, nodes 2 and 3 take the next ports; default 127.0.0.1:7101)")
 	flag.StringVar(&f.raftAdv, "raft-advertise", "", "Raft address peers dial (default: -raft)")
-	flag.StringVar(&f.http, "http", "", "HTTP listen address, host:port")
+	flag.StringVar(&f.http, "http", "", "HTTP listen address, host:port (without -id: node 1's, nodes 2 and 3 take the next ports; default 127.0.0.1:8101)")
 	flag.StringVar(&f.httpAdv, "http-advertise", "", "HTTP address clients and redirects use (default: -http)")
 	flag.StringVar(&f.members, "members", "", "founding members, id=raftaddr=httpaddr,... (the same on every founder)")
 	flag.StringVar(&f.join, "join", "", "HTTP address of a member of the cluster to join (instead of -members)")
@@ -422,10 +422,34 @@ func parseMembers(s string) ([]raft.Member, error) {
 	return members, nil
 }
 
+// localBase parses the local cluster's -raft or -http, host:port for node
+// 1, whose next two ports nodes 2 and 3 take.
+func localBase(addr, flagName string, dflt int) (string, int, error) {
+	if addr == "" {
+		return "127.0.0.1", dflt, nil
+	}
+	host, p, err := net.SplitHostPort(addr)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil || host == "" || port <= 0 || port > 65533 {
+		return "", 0, fmt.Errorf("%s %q: the local cluster needs host:port for node 1 (nodes 2 and 3 take the next ports)", flagName, addr)
+	}
+	return host, port, nil
+}
+
 // runLocal runs a three-node cluster in this process until ctx ends.
 func runLocal(ctx context.Context, f flags) error {
-	if f.members != "" || f.join != "" || f.raft != "" || f.http != "" || f.tlsCert != "" || f.httpCert != "" || f.restore != "" {
-		return errors.New("-members, -join, -raft, -http, -tls-*, -http-tls-* and -restore need -id (one node per process)")
+	if f.members != "" || f.join != "" || f.raftAdv != "" || f.httpAdv != "" || f.tlsCert != "" || f.httpCert != "" || f.restore != "" {
+		return errors.New("-members, -join, -*-advertise, -tls-*, -http-tls-* and -restore need -id (one node per process)")
+	}
+	// -raft and -http move the local cluster's ports: node 1's, and the
+	// next two for nodes 2 and 3.
+	raftHost, raftPort, err := localBase(f.raft, "-raft", localRaftPort)
+	if err != nil {
+		return err
+	}
+	httpHost, httpPort, err := localBase(f.http, "-http", localHTTPPort)
+	if err != nil {
+		return err
 	}
 	if f.data == "" {
 		f.data = filepath.Join(os.TempDir(), "raftkit-kvstore")
@@ -439,8 +463,8 @@ func runLocal(ctx context.Context, f flags) error {
 	for id := uint64(1); id <= 3; id++ {
 		members = append(members, raft.Member{
 			ID:   id,
-			Addr: fmt.Sprintf("127.0.0.1:%d", localRaftPort+id-1),
-			Meta: map[string]string{server.MetaHTTP: fmt.Sprintf("127.0.0.1:%d", localHTTPPort+id-1)},
+			Addr: net.JoinHostPort(raftHost, strconv.Itoa(raftPort+int(id)-1)),
+			Meta: map[string]string{server.MetaHTTP: net.JoinHostPort(httpHost, strconv.Itoa(httpPort+int(id)-1))},
 		})
 	}
 	_, statErr := os.Stat(f.data)
