@@ -369,7 +369,12 @@ type Op func(ctx context.Context, cl Client, i int64) error
 // latency of each call from its start to its return. The first error stops
 // the phase and is returned.
 func Run(ctx context.Context, clients []Client, d time.Duration, op Op) (Result, error) {
-	ctx, cancel := context.WithCancel(ctx)
+	start := time.Now()
+	end := start.Add(d)
+	// One deadline for the phase rather than one per operation: a context
+	// with a timer per call would add to the clients' CPU time per
+	// operation. An operation still running 30s after the end fails.
+	ctx, cancel := context.WithDeadline(ctx, end.Add(30*time.Second))
 	defer cancel()
 	var next atomic.Int64
 	lats := make([][]time.Duration, len(clients))
@@ -378,18 +383,13 @@ func Run(ctx context.Context, clients []Client, d time.Duration, op Op) (Result,
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	start := time.Now()
-	end := start.Add(d)
 	for w, cl := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			lat := make([]time.Duration, 0, 4096)
 			for t0 := time.Now(); t0.Before(end) && ctx.Err() == nil; t0 = time.Now() {
-				octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-				err := op(octx, cl, next.Add(1)-1)
-				ocancel()
-				if err != nil {
+				if err := op(ctx, cl, next.Add(1)-1); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					break
 				}
@@ -424,3 +424,40 @@ func Value(size int, seed int) []byte {
 // Check reports an error if a member of the cluster has exited. It is
 // cheap: call it after each phase.
 func (c *Cluster) Check() error { return c.exited() }
+
+// CPUTime returns the CPU time (user and system) the members have used so
+// far, from /proc; 0 where there is no /proc.
+func (c *Cluster) CPUTime() time.Duration {
+	var total time.Duration
+	for _, pid := range c.PIDs() {
+		total += procCPU(fmt.Sprintf("/proc/%d/stat", pid))
+	}
+	return total
+}
+
+// SelfCPUTime returns the CPU time this process (the load generator and its
+// clients) has used so far; 0 where there is no /proc.
+func SelfCPUTime() time.Duration { return procCPU("/proc/self/stat") }
+
+// procCPU reads utime and stime from a /proc/<pid>/stat file, in clock
+// ticks of 10ms (USER_HZ is 100 on Linux).
+func procCPU(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may contain spaces: skip past it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0
+	}
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}

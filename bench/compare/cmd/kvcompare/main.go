@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -35,11 +37,18 @@ type options struct {
 	keys     int
 	systems  []string
 	keep     bool
+	bins     kvbench.Binaries // prebuilt binaries; built when empty
+	cpuprof  string
 }
 
 // sample is one system's figures in one round.
 type sample struct {
 	puts, gets kvbench.Result
+	// CPU time per operation, of the three members together and of this
+	// process (the clients), in µs: less noisy than throughput on a shared
+	// machine.
+	putServerCPU, putClientCPU float64
+	getServerCPU, getClientCPU float64
 }
 
 func main() {
@@ -54,6 +63,9 @@ func main() {
 	flag.IntVar(&o.keys, "keys", 10000, "key space: puts write keys 0, 1, ... modulo this, gets read the keys written")
 	flag.StringVar(&systems, "systems", "kvstore,etcd", "systems to run, in the first round's order")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data directories and the members' logs")
+	flag.StringVar(&o.bins.KVStore, "kvstore-bin", "", "a kvstore binary to run instead of building examples/kvstore")
+	flag.StringVar(&o.bins.Etcd, "etcd-bin", "", "an etcd binary to run instead of building etcdserver/")
+	flag.StringVar(&o.cpuprof, "cpuprofile", "", "write the load generator's CPU profile (clients included) to this file")
 	flag.Parse()
 	o.systems = strings.Split(systems, ",")
 
@@ -84,10 +96,26 @@ func run(ctx context.Context, o options) error {
 	if fs == "tmpfs" || fs == "ramfs" {
 		fmt.Println("# WARNING: the data dir is in memory: fsync is free; set TMPDIR to a directory on a disk")
 	}
-	fmt.Println("# building kvstore and etcd ...")
-	bins, err := kvbench.Build(ctx, tmp)
-	if err != nil {
-		return err
+	bins := o.bins
+	if bins.KVStore == "" || bins.Etcd == "" {
+		fmt.Println("# building kvstore and etcd ...")
+		built, err := kvbench.Build(ctx, tmp)
+		if err != nil {
+			return err
+		}
+		bins.KVStore = cmp.Or(bins.KVStore, built.KVStore)
+		bins.Etcd = cmp.Or(bins.Etcd, built.Etcd)
+	}
+	if o.cpuprof != "" {
+		f, err := os.Create(o.cpuprof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Printf("# load before: %s\n", loadAvg())
 	res := map[string][]sample{}
@@ -102,9 +130,9 @@ func run(ctx context.Context, o options) error {
 				return fmt.Errorf("round %d, %s: %w", r+1, sys, err)
 			}
 			res[sys] = append(res[sys], s)
-			fmt.Printf("round %d %-8s puts/s %7.0f p50 %6.2f ms p99 %6.2f ms | gets/s %7.0f p50 %6.2f ms p99 %6.2f ms | load %s\n",
-				r+1, sys, s.puts.PerSec(), ms(s.puts.P50), ms(s.puts.P99),
-				s.gets.PerSec(), ms(s.gets.P50), ms(s.gets.P99), loadAvg())
+			fmt.Printf("round %d %-8s puts/s %6.0f p50 %6.2f ms p99 %6.2f ms cpu/op %4.0f+%3.0f µs | gets/s %6.0f p50 %6.2f ms p99 %6.2f ms cpu/op %4.0f+%3.0f µs | load %s\n",
+				r+1, sys, s.puts.PerSec(), ms(s.puts.P50), ms(s.puts.P99), s.putServerCPU, s.putClientCPU,
+				s.gets.PerSec(), ms(s.gets.P50), ms(s.gets.P99), s.getServerCPU, s.getClientCPU, loadAvg())
 		}
 	}
 	fmt.Printf("# load after: %s\n\n", loadAvg())
@@ -154,26 +182,33 @@ func round(ctx context.Context, o options, bins kvbench.Binaries, dir, sys strin
 	put := func(ctx context.Context, cl kvbench.Client, i int64) error {
 		return cl.Put(ctx, kvbench.Key(written+i, o.keys), values[(written+i)%int64(len(values))])
 	}
-	phase := func(op kvbench.Op, measured bool) (kvbench.Result, error) {
+	// phase runs op for the warm-up or the measured time, and returns the
+	// result and the server and client CPU time per operation in µs.
+	phase := func(op kvbench.Op, measured bool) (r kvbench.Result, server, client float64, err error) {
 		d := o.warmup
 		if measured {
 			d = o.duration
 		}
 		if d <= 0 {
-			return kvbench.Result{}, nil
+			return r, 0, 0, nil
 		}
-		r, err := kvbench.Run(ctx, clients, d, op)
+		sc, cc := c.CPUTime(), kvbench.SelfCPUTime()
+		r, err = kvbench.Run(ctx, clients, d, op)
 		if err == nil {
 			err = c.Check()
 		}
-		return r, err
+		if r.Ops > 0 {
+			server = float64((c.CPUTime() - sc).Microseconds()) / float64(r.Ops)
+			client = float64((kvbench.SelfCPUTime() - cc).Microseconds()) / float64(r.Ops)
+		}
+		return r, server, client, err
 	}
-	var r kvbench.Result
-	if r, err = phase(put, false); err != nil {
+	r, _, _, err := phase(put, false)
+	if err != nil {
 		return s, err
 	}
 	written += int64(r.Ops)
-	if s.puts, err = phase(put, true); err != nil {
+	if s.puts, s.putServerCPU, s.putClientCPU, err = phase(put, true); err != nil {
 		return s, err
 	}
 	written += int64(s.puts.Ops)
@@ -185,57 +220,81 @@ func round(ctx context.Context, o options, bins kvbench.Binaries, dir, sys strin
 		}
 		return err
 	}
-	if _, err = phase(get, false); err != nil {
+	if _, _, _, err = phase(get, false); err != nil {
 		return s, err
 	}
-	s.gets, err = phase(get, true)
+	s.gets, s.getServerCPU, s.getClientCPU, err = phase(get, true)
 	return s, err
 }
 
+// metric is one column of the report.
+type metric struct {
+	name   string
+	format string
+	f      func(sample) float64
+}
+
+var metrics = []metric{
+	{"puts/s", "%.0f", func(s sample) float64 { return s.puts.PerSec() }},
+	{"put p50 ms", "%.2f", func(s sample) float64 { return ms(s.puts.P50) }},
+	{"put p99 ms", "%.2f", func(s sample) float64 { return ms(s.puts.P99) }},
+	{"put cpu µs", "%.0f+%.0f", nil},
+	{"gets/s", "%.0f", func(s sample) float64 { return s.gets.PerSec() }},
+	{"get p50 ms", "%.2f", func(s sample) float64 { return ms(s.gets.P50) }},
+	{"get p99 ms", "%.2f", func(s sample) float64 { return ms(s.gets.P99) }},
+	{"get cpu µs", "%.0f+%.0f", nil},
+}
+
+// report prints the medians across rounds, and the kvstore/etcd ratios two
+// ways: the median of the per-round ratios (which pairs runs made close
+// together in time) and the ratio of the medians. The CPU columns are the
+// CPU time per operation of the servers + of the clients, in µs.
 func report(o options, res map[string][]sample) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "median of %d rounds\tputs/s\tput p50 ms\tput p99 ms\tgets/s\tget p50 ms\tget p99 ms\t\n", o.rounds)
+	fmt.Fprintf(tw, "median of %d rounds\t", o.rounds)
+	for _, m := range metrics {
+		fmt.Fprintf(tw, "%s\t", m.name)
+	}
+	fmt.Fprintln(tw)
+	cpu := map[string][2]func(sample) float64{
+		"put cpu µs": {func(s sample) float64 { return s.putServerCPU }, func(s sample) float64 { return s.putClientCPU }},
+		"get cpu µs": {func(s sample) float64 { return s.getServerCPU }, func(s sample) float64 { return s.getClientCPU }},
+	}
 	for _, sys := range o.systems {
-		ss := res[sys]
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\t\n", sys,
-			median(ss, func(s sample) float64 { return s.puts.PerSec() }),
-			median(ss, func(s sample) float64 { return ms(s.puts.P50) }),
-			median(ss, func(s sample) float64 { return ms(s.puts.P99) }),
-			median(ss, func(s sample) float64 { return s.gets.PerSec() }),
-			median(ss, func(s sample) float64 { return ms(s.gets.P50) }),
-			median(ss, func(s sample) float64 { return ms(s.gets.P99) }))
+		fmt.Fprintf(tw, "%s\t", sys)
+		for _, m := range metrics {
+			if m.f == nil {
+				fmt.Fprintf(tw, m.format+"\t", median(res[sys], cpu[m.name][0]), median(res[sys], cpu[m.name][1]))
+				continue
+			}
+			fmt.Fprintf(tw, m.format+"\t", median(res[sys], m.f))
+		}
+		fmt.Fprintln(tw)
 	}
 	kv, etcd := res[kvbench.KVStore], res[kvbench.Etcd]
 	if len(kv) > 0 && len(kv) == len(etcd) {
-		// The median of the per-round ratios pairs runs made close together
-		// in time; the ratio of the medians is given next to it.
-		type metric struct {
-			name string
-			f    func(sample) float64
-		}
-		metrics := []metric{
-			{"puts/s", func(s sample) float64 { return s.puts.PerSec() }},
-			{"put p50", func(s sample) float64 { return ms(s.puts.P50) }},
-			{"put p99", func(s sample) float64 { return ms(s.puts.P99) }},
-			{"gets/s", func(s sample) float64 { return s.gets.PerSec() }},
-			{"get p50", func(s sample) float64 { return ms(s.gets.P50) }},
-			{"get p99", func(s sample) float64 { return ms(s.gets.P99) }},
-		}
-		fmt.Fprintf(tw, "kvstore/etcd, median of per-round ratios\t")
-		for _, m := range metrics {
+		ratio := func(f func(sample) float64) (perRound, ofMedians float64) {
 			var ratios []float64
 			for i := range kv {
-				ratios = append(ratios, m.f(kv[i])/m.f(etcd[i]))
+				ratios = append(ratios, f(kv[i])/f(etcd[i]))
 			}
 			slices.Sort(ratios)
-			fmt.Fprintf(tw, "%.2f\t", ratios[len(ratios)/2])
+			return ratios[len(ratios)/2], median(kv, f) / median(etcd, f)
 		}
-		fmt.Fprintln(tw)
-		fmt.Fprintf(tw, "kvstore/etcd, ratio of medians\t")
-		for _, m := range metrics {
-			fmt.Fprintf(tw, "%.2f\t", median(kv, m.f)/median(etcd, m.f))
+		total := func(m metric) func(sample) float64 {
+			if m.f != nil {
+				return m.f
+			}
+			return func(s sample) float64 { return cpu[m.name][0](s) + cpu[m.name][1](s) }
 		}
-		fmt.Fprintln(tw)
+		for k, title := range []string{"kvstore/etcd, median of per-round ratios", "kvstore/etcd, ratio of medians"} {
+			fmt.Fprintf(tw, "%s\t", title)
+			for _, m := range metrics {
+				pr, om := ratio(total(m))
+				fmt.Fprintf(tw, "%.2f\t", []float64{pr, om}[k])
+			}
+			fmt.Fprintln(tw)
+		}
 	}
 	tw.Flush()
 }
