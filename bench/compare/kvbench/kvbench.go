@@ -361,8 +361,8 @@ type Result struct {
 // PerSec is the throughput.
 func (r Result) PerSec() float64 { return float64(r.Ops) / r.Elapsed.Seconds() }
 
-// Op is one operation of load goroutine w, with its client, on the i-th
-// operation of the phase.
+// Op is one operation, the i-th of its phase (numbered across all the
+// goroutines), made with the calling goroutine's client.
 type Op func(ctx context.Context, cl Client, i int64) error
 
 // Run runs op from one goroutine per client for d, and measures the
