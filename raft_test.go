@@ -651,6 +651,31 @@ func TestReadIndex_6_4_NeedsQuorumConfirmation(t *testing.T) {
 	}
 }
 
+func TestReadIndex_6_4_OneRoundInFlight(t *testing.T) {
+	c1, _, _, n := threeCores(t)
+	n.elect(1)
+	c1.readIndex(1)
+	first := n.collect(1)
+	require.Len(t, msgsOf(first, MsgHeartbeat), 2, "a read starts a round")
+	// Reads keep arriving while the round is out: they start none of their own.
+	for id := uint64(2); id <= 5; id++ {
+		c1.readIndex(id)
+		assert.Empty(t, msgsOf(n.collect(1), MsgHeartbeat), "read %d waits for the round in flight", id)
+	}
+	// The first round is confirmed: its read is served, and the waiting
+	// reads share the next round, which confirms them all.
+	for _, m := range first {
+		n.cores[m.To].step(m)
+	}
+	n.stabilize()
+	require.Len(t, n.reads[1], 5)
+	for i, r := range n.reads[1] {
+		assert.NoError(t, r.err)
+		assert.Equal(t, uint64(i+1), r.id)
+		assert.Equal(t, c1.log.committed, r.index)
+	}
+}
+
 func TestReadIndex_6_4_1_FollowerAsksLeader(t *testing.T) {
 	c1, c2, _, n := threeCores(t)
 	n.elect(1)

@@ -71,8 +71,17 @@ func (c *core) queueRead(r readRequest) {
 // since the last one. A new leader does not know the commit index of its
 // predecessor until it commits an entry of its own term, so reads wait for
 // its no-op to commit (dissertation §6.4, step 1).
+//
+// One round is in flight at a time: reads that arrive while one is out wait
+// for it to be confirmed and then share the next. Under many concurrent
+// reads a round per event-loop pass would send close to one heartbeat per
+// read to every follower and cost each follower a message per read; this
+// bounds the rounds to one per round trip. A read still gets a round that
+// starts after it arrived, and its read index is the commit index when that
+// round starts, which is what §6.4 asks. If a heartbeat of the round is
+// lost, the periodic heartbeats carry the same round and confirm it.
 func (c *core) startReadRound() {
-	if len(c.reads.batch) == 0 || !c.committedInTerm() {
+	if len(c.reads.batch) == 0 || len(c.reads.pending) > 0 || !c.committedInTerm() {
 		return
 	}
 	c.reads.seq++

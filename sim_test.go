@@ -1171,11 +1171,11 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		tickPeriods    [2]int
 	}{
 		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0, 0, [2]int{}},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 919, 0, 0, [2]int{}},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 804, 0, 0, [2]int{}},
 		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0, 0, [2]int{}},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 131, 0, 0, [2]int{}},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1244, 1, 0, [2]int{}},
-		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 414, 0, 0, [2]int{}},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 55, 0, 0, [2]int{}},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1880, 1, 0, [2]int{}},
+		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 138, 0, 0, [2]int{}},
 		// The simulator's election timeout is 6 ticks: a lease of 12 outlives
 		// the followers' promise not to vote (TestSimLeaseReads states the
 		// bound), with clocks drifting as in TestSimLeaseReads.
