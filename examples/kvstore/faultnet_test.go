@@ -279,3 +279,100 @@ func (p *raftProxy) copyLink(l link, dst, src net.Conn, first []byte) {
 		}
 	}
 }
+
+// The proxy tells the links apart by the hello: a dropped link's
+// connections break, the other links' go on; a stalled link delivers what
+// it held, in order, when it heals.
+func TestFaultNet_LinksAreCutOneDirectionAtATime(t *testing.T) {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	received := make(chan []byte, 16) // what node 3 reads, chunk by chunk
+	var serving sync.WaitGroup
+	serving.Go(func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			serving.Go(func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						received <- slices.Clone(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	fn := newFaultNet(t)
+	p := newRaftProxy(t, fn, 3, target.Addr().String())
+	t.Cleanup(func() {
+		target.Close()
+		serving.Wait()
+	})
+	// dial connects to node 3 through its proxy as node from, and waits
+	// until the proxy has forwarded the hello.
+	dial := func(from uint64) net.Conn {
+		c, err := net.Dial("tcp", p.addr())
+		require.NoError(t, err)
+		hello := append([]byte(helloMagic), 1, 0)
+		hello = binary.BigEndian.AppendUint64(hello, from)
+		_, err = c.Write(hello)
+		require.NoError(t, err)
+		var got []byte
+		for len(got) < len(hello) {
+			got = append(got, recv(t, received)...)
+		}
+		require.Equal(t, hello, got)
+		return c
+	}
+	from1, from2 := dial(1), dial(2)
+	defer from1.Close()
+	defer from2.Close()
+
+	fn.set([]link{{1, 3}}, linkStall)
+	_, err = from1.Write([]byte("late"))
+	require.NoError(t, err)
+	_, err = from2.Write([]byte("on time"))
+	require.NoError(t, err)
+	require.Equal(t, "on time", string(recv(t, received)), "2→3 is up")
+	select {
+	case b := <-received:
+		t.Fatalf("1→3 is stalled, yet %q arrived", b)
+	case <-time.After(100 * time.Millisecond):
+	}
+	fn.heal()
+	require.Equal(t, "late", string(recv(t, received)), "held, then delivered")
+
+	fn.set([]link{{2, 3}}, linkDrop)
+	from2.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	_, err = from2.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "the proxy closed the dropped link's connection")
+	again, err := net.Dial("tcp", p.addr())
+	require.NoError(t, err)
+	defer again.Close()
+	_, err = again.Write(binary.BigEndian.AppendUint64(append([]byte(helloMagic), 1, 0), 2))
+	require.NoError(t, err)
+	again.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	_, err = again.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "a new connection of a dropped link is closed after the hello")
+	_, err = from1.Write([]byte("still up"))
+	require.NoError(t, err)
+	require.Equal(t, "still up", string(recv(t, received)))
+}
+
+func recv(t *testing.T, ch <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case b := <-ch:
+		return b
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing arrived")
+		return nil
+	}
+}
