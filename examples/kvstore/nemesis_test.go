@@ -123,6 +123,11 @@ func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster, h *history, ke
 		}
 		switch kind := faultKinds[rng.IntN(len(faultKinds))]; kind {
 		case faultKill:
+			if rng.IntN(3) == 0 {
+				// Long enough, under load, for the others to compact past
+				// the node's log: it restarts into a snapshot transfer.
+				down += 2 * time.Second
+			}
 			c.kill(id)
 			rec.did(kind, "", fmt.Sprintf("kill -9 %s %d for %v", what, id, down.Round(time.Millisecond)))
 			pause(down)
