@@ -695,6 +695,7 @@ type history struct {
 	acked    map[string]uint64     // per key, the highest revision of an acknowledged write
 	okWrites int
 	failed   int // writes that certainly failed: dropped
+	fills    int // values written to "fill" so far: each is unique
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -730,6 +731,14 @@ func (h *history) write(clientID int, in kvIn, call int64, rev uint64, err error
 	default:
 		h.failed++
 	}
+}
+
+// nextFill returns a number not used before for a value of "fill".
+func (h *history) nextFill() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fills++
+	return h.fills
 }
 
 func (h *history) maxAcked(key string) uint64 {

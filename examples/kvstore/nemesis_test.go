@@ -123,10 +123,19 @@ func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster, h *history, ke
 		}
 		switch kind := faultKinds[rng.IntN(len(faultKinds))]; kind {
 		case faultKill:
-			if rng.IntN(3) == 0 {
-				// Long enough, under load, for the others to compact past
-				// the node's log: it restarts into a snapshot transfer.
-				down += 2 * time.Second
+			st, err := c.nodes[id].tryStatus()
+			if err == nil && rng.IntN(3) == 0 {
+				// Down until the others have compacted past its log: it
+				// restarts into a snapshot transfer, which the next faults
+				// may interrupt.
+				need := st.LastIndex + trailingEntries + 100
+				start := time.Now()
+				c.kill(id)
+				ok, _ := c.fillUntil(ctx, 10*time.Second, h, func() bool { return c.compactedPast(without(ids, id), need) })
+				rec.did(kind, "behind", fmt.Sprintf("kill -9 %s %d until the others compacted past index %d (%v, %v)",
+					what, id, need, ok, time.Since(start).Round(time.Millisecond)))
+				c.start(id)
+				break
 			}
 			c.kill(id)
 			rec.did(kind, "", fmt.Sprintf("kill -9 %s %d for %v", what, id, down.Round(time.Millisecond)))
@@ -361,44 +370,14 @@ func lagBehindSnapshot(t *testing.T, rng *rand.Rand, c *testCluster, h *history,
 	need := st.LastIndex + trailing + 100
 	start := time.Now()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var writes int
-	wg.Go(func() {
-		cl := client.New(c.httpAddrs()...)
-		defer cl.Close()
-		for seq := 0; ctx.Err() == nil; seq++ {
-			wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
-			in := kvIn{op: opPut, key: "fill", value: fmt.Sprintf("f%d", seq)}
-			call := h.now()
-			rev, err := cl.Put(wctx, in.key, []byte(in.value))
-			wcancel()
-			if ctx.Err() != nil && err != nil {
-				err = &client.UnknownOutcomeError{Method: "PUT", Key: in.key, Err: err}
-			}
-			h.write(fillClientID, in, call, rev, err)
-			writes++
-		}
-	})
-	compacted := func() bool {
-		for _, id := range others {
-			st, err := c.nodes[id].tryStatus()
-			if err != nil || st.SnapshotIndex < need {
-				return false
-			}
-		}
-		return true
-	}
-	ok := waitFor(30*time.Second, compacted)
-	cancel()
-	wg.Wait()
+	ok, writes := c.fillUntil(context.Background(), 30*time.Second, h, func() bool { return c.compactedPast(others, need) })
 	require.True(t, ok, "the nodes other than %d did not snapshot past index %d; logs in %s", lagger, need, c.dir)
 	lagged := time.Since(start)
 	c.net.heal()
 
 	healed := time.Now()
 	var restored uint64
-	require.True(t, waitFor(30*time.Second, func() bool {
+	require.True(t, waitFor(context.Background(), 30*time.Second, func() bool {
 		n, err := c.metricCount(lagger, "raft_snapshot_restore_duration_seconds")
 		st, serr := nd.tryStatus()
 		if err != nil || serr != nil || n <= restoresBefore || st.AppliedIndex < need {
@@ -413,11 +392,43 @@ func lagBehindSnapshot(t *testing.T, rng *rand.Rand, c *testCluster, h *history,
 		lagger, st.LastIndex, writes, need, lagged.Round(time.Millisecond), restored, time.Since(healed).Round(time.Millisecond))
 }
 
-// fillClientID is the porcupine client ID of lagBehindSnapshot's writer.
+// fillUntil writes to the key "fill", one write after another, until cond
+// holds (true), or within passes or ctx ends (false), and returns how many
+// writes it made. The workers' clients wait out a node that is down or cut
+// off, so they alone would write little meanwhile. The writes go into the
+// history.
+func (c *testCluster) fillUntil(ctx context.Context, within time.Duration, h *history, cond func() bool) (ok bool, writes int) {
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		cl := client.New(c.httpAddrs()...)
+		defer cl.Close()
+		for fctx.Err() == nil {
+			wctx, wcancel := context.WithTimeout(fctx, 3*time.Second)
+			in := kvIn{op: opPut, key: "fill", value: fmt.Sprintf("f%d", h.nextFill())}
+			call := h.now()
+			rev, err := cl.Put(wctx, in.key, []byte(in.value))
+			wcancel()
+			if fctx.Err() != nil && err != nil {
+				// Cut short: conservatively, it may have been applied.
+				err = &client.UnknownOutcomeError{Method: "PUT", Key: in.key, Err: err}
+			}
+			h.write(fillClientID, in, call, rev, err)
+			writes++
+		}
+	})
+	ok = waitFor(ctx, within, cond)
+	cancel()
+	wg.Wait()
+	return ok, writes
+}
+
+// fillClientID is the porcupine client ID of fillUntil's writer.
 const fillClientID = 99
 
-// waitFor polls cond every 20ms until it holds (true) or within passes.
-func waitFor(within time.Duration, cond func() bool) bool {
+// waitFor polls cond every 20ms until it holds (true), or within passes
+// or ctx ends (false).
+func waitFor(ctx context.Context, within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -425,7 +436,23 @@ func waitFor(within time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		<-tick.C
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// compactedPast reports whether every node of ids has a snapshot at or
+// past index need.
+func (c *testCluster) compactedPast(ids []uint64, need uint64) bool {
+	for _, id := range ids {
+		st, err := c.nodes[id].tryStatus()
+		if err != nil || st.SnapshotIndex < need {
+			return false
+		}
 	}
 	return true
 }
