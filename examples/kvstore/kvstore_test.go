@@ -84,7 +84,45 @@ import (
 // visualization, and prints its path.
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	dir, err := os.MkdirTemp("", "kvstore-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	kvBinary.dir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// kvBinary is the kvstore binary, built once for all the tests.
+var kvBinary struct {
+	dir  string // made by TestMain, removed after the tests
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildBinary builds the kvstore binary the first time it is called, and
+// returns its path.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	kvBinary.once.Do(func() {
+		path := filepath.Join(kvBinary.dir, "kvstore")
+		if out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput(); err != nil {
+			kvBinary.err = fmt.Errorf("go build: %w: %s", err, out)
+			return
+		}
+		kvBinary.path = path
+	})
+	require.NoError(t, kvBinary.err)
+	return kvBinary.path
 }
 
 func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
@@ -418,10 +456,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		}
 		os.RemoveAll(dir)
 	})
-	bin := filepath.Join(dir, "kvstore")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildBinary(t)
 
 	c := &testCluster{t: t, bin: bin, dir: dir, net: newFaultNet(t), nodes: map[uint64]*testNode{}}
 	var members []string
