@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -160,18 +159,6 @@ func (n *faultNet) untrack(l link, c net.Conn) {
 	if n.conns[l][c]--; n.conns[l][c] <= 0 {
 		delete(n.conns[l], c)
 	}
-}
-
-// describe lists the links that are not up, for the nemesis's log.
-func (n *faultNet) describe() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var parts []string
-	for l, s := range n.state {
-		parts = append(parts, fmt.Sprintf("%v %v", l, s))
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, ", ")
 }
 
 // raftProxy forwards the TCP connections to node id's Raft port, each
