@@ -382,13 +382,16 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 		key := keys[rng.IntN(len(keys))]
 		value := fmt.Sprintf("w%d-%d", id, seq)
 		opCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// A reader is pinned to its node: when the node is down, paused
+		// or cut off, the read is given up sooner than a write.
+		readCtx, readCancel := context.WithTimeout(opCtx, time.Second)
 		consistency := client.Linearizable
 		if rng.IntN(2) == 0 {
 			consistency = client.Lease
 		}
 		switch p := rng.Float64(); {
 		case p < 0.4:
-			read(opCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
+			read(readCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
 		case p < 0.7:
 			call := h.now()
 			rev, err := writer.Put(opCtx, key, []byte(value))
@@ -399,7 +402,7 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 			h.write(id, kvIn{op: opDelete, key: key}, call, rev, err)
 		default:
 			// A compare-and-swap on what a linearizable read returned.
-			got, rev, ok := read(opCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
+			got, rev, ok := read(readCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
 			if !ok {
 				break
 			}
@@ -407,6 +410,7 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 			newRev, err := writer.PutIf(opCtx, key, []byte(value), rev)
 			h.write(id, kvIn{op: opCAS, key: key, value: value, expect: got}, call, newRev, err)
 		}
+		readCancel()
 		cancel()
 	}
 }
