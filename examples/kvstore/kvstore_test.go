@@ -134,6 +134,7 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 	if v := os.Getenv("KVSTORE_NODES"); v != "" {
 		n, err := strconv.Atoi(v)
 		require.NoError(t, err, "KVSTORE_NODES")
+		require.GreaterOrEqual(t, n, 3, "KVSTORE_NODES: the faults need at least 3 nodes")
 		runs = runs[:1]
 		runs[0].nodes = n
 	}
