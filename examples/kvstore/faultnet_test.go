@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -46,17 +45,15 @@ import (
 //     (messages of an old term arrive after a new leader was elected).
 type faultNet struct {
 	mu      sync.Mutex
-	state   map[link]linkState        // absent: up
-	changed chan struct{}             // closed, and replaced, at every change
-	conns   map[link]map[net.Conn]int // the open connections of each link (a count: a connection may be tracked twice)
+	state   map[link]linkState             // absent: up
+	changed chan struct{}                  // closed, and replaced, at every change
+	conns   map[link]map[net.Conn]struct{} // the open connections of each link, both sides of the proxy
 	closed  bool
 }
 
 // link is the direction from one node to another; from is 0 when the
 // proxy could not read a hello (TLS).
 type link struct{ from, to uint64 }
-
-func (l link) String() string { return fmt.Sprintf("%d→%d", l.from, l.to) }
 
 type linkState uint8
 
@@ -71,7 +68,7 @@ func (s linkState) String() string {
 }
 
 func newFaultNet(t *testing.T) *faultNet {
-	n := &faultNet{state: map[link]linkState{}, changed: make(chan struct{}), conns: map[link]map[net.Conn]int{}}
+	n := &faultNet{state: map[link]linkState{}, changed: make(chan struct{}), conns: map[link]map[net.Conn]struct{}{}}
 	t.Cleanup(n.close)
 	return n
 }
@@ -147,18 +144,16 @@ func (n *faultNet) track(l link, c net.Conn) bool {
 		return false
 	}
 	if n.conns[l] == nil {
-		n.conns[l] = map[net.Conn]int{}
+		n.conns[l] = map[net.Conn]struct{}{}
 	}
-	n.conns[l][c]++
+	n.conns[l][c] = struct{}{}
 	return true
 }
 
 func (n *faultNet) untrack(l link, c net.Conn) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.conns[l][c]--; n.conns[l][c] <= 0 {
-		delete(n.conns[l], c)
-	}
+	delete(n.conns[l], c)
 }
 
 // raftProxy forwards the TCP connections to node id's Raft port, each
