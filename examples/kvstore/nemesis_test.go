@@ -93,7 +93,7 @@ func (r *nemesisRecord) summary() string {
 // (isolate, split), a probe sends it writes and reads directly, without
 // following redirects: it must acknowledge none of those writes and serve
 // none of those ReadIndex reads until the partition heals, since it cannot
-// reach a majority (§3.6, §6.4); its lease reads, if its lease still held,
+// reach a majority (§3.5, §6.4); its lease reads, if its lease still held,
 // go into the history with everything else, where porcupine judges them
 // against the writes the majority's new leader acknowledged meanwhile.
 func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster, h *history, keys []string, rec *nemesisRecord) {
@@ -308,7 +308,7 @@ func (c *testCluster) probe(ctx context.Context, rng *rand.Rand, fault int, id u
 		case kind == "write":
 			in := kvIn{op: opPut, key: key, value: fmt.Sprintf("p%d-%d-%d", id, fault, seq)}
 			switch {
-			case code == http.StatusOK:
+			case err == nil && code == http.StatusOK:
 				var ans struct {
 					Revision uint64 `json:"revision"`
 				}
@@ -365,7 +365,7 @@ func lagBehindSnapshot(t *testing.T, rng *rand.Rand, c *testCluster, h *history,
 	st := nd.status(t)
 	// FileStorage keeps trailing entries behind a snapshot: a node whose
 	// snapshot is past lastIndex+trailing no longer holds the entry after
-	// lastIndex, and must send a snapshot (§7). A margin covers what was
+	// lastIndex, and must send a snapshot (Raft paper §7). A margin covers what was
 	// in flight when the links were cut.
 	need := st.LastIndex + trailing + 100
 	start := time.Now()
