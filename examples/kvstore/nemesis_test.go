@@ -365,8 +365,8 @@ func lagBehindSnapshot(t *testing.T, rng *rand.Rand, c *testCluster, h *history,
 	st := nd.status(t)
 	// FileStorage keeps trailing entries behind a snapshot: a node whose
 	// snapshot is past lastIndex+trailing no longer holds the entry after
-	// lastIndex, and must send a snapshot (Raft paper §7). A margin covers what was
-	// in flight when the links were cut.
+	// lastIndex, and must send a snapshot (Raft paper §7). A margin covers
+	// what was in flight when the links were cut.
 	need := st.LastIndex + trailing + 100
 	start := time.Now()
 
