@@ -380,7 +380,10 @@ func lagBehindSnapshot(t *testing.T, rng *rand.Rand, c *testCluster, h *history,
 	require.True(t, waitFor(context.Background(), 30*time.Second, func() bool {
 		n, err := c.metricCount(lagger, "raft_snapshot_restore_duration_seconds")
 		st, serr := nd.tryStatus()
-		if err != nil || serr != nil || n <= restoresBefore || st.AppliedIndex < need {
+		// Status's AppliedIndex can show the restore a moment before its
+		// SnapshotIndex does (the first is read live, the second as the
+		// event loop last published it): wait for both.
+		if err != nil || serr != nil || n <= restoresBefore || st.AppliedIndex < need || st.SnapshotIndex < need {
 			return false
 		}
 		restored = st.SnapshotIndex
