@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"maps"
 	"math/big"
 	"math/rand/v2"
@@ -41,14 +40,26 @@ import (
 )
 
 // The black-box test: the kvstore binary, built by the test, runs as three
-// processes on loopback; clients use the HTTP API through the client
-// package while a nemesis kills nodes with SIGKILL and restarts them,
-// pauses them, and cuts the Raft traffic to them; then
-// every node is killed and restarted, the keys are read back, and porcupine
-// checks the whole history (puts, deletes, compare-and-swaps, linearizable
-// and lease reads on any node) against a sequential key-value store. The
-// nodes run with -lease-reads; the test's processes share one clock, so the
-// lease's drift bound holds.
+// processes on loopback, then as five; clients use the HTTP API through
+// the client package while faults are injected; then every node is killed
+// and restarted, the keys are read back, and porcupine checks the whole
+// history (puts, deletes, compare-and-swaps, linearizable and lease reads
+// on any node) against a sequential key-value store. The nodes run with
+// -lease-reads; the test's processes share one clock, so the lease's drift
+// bound holds.
+//
+// The faults (nemesis_test.go): first a follower is cut off until the
+// others have compacted their logs past its last entry, so that it must be
+// sent a snapshot over TCP when it is reconnected, which the test checks
+// from outside (the node's GET /metrics, /status and log). Then, one at a
+// time: SIGKILL and restart, SIGSTOP and SIGCONT, and partitions of the
+// Raft network made by a proxy in front of each Raft port
+// (faultnet_test.go): a node isolated, the leader with a minority against
+// a majority that elects a new leader, a bridge, one-way cuts; each
+// dropping connections or stalling them and delivering late. Nodes cut off
+// in a minority are sent writes and reads directly: they must acknowledge
+// no write and serve no ReadIndex read, and no lease read once the
+// majority knows a new leader.
 //
 // Which outcomes are definite follows the client package: a write that
 // failed with an *UnknownOutcomeError stays in the history, open-ended (it
@@ -59,28 +70,80 @@ import (
 // compare-and-swap on the value read with that revision.
 //
 // The nodes snapshot every 200 entries and keep 50 behind a snapshot, so
-// restarted nodes restore snapshots from their own disk, and one that was
-// down long enough gets one from the leader (the test logs how often).
+// restarted nodes restore snapshots from their own disk, and lagging ones
+// get one from the leader.
 //
-// The default run is 8 s of load on 3 nodes. KVSTORE_SOAK=2m runs longer
-// and KVSTORE_NODES=5 on five nodes, for instance:
+// The default run is 8 s of load on 3 nodes, then 6 s on 5. KVSTORE_SOAK=3m
+// runs each longer and KVSTORE_NODES=5 on five nodes only, for instance:
 //
-//	KVSTORE_SOAK=2m KVSTORE_NODES=5 go test -run TestBlackBox -timeout 0 ./examples/kvstore
+//	KVSTORE_SOAK=3m KVSTORE_NODES=5 go test -run TestBlackBox -timeout 0 -v ./examples/kvstore
 //
 // KVSTORE_SEED=<seed> replays the nemesis's and the clients' choices (not
-// the timing). On failure the test keeps its directory, with the nodes'
-// logs and data and the porcupine visualization, and prints its path.
+// the timing), with KVSTORE_NODES to pick the run. On failure the test
+// keeps its directory, with the nodes' logs and data and the porcupine
+// visualization, and prints its path.
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	dir, err := os.MkdirTemp("", "kvstore-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	kvBinary.dir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// kvBinary is the kvstore binary, built once for all the tests.
+var kvBinary struct {
+	dir  string // made by TestMain, removed after the tests
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildBinary builds the kvstore binary the first time it is called, and
+// returns its path.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	kvBinary.once.Do(func() {
+		path := filepath.Join(kvBinary.dir, "kvstore")
+		if out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput(); err != nil {
+			kvBinary.err = fmt.Errorf("go build: %w: %s", err, out)
+			return
+		}
+		kvBinary.path = path
+	})
+	require.NoError(t, kvBinary.err)
+	return kvBinary.path
 }
 
 func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
-	load := 8 * time.Second
+	// The default run: 3 nodes, then 5.
+	runs := []struct {
+		nodes int
+		load  time.Duration
+	}{{3, 8 * time.Second}, {5, 6 * time.Second}}
+	if v := os.Getenv("KVSTORE_NODES"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "KVSTORE_NODES")
+		require.GreaterOrEqual(t, n, 3, "KVSTORE_NODES: the faults need at least 3 nodes")
+		runs = runs[:1]
+		runs[0].nodes = n
+	}
 	if v := os.Getenv("KVSTORE_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
 		require.NoError(t, err, "KVSTORE_SOAK")
-		load = d
+		for i := range runs {
+			runs[i].load = d
+		}
 	}
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("KVSTORE_SEED"); v != "" {
@@ -88,15 +151,23 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 		require.NoError(t, err, "KVSTORE_SEED")
 		seed = s
 	}
-	t.Logf("seed %d (replay with KVSTORE_SEED=%d), %v of load", seed, seed, load)
-	rng := rand.New(rand.NewPCG(seed, 1))
-
-	nodes := 3
-	if v := os.Getenv("KVSTORE_NODES"); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(t, err, "KVSTORE_NODES")
-		nodes = n
+	for _, run := range runs {
+		t.Run(fmt.Sprintf("%d nodes", run.nodes), func(t *testing.T) {
+			t.Logf("seed %d (replay with KVSTORE_SEED=%d KVSTORE_NODES=%d), %v of load", seed, seed, run.nodes, run.load)
+			blackBox(t, run.nodes, seed, run.load)
+		})
 	}
+}
+
+// The nodes snapshot every snapshotThreshold applied entries and keep
+// trailingEntries behind each snapshot.
+const (
+	snapshotThreshold = 200
+	trailingEntries   = 50
+)
+
+func blackBox(t *testing.T, nodes int, seed uint64, load time.Duration) {
+	rng := rand.New(rand.NewPCG(seed, uint64(nodes)<<32|1))
 	c := newTestCluster(t, nodes)
 	for id := range c.nodes {
 		c.start(id)
@@ -113,10 +184,18 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 		wrng := rand.New(rand.NewPCG(seed, uint64(w)+2))
 		wg.Go(func() { runWorker(ctx, w, wrng, c, keys, h) })
 	}
-	var actions []string
-	wg.Go(func() { actions = nemesis(ctx, rng, c) })
+	// First, under the workers' load, a follower falls behind the others'
+	// compaction and is sent a snapshot; then the random faults.
+	lagged := lagBehindSnapshot(t, rng, c, h, trailingEntries)
+	t.Logf("snapshot over the network: %s", lagged)
+	rec := &nemesisRecord{}
+	wg.Go(func() { nemesis(ctx, rng, c, h, keys, rec) })
 	wg.Wait()
-	t.Logf("nemesis: %s", strings.Join(actions, ", "))
+	t.Logf("nemesis: %s", strings.Join(rec.actions, "; "))
+	t.Logf("nemesis: %s", rec.summary())
+	for _, v := range rec.violations {
+		t.Errorf("seed %d: %s; logs in %s", seed, v, c.dir)
+	}
 
 	// Every node restarts: what was acknowledged must have been durable.
 	for id := range c.nodes {
@@ -128,7 +207,7 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 	c.waitHealthy(t, 30*time.Second)
 	final := client.New(c.httpAddrs()...)
 	defer final.Close()
-	for _, key := range keys {
+	for _, key := range append(keys, "fill") {
 		fctx, fcancel := context.WithTimeout(context.Background(), 20*time.Second)
 		call := h.now()
 		value, rev, err := final.Get(fctx, key, client.Linearizable)
@@ -145,14 +224,9 @@ func TestBlackBox_LinearizableThroughKillsAndRestarts(t *testing.T) {
 		}
 	}
 
-	var snapshotted bool
-	for _, nd := range c.nodes {
-		snapshotted = snapshotted || nd.status(t).SnapshotIndex > 0
-	}
-	require.True(t, snapshotted, "seed %d: no node took a snapshot: the test did not exercise Snapshot and Restore", seed)
-
 	ops := h.finish()
-	t.Logf("history: %d operations (%s); nodes' logs: %s", len(ops), h.counts(), c.logCounts("snapshot taken", "snapshot sent", "snapshot received", "snapshot restored"))
+	t.Logf("history: %d operations (%s); nodes' logs: %s", len(ops), h.counts(),
+		c.logCounts("snapshot taken", "snapshot sent", "snapshot received", "snapshot restored"))
 	require.Greater(t, h.okWrites, 10, "seed %d: too few writes succeeded to check anything; logs in %s", seed, c.dir)
 	res, info := porcupine.CheckOperationsVerbose(kvModel, ops, time.Minute)
 	switch res {
@@ -309,13 +383,16 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 		key := keys[rng.IntN(len(keys))]
 		value := fmt.Sprintf("w%d-%d", id, seq)
 		opCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// A reader is pinned to its node: when the node is down, paused
+		// or cut off, the read is given up sooner than a write.
+		readCtx, readCancel := context.WithTimeout(opCtx, time.Second)
 		consistency := client.Linearizable
 		if rng.IntN(2) == 0 {
 			consistency = client.Lease
 		}
 		switch p := rng.Float64(); {
 		case p < 0.4:
-			read(opCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
+			read(readCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
 		case p < 0.7:
 			call := h.now()
 			rev, err := writer.Put(opCtx, key, []byte(value))
@@ -326,7 +403,7 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 			h.write(id, kvIn{op: opDelete, key: key}, call, rev, err)
 		default:
 			// A compare-and-swap on what a linearizable read returned.
-			got, rev, ok := read(opCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
+			got, rev, ok := read(readCtx, id, readers[rng.IntN(len(readers))], consistency, key, h)
 			if !ok {
 				break
 			}
@@ -334,6 +411,7 @@ func runWorker(ctx context.Context, id int, rng *rand.Rand, c *testCluster, keys
 			newRev, err := writer.PutIf(opCtx, key, []byte(value), rev)
 			h.write(id, kvIn{op: opCAS, key: key, value: value, expect: got}, call, newRev, err)
 		}
+		readCancel()
 		cancel()
 	}
 }
@@ -352,67 +430,17 @@ func read(ctx context.Context, clientID int, r *client.Client, consistency clien
 	return string(v), rev, true
 }
 
-// nemesis, every second or two until ctx ends, kills a node with SIGKILL
-// and restarts it a moment later, pauses it (SIGSTOP) and resumes it
-// (SIGCONT), or cuts the Raft traffic to it (its peers' connections to its
-// proxy: it still sends, but hears nothing) and restores it; half the time
-// the node is the leader. It returns what it did.
-func nemesis(ctx context.Context, rng *rand.Rand, c *testCluster) []string {
-	var actions []string
-	pause := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	for pause(time.Second + time.Duration(rng.Int64N(int64(time.Second)))) {
-		id, what := uint64(rng.IntN(len(c.nodes))+1), "node"
-		if rng.IntN(2) == 0 {
-			// Half the time the leader: the case that makes writes'
-			// outcomes unknown and forces an election.
-			if leader := c.leader(); leader != 0 {
-				id, what = leader, "leader"
-			}
-		}
-		down := 200*time.Millisecond + time.Duration(rng.Int64N(int64(time.Second)))
-		switch rng.IntN(4) {
-		case 0:
-			c.signal(id, syscall.SIGSTOP)
-			actions = append(actions, fmt.Sprintf("pause %s %d for %v", what, id, down.Round(time.Millisecond)))
-			pause(down)
-			c.signal(id, syscall.SIGCONT)
-			continue
-		case 1:
-			if p := c.nodes[id].proxy; p != nil {
-				p.cut(true)
-				actions = append(actions, fmt.Sprintf("cut the Raft traffic to %s %d for %v", what, id, down.Round(time.Millisecond)))
-				pause(down)
-				p.cut(false)
-				continue
-			}
-		}
-		c.kill(id)
-		actions = append(actions, fmt.Sprintf("kill -9 %s %d for %v", what, id, down.Round(time.Millisecond)))
-		pause(down)
-		c.start(id)
-	}
-	return actions
-}
-
 // testCluster is the kvstore processes.
 type testCluster struct {
 	t     *testing.T
 	bin   string
-	dir   string // kept on failure: data, logs, visualization
+	dir   string    // kept on failure: data, logs, visualization
+	net   *faultNet // the Raft network between the founding nodes
 	nodes map[uint64]*testNode
 }
 
 type testNode struct {
-	proxy      *cutProxy // in front of the Raft port: peers dial it (founding nodes)
+	proxy      *raftProxy // in front of the Raft port: peers dial it (founding nodes)
 	id         uint64
 	raft, http string
 	args       []string
@@ -433,23 +461,21 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		}
 		os.RemoveAll(dir)
 	})
-	bin := filepath.Join(dir, "kvstore")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildBinary(t)
 
-	c := &testCluster{t: t, bin: bin, dir: dir, nodes: map[uint64]*testNode{}}
+	c := &testCluster{t: t, bin: bin, dir: dir, net: newFaultNet(t), nodes: map[uint64]*testNode{}}
 	var members []string
 	for id := uint64(1); id <= uint64(n); id++ {
 		nd := &testNode{id: id, raft: freeAddr(t), http: freeAddr(t)}
-		nd.proxy = newCutProxy(t, nd.raft)
+		nd.proxy = newRaftProxy(t, c.net, id, nd.raft)
 		c.nodes[id] = nd
 		members = append(members, fmt.Sprintf("%d=%s=%s", id, nd.proxy.addr(), nd.http))
 	}
 	for id, nd := range c.nodes {
 		nd.args = []string{"-id", strconv.FormatUint(id, 10), "-data", filepath.Join(dir, fmt.Sprintf("node%d", id)),
 			"-raft", nd.raft, "-raft-advertise", nd.proxy.addr(), "-http", nd.http, "-members", strings.Join(members, ","),
-			"-election-timeout", "300ms", "-snapshot-threshold", "200", "-trailing-entries", "50", "-lease-reads", "-log-level", "info"}
+			"-election-timeout", "300ms", "-snapshot-threshold", strconv.Itoa(snapshotThreshold),
+			"-trailing-entries", strconv.Itoa(trailingEntries), "-lease-reads", "-log-level", "info"}
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
 		require.NoError(t, err)
 		nd.log = f
@@ -473,95 +499,6 @@ func (c *testCluster) addJoiner(t *testing.T, id uint64, joinHTTP string) *testN
 	nd.log = f
 	c.nodes[id] = nd
 	return nd
-}
-
-// cutProxy forwards TCP connections to a node's Raft port; cut(true)
-// breaks the open ones and refuses new ones until cut(false).
-type cutProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	isCut bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.serve)
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut(true)
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) serve() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.wg.Go(func() { p.forward(in) })
-	}
-}
-
-func (p *cutProxy) forward(in net.Conn) {
-	defer in.Close()
-	if !p.track(in) {
-		return
-	}
-	defer p.untrack(in)
-	out, err := net.DialTimeout("tcp", p.target, time.Second)
-	if err != nil {
-		return // the node is down: the dialer sees the connection close
-	}
-	defer out.Close()
-	if !p.track(out) {
-		return
-	}
-	defer p.untrack(out)
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(out, in); done <- struct{}{} }() //nolint:errcheck // either side closing ends it
-	go func() { io.Copy(in, out); done <- struct{}{} }() //nolint:errcheck
-	<-done
-	in.Close()
-	out.Close()
-	<-done
-}
-
-// track registers an open connection; false if the proxy is cut.
-func (p *cutProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.isCut {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *cutProxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.conns, c)
-}
-
-func (p *cutProxy) cut(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.isCut = on
-	if on {
-		for c := range p.conns {
-			c.Close()
-		}
-	}
 }
 
 // freeAddr returns a loopback address with a port that was free just now.
@@ -798,6 +735,7 @@ type history struct {
 	acked    map[string]uint64     // per key, the highest revision of an acknowledged write
 	okWrites int
 	failed   int // writes that certainly failed: dropped
+	fills    int // values written to "fill" so far: each is unique
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -833,6 +771,14 @@ func (h *history) write(clientID int, in kvIn, call int64, rev uint64, err error
 	default:
 		h.failed++
 	}
+}
+
+// nextFill returns a number not used before for a value of "fill".
+func (h *history) nextFill() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.fills++
+	return h.fills
 }
 
 func (h *history) maxAcked(key string) uint64 {
