@@ -181,7 +181,7 @@ func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration
 	if !ok {
 		return nil
 	}
-	if err := n.storage.Compact(index, term); err != nil {
+	if err := n.writer.compact(index, term); err != nil {
 		err = fmt.Errorf("raft: compacting the log to %d: %w", index, err)
 		n.fatalErr = err
 		return err
@@ -641,7 +641,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		}
 		// The snapshot replaces the log up to its index: discard it durably
 		// before the leader hears that we have it.
-		if cerr := n.storage.Compact(meta.Index, meta.Term); cerr != nil {
+		if cerr := n.writer.compact(meta.Index, meta.Term); cerr != nil {
 			n.fatalErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", meta.Index, cerr)
 			return
 		}

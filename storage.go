@@ -259,6 +259,11 @@ func (s *MemoryStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
 	return meta, io.NopCloser(bytes.NewReader(s.snapData)), nil
 }
 
+// writesInline implements inlineWriter: a MemoryStorage is written on the
+// node's event loop, where a write costs less than a handoff to another
+// goroutine.
+func (s *MemoryStorage) writesInline() bool { return true }
+
 // FailSaves makes every later Save return err (nil restores normal
 // operation). Tests use it to check how a node reacts to a failing disk.
 func (s *MemoryStorage) FailSaves(err error) {
