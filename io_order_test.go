@@ -257,3 +257,59 @@ func TestIOOrder_LeaderCountsItselfOnlyOnceItsWriteIsDurable(t *testing.T) {
 	_, err = p.Wait(ctx)
 	require.NoError(t, err)
 }
+
+func TestIOOrder_SlowDiskAppliesBackPressure(t *testing.T) {
+	// A leader whose disk does not finish a write cannot apply what its
+	// followers commit; proposals fail with ErrBusy once
+	// MaxUncommittedEntries wait to be applied, instead of queueing without
+	// bound behind the disk. Once the write ends, they are answered.
+	const limit = 16
+	x := newIONode(t, Config{ID: 1, ElectionTimeout: 50 * time.Millisecond, Seed: 1, DisablePreVote: true, MaxUncommittedEntries: limit},
+		[]uint64{1, 2, 3}, func(_ HardState, ents []Entry) bool {
+			for _, e := range ents {
+				if e.Type == EntryCommand {
+					return true
+				}
+			}
+			return false
+		})
+	x.mu.Lock()
+	x.answer = func(m Message) {
+		var r Message
+		switch m.Type {
+		case MsgVote:
+			r = Message{Type: MsgVoteResp, From: m.To, To: 1, Term: m.Term}
+		case MsgAppend:
+			r = Message{Type: MsgAppendResp, From: m.To, To: 1, Term: m.Term, Index: m.Index + uint64(len(m.Entries))}
+		case MsgHeartbeat:
+			r = Message{Type: MsgHeartbeatResp, From: m.To, To: 1, Term: m.Term, Context: m.Context}
+		default:
+			return
+		}
+		go x.deliver(r)
+	}
+	x.mu.Unlock()
+	require.Eventually(t, func() bool { return x.n.Status().Role == Leader }, 10*time.Second, time.Millisecond)
+
+	var accepted []*Proposal
+	var busy error
+	for len(accepted) <= 4*limit {
+		p, err := x.n.ProposeAsync([]byte("x"))
+		if err != nil {
+			busy = err
+			break
+		}
+		accepted = append(accepted, p)
+	}
+	require.ErrorIs(t, busy, ErrBusy)
+	assert.LessOrEqual(t, len(accepted), limit, "at most MaxUncommittedEntries wait for the disk")
+	assert.True(t, x.held(), "the leader's write is still in flight")
+
+	close(x.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, p := range accepted {
+		_, err := p.Wait(ctx)
+		require.NoError(t, err)
+	}
+}
