@@ -25,9 +25,13 @@ type HardState struct {
 }
 
 // Storage is the durable home of a node's log and HardState. The Node calls
-// it from its event loop only, never concurrently; a Storage belongs to one
-// Node at a time. Node.Close does not close it, so a test can restart a node
-// on the same Storage.
+// it from one goroutine at a time, never concurrently (except SaveSnapshot
+// and Snapshot, below): the reading methods while it starts, then Save and
+// Compact from its storage writer goroutine, in order, so that its event
+// loop goes on while a write is in flight (docs/io-ordering.md). A Storage
+// belongs to one Node at a time. Node.Close does not close it, so a test
+// can restart a node on the same Storage; Close returns once the writes
+// the Node made are done.
 //
 // Contract: Save must be durable when it returns nil. An error from Save is
 // fatal to the Node (it stops, see ErrStopped), because after a failed write
