@@ -296,6 +296,17 @@ func (n *Node) writesDurable(seq uint64) {
 	}
 }
 
+// sendBehindWrites sends a message made off the core's ready (a snapshot
+// transfer's acknowledgment) behind the writes in flight, whose term it
+// states: it must not overtake the promises of messages made before it.
+func (n *Node) sendBehindWrites(m Message) {
+	if k := len(n.writes); k > 0 {
+		n.writes[k-1].msgs = append(n.writes[k-1].msgs, m)
+		return
+	}
+	n.transport.Send([]Message{m})
+}
+
 // queueWrite hands hs and entries to the storage writer; msgs leave once
 // they are durable. An inline writer makes them durable before it returns.
 func (n *Node) queueWrite(hs HardState, entries []Entry, msgs []Message) error {

@@ -534,7 +534,7 @@ func (c *core) flush() {
 }
 
 // ready collects the outputs since the last call; prev is the HardState the
-// runtime last made durable. Committed entries are marked as handed over.
+// runtime last queued for writing (durable or in flight). Committed entries are marked as handed over.
 func (c *core) ready(prev HardState) ready {
 	c.flush()
 	rd := ready{
