@@ -283,14 +283,22 @@ func (n *Node) writesDurable(seq uint64) {
 		if w.last > 0 {
 			n.core.persisted(w.last, w.lastTerm)
 		}
-		msgs = append(msgs, w.msgs...)
+		if k == 0 {
+			msgs = w.msgs // one write (the usual case): no copy
+		} else {
+			msgs = append(msgs[:len(msgs):len(msgs)], w.msgs...)
+		}
 		k++
 	}
 	if k == 0 {
 		return
 	}
 	clear(n.writes[:k])
-	n.writes = n.writes[k:]
+	if k == len(n.writes) {
+		n.writes = n.writes[:0] // keep the array for the next writes
+	} else {
+		n.writes = n.writes[k:]
+	}
 	if len(msgs) > 0 {
 		n.transport.Send(msgs)
 	}
