@@ -313,3 +313,31 @@ func TestIOOrder_SlowDiskAppliesBackPressure(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+func TestIOOrder_ProposalCommittedBeforeItsLeaderStepsDownIsAnswered(t *testing.T) {
+	// The followers commit a proposal while the leader's own write is in
+	// flight, and the leader then stops leading (a higher term) before that
+	// write ends. The proposal committed: it is applied once the write is
+	// durable, and answered with its result, not failed with
+	// ErrLeadershipLost as an uncommitted one would be.
+	x := newIOLeader(t, func(uint64) bool { return true })
+	p, err := x.n.ProposeAsync([]byte("x"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return x.n.Status().CommitIndex >= p.Index }, 5*time.Second, time.Millisecond)
+	require.True(t, x.held())
+
+	x.deliver(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: p.Term + 1, Commit: p.Index})
+	require.Eventually(t, func() bool { return x.n.Status().Role == Follower }, 5*time.Second, time.Millisecond)
+	select {
+	case <-p.Done():
+		_, err := p.Wait(context.Background())
+		t.Fatalf("answered before its entry was durable on the leader: %v", err)
+	default:
+	}
+
+	close(x.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = p.Wait(ctx)
+	require.NoError(t, err)
+}
