@@ -27,8 +27,9 @@ type HardState struct {
 // Storage is the durable home of a node's log and HardState. The Node calls
 // it from one goroutine at a time, never concurrently (except SaveSnapshot
 // and Snapshot, below): the reading methods while it starts, then Save and
-// Compact from its storage writer goroutine, in order, so that its event
-// loop goes on while a write is in flight (docs/io-ordering.md). A Storage
+// Compact, in order, from its storage writer goroutine (its event loop for
+// a MemoryStorage), so that the event loop goes on while a write is in
+// flight (docs/io-ordering.md). A Storage
 // belongs to one Node at a time. Node.Close does not close it, so a test
 // can restart a node on the same Storage; Close returns once the writes
 // the Node made are done.
