@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -139,6 +140,7 @@ func benchProposeFrom(b *testing.B, leader *Node, proposers int) {
 	var next atomic.Int64
 	lat := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
+	stopHeap, peakHeap := sampleHeap()
 	b.ResetTimer()
 	start := time.Now()
 	for range proposers {
@@ -162,5 +164,30 @@ func benchProposeFrom(b *testing.B, leader *Node, proposers int) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	stopHeap()
 	reportLatency(b, lat, elapsed)
+	b.ReportMetric(float64(*peakHeap)/(1<<20), "peak-heap-MiB")
+}
+
+// sampleHeap records the largest live heap seen every 50 ms until stop
+// returns (the heap under load: what waits for the disk must stay bounded).
+func sampleHeap() (stop func(), peak *uint64) {
+	peak = new(uint64)
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			*peak = max(*peak, ms.HeapAlloc)
+			select {
+			case <-t.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-exited }, peak
 }

@@ -165,7 +165,9 @@ func (c *testCluster) start(id uint64) {
 		c.sms[id] = &recordingSM{}
 		sm = c.sms[id]
 	}
-	var storage Storage = c.storages[id]
+	// Through the storage writer's goroutine, as with a FileStorage, so
+	// that every cluster test runs the asynchronous write pipeline.
+	var storage Storage = asyncMemStorage{c.storages[id]}
 	if c.newStorage != nil {
 		storage = c.newStorage(id)
 	}
@@ -319,3 +321,9 @@ func (l lazyStatuses) String() string {
 	}
 	return b.String()
 }
+
+// asyncMemStorage is a MemoryStorage that the node writes through its
+// storage writer goroutine, as it writes a FileStorage, instead of inline.
+type asyncMemStorage struct{ *MemoryStorage }
+
+func (asyncMemStorage) writesInline() bool { return false }

@@ -224,6 +224,9 @@ func TestCluster_RemovedNodeSaysSoAndFailsAtOnce(t *testing.T) {
 		assert.ErrorIs(t, err, ErrRemoved, name)
 		assert.Less(t, time.Since(start), time.Second, "%s fails at once", name)
 	}
+	// The apply goroutine logs the removal just after it publishes it.
+	require.Eventually(t, func() bool { return logs[removed].FilterMessageSnippet("removed from the cluster").Len() > 0 },
+		10*time.Second, time.Millisecond)
 	assert.Equal(t, 1, logs[removed].FilterMessageSnippet("removed from the cluster").Len(), "logged once")
 
 	// Added back, it takes part again.

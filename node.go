@@ -18,11 +18,13 @@ import (
 // Transport and applies committed commands to the StateMachine on a second
 // goroutine. All methods are safe for concurrent use.
 //
-// I/O order on the event loop (docs/io-ordering.md): the leader sends new
-// entries to followers first, then writes them to its own Storage, and only
-// then counts itself toward the commit quorum (dissertation §10.2.1). Every
-// node makes its term, vote and entries durable before any response or
-// vote that depends on them leaves (Raft Figure 2).
+// I/O order (docs/io-ordering.md): writes to Storage run on a goroutine of
+// their own, in order, coalesced while one is in flight; the event loop
+// goes on meanwhile. The leader sends new entries to followers before its
+// own write ends, and counts itself toward the commit quorum only once that
+// write is durable (dissertation §10.2.1). Every node makes its term, vote
+// and entries durable before any response or vote that depends on them
+// leaves (Raft Figure 2): such messages wait behind the writes in flight.
 type Node struct {
 	cfg          Config
 	sm           StateMachine
@@ -33,7 +35,10 @@ type Node struct {
 
 	// Owned by the event loop.
 	core         *core
-	savedState   HardState
+	queuedState  HardState      // the HardState last queued for writing (durable or not)
+	writer       *storageWriter // carries out Save and Compact, in order (storage_writer.go)
+	writes       []pendingWrite // queued writes not yet reported durable, in order
+	nextWriteSeq uint64
 	pendingProps []*Proposal // appended on this leader, ascending Index
 	reads        map[uint64]*readWait
 	nextReadID   uint64
@@ -70,9 +75,13 @@ type Node struct {
 	inCalls  []func()
 	inOut    []Message // snapshot chunks to send, from sender goroutines
 	inEvents []func()  // results of snapshot goroutines, run on the loop
-	notify   chan struct{}
-	maxInbox int
-	dropped  atomic.Uint64
+	// inDurable is the last write the storage writer reported durable;
+	// inWriteErr the error that stopped it.
+	inDurable  uint64
+	inWriteErr error
+	notify     chan struct{}
+	maxInbox   int
+	dropped    atomic.Uint64
 
 	// The apply queue: the event loop never blocks on a slow state machine.
 	applyMu    sync.Mutex
@@ -193,7 +202,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		logger:       logger,
 		tickInterval: tick,
 		core:         c,
-		savedState:   hs,
+		queuedState:  hs,
 		reads:        make(map[uint64]*readWait),
 		senders:      make(map[uint64]*snapSender),
 		senderRetry:  make(map[uint64]time.Time),
@@ -231,11 +240,100 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	n.updateStatus()
 	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", cs.last), zap.Uint64("commit", cs.committed), zap.Int("members", len(cs.members)))
 
+	n.writer = newStorageWriter(storage, n.writeDurable)
 	n.applierWG.Add(1)
 	go n.runApplier()
 	n.loopWG.Add(1)
 	go n.run()
 	return n, nil
+}
+
+// pendingWrite is a write queued to the storage writer and not yet
+// reported durable, with the messages that wait for it (event loop).
+type pendingWrite struct {
+	seq            uint64
+	last, lastTerm uint64 // the write's last entry; 0 when it writes none
+	msgs           []Message
+}
+
+// writeDurable is the storage writer's report that every write up to seq is
+// durable, or that it stopped with err (writer goroutine).
+func (n *Node) writeDurable(seq uint64, err error) {
+	n.inboxMu.Lock()
+	if err != nil {
+		if n.inWriteErr == nil {
+			n.inWriteErr = err
+		}
+	} else {
+		n.inDurable = max(n.inDurable, seq)
+	}
+	n.inboxMu.Unlock()
+	n.wake()
+}
+
+// writesDurable takes the writes up to seq as durable (event loop): the
+// core may count them (persisted: the leader's own vote toward commitment,
+// and entries become appliable), and the messages that waited for them
+// leave, in the order they were made.
+func (n *Node) writesDurable(seq uint64) {
+	k := 0
+	var msgs []Message
+	for k < len(n.writes) && n.writes[k].seq <= seq {
+		w := &n.writes[k]
+		if w.last > 0 {
+			n.core.persisted(w.last, w.lastTerm)
+		}
+		if k == 0 {
+			msgs = w.msgs // one write (the usual case): no copy
+		} else {
+			msgs = append(msgs[:len(msgs):len(msgs)], w.msgs...)
+		}
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	clear(n.writes[:k])
+	if k == len(n.writes) {
+		n.writes = n.writes[:0] // keep the array for the next writes
+	} else {
+		n.writes = n.writes[k:]
+	}
+	if len(msgs) > 0 {
+		n.transport.Send(msgs)
+	}
+}
+
+// sendBehindWrites sends a message made off the core's ready (a snapshot
+// transfer's acknowledgment) behind the writes in flight, whose term it
+// states: it must not overtake the promises of messages made before it.
+func (n *Node) sendBehindWrites(m Message) {
+	if k := len(n.writes); k > 0 {
+		n.writes[k-1].msgs = append(n.writes[k-1].msgs, m)
+		return
+	}
+	n.transport.Send([]Message{m})
+}
+
+// queueWrite hands hs and entries to the storage writer; msgs leave once
+// they are durable. An inline writer makes them durable before it returns.
+func (n *Node) queueWrite(hs HardState, entries []Entry, msgs []Message) error {
+	n.nextWriteSeq++
+	w := pendingWrite{seq: n.nextWriteSeq, msgs: msgs}
+	if k := len(entries); k > 0 {
+		w.last, w.lastTerm = entries[k-1].Index, entries[k-1].Term
+	}
+	n.writes = append(n.writes, w)
+	n.queuedState = hs
+	if n.writer.inline {
+		if err := n.writer.saveInline(hs, entries); err != nil {
+			return err
+		}
+		n.writesDurable(w.seq)
+		return nil
+	}
+	n.writer.save(w.seq, hs, entries)
+	return nil
 }
 
 // stored is what a node recovers from its Storage.
@@ -635,6 +733,9 @@ func (n *Node) call(ctx context.Context, f func()) error {
 func (n *Node) run() {
 	defer n.loopWG.Done()
 	defer func() {
+		// What is queued is still written (a Close is not a crash), but the
+		// messages waiting for it are not sent.
+		n.writer.close()
 		close(n.stopped)
 		n.failPending()
 		n.statusMu.Lock()
@@ -682,7 +783,18 @@ func (n *Node) drainInbox() {
 	msgs, props, reads, calls := n.inMsgs, n.inProps, n.inReads, n.inCalls
 	out, events := n.inOut, n.inEvents
 	n.inMsgs, n.inProps, n.inReads, n.inCalls, n.inOut, n.inEvents = nil, nil, nil, nil, nil, nil
+	durable, writeErr := n.inDurable, n.inWriteErr
 	n.inboxMu.Unlock()
+	if writeErr != nil {
+		// After a failed write the node cannot know what the disk holds:
+		// it stops once this drain is over (docs/io-ordering.md).
+		n.fatalErr = writeErr
+	} else {
+		// First, before anything stepped now can make new messages: the
+		// messages that waited for the writes now durable leave ahead of
+		// them.
+		n.writesDurable(durable)
+	}
 	// With lease reads, a leader reads its clock now, after the reads and
 	// the followers' read requests were taken: each of them began before.
 	n.catchUpClock()
@@ -745,7 +857,7 @@ func (n *Node) retryReads() {
 // safe (see ready), until the core asks for nothing more.
 func (n *Node) handleReady() error {
 	for {
-		rd := n.core.ready(n.savedState)
+		rd := n.core.ready(n.queuedState)
 		if rd.empty() {
 			break
 		}
@@ -761,31 +873,35 @@ func (n *Node) handleReady() error {
 				return err
 			}
 		}
-		mustWait := rd.messages
-		if len(rd.entries) > 0 || rd.saveState {
-			// Messages that promise nothing about this node's disk leave now,
-			// so that followers write in parallel with us.
-			var early []Message
-			early, mustWait = splitEarly(rd.messages)
+		write := len(rd.entries) > 0 || rd.saveState
+		switch {
+		case write || len(n.writes) > 0:
+			// Appends and heartbeats promise nothing about this node's disk:
+			// they leave now, so that followers write in parallel with us
+			// (dissertation §10.2.1). The other messages (acknowledgments,
+			// votes, anything stating the term) wait for this ready's write,
+			// or, without one, for the last write in flight: a message must
+			// not overtake the promises of one made before it (Raft Figure 2).
+			early, late := splitEarly(rd.messages)
 			if len(early) > 0 {
 				n.transport.Send(early)
 			}
-			if err := n.storage.Save(rd.hardState, rd.entries); err != nil {
-				return fmt.Errorf("raft: saving to storage: %w", err)
+			if write {
+				if err := n.queueWrite(rd.hardState, rd.entries, late); err != nil {
+					return err
+				}
+			} else if len(late) > 0 {
+				last := &n.writes[len(n.writes)-1]
+				last.msgs = append(last.msgs, late...)
 			}
-			n.savedState = rd.hardState
-			if k := len(rd.entries); k > 0 {
-				n.core.persisted(rd.entries[k-1].Index, rd.entries[k-1].Term)
-			}
-		}
-		if len(mustWait) > 0 {
-			n.transport.Send(mustWait)
+		case len(rd.messages) > 0:
+			n.transport.Send(rd.messages)
 		}
 		n.handleReads(rd.reads)
-		// Committed entries go to the applier after the write and the
-		// messages. Handing them over before the write (so that proposers
-		// need not wait for it) was measured: it wakes proposers too early
-		// to batch well, costing 40% over TCP (docs/benchmarks.md).
+		// Committed entries go to the applier as soon as they are durable
+		// here (the core hands over no others): a leader whose followers
+		// committed an entry before its own write ended applies it once
+		// that write is durable.
 		if len(rd.committed) > 0 {
 			n.sendToApplier(rd.committed)
 		}
@@ -848,16 +964,24 @@ func splitEarly(msgs []Message) (early, late []Message) {
 func sendsEarly(t MessageType) bool { return t == MsgAppend || t == MsgHeartbeat }
 
 // noteRoleChange fails the proposals of a leadership that ended: their
-// entries may or may not commit under the next leader.
+// entries may or may not commit under the next leader. Those it committed
+// stay pending: the leader may commit entries that its own write has not
+// made durable yet (a majority of followers did), and they are applied, and
+// answered, once it has.
 func (n *Node) noteRoleChange() {
 	st := n.core.status()
 	isLeader := st.role == Leader
 	if n.wasLeader && (!isLeader || st.term != n.leaderTerm) {
-		for _, p := range n.pendingProps {
+		k := 0
+		for k < len(n.pendingProps) && n.pendingProps[k].Index <= st.committed {
+			k++
+		}
+		for _, p := range n.pendingProps[k:] {
 			p.finish(nil, ErrLeadershipLost)
 		}
-		n.metrics.proposalsFailedBy(ErrLeadershipLost, len(n.pendingProps))
-		n.pendingProps = nil
+		n.metrics.proposalsFailedBy(ErrLeadershipLost, len(n.pendingProps)-k)
+		clear(n.pendingProps[k:])
+		n.pendingProps = n.pendingProps[:k]
 	}
 	if isLeader && (!n.wasLeader || st.term != n.leaderTerm) {
 		n.logger.Info("leading", zap.Uint64("term", st.term))

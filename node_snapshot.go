@@ -181,7 +181,7 @@ func (n *Node) snapshotWritten(meta SnapshotMeta, size int64, took time.Duration
 	if !ok {
 		return nil
 	}
-	if err := n.storage.Compact(index, term); err != nil {
+	if err := n.writer.compact(index, term); err != nil {
 		err = fmt.Errorf("raft: compacting the log to %d: %w", index, err)
 		n.fatalErr = err
 		return err
@@ -509,12 +509,12 @@ func (n *Node) receiveChunk(m Message) error {
 		// A transfer we know nothing of (we restarted, or abandoned it):
 		// ask for it from the start.
 		ack.Reject, ack.Context = true, 0
-		n.transport.Send([]Message{ack})
+		n.sendBehindWrites(ack)
 		return nil
 	case m.Context < r.offset:
 		// A retransmission or duplicate of a chunk we have.
 		ack.Context = r.offset
-		n.transport.Send([]Message{ack})
+		n.sendBehindWrites(ack)
 		return nil
 	case m.Context > r.offset:
 		return nil // ahead of what we have: a reordered message; the leader resends
@@ -524,7 +524,7 @@ func (n *Node) receiveChunk(m Message) error {
 	if m.Done && uint64(r.crc.Sum32()) != m.HintIndex {
 		n.abortReceiver("checksum mismatch")
 		ack.Reject, ack.Context = true, 0
-		n.transport.Send([]Message{ack})
+		n.sendBehindWrites(ack)
 		return nil
 	}
 	if _, err := r.pw.Write(m.Data); err != nil {
@@ -534,7 +534,7 @@ func (n *Node) receiveChunk(m Message) error {
 	r.offset += uint64(len(m.Data))
 	if !m.Done {
 		ack.Context = r.offset
-		n.transport.Send([]Message{ack})
+		n.sendBehindWrites(ack)
 		return nil
 	}
 	// The last chunk: finish storing off the event loop (fsync, rename),
@@ -641,13 +641,13 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		}
 		// The snapshot replaces the log up to its index: discard it durably
 		// before the leader hears that we have it.
-		if cerr := n.storage.Compact(meta.Index, meta.Term); cerr != nil {
+		if cerr := n.writer.compact(meta.Index, meta.Term); cerr != nil {
 			n.fatalErr = fmt.Errorf("raft: discarding the log behind snapshot %d: %w", meta.Index, cerr)
 			return
 		}
 		if n.core.installSnapshot(meta, req.from) {
 			st := n.core.status()
-			n.transport.Send([]Message{{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: st.term, Index: req.meta.Index, Context: req.size, Origin: st.origin}})
+			n.sendBehindWrites(Message{Type: MsgSnapshotResp, From: n.cfg.ID, To: req.from, Term: st.term, Index: req.meta.Index, Context: req.size, Origin: st.origin})
 		}
 		n.logger.Info("snapshot restored", zap.Uint64("index", meta.Index), zap.Duration("took", time.Since(start)))
 	})

@@ -119,6 +119,7 @@ type coreHooks struct {
 	readWithoutConfirmation      bool // break ReadIndex: answer without a heartbeat round (D§6.4)
 	voteWhenFresh                bool // let a node with no history (a wiped disk) vote as if it had never voted
 	commitWithIncomingOnly       bool // break joint consensus: commit with the new voters' majority alone (D§4.3)
+	countSelfBeforeDurable       bool // break D§10.2.1: the leader counts its own entries toward commitment before its write is durable
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -533,7 +534,7 @@ func (c *core) flush() {
 }
 
 // ready collects the outputs since the last call; prev is the HardState the
-// runtime last made durable. Committed entries are marked as handed over.
+// runtime last queued for writing (durable or in flight). Committed entries are marked as handed over.
 func (c *core) ready(prev HardState) ready {
 	c.flush()
 	rd := ready{

@@ -744,3 +744,30 @@ func TestReplication_HeartbeatNeverCommitsBeyondMatch(t *testing.T) {
 	}
 	require.True(t, seen, "a heartbeat went to node 3")
 }
+
+func TestLog_DurableReportOfAReplacedWriteCountsNothing(t *testing.T) {
+	// A follower's write is in flight when a new leader's append replaces
+	// part of it (§5.3). The report that the first write is durable comes
+	// after: it must not make the replacing entries count as durable. They
+	// are applied only once their own write is.
+	c := newTestCore(t, 2, []uint64{1, 2, 3})
+	c.step(Message{Type: MsgAppend, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1, Commit: 1,
+		Entries: []Entry{cmdEntry(2, 2), cmdEntry(3, 2)}})
+	first := c.ready(HardState{Term: 1, Commit: 1})
+	require.Len(t, first.entries, 2)
+	c.step(Message{Type: MsgAppend, From: 3, To: 2, Term: 3, Index: 2, LogTerm: 2, Commit: 3,
+		Entries: []Entry{cmdEntry(3, 3)}})
+	second := c.ready(first.hardState)
+	require.Equal(t, []Entry{cmdEntry(3, 3)}, second.entries, "the replacing entry is the next write")
+	assert.Empty(t, second.committed, "nothing durable to apply yet")
+
+	c.persisted(3, 2) // the first write: its entry 3 is gone from the log
+	rd := c.ready(second.hardState)
+	for _, e := range rd.committed {
+		assert.NotEqual(t, uint64(3), e.Index, "entry 3 of term 3 is not durable yet")
+	}
+	c.persisted(3, 3)
+	rd = c.ready(second.hardState)
+	require.NotEmpty(t, rd.committed)
+	assert.Equal(t, cmdEntry(3, 3), rd.committed[len(rd.committed)-1])
+}

@@ -88,6 +88,10 @@ func (c *core) appendLeaderEntries(ents ...Entry) {
 		c.uncommittedBytes += uint64(len(ents[i].Data))
 	}
 	c.log.appendEntries(ents...)
+	if pr := c.progress[c.id]; pr != nil && c.hooks.countSelfBeforeDurable {
+		pr.match = c.log.lastIndex()
+		c.maybeCommit()
+	}
 	for _, e := range ents {
 		if e.Type == EntryConfChange {
 			if err := c.applyConfig(e); err != nil {

@@ -26,13 +26,17 @@ import (
 //	go test -run 'TestSim$' -seed=N -v        (or RAFT_SEED=N)
 //	go test -run 'TestSim$' -seed=N -simtrace -v (print every step)
 //
-// Storage is modelled as an asynchronous disk that tears writes, as power
-// loss does: writes complete (become durable) at a random later step, in
-// order, and a crash keeps any prefix, in order, of the records of the writes
-// in flight: some whole writes, then part of the next one, record by record,
-// in the order FileStorage writes them (a Save's entries, then its hard
-// state). Messages that promise durable state wait behind the pending
-// writes, as docs/io-ordering.md requires of the runtime.
+// Storage is modelled as the runtime's asynchronous write pipeline on a disk
+// that tears writes, as power loss does: writes complete (become durable) at
+// a random later step, in order, and a crash keeps any prefix, in order, of
+// the records of the writes in flight: some whole writes, then part of the
+// next Save, record by record, in the order FileStorage writes them (a
+// Save's entries, then its hard state). That Save may be the coalesced
+// write of several queued ones (group commit, storage_writer.go's
+// coalesce). Messages that promise durable state wait behind the pending
+// writes, as docs/io-ordering.md requires of the runtime, while the
+// leader's appends leave at once and it counts itself only once its write
+// is durable.
 
 var (
 	simSeedFlag  = flag.Int64("seed", 0, "TestSim: run only this seed")
@@ -65,6 +69,13 @@ type simOptions struct {
 	// noQuietStart lets a node with lease reads vote as soon as it
 	// (re)starts, breaking the rule that it waits an election timeout.
 	noQuietStart bool
+	// ackBeforeDurable sends every message at once, breaking the rule that
+	// acknowledgments and votes wait until what they promise is durable.
+	ackBeforeDurable bool
+	// slowWrites makes one write in eight take up to 30 microticks more (a
+	// slow fsync), so that writes stay in flight while the acknowledgments
+	// of other nodes arrive.
+	slowWrites bool
 }
 
 type simWrite struct {
@@ -143,6 +154,9 @@ type simStats struct {
 	steps, elections, writesAcked, readsOK, crashes, partitions, delivered, dropped, installs, confChanges, jointChanges, faultsWhileJoint, wipes int
 	// leaseReads counts the reads a lease answered with no round of messages.
 	leaseReads int
+	// coalescedTears counts crashes that tore a Save coalesced from several
+	// queued writes.
+	coalescedTears int
 }
 
 func newSim(t testing.TB, seed int64, opts simOptions) *sim {
@@ -243,7 +257,25 @@ func (s *sim) crash(n *simNode) {
 	}
 	torn := ""
 	if len(n.writes) > 0 && s.rng.Intn(2) == 0 {
-		torn = s.tearWrite(n, n.writes[0])
+		// The storage writer coalesces the writes queued behind the one in
+		// flight into one Save: the torn Save may span several of them.
+		m := 1
+		if len(n.writes) > 1 {
+			m += s.rng.Intn(len(n.writes))
+		}
+		ops := make([]diskOp, m)
+		for i, w := range n.writes[:m] {
+			ops[i] = diskOp{hs: w.hs, entries: w.entries}
+		}
+		hs, ents, err := coalesce(ops)
+		if err != nil {
+			s.t.Fatalf("%v", s.fail("node %d: coalescing writes: %v", n.id, err))
+		}
+		torn = s.tearWrite(n, simWrite{hs: hs, entries: ents})
+		if m > 1 && torn != "" {
+			torn += fmt.Sprintf(" (%d writes coalesced)", m)
+			s.stats.coalescedTears++
+		}
 	}
 	s.logf("crash %d (%d of %d pending writes reached the disk%s)", n.id, k, k+len(n.writes), torn)
 	s.stats.leaseReads += int(n.core.lease.served)
@@ -328,6 +360,10 @@ func (s *sim) process(n *simNode) error {
 		}
 		early, late := splitEarly(rd.messages)
 		s.send(early)
+		if s.opts.ackBeforeDurable {
+			s.send(late)
+			late = nil
+		}
 		switch {
 		case rd.saveState || len(rd.entries) > 0:
 			risky := s.truncates(n, rd.entries) || (len(rd.entries) > 0 && rd.hardState.Term > n.lastHS.Term)
@@ -340,6 +376,13 @@ func (s *sim) process(n *simNode) error {
 			n.writes = append(n.writes, simWrite{hs: rd.hardState, entries: slices.Clone(rd.entries), msgs: late})
 			n.lastHS = rd.hardState
 			n.writeDone = max(n.writeDone, s.step) + 1 + s.rng.Intn(4)
+			if s.opts.slowWrites && s.rng.Intn(8) == 0 {
+				// A slow fsync: the write stays in flight while messages
+				// come and go (acknowledgments of the same entries from
+				// followers, a new leader's appends), up to about half an
+				// election timeout.
+				n.writeDone += s.rng.Intn(30)
+			}
 			s.schedule(simEvent{at: n.writeDone, kind: evWrite, node: n, gen: n.gen})
 		case len(n.writes) > 0:
 			// Later messages must not overtake a pending write's promises.
@@ -1123,7 +1166,8 @@ func TestSim(t *testing.T) {
 		if seed%4 == 0 {
 			nodes = 3
 		}
-		s := newSim(t, seed, simOptions{nodes: nodes, steps: simSteps, healTicks: 2000, faultRate: simFaultRate, smallAppends: seed%5 == 0})
+		s := newSim(t, seed, simOptions{nodes: nodes, steps: simSteps, healTicks: 2000, faultRate: simFaultRate, smallAppends: seed%5 == 0,
+			slowWrites: seed%3 != 0})
 		if err := s.run(); err != nil {
 			t.Fatal(err)
 		}
@@ -1140,6 +1184,7 @@ func TestSim(t *testing.T) {
 		total.jointChanges += s.stats.jointChanges
 		total.faultsWhileJoint += s.stats.faultsWhileJoint
 		total.wipes += s.stats.wipes
+		total.coalescedTears += s.stats.coalescedTears
 	}
 	t.Logf("%d seeds in %v: %+v", len(seeds), time.Since(start).Round(time.Millisecond), total)
 	if len(seeds) >= 100 {
@@ -1151,6 +1196,7 @@ func TestSim(t *testing.T) {
 		require.Greater(t, total.partitions, len(seeds), "partitions")
 		require.Greater(t, total.installs, len(seeds)/4, "snapshot installs")
 		require.Greater(t, total.wipes, len(seeds)/5, "wiped disks")
+		require.Greater(t, total.coalescedTears, len(seeds)/200, "crashes tearing a coalesced write")
 		require.Greater(t, total.jointChanges, len(seeds)/4, "joint configuration changes")
 		require.Greater(t, total.faultsWhileJoint, len(seeds)/10, "faults (crashes, partitions, message loss) while joint")
 	}
@@ -1169,17 +1215,25 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		wipeEvery      int
 		leaseTicks     int
 		tickPeriods    [2]int
+		// ackBeforeDurable: the runtime sends acknowledgments and votes
+		// before what they promise is durable.
+		ackBeforeDurable bool
+		slowWrites       bool
 	}{
-		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0, 0, [2]int{}},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 804, 0, 0, [2]int{}},
-		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0, 0, [2]int{}},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 55, 0, 0, [2]int{}},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1880, 1, 0, [2]int{}},
-		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 138, 0, 0, [2]int{}},
+		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0, 0, [2]int{}, false, false},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 467, 0, 0, [2]int{}, false, false},
+		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0, 0, [2]int{}, false, false},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 55, 0, 0, [2]int{}, false, false},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 4114, 1, 0, [2]int{}, false, false},
+		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 138, 0, 0, [2]int{}, false, false},
 		// The simulator's election timeout is 6 ticks: a lease of 12 outlives
 		// the followers' promise not to vote (TestSimLeaseReads states the
 		// bound), with clocks drifting as in TestSimLeaseReads.
-		{"a read lease twice the election timeout (lease reads beyond their clock bound)", coreHooks{}, false, 1770, 0, 12, [2]int{8, 12}},
+		{"a read lease twice the election timeout (lease reads beyond their clock bound)", coreHooks{}, false, 1770, 0, 12, [2]int{8, 12}, false, false},
+		// A leader's own write must still be in flight when the followers'
+		// acknowledgments arrive: slow writes.
+		{"the leader counts itself before its write is durable (D§10.2.1)", coreHooks{countSelfBeforeDurable: true}, false, 592, 0, 0, [2]int{}, false, true},
+		{"acknowledgments and votes sent before what they promise is durable (Figure 2)", coreHooks{}, false, 73, 0, 0, [2]int{}, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1189,7 +1243,8 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 			}
 			for _, seed := range seeds {
 				s := newSim(t, seed, simOptions{nodes: 5, steps: simSteps, healTicks: 2000, faultRate: 20, hooks: tc.hooks,
-					hardStateFirst: tc.hardStateFirst, smallAppends: true, wipeEvery: tc.wipeEvery, leaseTicks: tc.leaseTicks, tickPeriods: tc.tickPeriods})
+					hardStateFirst: tc.hardStateFirst, smallAppends: true, wipeEvery: tc.wipeEvery, leaseTicks: tc.leaseTicks, tickPeriods: tc.tickPeriods,
+					ackBeforeDurable: tc.ackBeforeDurable, slowWrites: tc.slowWrites})
 				if err := s.run(); err != nil {
 					t.Logf("caught by seed %d: %v", seed, strings.SplitN(err.Error(), "\n", 2)[0])
 					return
@@ -1246,7 +1301,7 @@ func TestSimLeaseReads(t *testing.T) {
 			nodes = 3
 		}
 		s := newSim(t, seed, simOptions{nodes: nodes, steps: simSteps, healTicks: 2000, faultRate: simFaultRate, smallAppends: seed%5 == 0,
-			leaseTicks: 3, tickPeriods: [2]int{8, 12}})
+			leaseTicks: 3, tickPeriods: [2]int{8, 12}, slowWrites: seed%3 != 0})
 		if err := s.run(); err != nil {
 			t.Fatal(err)
 		}

@@ -25,9 +25,14 @@ type HardState struct {
 }
 
 // Storage is the durable home of a node's log and HardState. The Node calls
-// it from its event loop only, never concurrently; a Storage belongs to one
-// Node at a time. Node.Close does not close it, so a test can restart a node
-// on the same Storage.
+// it from one goroutine at a time, never concurrently (except SaveSnapshot
+// and Snapshot, below): the reading methods while it starts, then Save and
+// Compact, in order, from its storage writer goroutine (its event loop for
+// a MemoryStorage), so that the event loop goes on while a write is in
+// flight (docs/io-ordering.md). A Storage
+// belongs to one Node at a time. Node.Close does not close it, so a test
+// can restart a node on the same Storage; Close returns once the writes
+// the Node made are done.
 //
 // Contract: Save must be durable when it returns nil. An error from Save is
 // fatal to the Node (it stops, see ErrStopped), because after a failed write
@@ -258,6 +263,11 @@ func (s *MemoryStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
 	meta.Members, meta.Outgoing = slices.Clone(meta.Members), slices.Clone(meta.Outgoing)
 	return meta, io.NopCloser(bytes.NewReader(s.snapData)), nil
 }
+
+// writesInline implements inlineWriter: a MemoryStorage is written on the
+// node's event loop, where a write costs less than a handoff to another
+// goroutine.
+func (s *MemoryStorage) writesInline() bool { return true }
 
 // FailSaves makes every later Save return err (nil restores normal
 // operation). Tests use it to check how a node reacts to a failing disk.
