@@ -1,8 +1,9 @@
 // Command median reads `go test -bench` output of the compare benchmarks on
 // standard input and prints, per benchmark, the median of ops/s, p50-µs and
 // p99-µs across the runs, then the ratio of raftkit to each anchor library:
-// in memory (Raftkit against Hashicorp and Etcd) and durable (RaftkitFile
-// against HashicorpWAL and EtcdWAL).
+// in memory (Raftkit against Hashicorp, Etcd and Dragonboat), durable
+// (RaftkitFile against HashicorpWAL, EtcdWAL and DragonboatFile) and over TCP
+// with fsync (RaftkitTCP against HashicorpTCP and DragonboatTCP).
 //
 // Ratios are given two ways: the ratio of the medians, and the median of the
 // per-round ratios (the i-th run of raftkit against the i-th run of the
@@ -30,8 +31,9 @@ type suite struct {
 
 var (
 	suites = []suite{
-		{"in memory", []string{"Raftkit", "Hashicorp", "Etcd"}},
-		{"durable (fsync)", []string{"RaftkitFile", "HashicorpWAL", "EtcdWAL"}},
+		{"in memory", []string{"Raftkit", "Hashicorp", "Etcd", "Dragonboat"}},
+		{"durable (fsync)", []string{"RaftkitFile", "HashicorpWAL", "EtcdWAL", "DragonboatFile"}},
+		{"TCP + fsync", []string{"RaftkitTCP", "HashicorpTCP", "DragonboatTCP"}},
 	}
 	workloads = []string{"64Proposers", "Sequential"}
 )
