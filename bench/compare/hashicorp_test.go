@@ -87,29 +87,56 @@ func hashicorpWALStores(tb testing.TB) (hashicorpStores, error) {
 	return hashicorpStores{logs: logs, stable: w, snaps: snaps, close: closeAll}, nil
 }
 
-// hashicorpCluster starts three nodes, each on the stores newStores makes,
-// and returns the leader once a Barrier (which commits an entry of the
-// leader's term) has gone through, and a function that stops everything.
-func hashicorpCluster(tb testing.TB, newStores func(testing.TB) (hashicorpStores, error)) (*raft.Raft, func()) {
-	tb.Helper()
-	const n = 3
+// hashicorpTransport is a transport the harness can close: InmemTransport or
+// NetworkTransport.
+type hashicorpTransport interface {
+	raft.Transport
+	io.Closer
+}
+
+// hashicorpInmemTransports makes n InmemTransports connected to each other.
+func hashicorpInmemTransports(tb testing.TB, n int) []hashicorpTransport {
 	addrs := make([]raft.ServerAddress, n)
 	trans := make([]*raft.InmemTransport, n)
-	var configuration raft.Configuration
 	for i := range n {
 		addrs[i], trans[i] = raft.NewInmemTransport(raft.ServerAddress(fmt.Sprint(i + 1)))
-		configuration.Servers = append(configuration.Servers, raft.Server{
-			Suffrage: raft.Voter,
-			ID:       raft.ServerID(addrs[i]),
-			Address:  addrs[i],
-		})
 	}
+	out := make([]hashicorpTransport, n)
 	for i := range n {
 		for j := range n {
 			if i != j {
 				trans[i].Connect(addrs[j], trans[j])
 			}
 		}
+		out[i] = trans[i]
+	}
+	return out
+}
+
+// hashicorpCluster starts three nodes, each on the stores newStores makes,
+// and returns the leader once a Barrier (which commits an entry of the
+// leader's term) has gone through, and a function that stops everything.
+func hashicorpCluster(tb testing.TB, newStores func(testing.TB) (hashicorpStores, error)) (*raft.Raft, func()) {
+	tb.Helper()
+	return hashicorpClusterOver(tb, hashicorpInmemTransports, newStores)
+}
+
+// hashicorpClusterOver is hashicorpCluster over the transports newTransports
+// makes; a node's ID is its transport's address.
+func hashicorpClusterOver(tb testing.TB, newTransports func(testing.TB, int) []hashicorpTransport,
+	newStores func(testing.TB) (hashicorpStores, error)) (*raft.Raft, func()) {
+	tb.Helper()
+	const n = 3
+	trans := newTransports(tb, n)
+	addrs := make([]raft.ServerAddress, n)
+	var configuration raft.Configuration
+	for i := range n {
+		addrs[i] = trans[i].LocalAddr()
+		configuration.Servers = append(configuration.Servers, raft.Server{
+			Suffrage: raft.Voter,
+			ID:       raft.ServerID(addrs[i]),
+			Address:  addrs[i],
+		})
 	}
 	var nodes []*raft.Raft
 	var stores []hashicorpStores

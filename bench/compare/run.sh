@@ -5,11 +5,12 @@
 #   ./run.sh [COUNT]
 #
 # Environment:
-#   SUITE               all (default), memory or durable
+#   SUITE               all (default), memory, durable or tcp
 #   BENCHTIME           -benchtime of the in-memory 64-proposer benchmarks (default 100000x)
 #   SEQ_BENCHTIME       -benchtime of the in-memory sequential benchmarks  (default 100000x)
 #   DURABLE_BENCHTIME   -benchtime of the durable 64-proposer benchmarks   (default 30000x)
 #   DURABLE_SEQ_BENCHTIME -benchtime of the durable sequential benchmarks  (default 3000x)
+#                       (the durable and the TCP suites both use the two DURABLE_ ones)
 #   OUT                 file that keeps the raw `go test` output (default: a temp file)
 #
 # The test binary is built once. Each round runs every benchmark once, in an
@@ -24,14 +25,16 @@ SEQ_BENCHTIME=${SEQ_BENCHTIME:-100000x}
 DURABLE_BENCHTIME=${DURABLE_BENCHTIME:-30000x}
 DURABLE_SEQ_BENCHTIME=${DURABLE_SEQ_BENCHTIME:-3000x}
 
-memory="Raftkit_64Proposers Hashicorp_64Proposers Etcd_64Proposers Raftkit_Sequential Hashicorp_Sequential Etcd_Sequential"
-durable="RaftkitFile_64Proposers HashicorpWAL_64Proposers EtcdWAL_64Proposers RaftkitFile_Sequential HashicorpWAL_Sequential EtcdWAL_Sequential"
+memory="Raftkit_64Proposers Hashicorp_64Proposers Etcd_64Proposers Dragonboat_64Proposers Raftkit_Sequential Hashicorp_Sequential Etcd_Sequential Dragonboat_Sequential"
+durable="RaftkitFile_64Proposers HashicorpWAL_64Proposers EtcdWAL_64Proposers DragonboatFile_64Proposers RaftkitFile_Sequential HashicorpWAL_Sequential EtcdWAL_Sequential DragonboatFile_Sequential"
+tcp="RaftkitTCP_64Proposers HashicorpTCP_64Proposers DragonboatTCP_64Proposers RaftkitTCP_Sequential HashicorpTCP_Sequential DragonboatTCP_Sequential"
 case $SUITE in
-all) benches="$memory $durable" ;;
+all) benches="$memory $durable $tcp" ;;
 memory) benches=$memory ;;
 durable) benches=$durable ;;
+tcp) benches=$tcp ;;
 *)
-	echo "run.sh: SUITE must be all, memory or durable" >&2
+	echo "run.sh: SUITE must be all, memory, durable or tcp" >&2
 	exit 2
 	;;
 esac
@@ -65,8 +68,8 @@ while [ "$round" -lt "$COUNT" ]; do
 	done
 	for b in "$@"; do
 		case $b in
-		RaftkitFile_Sequential | HashicorpWAL_Sequential | EtcdWAL_Sequential) bt=$DURABLE_SEQ_BENCHTIME ;;
-		RaftkitFile_* | HashicorpWAL_* | EtcdWAL_*) bt=$DURABLE_BENCHTIME ;;
+		*File_Sequential | *WAL_Sequential | *TCP_Sequential) bt=$DURABLE_SEQ_BENCHTIME ;;
+		*File_* | *WAL_* | *TCP_*) bt=$DURABLE_BENCHTIME ;;
 		*_Sequential) bt=$SEQ_BENCHTIME ;;
 		*) bt=$BENCHTIME ;;
 		esac

@@ -1,8 +1,9 @@
 // Command median reads `go test -bench` output of the compare benchmarks on
 // standard input and prints, per benchmark, the median of ops/s, p50-µs and
 // p99-µs across the runs, then the ratio of raftkit to each anchor library:
-// in memory (Raftkit against Hashicorp and Etcd) and durable (RaftkitFile
-// against HashicorpWAL and EtcdWAL).
+// in memory (Raftkit against Hashicorp, Etcd and Dragonboat), durable
+// (RaftkitFile against HashicorpWAL, EtcdWAL and DragonboatFile) and over TCP
+// with fsync (RaftkitTCP against HashicorpTCP and DragonboatTCP).
 //
 // Ratios are given two ways: the ratio of the medians, and the median of the
 // per-round ratios (the i-th run of raftkit against the i-th run of the
@@ -14,6 +15,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -30,8 +32,9 @@ type suite struct {
 
 var (
 	suites = []suite{
-		{"in memory", []string{"Raftkit", "Hashicorp", "Etcd"}},
-		{"durable (fsync)", []string{"RaftkitFile", "HashicorpWAL", "EtcdWAL"}},
+		{"in memory", []string{"Raftkit", "Hashicorp", "Etcd", "Dragonboat"}},
+		{"durable (fsync)", []string{"RaftkitFile", "HashicorpWAL", "EtcdWAL", "DragonboatFile"}},
+		{"TCP + fsync", []string{"RaftkitTCP", "HashicorpTCP", "DragonboatTCP"}},
 	}
 	workloads = []string{"64Proposers", "Sequential"}
 )
@@ -41,7 +44,7 @@ var (
 type results map[string]map[string][]float64
 
 func main() {
-	res, err := parse(os.Stdin)
+	res, failed, err := parse(os.Stdin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "median:", err)
 		os.Exit(1)
@@ -51,19 +54,36 @@ func main() {
 		os.Exit(1)
 	}
 	report(os.Stdout, res)
+	if len(failed) > 0 {
+		names := slices.Sorted(maps.Keys(failed))
+		fmt.Fprintln(os.Stdout)
+		for _, name := range names {
+			fmt.Fprintf(os.Stdout, "failed runs, left out: %s %d\n", name, failed[name])
+		}
+	}
 }
 
-func parse(r io.Reader) (results, error) {
-	res := make(results)
+// parse reads the benchmark lines; a run that failed ("--- FAIL" on its
+// line) is counted in failed instead.
+func parse(r io.Reader) (res results, failed map[string]int, err error) {
+	res = make(results)
+	failed = make(map[string]int)
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+		if len(f) < 2 || !strings.HasPrefix(f[0], "Benchmark") {
 			continue
 		}
 		name := strings.TrimPrefix(f[0], "Benchmark")
 		if i := strings.LastIndexByte(name, '-'); i > 0 {
 			name = name[:i] // the -GOMAXPROCS suffix
+		}
+		if strings.Contains(sc.Text(), "--- FAIL") {
+			failed[name]++
+			continue
+		}
+		if len(f) < 4 {
+			continue
 		}
 		if res[name] == nil {
 			res[name] = make(map[string][]float64)
@@ -72,12 +92,12 @@ func parse(r io.Reader) (results, error) {
 		for i := 2; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
-				return nil, fmt.Errorf("%q: %v", sc.Text(), err)
+				return nil, nil, fmt.Errorf("%q: %v", sc.Text(), err)
 			}
 			res[name][f[i+1]] = append(res[name][f[i+1]], v)
 		}
 	}
-	return res, sc.Err()
+	return res, failed, sc.Err()
 }
 
 func median(vs []float64) float64 {
