@@ -1,7 +1,6 @@
 package compare
 
 import (
-	"context"
 	"io"
 	"testing"
 	"time"
@@ -67,21 +66,12 @@ func raftkitTCPCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.
 		}
 		nodes = append(nodes, n)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, n := range nodes {
-			if n.Status().Role == raft.Leader {
-				// Wait for the no-op so the first proposals do not pay for the election.
-				if err := n.LinearizableRead(context.Background()); err == nil {
-					return n, stop
-				}
-			}
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
+	leader := raftkitLeader(nodes)
+	if leader == nil {
+		stop()
+		tb.Fatal("raftkit: no leader")
 	}
-	stop()
-	tb.Fatal("raftkit: no leader")
-	return nil, nil
+	return leader, stop
 }
 
 // BenchmarkRaftkitTCP_64Proposers: FileStorage with fsync, TCPTransport on

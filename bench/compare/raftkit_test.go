@@ -71,21 +71,12 @@ func raftkitCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Sto
 		}
 		nodes = append(nodes, n)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, n := range nodes {
-			if n.Status().Role == raft.Leader {
-				// Wait for the no-op so the first proposals do not pay for the election.
-				if err := n.LinearizableRead(context.Background()); err == nil {
-					return n, stop
-				}
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
+	leader := raftkitLeader(nodes)
+	if leader == nil {
+		stop()
+		tb.Fatal("raftkit: no leader")
 	}
-	stop()
-	tb.Fatal("raftkit: no leader")
-	return nil, nil
+	return leader, stop
 }
 
 func raftkitProposer(leader *raft.Node) func() proposeFunc {
@@ -126,4 +117,20 @@ func BenchmarkRaftkitFile_Sequential(b *testing.B) {
 	leader, stop := raftkitCluster(b, raftkitFileStorage)
 	defer stop()
 	runSequential(b, raftkitProposer(leader))
+}
+
+// raftkitLeader waits up to 20 s for one of nodes to lead and to have
+// committed its no-op, so that the first proposals do not pay for the
+// election; nil if none did.
+func raftkitLeader(nodes []*raft.Node) *raft.Node {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n.Status().Role == raft.Leader && n.LinearizableRead(context.Background()) == nil {
+				return n
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	return nil
 }

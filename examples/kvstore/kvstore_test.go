@@ -567,24 +567,7 @@ func (c *testCluster) kill(id uint64) {
 }
 
 // leader returns the leader as some node reports it, 0 if none knows.
-func (c *testCluster) leader() uint64 {
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for _, nd := range c.nodes {
-		resp, err := hc.Get("http://" + nd.http + "/healthz")
-		if err != nil {
-			continue
-		}
-		var health struct {
-			Leader uint64 `json:"leader"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&health)
-		resp.Body.Close()
-		if err == nil && health.Leader != 0 {
-			return health.Leader
-		}
-	}
-	return 0
-}
+func (c *testCluster) leader() uint64 { return c.leaderAmong(c.ids()) }
 
 // logCounts counts the lines of the nodes' logs that contain each phrase.
 func (c *testCluster) logCounts(phrases ...string) string {

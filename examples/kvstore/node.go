@@ -165,13 +165,9 @@ func loadHTTPTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		caPEM, err := os.ReadFile(caFile)
+		ca, err := loadCA(caFile, "HTTPS CA")
 		if err != nil {
-			return nil, fmt.Errorf("HTTPS CA: %w", err)
-		}
-		ca := x509.NewCertPool()
-		if !ca.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("HTTPS CA: no PEM certificate in %s", caFile)
+			return nil, err
 		}
 		cfg.ClientCAs = ca
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
@@ -190,13 +186,9 @@ func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(caFile)
+	ca, err := loadCA(caFile, "TLS CA")
 	if err != nil {
-		return nil, fmt.Errorf("TLS CA: %w", err)
-	}
-	ca := x509.NewCertPool()
-	if !ca.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("TLS CA: no PEM certificate in %s", caFile)
+		return nil, err
 	}
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert}, // presented as server and as client
@@ -205,4 +197,17 @@ func loadTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		MinVersion:   tls.VersionTLS13,
 	}, nil
+}
+
+// loadCA reads a PEM file of CA certificates; what names it in errors.
+func loadCA(file, what string) (*x509.CertPool, error) {
+	caPEM, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	ca := x509.NewCertPool()
+	if !ca.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s: no PEM certificate in %s", what, file)
+	}
+	return ca, nil
 }
