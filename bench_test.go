@@ -38,6 +38,14 @@ func (emptySnapshot) Release()                         {}
 // with their configs adjusted by tune, and returns the leader.
 func benchCluster(b *testing.B, newStorage func(id uint64) Storage, tune ...func(*Config)) (*Node, func()) {
 	b.Helper()
+	leader, _, stop := benchClusterSM(b, newStorage, func(uint64) StateMachine { return discardSM{} }, tune...)
+	return leader, stop
+}
+
+// benchClusterSM is benchCluster with the state machines newSM makes; it
+// also returns the network.
+func benchClusterSM(b *testing.B, newStorage func(id uint64) Storage, newSM func(id uint64) StateMachine, tune ...func(*Config)) (*Node, *InmemNetwork, func()) {
+	b.Helper()
 	nw := NewInmemNetwork()
 	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
 	var nodes []*Node
@@ -49,7 +57,7 @@ func benchCluster(b *testing.B, newStorage func(id uint64) Storage, tune ...func
 		for _, f := range tune {
 			f(&cfg)
 		}
-		n, err := NewNode(cfg, discardSM{}, st, nw.Transport(m.ID))
+		n, err := NewNode(cfg, newSM(m.ID), st, nw.Transport(m.ID))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -71,7 +79,7 @@ func benchCluster(b *testing.B, newStorage func(id uint64) Storage, tune ...func
 		stop()
 		b.Fatal("no leader")
 	}
-	return leader, stop
+	return leader, nw, stop
 }
 
 // waitBenchLeader returns the leader once it has committed its no-op, so
@@ -128,9 +136,90 @@ func BenchmarkClusterFile_SequentialProposer(b *testing.B) {
 }
 
 func benchProposers(b *testing.B, newStorage func(uint64) Storage, proposers int) {
-	leader, stop := benchCluster(b, newStorage)
+	sms := make([]*applyTimes, 3)
+	leader, nw, stop := benchClusterSM(b, newStorage, func(id uint64) StateMachine {
+		sms[id-1] = &applyTimes{at: map[uint64]time.Time{}}
+		return sms[id-1]
+	})
 	defer stop()
+	var withEntries, commitOnly, heartbeats atomic.Int64
+	lid := leader.Status().ID
+	nw.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if from == lid {
+			switch {
+			case m.Type == MsgAppend && len(m.Entries) > 0:
+				withEntries.Add(1)
+			case m.Type == MsgAppend:
+				commitOnly.Add(1)
+			case m.Type == MsgHeartbeat:
+				heartbeats.Add(1)
+			}
+		}
+		return inmemPass
+	})
 	benchProposeFrom(b, leader, proposers)
+	nw.setFilter(nil)
+	n := float64(b.N)
+	b.ReportMetric(float64(withEntries.Load())/n, "appends/op")
+	b.ReportMetric(float64(commitOnly.Load())/n, "commit-appends/op")
+	b.ReportMetric(float64(heartbeats.Load())/n, "heartbeats/op")
+	reportApplyLag(b, sms, lid)
+}
+
+// applyTimes is a state machine that records when it applied each entry.
+type applyTimes struct {
+	discardSM
+	mu sync.Mutex
+	at map[uint64]time.Time
+}
+
+func (a *applyTimes) Apply(e Entry) any {
+	a.mu.Lock()
+	a.at[e.Index] = time.Now()
+	a.mu.Unlock()
+	return nil
+}
+
+// reportApplyLag reports how much later than the leader the followers
+// applied each entry (the leader applies right after it commits): the
+// follower apply lag, which the commit index reaching followers bounds.
+// It waits up to 2s for the followers to apply everything the leader did.
+func reportApplyLag(b *testing.B, sms []*applyTimes, leader uint64) {
+	l := sms[leader-1]
+	l.mu.Lock()
+	want := len(l.at)
+	l.mu.Unlock()
+	deadline := time.Now().Add(2 * time.Second)
+	var lags []time.Duration
+	for i, f := range sms {
+		if uint64(i+1) == leader {
+			continue
+		}
+		for {
+			f.mu.Lock()
+			n := len(f.at)
+			f.mu.Unlock()
+			if n >= want || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(time.Millisecond) // polling interval
+		}
+		l.mu.Lock()
+		f.mu.Lock()
+		for idx, t := range l.at {
+			if ft, ok := f.at[idx]; ok {
+				lags = append(lags, ft.Sub(t))
+			}
+		}
+		f.mu.Unlock()
+		l.mu.Unlock()
+	}
+	if len(lags) == 0 {
+		return
+	}
+	slices.Sort(lags)
+	b.ReportMetric(float64(lags[len(lags)/2].Microseconds()), "lag-p50-µs")
+	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds()), "lag-p99-µs")
 }
 
 // benchProposeFrom is the measuring loop: proposers goroutines share b.N

@@ -246,4 +246,12 @@ func (c *core) tickLeader() {
 		c.heartbeatElapsed = 0
 		c.broadcastHeartbeat(c.heartbeatSeq())
 	}
+	// A follower the heartbeat did not bring up to our commit index (or
+	// that got none this tick) is sent it now: it applies at most a tick
+	// after the advance when no append carried it.
+	if c.role == Leader {
+		for _, id := range c.replicaIDs() {
+			c.sendCommit(id)
+		}
+	}
 }

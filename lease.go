@@ -166,6 +166,7 @@ func (c *core) read(id uint64, lease bool) {
 func (c *core) readRequested(m Message) {
 	if m.Done && c.leaseValid() {
 		c.lease.served++
+		c.sendCommit(m.From) // the follower waits to apply up to the read index
 		c.send(Message{Type: MsgReadIndexResp, To: m.From, Index: c.log.committed, Context: m.Context})
 		return
 	}

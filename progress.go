@@ -39,6 +39,7 @@ type progress struct {
 	recentActive    bool     // heard from within the current election timeout (CheckQuorum)
 	ticksSinceHeard int      // ticks since the follower's last message of any kind
 	readAck         uint64   // highest ReadIndex round this follower confirmed in this term
+	commitSent      uint64   // highest commit index sent to this follower, in an append or heartbeat
 	learner         bool
 }
 

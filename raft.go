@@ -53,7 +53,7 @@ type core struct {
 	progress           map[uint64]*progress
 	leaving            []leavingMember // removed members still sent the log until they know of their removal
 	pendingBroadcast   bool            // entries were proposed; send them at the next flush
-	sentCommit         uint64          // the commit index last broadcast to followers
+	sentCommit         uint64          // the commit index when the leader last flushed
 	uncommittedBytes   uint64          // data bytes of entries after the commit index
 	maxUncommittedEnts uint64
 	maxUncommittedSize uint64
@@ -509,17 +509,23 @@ func (rd *ready) empty() bool {
 }
 
 // flush turns the leader's pending work into messages: one append per
-// follower for every proposal made since the last flush (batching), the new
-// commit index, and one heartbeat round for the reads that arrived.
+// follower for every proposal made since the last flush (batching), and one
+// heartbeat round for the reads that arrived. A new commit index rides on
+// those appends; a follower with nothing new to receive learns it on the
+// next tick or heartbeat (sendCommit) rather than from an append of its own.
 func (c *core) flush() {
 	if c.role != Leader {
 		return
 	}
 	c.maybeLeaveJoint()
 	commitChanged := c.log.committed > c.sentCommit
+	// A committed configuration change is sent at once: removed members
+	// learn of their removal from it, and a removed leader steps down below
+	// (dissertation §4.2.2, §4.2.3).
+	configCommitted := commitChanged && (len(c.leaving) > 0 || (c.configIndex > c.sentCommit && c.configIndex <= c.log.committed))
 	if c.pendingBroadcast || commitChanged {
 		for _, id := range c.replicaIDs() {
-			c.sendAppend(id, commitChanged)
+			c.sendAppend(id, configCommitted)
 		}
 		c.pendingBroadcast = false
 		c.sentCommit = c.log.committed

@@ -128,6 +128,7 @@ func (c *core) confirmReads() {
 		if r.from == 0 {
 			c.reads.results = append(c.reads.results, readResult{id: r.id, index: r.index})
 		} else {
+			c.sendCommit(r.from) // the follower waits to apply up to the read index
 			c.send(Message{Type: MsgReadIndexResp, To: r.from, Index: r.index, Context: r.id})
 		}
 	}

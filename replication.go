@@ -138,6 +138,7 @@ func (c *core) sendAppend(id uint64, sendEmpty bool) {
 	}
 	ents := c.log.slice(pr.next, last+1, c.maxAppendBytes)
 	c.send(Message{Type: MsgAppend, To: id, Index: prev, LogTerm: prevTerm, Entries: ents, Commit: c.log.committed})
+	pr.commitSent = max(pr.commitSent, c.log.committed)
 	switch pr.state {
 	case probe:
 		pr.probeSent = true
@@ -376,15 +377,31 @@ func (c *core) broadcastHeartbeat(readSeq uint64) {
 	// messages is deterministic.
 	for _, id := range c.replicaIDs() {
 		if pr := c.progress[id]; pr != nil {
-			c.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.match, c.log.committed), Context: readSeq})
+			commit := min(pr.match, c.log.committed)
+			c.send(Message{Type: MsgHeartbeat, To: id, Commit: commit, Context: readSeq})
+			pr.commitSent = max(pr.commitSent, commit)
 		}
+	}
+}
+
+// sendCommit sends follower id an append without new entries if the last
+// commit index it was sent is behind ours, as far as the follower holds the
+// entries (match). A follower's commit index is
+// advisory: it only decides when the follower applies (Raft §5.3), so the
+// leader does not spend a message on each advance. The next append with
+// entries carries it, or failing that this, called on the leader's next
+// tick, at the latest a heartbeat interval after the advance.
+func (c *core) sendCommit(id uint64) {
+	if pr := c.progress[id]; pr != nil && pr.commitSent < min(pr.match, c.log.committed) {
+		c.sendAppend(id, true)
 	}
 }
 
 // maybeCommit advances the commit index to the highest index stored on a
 // quorum, if that entry is of the current term: a leader never commits an
 // entry of an earlier term by counting replicas (Raft §5.4.2, Figure 8).
-// The new commit index reaches followers with the next flush.
+// The new commit index reaches followers with the next append or
+// heartbeat (see sendCommit).
 func (c *core) maybeCommit() {
 	var q quorum = c.voters
 	if j, ok := q.(joint); ok && c.hooks.commitWithIncomingOnly {

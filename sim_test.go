@@ -1229,11 +1229,11 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		// The simulator's election timeout is 6 ticks: a lease of 12 outlives
 		// the followers' promise not to vote (TestSimLeaseReads states the
 		// bound), with clocks drifting as in TestSimLeaseReads.
-		{"a read lease twice the election timeout (lease reads beyond their clock bound)", coreHooks{}, false, 1770, 0, 12, [2]int{8, 12}, false, false},
+		{"a read lease twice the election timeout (lease reads beyond their clock bound)", coreHooks{}, false, 3090, 0, 12, [2]int{8, 12}, false, false},
 		// A leader's own write must still be in flight when the followers'
 		// acknowledgments arrive: slow writes.
 		{"the leader counts itself before its write is durable (D§10.2.1)", coreHooks{countSelfBeforeDurable: true}, false, 592, 0, 0, [2]int{}, false, true},
-		{"acknowledgments and votes sent before what they promise is durable (Figure 2)", coreHooks{}, false, 73, 0, 0, [2]int{}, true, false},
+		{"acknowledgments and votes sent before what they promise is durable (Figure 2)", coreHooks{}, false, 128, 0, 0, [2]int{}, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
