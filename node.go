@@ -567,6 +567,11 @@ func (n *Node) Status() Status {
 	s.Outgoing = slices.Clone(s.Outgoing)
 	s.Progress = slices.Clone(progress)
 	s.AppliedIndex = n.applied.Load()
+	// The applier moves AppliedIndex on at once, the event loop publishes
+	// the rest once per pass: an applied entry is committed and in the
+	// log, so the published indexes are never shown behind it.
+	s.CommitIndex = max(s.CommitIndex, s.AppliedIndex)
+	s.LastIndex = max(s.LastIndex, s.CommitIndex)
 	s.Removed = n.removed.Load()
 	if e := n.fatal.Load(); e != nil {
 		s.Err = *e
