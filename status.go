@@ -64,6 +64,11 @@ type Status struct {
 	// CommitIndex is the highest log index this node knows committed,
 	// AppliedIndex the highest its state machine has applied, LastIndex
 	// the last in its log, and SnapshotIndex that of its newest snapshot.
+	// AppliedIndex is read as Status is called; the others are as the
+	// node last published them, at most one pass of its event loop old,
+	// but never shown below AppliedIndex. Right after a snapshot from the
+	// leader is restored, SnapshotIndex and Members may lag AppliedIndex
+	// for that long: wait on the field you need.
 	CommitIndex   uint64 `json:"commitIndex"`
 	AppliedIndex  uint64 `json:"appliedIndex"`
 	LastIndex     uint64 `json:"lastIndex"`
