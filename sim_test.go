@@ -1221,18 +1221,18 @@ func TestSimCatchesBrokenRules(t *testing.T) {
 		slowWrites       bool
 	}{
 		{"two votes in a term (§5.2)", coreHooks{grantEveryVote: true}, false, 5, 0, 0, [2]int{}, false, false},
-		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 467, 0, 0, [2]int{}, false, false},
+		{"commit an earlier term's entry by counting (§5.4.2, Figure 8)", coreHooks{commitPreviousTermByCounting: true}, false, 687, 0, 0, [2]int{}, false, false},
 		{"serve reads without confirming leadership (D§6.4)", coreHooks{readWithoutConfirmation: true}, false, 63, 0, 0, [2]int{}, false, false},
-		{"write a Save's hard state before its entries", coreHooks{}, true, 55, 0, 0, [2]int{}, false, false},
-		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 4114, 1, 0, [2]int{}, false, false},
-		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 138, 0, 0, [2]int{}, false, false},
+		{"write a Save's hard state before its entries", coreHooks{}, true, 142, 0, 0, [2]int{}, false, false},
+		{"a wiped voter votes again in a term it voted in (two leaders in one term)", coreHooks{voteWhenFresh: true}, false, 1268, 1, 0, [2]int{}, false, false},
+		{"commit with the new voters' majority alone while joint (D§4.3)", coreHooks{commitWithIncomingOnly: true}, false, 242, 0, 0, [2]int{}, false, false},
 		// The simulator's election timeout is 6 ticks: a lease of 12 outlives
 		// the followers' promise not to vote (TestSimLeaseReads states the
 		// bound), with clocks drifting as in TestSimLeaseReads.
 		{"a read lease twice the election timeout (lease reads beyond their clock bound)", coreHooks{}, false, 3090, 0, 12, [2]int{8, 12}, false, false},
 		// A leader's own write must still be in flight when the followers'
 		// acknowledgments arrive: slow writes.
-		{"the leader counts itself before its write is durable (D§10.2.1)", coreHooks{countSelfBeforeDurable: true}, false, 592, 0, 0, [2]int{}, false, true},
+		{"the leader counts itself before its write is durable (D§10.2.1)", coreHooks{countSelfBeforeDurable: true}, false, 589, 0, 0, [2]int{}, false, true},
 		{"acknowledgments and votes sent before what they promise is durable (Figure 2)", coreHooks{}, false, 128, 0, 0, [2]int{}, true, false},
 	}
 	for _, tc := range cases {
