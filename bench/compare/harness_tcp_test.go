@@ -1,8 +1,6 @@
 package compare
 
 import (
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/lni/dragonboat/v4"
@@ -42,21 +40,7 @@ func TestHarnessesTCPAndDragonboat(t *testing.T) {
 			defer checkLeaks(t)()
 			newProposer, check, stop := start(t)
 			defer stop()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range proposers {
-				wg.Add(1)
-				go func(propose proposeFunc) {
-					defer wg.Done()
-					for next.Add(1) <= total {
-						if err := propose(); err != nil {
-							t.Error(err)
-							return
-						}
-					}
-				}(newProposer())
-			}
-			wg.Wait()
+			proposeConcurrently(t, newProposer, total)
 			if check != nil {
 				check(t)
 			}

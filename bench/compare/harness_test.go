@@ -106,22 +106,7 @@ func TestHarnesses(t *testing.T) {
 			defer checkLeaks(t)()
 			newProposer, stop := start(t)
 			defer stop()
-			const total = 3000
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range proposers {
-				wg.Add(1)
-				go func(propose proposeFunc) {
-					defer wg.Done()
-					for next.Add(1) <= total {
-						if err := propose(); err != nil {
-							t.Error(err)
-							return
-						}
-					}
-				}(newProposer())
-			}
-			wg.Wait()
+			proposeConcurrently(t, newProposer, 3000)
 		})
 	}
 }
@@ -188,4 +173,24 @@ func runSequential(b *testing.B, newProposer func() proposeFunc) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)
+}
+
+// proposeConcurrently has proposers goroutines, each with its own
+// newProposer(), make total proposals between them; a failed one fails t.
+func proposeConcurrently(t *testing.T, newProposer func() proposeFunc, total int64) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range proposers {
+		wg.Add(1)
+		go func(propose proposeFunc) {
+			defer wg.Done()
+			for next.Add(1) <= total {
+				if err := propose(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(newProposer())
+	}
+	wg.Wait()
 }

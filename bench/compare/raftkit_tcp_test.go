@@ -1,9 +1,7 @@
 package compare
 
 import (
-	"io"
 	"testing"
-	"time"
 
 	"github.com/raftkit/raft"
 )
@@ -21,23 +19,11 @@ import (
 // storages).
 func raftkitTCPCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Storage, error)) (*raft.Node, func()) {
 	tb.Helper()
-	var transports []*raft.TCPTransport
-	var nodes []*raft.Node
-	var stores []raft.Storage
-	stop := func() {
-		for _, n := range nodes {
-			n.Close()
-		}
+	transports := map[uint64]*raft.TCPTransport{}
+	closeNet := func() {
 		for _, tr := range transports {
 			if err := tr.Close(); err != nil {
 				tb.Error(err)
-			}
-		}
-		for _, st := range stores {
-			if c, ok := st.(io.Closer); ok {
-				if err := c.Close(); err != nil {
-					tb.Error(err)
-				}
 			}
 		}
 	}
@@ -45,33 +31,13 @@ func raftkitTCPCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.
 	for id := uint64(1); id <= 3; id++ {
 		tr, err := raft.NewTCPTransport(raft.TCPConfig{ListenAddr: "127.0.0.1:0", ClusterID: "bench"})
 		if err != nil {
-			stop()
+			closeNet()
 			tb.Fatal(err)
 		}
-		transports = append(transports, tr)
+		transports[id] = tr
 		members = append(members, raft.Member{ID: id, Addr: tr.Addr()})
 	}
-	for i, m := range members {
-		st, err := newStorage(tb, m.ID)
-		if err != nil {
-			stop()
-			tb.Fatal(err)
-		}
-		stores = append(stores, st)
-		n, err := raft.NewNode(raft.Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			raftkitSM{}, st, transports[i])
-		if err != nil {
-			stop()
-			tb.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
-	leader := raftkitLeader(nodes)
-	if leader == nil {
-		stop()
-		tb.Fatal("raftkit: no leader")
-	}
-	return leader, stop
+	return startRaftkit(tb, members, newStorage, func(id uint64) raft.Transport { return transports[id] }, closeNet)
 }
 
 // BenchmarkRaftkitTCP_64Proposers: FileStorage with fsync, TCPTransport on

@@ -41,13 +41,24 @@ func raftkitCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Sto
 	tb.Helper()
 	nw := raft.NewInmemNetwork()
 	members := []raft.Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	return startRaftkit(tb, members, newStorage, func(id uint64) raft.Transport { return nw.Transport(id) },
+		func() { nw.Close() })
+}
+
+// startRaftkit starts a node per member, each on the storage newStorage
+// makes and the transport transportOf gives, and returns the leader once it
+// has committed an entry of its term, and a function that stops everything:
+// the nodes, then closeNet (the transports), then the storages.
+func startRaftkit(tb testing.TB, members []raft.Member, newStorage func(testing.TB, uint64) (raft.Storage, error),
+	transportOf func(id uint64) raft.Transport, closeNet func()) (*raft.Node, func()) {
+	tb.Helper()
 	var nodes []*raft.Node
 	var stores []raft.Storage
 	stop := func() {
 		for _, n := range nodes {
 			n.Close()
 		}
-		nw.Close()
+		closeNet()
 		for _, st := range stores {
 			if c, ok := st.(io.Closer); ok {
 				if err := c.Close(); err != nil {
@@ -64,7 +75,7 @@ func raftkitCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Sto
 		}
 		stores = append(stores, st)
 		n, err := raft.NewNode(raft.Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			raftkitSM{}, st, nw.Transport(m.ID))
+			raftkitSM{}, st, transportOf(m.ID))
 		if err != nil {
 			stop()
 			tb.Fatal(err)
