@@ -415,3 +415,34 @@ func TestHost_Inmem_IsolatedHostLosesItsLeaderships(t *testing.T) {
 	}
 	c.checkSameHistory(groups)
 }
+
+// The losses of one batch are reported once per group and peer (and every
+// snapshot chunk), however many peers and groups the batch holds: a Host's
+// batch holds the messages of many groups.
+func TestLossReports_OncePerGroupAndPeer(t *testing.T) {
+	var r lossReports
+	reported := 0
+	for round := range 2 {
+		for group := uint64(1); group <= 3; group++ {
+			for peer := uint64(2); peer <= 7; peer++ {
+				if r.wantsIn(group, &Message{Type: MsgAppend, To: peer}) {
+					reported++
+				}
+			}
+		}
+		assert.Equal(t, 18, reported, "round %d: three groups times six peers", round)
+	}
+	assert.True(t, r.wantsIn(1, &Message{Type: MsgSnapshot, To: 2}), "every snapshot chunk is reported")
+	assert.True(t, r.wantsIn(1, &Message{Type: MsgSnapshot, To: 2}))
+
+	var single lossReports
+	reported = 0
+	for range 2 {
+		for peer := uint64(2); peer <= 7; peer++ {
+			if single.wants(&Message{Type: MsgHeartbeat, To: peer}) {
+				reported++
+			}
+		}
+	}
+	assert.Equal(t, 6, reported, "a single node's: one per peer, beyond four peers too")
+}

@@ -40,6 +40,12 @@ import (
 // contract allows. The network holds no lock while it calls one, so a
 // callback may itself Send.
 //
+// Hosts (HostConfig.Network) join the network too, each with one endpoint,
+// its host ID, carrying the messages of all its groups: the faults above
+// then apply to hosts. A host's endpoint and a single node's do not reach
+// each other (the message is dropped for want of a receiver, and
+// reported), as a Host and a TCPTransport refuse each other's handshake.
+//
 // All methods are safe for concurrent use. Call Close when the test is over:
 // it cancels the delayed deliveries that are still pending, so that no timer
 // or goroutine outlives the test.
