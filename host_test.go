@@ -437,15 +437,14 @@ func testMembershipChange(t *testing.T, tcp bool) {
 	for _, g := range groups {
 		c.foundGroup(g, 1, 2, 3)
 	}
-	leaders := c.waitLeaders(groups)
+	c.waitLeaders(groups)
 	last := c.propose(1, "g1/before")
 	require.NotContains(t, peerIDs(c.hosts[2]), uint64(4), "host 4 is no group's member yet")
 
 	c.startGroup(1, 4, nil) // a joiner: no InitialMembers
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	leaders = c.waitLeaders(groups)
-	require.NoError(t, c.node(1, leaders[1]).AddVoter(ctx, 4, c.addrs[4]))
+	retryChange(t, func() error { return c.node(1, c.waitLeaders(groups)[1]).AddVoter(ctx, 4, c.addrs[4]) })
 	c.waitApplied(1, last)
 	require.Eventually(t, func() bool { return slices.Contains(peerIDs(c.hosts[2]), 4) }, 10*time.Second, time.Millisecond,
 		"host 4 is a peer of host 2 once it is a member of group 1")
@@ -454,21 +453,10 @@ func testMembershipChange(t *testing.T, tcp bool) {
 	assert.Len(t, c.node(1, 4).Status().Members, 4)
 
 	// Host 1's replica leaves group 1; the group goes on with 2, 3 and 4.
-	leader := c.waitLeaders([]uint64{1})[1]
-	if leader == 1 {
+	if c.waitLeaders([]uint64{1})[1] == 1 {
 		require.NoError(t, c.node(1, 1).TransferLeadership(ctx, 0))
-		leader = c.waitLeaders([]uint64{1})[1]
 	}
-	// (The new leader's configuration may not have committed in its term
-	// yet: retry while another change is in progress.)
-	require.Eventually(t, func() bool {
-		err := c.node(1, leader).RemoveMember(ctx, 1)
-		if errors.Is(err, ErrMembershipChange) {
-			return false
-		}
-		require.NoError(t, err)
-		return true
-	}, 10*time.Second, 5*time.Millisecond)
+	retryChange(t, func() error { return c.node(1, c.waitLeaders([]uint64{1})[1]).RemoveMember(ctx, 1) })
 	require.Eventually(t, func() bool { return c.node(1, 1).Status().Removed }, 10*time.Second, time.Millisecond)
 	require.NoError(t, c.hosts[1].StopGroup(1))
 	last = c.propose(1, "g1/without1")
@@ -484,6 +472,21 @@ func testMembershipChange(t *testing.T, tcp bool) {
 func TestHost_TCP_MembershipChangeInOneGroup(t *testing.T) { testMembershipChange(t, true) }
 
 func TestHost_Inmem_MembershipChangeInOneGroup(t *testing.T) { testMembershipChange(t, false) }
+
+// retryChange runs a membership change until it does not fail with
+// ErrMembershipChange (the previous change, or the leader's first entry of
+// its term, has not committed yet), and requires it to succeed.
+func retryChange(t *testing.T, change func() error) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		err := change()
+		if errors.Is(err, ErrMembershipChange) {
+			return false
+		}
+		require.NoError(t, err)
+		return true
+	}, 10*time.Second, 5*time.Millisecond)
+}
 
 // peerIDs returns the hosts h's link was last told to reach.
 func peerIDs(h *Host) []uint64 {
