@@ -707,36 +707,33 @@ func TestHost_SingleNodeTransportAndHostRefuseEachOther(t *testing.T) {
 	tr := newTestTCP(t, "single", TCPConfig{ClusterID: tcpTestCluster, DialBackoff: 10 * time.Millisecond,
 		MaxDialBackoff: 50 * time.Millisecond, Logger: zap.New(nodeCore)})
 	require.NoError(t, tr.Attach(2, func(Message) {}))
+	// firstError waits for a log line and returns its error field.
+	firstError := func(logs *observer.ObservedLogs, message string) string {
+		t.Helper()
+		require.Eventually(t, func() bool { return logs.FilterMessage(message).Len() > 0 }, 10*time.Second, time.Millisecond,
+			"no log line %q", message)
+		return fmt.Sprint(logs.FilterMessage(message).All()[0].ContextMap()["error"])
+	}
 
 	// The single node dials the host.
 	tr.SetPeers([]Member{{ID: 2, Addr: tr.Addr()}, {ID: 1, Addr: h.Addr()}})
-	require.Eventually(t, func() bool { return h.Stats().TCP.HandshakesRefused > 0 }, 10*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool {
-		return nodeLogs.FilterMessage("cannot reach peer; dropping its queued messages").Len() > 0
-	},
-		10*time.Second, time.Millisecond)
-	dialerErr := fmt.Sprint(nodeLogs.FilterMessage("cannot reach peer; dropping its queued messages").All()[0].ContextMap()["error"])
-	assert.Contains(t, dialerErr, "handshake refused by the peer: unsupported protocol version (this node speaks 1, the peer 2); the peer is a Host")
-	refusal := hostLogs.FilterMessage("inbound connection refused: bad hello").All()
-	require.NotEmpty(t, refusal)
-	assert.Contains(t, fmt.Sprint(refusal[0].ContextMap()["error"]),
+	assert.Contains(t, firstError(nodeLogs, "cannot reach peer; dropping its queued messages"),
+		"handshake refused by the peer: unsupported protocol version (this node speaks 1, the peer 2); the peer is a Host")
+	assert.Contains(t, firstError(hostLogs, "inbound connection refused: bad hello"),
 		"unsupported protocol version 1 (this node speaks 2); the dialer is a single node's TCPTransport")
+	assert.Positive(t, h.Stats().TCP.HandshakesRefused)
 	tr.SetPeers([]Member{{ID: 2, Addr: tr.Addr()}})
 
 	// The host dials the single node: a group on the host names it.
 	sm, store := &recordingSM{}, NewMemoryStorage()
 	_, err = h.StartGroup(1, Config{InitialMembers: []Member{{ID: 1, Addr: h.Addr()}, {ID: 2, Addr: tr.Addr()}}}, sm, store)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return tr.Stats().HandshakesRefused > 0 }, 10*time.Second, time.Millisecond)
-	require.Eventually(t, func() bool {
-		return hostLogs.FilterMessage("cannot reach peer; dropping its queued messages").Len() > 0
-	},
-		10*time.Second, time.Millisecond)
-	hostErr := fmt.Sprint(hostLogs.FilterMessage("cannot reach peer; dropping its queued messages").All()[0].ContextMap()["error"])
-	assert.Contains(t, hostErr, "handshake refused by the peer: unsupported protocol version (this node speaks 2, the peer 1); "+
-		"the peer is a single node's TCPTransport (or a release without hosts), and a Host connects only to Hosts")
-	assert.Contains(t, fmt.Sprint(nodeLogs.FilterMessage("inbound connection refused: bad hello").All()[0].ContextMap()["error"]),
+	assert.Contains(t, firstError(hostLogs, "cannot reach peer; dropping its queued messages"),
+		"handshake refused by the peer: unsupported protocol version (this node speaks 2, the peer 1); "+
+			"the peer is a single node's TCPTransport (or a release without hosts), and a Host connects only to Hosts")
+	assert.Contains(t, firstError(nodeLogs, "inbound connection refused: bad hello"),
 		"unsupported protocol version 2 (this node speaks 1); the dialer is a Host")
+	assert.Positive(t, tr.Stats().HandshakesRefused)
 	assert.Zero(t, tr.Stats().Received, "nothing crossed")
 	assert.Zero(t, h.Stats().TCP.Received)
 }
