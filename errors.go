@@ -76,6 +76,12 @@ var (
 	// ErrStopped: the node stopped itself after a fatal error (for instance a
 	// failed write to storage); Status().Err says which.
 	ErrStopped = errors.New("raft: node stopped after a fatal error")
+	// ErrGroupExists: Host.StartGroup was given the ID of a group that
+	// already runs on the host (Host.Group returns its Node).
+	ErrGroupExists = errors.New("raft: the group already runs on this host")
+	// ErrUnknownGroup: Host.StopGroup was given the ID of a group that does
+	// not run on the host (never started, or stopped already).
+	ErrUnknownGroup = errors.New("raft: no such group on this host")
 )
 
 // NotLeaderError is returned by calls that only the leader serves. Leader

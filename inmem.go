@@ -40,6 +40,12 @@ import (
 // contract allows. The network holds no lock while it calls one, so a
 // callback may itself Send.
 //
+// Hosts (HostConfig.Network) join the network too, each with one endpoint,
+// its host ID, carrying the messages of all its groups: the faults above
+// then apply to hosts. A host's endpoint and a single node's do not reach
+// each other (the message is dropped for want of a receiver, and
+// reported), as a Host and a TCPTransport refuse each other's handshake.
+//
 // All methods are safe for concurrent use. Call Close when the test is over:
 // it cancels the delayed deliveries that are still pending, so that no timer
 // or goroutine outlives the test.
@@ -443,11 +449,13 @@ func (f *Faults) delay(random *rand.Rand) time.Duration {
 	return f.MinDelay + time.Duration(random.Int63n(span))
 }
 
-// deliver hands m to the endpoint attached for m.To, if any, and reports
-// whether it did.
-func (st *inmemState) deliver(m *Message) bool {
+// deliver hands m, of group, to the endpoint attached for m.To, if any,
+// and reports whether it did. host says whether a Host sent it: a Host's
+// endpoint and a single node's do not reach each other, as over TCP,
+// where each refuses the other's handshake.
+func (st *inmemState) deliver(host bool, group uint64, m *Message) bool {
 	ep := st.endpoints[m.To]
-	return ep != nil && ep.receive(m)
+	return ep != nil && ep.host == host && ep.receive(group, m)
 }
 
 // sendCounts accumulates the outcome of one Send call, so that the shared
@@ -477,7 +485,7 @@ func (nw *InmemNetwork) addCounts(sent uint64, c *sendCounts) {
 
 // sendFaulty applies the random faults of st to m, whose sender may reach its
 // receiver.
-func (nw *InmemNetwork) sendFaulty(st *inmemState, m *Message, c *sendCounts) {
+func (nw *InmemNetwork) sendFaulty(st *inmemState, host bool, group uint64, m *Message, c *sendCounts) {
 	f := &st.faults
 	var delays [2]time.Duration
 	copies := 1
@@ -500,10 +508,10 @@ func (nw *InmemNetwork) sendFaulty(st *inmemState, m *Message, c *sendCounts) {
 		switch {
 		case delay > 0:
 			c.delayed++
-			if !nw.schedule(*m, delay) {
+			if !nw.schedule(host, group, *m, delay) {
 				c.droppedNoReceiver++
 			}
-		case st.deliver(m):
+		case st.deliver(host, group, m):
 			c.delivered++
 		default:
 			c.droppedNoReceiver++
@@ -515,13 +523,15 @@ func (nw *InmemNetwork) sendFaulty(st *inmemState, m *Message, c *sendCounts) {
 type inmemDelayed struct {
 	network *InmemNetwork
 	msg     Message
+	host    bool   // sent by a Host
+	group   uint64 // the message's group, on a Host
 	timer   *time.Timer
 }
 
 // schedule arranges for m to be delivered after delay; it returns false when
 // the network is closed.
-func (nw *InmemNetwork) schedule(m Message, delay time.Duration) bool {
-	d := &inmemDelayed{network: nw, msg: m}
+func (nw *InmemNetwork) schedule(host bool, group uint64, m Message, delay time.Duration) bool {
+	d := &inmemDelayed{network: nw, msg: m, host: host, group: group}
 	nw.pendingMu.Lock()
 	defer nw.pendingMu.Unlock()
 	if nw.closed {
@@ -549,7 +559,7 @@ func (d *inmemDelayed) fire() {
 	// The receiver is the endpoint attached now, which may be a restarted
 	// node: like a packet on a real network, a late message reaches whoever
 	// listens at the address when it arrives.
-	if nw.state.Load().deliver(&d.msg) {
+	if nw.state.Load().deliver(d.host, d.group, &d.msg) {
 		nw.stats.delivered.Add(1)
 	} else {
 		nw.stats.droppedNoReceiver.Add(1)
@@ -566,9 +576,13 @@ type inmemEndpoint struct {
 	phase inmemPhase
 
 	// deliver is set by Attach before the endpoint is published in the
-	// network's state, and never changed afterwards.
-	deliver func(Message)
-	gate    inmemGate
+	// network's state, and never changed afterwards; on a Host's endpoint
+	// deliverGroup is, instead.
+	deliver      func(Message)
+	deliverGroup func(group uint64, m Message)
+	gate         inmemGate
+	// host: the endpoint of a Host (host.go), whose messages carry a group.
+	host bool
 
 	// The nodes the endpoint may send to: peers from the last SetPeers,
 	// heard those it received a message from. Both maps are immutable once
@@ -593,11 +607,30 @@ var _ Transport = (*inmemEndpoint)(nil)
 
 // Attach registers deliver for the messages addressed to the endpoint's node.
 func (ep *inmemEndpoint) Attach(id uint64, deliver func(Message)) error {
-	if id != ep.id {
-		return fmt.Errorf("raft: in-memory transport of node %d cannot attach node %d", ep.id, id)
-	}
 	if deliver == nil {
 		return errors.New("raft: in-memory transport: nil deliver function")
+	}
+	return ep.attach(id, deliver, nil)
+}
+
+// hostTransport returns a new endpoint for the Host id, whose messages
+// carry a group; attach it with attachHost. It reaches the other Hosts'
+// endpoints and no single node's.
+func (nw *InmemNetwork) hostTransport(id uint64) *inmemEndpoint {
+	ep := nw.Transport(id).(*inmemEndpoint)
+	ep.host = true
+	return ep
+}
+
+// attachHost registers deliver for the messages addressed to the Host's
+// endpoint, with their groups.
+func (ep *inmemEndpoint) attachHost(deliver func(group uint64, m Message)) error {
+	return ep.attach(ep.id, nil, deliver)
+}
+
+func (ep *inmemEndpoint) attach(id uint64, deliver func(Message), deliverGroup func(uint64, Message)) error {
+	if id != ep.id {
+		return fmt.Errorf("raft: in-memory transport of node %d cannot attach node %d", ep.id, id)
 	}
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
@@ -607,12 +640,12 @@ func (ep *inmemEndpoint) Attach(id uint64, deliver func(Message)) error {
 	case inmemDetached:
 		return errInmemDetached
 	}
-	ep.deliver = deliver
+	ep.deliver, ep.deliverGroup = deliver, deliverGroup
 	err := ep.network.updateEndpoints(func(endpoints map[uint64]*inmemEndpoint) {
 		endpoints[ep.id] = ep
 	})
 	if err != nil {
-		ep.deliver = nil
+		ep.deliver, ep.deliverGroup = nil, nil
 		return err
 	}
 	ep.phase = inmemAttached
@@ -620,7 +653,10 @@ func (ep *inmemEndpoint) Attach(id uint64, deliver func(Message)) error {
 }
 
 // Send delivers or schedules each message; it never blocks.
-func (ep *inmemEndpoint) Send(msgs []Message) {
+func (ep *inmemEndpoint) Send(msgs []Message) { ep.sendGroup(0, msgs) }
+
+// sendGroup is Send for the messages of one group of a Host.
+func (ep *inmemEndpoint) sendGroup(group uint64, msgs []Message) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -643,22 +679,22 @@ func (ep *inmemEndpoint) Send(msgs []Message) {
 		switch {
 		case !inmemKnows(peers, m.To) && !inmemKnows(heard, m.To):
 			c.droppedUnknownPeer++
-			r.report(ep, m)
+			r.report(ep, group, m)
 		case st.rules != nil && !st.rules.allows(ep.id, m.To):
 			c.droppedByPartition++
-			r.report(ep, m)
+			r.report(ep, group, m)
 		case filter != nil:
 			switch (*filter)(ep.id, m) {
 			case inmemPass:
-				nw.sendOne(st, m, &c, &r, ep)
+				nw.sendOne(st, group, m, &c, &r, ep)
 			case inmemDropReported:
-				r.report(ep, m)
+				r.report(ep, group, m)
 				fallthrough
 			default:
 				c.droppedByFault++
 			}
 		default:
-			nw.sendOne(st, m, &c, &r, ep)
+			nw.sendOne(st, group, m, &c, &r, ep)
 		}
 		if tm != nil {
 			tally.add(tm, m.To, &before, &c)
@@ -720,20 +756,20 @@ func (t *inmemTally) flush(tm *transportMetrics) {
 // refused connection would be; of what random faults drop, only snapshot
 // chunks are, as a broken connection would lose them (a lost packet of any
 // other message goes unnoticed).
-func (nw *InmemNetwork) sendOne(st *inmemState, m *Message, c *sendCounts, r *inmemReporter, ep *inmemEndpoint) {
+func (nw *InmemNetwork) sendOne(st *inmemState, group uint64, m *Message, c *sendCounts, r *inmemReporter, ep *inmemEndpoint) {
 	if !st.faulty {
-		if st.deliver(m) {
+		if st.deliver(ep.host, group, m) {
 			c.delivered++
 		} else {
 			c.droppedNoReceiver++
-			r.report(ep, m)
+			r.report(ep, group, m)
 		}
 		return
 	}
 	lost, absent := c.droppedByFault, c.droppedNoReceiver
-	nw.sendFaulty(st, m, c)
+	nw.sendFaulty(st, ep.host, group, m, c)
 	if c.droppedNoReceiver > absent || (c.droppedByFault > lost && m.Type == MsgSnapshot) {
-		r.report(ep, m)
+		r.report(ep, group, m)
 	}
 }
 
@@ -741,12 +777,12 @@ func (nw *InmemNetwork) sendOne(st *inmemState, m *Message, c *sendCounts, r *in
 // Node (see Unreachable).
 type inmemReporter struct{ lossReports }
 
-func (r *inmemReporter) report(ep *inmemEndpoint, m *Message) {
-	if ep.deliver == nil || m.To == ep.id || !r.wants(m) {
+func (r *inmemReporter) report(ep *inmemEndpoint, group uint64, m *Message) {
+	if (ep.deliver == nil && ep.deliverGroup == nil) || m.To == ep.id || !r.wantsIn(group, m) {
 		return // never attached: no Node to tell; a message to itself; or reported already
 	}
 	report := Unreachable(*m)
-	if ep.receive(&report) {
+	if ep.receive(group, &report) {
 		ep.network.stats.reported.Add(1)
 	}
 }
@@ -820,7 +856,7 @@ func (ep *inmemEndpoint) Detach() {
 
 // receive calls the endpoint's deliver callback unless the endpoint is
 // detached, and reports whether it did.
-func (ep *inmemEndpoint) receive(m *Message) bool {
+func (ep *inmemEndpoint) receive(group uint64, m *Message) bool {
 	if !ep.gate.enter() {
 		return false
 	}
@@ -830,7 +866,11 @@ func (ep *inmemEndpoint) receive(m *Message) bool {
 		// word from that peer.
 		ep.hear(m.From)
 	}
-	ep.deliver(*m)
+	if ep.host {
+		ep.deliverGroup(group, *m)
+	} else {
+		ep.deliver(*m)
+	}
 	return true
 }
 

@@ -752,13 +752,17 @@ func (n *Node) run() {
 		// Before the ticker: its k-th fire comes k periods after base or later.
 		n.clock = &nodeClock{base: time.Now(), period: n.tickInterval, maxCatchUp: n.electionTick}
 	}
-	ticker := time.NewTicker(n.tickInterval)
-	defer ticker.Stop()
+	ticks := externalTicks(n.transport) // a Host's groups share its clock (host_clock.go)
+	if ticks == nil {
+		ticker := time.NewTicker(n.tickInterval)
+		defer ticker.Stop()
+		ticks = ticker.C
+	}
 	for {
 		select {
 		case <-n.done:
 			return
-		case <-ticker.C:
+		case <-ticks:
 			n.tickCore()
 			n.ticked = true
 			n.retryReads()

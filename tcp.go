@@ -323,6 +323,11 @@ type TCPTransport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the transport
 
+	// host: the transport of a Host (host.go), in host mode: hellos of
+	// version tcpHostVersion, frames that carry a group ID, node IDs that
+	// are host IDs. Set before any goroutine starts.
+	host bool
+
 	node     atomic.Pointer[tcpAttachment] // set by Attach
 	attached chan struct{}                 // closed by Attach: handshakes held while starting may go on
 	gate     inmemGate                     // lets Detach stop deliveries and wait for those under way
@@ -346,8 +351,10 @@ type TCPTransport struct {
 }
 
 type tcpAttachment struct {
-	id      uint64
-	deliver func(Message)
+	id uint64
+	// deliver takes each inbound message and each loss report, with the
+	// group it belongs to (0 outside host mode).
+	deliver func(group uint64, m Message)
 }
 
 type tcpStreamKey struct {
@@ -363,6 +370,12 @@ var _ Transport = (*TCPTransport)(nil)
 // them), so that peers reach a node that is starting as soon as it is up;
 // hand it to NewNode, and Close it after closing the Node.
 func NewTCPTransport(cfg TCPConfig) (*TCPTransport, error) {
+	return newTCPTransport(cfg, false)
+}
+
+// newTCPTransport is NewTCPTransport, in host mode when host is set (see
+// TCPTransport.host).
+func newTCPTransport(cfg TCPConfig, host bool) (*TCPTransport, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -379,6 +392,7 @@ func NewTCPTransport(cfg TCPConfig) (*TCPTransport, error) {
 		advertise: cfg.AdvertiseAddr,
 		ctx:       ctx,
 		cancel:    cancel,
+		host:      host,
 		attached:  make(chan struct{}),
 		gate:      inmemGate{drained: make(chan struct{}, 1)},
 		members:   map[uint64]bool{},
@@ -438,14 +452,28 @@ func (t *TCPTransport) Stats() TCPStats {
 	}
 }
 
+// version is the protocol version the transport speaks (tcp_wire.go).
+func (t *TCPTransport) version() byte {
+	if t.host {
+		return tcpHostVersion
+	}
+	return tcpVersion
+}
+
 // Attach starts delivering inbound messages addressed to node id. A
 // TCPTransport serves one node once: Attach fails after Detach or Close.
 func (t *TCPTransport) Attach(id uint64, deliver func(Message)) error {
-	if id == 0 {
-		return errors.New("raft: TCP transport: cannot attach node ID 0")
-	}
 	if deliver == nil {
 		return errors.New("raft: TCP transport: nil deliver function")
+	}
+	return t.attach(id, func(_ uint64, m Message) { deliver(m) })
+}
+
+// attach is Attach with a deliver function that also takes the group of
+// each message (host mode).
+func (t *TCPTransport) attach(id uint64, deliver func(group uint64, m Message)) error {
+	if id == 0 {
+		return errors.New("raft: TCP transport: cannot attach node ID 0")
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -465,7 +493,15 @@ func (t *TCPTransport) Attach(id uint64, deliver func(Message)) error {
 // Send queues each message on its peer's lane and returns at once. A message
 // is dropped, and counted, when its peer has no known address, when it is
 // longer than MaxFrameSize, or when the lane's queue is full.
-func (t *TCPTransport) Send(msgs []Message) {
+func (t *TCPTransport) Send(msgs []Message) { t.sendGroup(0, msgs) }
+
+// sendGroup is Send for the messages of one group: in host mode each frame
+// carries group, and losses are reported to it.
+func (t *TCPTransport) sendGroup(group uint64, msgs []Message) {
+	prefix := 0 // the group ID's bytes in each frame body
+	if t.host {
+		prefix = uvarintLen(group)
+	}
 	peers := *t.peers.Load()
 	tm := t.metrics.Load()
 	var unknown, tooLarge, full uint64
@@ -477,11 +513,11 @@ func (t *TCPTransport) Send(msgs []Message) {
 			if p = t.learnedPeer(m.To); p == nil {
 				unknown++
 				tm.droppedTo(m.To, dropUnknownPeer, 1, 0)
-				t.reportIf(&reports, m)
+				t.reportIf(&reports, group, m)
 				continue
 			}
 		}
-		size := m.EncodedSize()
+		size := m.EncodedSize() + prefix
 		if size > t.cfg.MaxFrameSize {
 			tooLarge++
 			tm.droppedTo(m.To, dropTooLarge, 1, size)
@@ -489,10 +525,10 @@ func (t *TCPTransport) Send(msgs []Message) {
 				zap.Stringer("type", m.Type), zap.Int("size", size), zap.Int("maxFrameSize", t.cfg.MaxFrameSize))
 			continue
 		}
-		if !p.senders[t.laneFor(m, size)].push(m, size) {
+		if !p.senders[t.laneFor(m, size)].push(group, m, size) {
 			full++
 			tm.droppedTo(m.To, dropQueueFull, 1, size)
-			t.reportIf(&reports, m)
+			t.reportIf(&reports, group, m)
 		}
 	}
 	addIf(&t.stats.droppedUnknownPeer, unknown)
@@ -514,30 +550,31 @@ func (t *TCPTransport) laneFor(m *Message, size int) tcpLane {
 // instrument makes t record to m (nil: nothing); the Node calls it.
 func (t *TCPTransport) instrument(m *transportMetrics) { t.metrics.Store(m) }
 
-// report tells the Node that m was lost (see Unreachable).
-func (t *TCPTransport) report(m *Message) {
+// report tells the Node (of group, on a Host) that m was lost (see
+// Unreachable).
+func (t *TCPTransport) report(group uint64, m *Message) {
 	self := t.node.Load()
 	if self == nil || !t.gate.enter() {
 		return
 	}
-	self.deliver(Unreachable(*m))
+	self.deliver(group, Unreachable(*m))
 	t.gate.exit()
 }
 
 // reportIf reports m unless reports has one like it.
-func (t *TCPTransport) reportIf(reports *lossReports, m *Message) {
-	if reports.wants(m) {
-		t.report(m)
+func (t *TCPTransport) reportIf(reports *lossReports, group uint64, m *Message) {
+	if reports.wantsIn(group, m) {
+		t.report(group, m)
 	}
 }
 
 // reportLost reports the messages of a batch that was lost: its snapshot
-// chunks, each of which the Node sends again, and its first message, which
-// tells that the peer is unreachable.
+// chunks, each of which the Node sends again, and its first message (per
+// group), which tells that the peer is unreachable.
 func (t *TCPTransport) reportLost(lost []tcpQueued) {
 	var reports lossReports
 	for i := range lost {
-		t.reportIf(&reports, &lost[i].msg)
+		t.reportIf(&reports, lost[i].group, &lost[i].msg)
 	}
 }
 

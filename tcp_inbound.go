@@ -116,11 +116,11 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 		state := tc.ConnectionState()
 		tlsState = &state
 	}
-	hello, err := readTCPHello(conn)
+	hello, err := readTCPHelloOf(conn, t.version())
 	if err != nil {
 		var version *tcpVersionError
 		if errors.As(err, &version) {
-			_, _ = conn.Write(tcpReply(tcpRefusedVersion))
+			_, _ = conn.Write(tcpReplyOf(t.version(), tcpRefusedVersion))
 		}
 		t.refuse(in, "bad hello", err)
 		return
@@ -148,7 +148,7 @@ func (t *TCPTransport) serveConn(in *tcpInbound) {
 			status = tcpRefusedIdentity
 		}
 	}
-	if _, err := conn.Write(tcpReply(status)); err != nil || status != tcpAccepted {
+	if _, err := conn.Write(tcpReplyOf(t.version(), status)); err != nil || status != tcpAccepted {
 		if status != tcpAccepted {
 			fields := []zap.Field{zap.Uint64("from", hello.from), zap.Uint64("to", hello.to), zap.String("cluster", hello.cluster)}
 			if status == tcpRefusedIdentity && !in.byUs.Load() {
@@ -277,6 +277,15 @@ func (t *TCPTransport) readFrames(in *tcpInbound, conn net.Conn, from uint64, se
 			t.badFrame(in, from, fmt.Sprintf("connection ended or stalled inside a frame of %d bytes", size), err)
 			return
 		}
+		var group uint64 // host mode: the frame's group
+		if t.host {
+			g, n := binary.Uvarint(body)
+			if n <= 0 || g == 0 || n != uvarintLen(g) {
+				t.badFrame(in, from, "frame does not begin with a valid group ID (a non-zero, minimal uvarint)", nil)
+				return
+			}
+			group, body = g, body[n:]
+		}
 		var m Message
 		if err := m.UnmarshalBinary(body); err != nil {
 			t.badFrame(in, from, "frame does not hold a valid message", err)
@@ -294,7 +303,7 @@ func (t *TCPTransport) readFrames(in *tcpInbound, conn net.Conn, from uint64, se
 		if !t.gate.enter() {
 			return // detached
 		}
-		self.deliver(m)
+		self.deliver(group, m)
 		t.gate.exit()
 		t.stats.received.Add(1)
 	}

@@ -126,10 +126,12 @@ func (t *TCPTransport) learn(id uint64, addr string) {
 	}
 }
 
-// tcpQueued is a message waiting in a lane's queue with its encoded size.
+// tcpQueued is a message waiting in a lane's queue with the size of its
+// frame body: its encoding, after its group ID in host mode.
 type tcpQueued struct {
-	msg  Message
-	size int
+	msg   Message
+	size  int
+	group uint64 // the message's group on a Host; 0 otherwise
 }
 
 // tcpSender sends the messages of one lane to one peer. Send appends to
@@ -149,7 +151,7 @@ type tcpSender struct {
 	// lastChunk is the last snapshot chunk written to the connection (its
 	// Data left out), reported lost if the connection breaks: the peer may
 	// not have read it. Only run uses it.
-	lastChunk *Message
+	lastChunk *tcpQueued
 
 	// connect asks run to dial even with nothing queued; retry asks it to
 	// forget the backoff after failed dials. Both are consumed by run.
@@ -173,14 +175,14 @@ func (s *tcpSender) retryNow() {
 // push queues m unless the queue is full. It wakes the goroutine when the
 // queue was empty; otherwise the goroutine has not taken the queue yet and
 // will find m with the rest.
-func (s *tcpSender) push(m *Message, size int) bool {
+func (s *tcpSender) push(group uint64, m *Message, size int) bool {
 	s.mu.Lock()
 	n := len(s.queue)
 	if n >= s.t.cfg.QueueSize {
 		s.mu.Unlock()
 		return false
 	}
-	s.queue = append(s.queue, tcpQueued{msg: *m, size: size})
+	s.queue = append(s.queue, tcpQueued{msg: *m, size: size, group: group})
 	s.mu.Unlock()
 	if n == 0 {
 		s.signal()
@@ -258,7 +260,7 @@ func (s *tcpSender) run(ctx context.Context) {
 		conn = nil
 		timer.Stop()
 		if s.lastChunk != nil {
-			t.report(s.lastChunk)
+			t.report(s.lastChunk.group, &s.lastChunk.msg)
 			s.lastChunk = nil
 		}
 		if ctx.Err() == nil {
@@ -421,9 +423,9 @@ func (s *tcpSender) writeQueued(c *tcpConn, spare *[]tcpQueued) (bool, error) {
 				clear(batch)
 				return false, err
 			}
-			if m := &batch[i].msg; m.Type == MsgSnapshot {
-				chunk := *m
-				chunk.Data, chunk.Entries = nil, nil
+			if q := &batch[i]; q.msg.Type == MsgSnapshot {
+				chunk := *q
+				chunk.msg.Data, chunk.msg.Entries = nil, nil
 				s.lastChunk = &chunk
 			}
 			written++
@@ -454,6 +456,7 @@ type tcpConn struct {
 	conn      net.Conn // raw, or the TLS connection over it
 	w         *bufio.Writer
 	scratch   []byte        // encodes frames too large for w's free space
+	groups    bool          // host mode: each frame body starts with its group ID
 	dead      chan struct{} // closed when the peer closes the connection (or writes to it)
 	stopWatch func() bool   // stops the context.AfterFunc that closes raw on cancel
 }
@@ -499,7 +502,7 @@ func (s *tcpSender) dial(ctx context.Context) (*tcpConn, error) {
 		}
 		c.conn = tc
 	}
-	hello := tcpHello{lane: s.lane, from: self.id, to: s.peer, cluster: t.cfg.ClusterID, addr: t.advertise}
+	hello := tcpHello{version: t.version(), lane: s.lane, from: self.id, to: s.peer, cluster: t.cfg.ClusterID, addr: t.advertise}
 	if _, err := c.conn.Write(hello.appendTo(nil)); err != nil {
 		return nil, fmt.Errorf("writing the hello: %w", err)
 	}
@@ -511,12 +514,13 @@ func (s *tcpSender) dial(ctx context.Context) (*tcpConn, error) {
 		return nil, errTCPBadMagic
 	}
 	if status := tcpStatus(reply[5]); status != tcpAccepted {
-		return nil, &tcpRefusedError{status: status, version: reply[4]}
+		return nil, &tcpRefusedError{status: status, version: reply[4], ours: t.version()}
 	}
 	if err := raw.SetDeadline(time.Time{}); err != nil {
 		return nil, err
 	}
 	c.w = bufio.NewWriterSize(c.conn, tcpWriteBuffer)
+	c.groups = t.host
 	ok = true
 	t.stats.outboundConns.Add(1)
 	t.wg.Add(1) // the sender's goroutine is counted, so this cannot race with Close's Wait
@@ -553,6 +557,9 @@ func (c *tcpConn) writeFrame(q *tcpQueued) error {
 		buf = c.scratch[:0]
 	}
 	buf = binary.BigEndian.AppendUint32(buf, uint32(q.size))
+	if c.groups {
+		buf = binary.AppendUvarint(buf, q.group)
+	}
 	buf, err := q.msg.AppendBinary(buf)
 	if err != nil {
 		return err

@@ -72,8 +72,27 @@ package raft
 // for IdleReadTimeout all close the connection. A message whose From is not
 // the hello's "from", or whose To is not the acceptor's node ID, is dropped
 // (the connection stays open).
+//
+// Host mode (version 2). A Host (host.go) runs many Raft groups and carries
+// the messages of all of them over the same connections; a group's members
+// are hosts, so "from" and "to" are host IDs. Its hello is the one above
+// with version 2, and every frame body starts with the group's ID:
+//
+//	length       4 bytes   big-endian unsigned L, counting the group ID
+//	group        uvarint   the group's ID, non-zero, minimal (as in codec.go)
+//	message      the rest: one Message in the binary encoding of codec.go
+//
+// A Host sends only version-2 hellos and accepts only those; a single-node
+// TCPTransport sends only version 1 and accepts only version 1, so each
+// refuses the other with status 1 (unsupported version), as a transport
+// of an earlier release, which knows only version 1, refuses a Host.
+// Frames and rules are otherwise those of version 1: a frame whose group
+// ID does not decode, is 0 or is not minimal closes the connection; a
+// message for a group the host does not run is dropped (counted) and the
+// connection stays open.
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -91,6 +110,10 @@ const (
 	tcpReadBuffer     = 64 << 10
 	tcpMaxLearned     = 16 // addresses learned from handshakes of non-members
 )
+
+// tcpHostVersion is the protocol version of host mode, whose frames carry a
+// group ID (see the top of this file); tcpVersion is a single node's.
+const tcpHostVersion = 2
 
 // tcpLane is the connection a message travels on.
 type tcpLane uint8
@@ -151,20 +174,37 @@ var (
 // its protocol version.
 type tcpRefusedError struct {
 	status  tcpStatus
-	version byte
+	version byte // the peer's
+	ours    byte // the version this side sent; 0 means tcpVersion
 }
 
 func (e *tcpRefusedError) Error() string {
 	if e.status == tcpRefusedVersion {
-		return fmt.Sprintf("handshake refused by the peer: %v (this node speaks %d, the peer %d)", e.status, tcpVersion, e.version)
+		ours := cmp.Or(e.ours, tcpVersion)
+		return fmt.Sprintf("handshake refused by the peer: %v (this node speaks %d, the peer %d)", e.status, ours, e.version) +
+			hostModeHint(ours, e.version, "the peer")
 	}
 	return "handshake refused by the peer: " + e.status.String()
+}
+
+// hostModeHint explains a version mismatch between a Host and a single
+// node's transport, which otherwise reads like two releases that cannot
+// talk; other is who speaks version theirs ("the peer", "the dialer").
+func hostModeHint(ours, theirs byte, other string) string {
+	switch {
+	case ours == tcpHostVersion && theirs == tcpVersion:
+		return "; " + other + " is a single node's TCPTransport (or a release without hosts), and a Host connects only to Hosts"
+	case ours == tcpVersion && theirs == tcpHostVersion:
+		return "; " + other + " is a Host, which multiplexes Raft groups and connects only to Hosts, not to a single node's TCPTransport"
+	}
+	return ""
 }
 
 // ---- The handshake ----
 
 // tcpHello is the handshake a dialer sends; see the top of this file.
 type tcpHello struct {
+	version  byte // written; 0 means tcpVersion (a reader leaves it 0: it knows which it read)
 	lane     tcpLane
 	from, to uint64
 	cluster  string
@@ -173,7 +213,7 @@ type tcpHello struct {
 
 func (h *tcpHello) appendTo(buf []byte) []byte {
 	buf = append(buf, tcpMagic...)
-	buf = append(buf, tcpVersion, byte(h.lane))
+	buf = append(buf, cmp.Or(h.version, tcpVersion), byte(h.lane))
 	buf = binary.BigEndian.AppendUint64(buf, h.from)
 	buf = binary.BigEndian.AppendUint64(buf, h.to)
 	buf = append(buf, byte(len(h.cluster)))
@@ -183,16 +223,26 @@ func (h *tcpHello) appendTo(buf []byte) []byte {
 }
 
 // tcpVersionError is a hello of another protocol version.
-type tcpVersionError struct{ version byte }
-
-func (e *tcpVersionError) Error() string {
-	return fmt.Sprintf("unsupported protocol version %d (this node speaks %d)", e.version, tcpVersion)
+type tcpVersionError struct {
+	version byte // the hello's
+	ours    byte // the version the acceptor speaks; 0 means tcpVersion
 }
 
-// readTCPHello reads a hello from r, which the caller bounds with a
-// deadline. It reads exactly the hello's bytes and allocates at most the
-// two strings of at most 255 bytes each.
-func readTCPHello(r io.Reader) (tcpHello, error) {
+func (e *tcpVersionError) Error() string {
+	ours := cmp.Or(e.ours, tcpVersion)
+	return fmt.Sprintf("unsupported protocol version %d (this node speaks %d)", e.version, ours) +
+		hostModeHint(ours, e.version, "the dialer")
+}
+
+// readTCPHello reads a version-1 hello (a single node's) from r; see
+// readTCPHelloOf.
+func readTCPHello(r io.Reader) (tcpHello, error) { return readTCPHelloOf(r, tcpVersion) }
+
+// readTCPHelloOf reads a hello of the given version from r, which the
+// caller bounds with a deadline; a hello of another version is a
+// *tcpVersionError. It reads exactly the hello's bytes and allocates at
+// most the two strings of at most 255 bytes each.
+func readTCPHelloOf(r io.Reader, version byte) (tcpHello, error) {
 	var h tcpHello
 	var fixed [tcpHelloFixedSize]byte
 	// Magic and version first: a stray client is turned away without
@@ -203,8 +253,8 @@ func readTCPHello(r io.Reader) (tcpHello, error) {
 	if string(fixed[:4]) != tcpMagic {
 		return h, errTCPBadMagic
 	}
-	if fixed[4] != tcpVersion {
-		return h, &tcpVersionError{version: fixed[4]}
+	if fixed[4] != version {
+		return h, &tcpVersionError{version: fixed[4], ours: version}
 	}
 	if _, err := io.ReadFull(r, fixed[5:]); err != nil {
 		return h, err
@@ -229,6 +279,10 @@ func readTCPHello(r io.Reader) (tcpHello, error) {
 	return h, nil
 }
 
-func tcpReply(status tcpStatus) []byte {
-	return append([]byte(tcpMagic), tcpVersion, byte(status))
+// tcpReply is a single node's reply (version 1).
+func tcpReply(status tcpStatus) []byte { return tcpReplyOf(tcpVersion, status) }
+
+// tcpReplyOf is the reply of an acceptor that speaks version.
+func tcpReplyOf(version byte, status tcpStatus) []byte {
+	return append([]byte(tcpMagic), version, byte(status))
 }

@@ -217,25 +217,42 @@ func Unreachable(lost Message) Message {
 }
 
 // lossReports thins out the reports of one batch of lost messages: every
-// snapshot chunk is reported, and one other message per peer.
+// snapshot chunk is reported, and one other message per peer (per group
+// and peer on a Host, whose batches carry the messages of many groups).
 type lossReports struct {
-	peers [4]uint64 // peers already reported, the first few
-	n     int
+	seen [4]lossKey // reported already, the first few
+	n    int
+	more map[lossKey]struct{} // reported already, beyond the first few
 }
 
+type lossKey struct{ group, peer uint64 }
+
 // wants reports whether the loss of m is to be reported.
-func (r *lossReports) wants(m *Message) bool {
+func (r *lossReports) wants(m *Message) bool { return r.wantsIn(0, m) }
+
+// wantsIn reports whether the loss of m, a message of group (0 outside a
+// Host), is to be reported.
+func (r *lossReports) wantsIn(group uint64, m *Message) bool {
 	if m.Type == MsgSnapshot {
 		return true
 	}
-	for _, id := range r.peers[:r.n] {
-		if id == m.To {
+	key := lossKey{group: group, peer: m.To}
+	for _, k := range r.seen[:r.n] {
+		if k == key {
 			return false
 		}
 	}
-	if r.n < len(r.peers) {
-		r.peers[r.n] = m.To
+	if r.n < len(r.seen) {
+		r.seen[r.n] = key
 		r.n++
+		return true
 	}
+	if _, ok := r.more[key]; ok {
+		return false
+	}
+	if r.more == nil {
+		r.more = make(map[lossKey]struct{})
+	}
+	r.more[key] = struct{}{}
 	return true
 }

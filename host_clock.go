@@ -1,0 +1,184 @@
+package raft
+
+// The shared clock of a Host (host.go): one ticker per host drives the ticks
+// of every group it runs, instead of a time.Ticker per Node.
+//
+// The host's clock fires every HostConfig.TickInterval (the host tick). A
+// group whose tick (Config: the shorter of HeartbeatInterval and
+// ElectionTimeout/10) is k host ticks long is given one of k slots when it
+// starts, round robin, and ticks at the host ticks of its slot: every k-th
+// host tick. The groups of a host therefore do not all tick, and send
+// their heartbeats, at the same moment, but spread evenly over their tick.
+//
+// A tick reaches a group as a time.Ticker's fire reaches a Node: through a
+// channel with room for one, sent without blocking, so that a group whose
+// event loop is busy misses ticks rather than holding up the others, and
+// receives at most one stale tick when it is free again. That is what lease
+// reads (node_lease.go) assume of a ticker: ticks a period apart, of which
+// one may arrive late; a leader makes up missed ticks by the monotonic
+// clock. When the host's own goroutine falls behind (the process was
+// stalled), the host ticks each group at most once for the host ticks
+// missed, as a time.Ticker drops the fires its reader missed. A host tick
+// is never handed out before its time. A group's first tick may come
+// sooner than a whole tick after it starts (its slot comes up): that
+// makes a leader count more time than passed, never less, which only
+// shortens a lease.
+
+import (
+	"sync"
+	"time"
+)
+
+// DefaultHostTickInterval is the default HostConfig.TickInterval.
+const DefaultHostTickInterval = 10 * time.Millisecond
+
+// tickSource is implemented by a Transport that also brings its Node the
+// ticks of its clock: a group's view of its Host (host_transport.go). A
+// Node on any other Transport runs a time.Ticker of its own.
+type tickSource interface {
+	// ticks returns the channel of the node's ticks; nil: none (the node
+	// runs its own ticker).
+	ticks() <-chan time.Time
+}
+
+// externalTicks returns the ticks that transport brings its node, or nil.
+func externalTicks(transport Transport) <-chan time.Time {
+	if src, ok := transport.(tickSource); ok {
+		return src.ticks()
+	}
+	return nil
+}
+
+// hostClock is a Host's ticker and the groups it ticks.
+type hostClock struct {
+	period time.Duration
+	start  time.Time
+
+	mu      sync.Mutex
+	classes map[int]*tickClass // by the group tick's length in host ticks
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// tickClass holds the groups whose tick is the same number of host ticks
+// long, by slot.
+type tickClass struct {
+	slots [][]*hostTicked
+	next  int // the slot of the next group to join
+	count int
+}
+
+// hostTicked is a group's place on the clock.
+type hostTicked struct {
+	every int            // the group's tick, in host ticks
+	slot  int            // it ticks at the host ticks n with n % every == slot
+	index int            // its index in its slot, for removal
+	c     chan time.Time // capacity 1
+}
+
+func newHostClock(period time.Duration) *hostClock {
+	c := &hostClock{
+		period:  period,
+		start:   time.Now(),
+		classes: map[int]*tickClass{},
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go c.run()
+	return c
+}
+
+// add puts a group whose tick is every host ticks long on the clock.
+func (c *hostClock) add(every int) *hostTicked {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	class := c.classes[every]
+	if class == nil {
+		class = &tickClass{slots: make([][]*hostTicked, every)}
+		c.classes[every] = class
+	}
+	g := &hostTicked{every: every, slot: class.next, c: make(chan time.Time, 1)}
+	class.next = (class.next + 1) % every
+	g.index = len(class.slots[g.slot])
+	class.slots[g.slot] = append(class.slots[g.slot], g)
+	class.count++
+	return g
+}
+
+// remove takes g off the clock; no tick is sent to it after remove returns.
+func (c *hostClock) remove(g *hostTicked) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	class := c.classes[g.every]
+	if class == nil || g.index < 0 {
+		return
+	}
+	slot := class.slots[g.slot]
+	last := len(slot) - 1
+	slot[g.index] = slot[last]
+	slot[g.index].index = g.index
+	slot[last] = nil
+	class.slots[g.slot] = slot[:last]
+	g.index = -1
+	if class.count--; class.count == 0 {
+		delete(c.classes, g.every)
+	}
+}
+
+func (c *hostClock) run() {
+	defer close(c.done)
+	ticker := time.NewTicker(c.period)
+	defer ticker.Stop()
+	var last int64 // the last host tick handed out
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-ticker.C:
+		}
+		now := time.Now()
+		// Host ticks are counted by the monotonic clock, not by the
+		// ticker's fires: the slots stay a whole group tick apart even
+		// when the ticker drops fires.
+		current := int64(now.Sub(c.start) / c.period)
+		if current <= last {
+			continue
+		}
+		c.fire(last, current, now)
+		last = current
+	}
+}
+
+// fire ticks the groups whose slots came up in the host ticks (last,
+// current]: each at most once.
+func (c *hostClock) fire(last, current int64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for every, class := range c.classes {
+		if current-last >= int64(every) {
+			for _, slot := range class.slots {
+				sendTicks(slot, now)
+			}
+			continue
+		}
+		for n := last + 1; n <= current; n++ {
+			sendTicks(class.slots[n%int64(every)], now)
+		}
+	}
+}
+
+func sendTicks(groups []*hostTicked, now time.Time) {
+	for _, g := range groups {
+		select {
+		case g.c <- now:
+		default: // the group has not taken its last tick yet
+		}
+	}
+}
+
+// close stops the clock's goroutine and waits for it.
+func (c *hostClock) close() {
+	close(c.stop)
+	<-c.done
+}
