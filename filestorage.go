@@ -201,6 +201,9 @@ func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
 
 // recover replays every segment.
 func (s *FileStorage) recover() error {
+	if hs, _ := filepath.Glob(filepath.Join(s.dir, "hwal-*.log")); len(hs) > 0 {
+		return fmt.Errorf("%w: %s holds a HostStorage's log (hwal-*.log), not a FileStorage's", ErrInvalidConfig, s.dir)
+	}
 	names, err := filepath.Glob(filepath.Join(s.dir, "wal-*.log"))
 	if err != nil {
 		return err
@@ -254,7 +257,7 @@ func (s *FileStorage) replay(seg *segment, last bool) error {
 		if v, newer := newerFormat(data, walMagic); newer {
 			return fmt.Errorf("%w: %s: segment format %02d; this build reads up to %s", ErrNewerVersion, name, v, walMagic[5:7])
 		}
-		if last && isTornHeader(data) {
+		if last && isTornHeader(data, walMagic) {
 			// Crashed while creating this segment: nothing in it was written.
 			return s.truncateSegment(seg, 0, true)
 		}
@@ -286,9 +289,9 @@ func (s *FileStorage) replay(seg *segment, last bool) error {
 
 // isTornHeader reports whether data can be what a crash left while the
 // segment was being created: a prefix of the magic, then only zeros.
-func isTornHeader(data []byte) bool {
+func isTornHeader(data []byte, magic string) bool {
 	n := 0
-	for n < len(data) && n < len(walMagic) && data[n] == walMagic[n] {
+	for n < len(data) && n < len(magic) && data[n] == magic[n] {
 		n++
 	}
 	for _, b := range data[n:] {
@@ -800,7 +803,7 @@ func (s *FileStorage) flush() {
 			return s.termAt(i)
 		}
 		for _, req := range batch {
-			if e := validateSave(req.entries, s.first, last); e != nil {
+			if e := validateSave("FileStorage", req.entries, s.first, last); e != nil {
 				req.err = e
 				continue
 			}
@@ -866,18 +869,19 @@ func (s *FileStorage) flush() {
 	s.flushed.Broadcast()
 }
 
-// validateSave checks that entries can follow a log [first, last].
-func validateSave(entries []Entry, first, last uint64) error {
+// validateSave checks that entries can follow a log [first, last]; who
+// names the storage in the error.
+func validateSave(who string, entries []Entry, first, last uint64) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	at := entries[0].Index
 	if at < first || at > last+1 {
-		return fmt.Errorf("raft: FileStorage.Save: entry %d does not follow the log [%d, %d]", at, first, last)
+		return fmt.Errorf("raft: %s.Save: entry %d does not follow the log [%d, %d]", who, at, first, last)
 	}
 	for i, e := range entries {
 		if e.Index != at+uint64(i) {
-			return fmt.Errorf("raft: FileStorage.Save: entries are not consecutive at index %d", e.Index)
+			return fmt.Errorf("raft: %s.Save: entries are not consecutive at index %d", who, e.Index)
 		}
 	}
 	return nil
