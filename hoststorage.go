@@ -120,6 +120,10 @@ type HostStorage struct {
 	// snapMu makes one Group at a time verify a group's snapshots (outside
 	// mu: that reads whole files).
 	snapMu sync.Mutex
+
+	// forceCleaning makes every flush clean the log when it has more than
+	// one segment (tests).
+	forceCleaning bool
 }
 
 // hostGroup is one group's state in a HostStorage: its log view, as a
@@ -133,7 +137,6 @@ type hostGroup struct {
 	snap       *snapFile
 	snapLoaded bool // snap reflects the files in the group's directory
 	hasDir     bool // the group's snapshot directory exists
-	seenLog    bool // replay has met an entry or compaction record of it
 	removed    bool // RemoveGroup was called: the group is gone
 	metrics    atomic.Pointer[storageMetrics]
 }

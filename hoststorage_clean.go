@@ -32,6 +32,9 @@ import (
 // hostCleanFloorSegs segments' worth of bytes and more than twice the bytes
 // of the groups' logs.
 func (h *HostStorage) cleaningDue() bool {
+	if h.forceCleaning {
+		return len(h.segs) > 1
+	}
 	return len(h.segs) > 1 && h.walBytes > hostCleanFloorSegs*h.opts.segmentSize && h.walBytes > 2*h.live
 }
 

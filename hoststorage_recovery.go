@@ -31,8 +31,7 @@ func (h *HostStorage) recover() error {
 		seqs = append(seqs, seq)
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	// removed holds the groups whose last record removed them.
-	removed := map[uint64]bool{}
+	rs := &hostReplay{removed: map[uint64]bool{}, gaps: map[uint64]compactPoint{}}
 	for i, seq := range seqs {
 		if i > 0 && seq != seqs[i-1]+1 {
 			return fmt.Errorf("%w: segment %d is missing", ErrCorrupt, seqs[i-1]+1)
@@ -43,7 +42,7 @@ func (h *HostStorage) recover() error {
 		}
 		seg := &segment{seq: seq, f: f}
 		h.segs = append(h.segs, seg)
-		if err := h.replay(seg, i == len(seqs)-1, removed); err != nil {
+		if err := h.replay(seg, i == len(seqs)-1, rs); err != nil {
 			return err
 		}
 		h.walBytes += seg.size
@@ -56,7 +55,7 @@ func (h *HostStorage) recover() error {
 		g.live = sumLocs(g.locs)
 		h.live += g.live
 	}
-	if err := h.findGroupDirs(removed); err != nil {
+	if err := h.findGroupDirs(rs.removed); err != nil {
 		return err
 	}
 	// A crash may have come between a compaction and the deletion of the
@@ -69,7 +68,7 @@ func (h *HostStorage) recover() error {
 }
 
 // replay reads one segment's records into the groups' in-memory state.
-func (h *HostStorage) replay(seg *segment, last bool, removed map[uint64]bool) error {
+func (h *HostStorage) replay(seg *segment, last bool, rs *hostReplay) error {
 	data, err := io.ReadAll(io.NewSectionReader(seg.f, 0, 1<<62))
 	if err != nil {
 		return fmt.Errorf("raft: reading %s: %w", seg.f.Name(), err)
@@ -100,11 +99,16 @@ func (h *HostStorage) replay(seg *segment, last bool, removed map[uint64]bool) e
 				// Applying part of a copy would cut the group's log short.
 				return h.badRecord(seg, data, bad, off, last)
 			}
-			off += n // the copied records follow: replay them as any other
+			// The copied records follow: replay them as any other, over
+			// an empty group, since they hold all of its state. Older
+			// records of the group may lie anywhere before, with gaps where
+			// segments it no longer needed were deleted.
+			rs.reset(h, group)
+			off += n
 			continue
 		}
 		loc := entryLoc{seq: seg.seq, off: uint32(off), len: uint32(n)}
-		if err := h.applyRecord(typ, group, payload, loc, removed); err != nil {
+		if err := rs.apply(h, typ, group, payload, loc); err != nil {
 			return fmt.Errorf("%w: %s: record at offset %d (group %d): %v", ErrCorrupt, name, off, group, err)
 		}
 		off += n
@@ -157,14 +161,48 @@ func checkCopy(data []byte, off, n int, payload []byte, group uint64) (int, erro
 	return -1, nil
 }
 
-// applyRecord replays one record.
-func (h *HostStorage) applyRecord(typ byte, group uint64, payload []byte, loc entryLoc, removed map[uint64]bool) error {
+// hostReplay is what replay knows beyond the groups' state.
+//
+// The surviving segments start at the oldest one that some group still
+// needs, so a group's first surviving records may continue history whose
+// start was deleted: an entry whose predecessors are gone, a compaction
+// point with the entries after it gone. Those records were superseded (the
+// group no longer needed them), and later records, which all survive, say
+// what the group holds: a compaction record gives where its log starts, and
+// entry records fill it from there. So replay keeps the run of entries it
+// holds (walLog's first and locs), restarts it at an entry that does not
+// follow it, and counts the start as known (startKnown) only once the run
+// begins right after the last compaction point it met, or at index 1 with
+// no compaction at all. A group whose start is still unknown at the end
+// lost records it needed: ErrCorrupt.
+type hostReplay struct {
+	// removed holds the groups whose last record removed them.
+	removed map[uint64]bool
+	// gaps holds, for a group whose run of entries starts after its last
+	// compaction point with entries missing in between, that point: a
+	// later entry record right after it closes the gap.
+	gaps map[uint64]compactPoint
+}
+
+type compactPoint struct{ index, term uint64 }
+
+// reset starts group over, empty, at a copy of it: the copy holds the
+// group's whole state.
+func (rs *hostReplay) reset(h *HostStorage, group uint64) {
+	delete(rs.removed, group)
+	delete(rs.gaps, group)
+	h.groups[group] = newHostGroup(group)
+}
+
+// apply replays one record.
+func (rs *hostReplay) apply(h *HostStorage, typ byte, group uint64, payload []byte, loc entryLoc) error {
 	if typ == recGroupRemoved {
 		delete(h.groups, group)
-		removed[group] = true
+		delete(rs.gaps, group)
+		rs.removed[group] = true
 		return nil
 	}
-	delete(removed, group)
+	delete(rs.removed, group)
 	g := h.groups[group]
 	if g == nil {
 		g = newHostGroup(group)
@@ -181,23 +219,61 @@ func (h *HostStorage) applyRecord(typ byte, group uint64, payload []byte, loc en
 		if err != nil {
 			return err
 		}
-		// The group's records before its first one in the surviving
-		// segments may have been deleted, once no longer needed.
-		mayStartLater := !g.seenLog
-		g.seenLog = true
-		return g.applyEntry(e, loc, mayStartLater)
+		loc.term = e.Term
+		rs.entry(g, e.Index, loc)
 	case recCompact:
 		index, term, err := decodeCompact(payload)
 		if err != nil {
 			return err
 		}
-		if index+1 >= g.first {
-			g.compactSeq = loc.seq
-		}
-		g.compactTo(index, term)
-		g.seenLog = true
+		rs.compact(g, index, term, loc.seq)
 	}
 	return nil
+}
+
+// entry replays the record, at loc, of entry i of g.
+func (rs *hostReplay) entry(g *hostGroup, i uint64, loc entryLoc) {
+	last := g.first + uint64(len(g.locs)) - 1
+	if p, ok := rs.gaps[g.id]; ok {
+		switch {
+		case i <= p.index:
+			return // compacted away; superseded by a later record
+		case i == p.index+1:
+			delete(rs.gaps, g.id)
+			g.first, g.firstTerm, g.startKnown = i, p.term, true
+			g.locs = append(g.locs[:0], loc)
+			return
+		}
+	} else if g.startKnown && i > last+1 {
+		rs.gaps[g.id] = compactPoint{g.first - 1, g.firstTerm}
+	}
+	switch {
+	case g.startKnown && i < g.first:
+		// Compacted away; superseded by a later record.
+	case i > last+1, i < g.first:
+		// A run of entries whose predecessors were deleted.
+		g.first, g.firstTerm, g.startKnown = i, 0, false
+		g.locs = append(g.locs[:0], loc)
+	default:
+		g.locs = append(g.locs[:i-g.first], loc)
+	}
+}
+
+// compact replays a compaction record of g, found in segment seq.
+func (rs *hostReplay) compact(g *hostGroup, index, term, seq uint64) {
+	p, gap := rs.gaps[g.id]
+	switch {
+	case gap && index < p.index, g.startKnown && index+1 < g.first:
+		return // an older compaction point
+	case !g.startKnown && index+1 < g.first:
+		// The run of entries starts after entries missing since this
+		// compaction point.
+		rs.gaps[g.id] = compactPoint{index, term}
+	default:
+		delete(rs.gaps, g.id)
+		g.compactTo(index, term)
+	}
+	g.compactSeq = seq
 }
 
 // findGroupDirs registers the groups that have a snapshot directory, and
