@@ -1,10 +1,13 @@
 package raft
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -164,4 +167,280 @@ func TestHostStorage_FailedSyncStopsEveryGroup(t *testing.T) {
 	h = openHS(t, dir)
 	defer h.Close()
 	assert.Equal(t, groupEntries(2, 1, 2, 1), allEntries(t, openGroup(t, h, 2)))
+}
+
+// walSize returns the bytes of the segments in dir.
+func walSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dir, "hwal-*.log"))
+	require.NoError(t, err)
+	var n int64
+	for _, seg := range segs {
+		st, err := os.Stat(seg)
+		require.NoError(t, err)
+		n += st.Size()
+	}
+	return n
+}
+
+// TestHostStorage_IdleGroupDoesNotPinTheLog: one group writes once and
+// then stays idle while fifteen others keep writing and compacting. The
+// idle group's records would keep the first segment, and so every later
+// one, forever: cleaning copies it forward and the log stays bounded (by
+// four segments or twice the live data, plus a round of writes), and every
+// group, the idle one included, reopens with its data.
+func TestHostStorage_IdleGroupDoesNotPinTheLog(t *testing.T) {
+	const segSize = 4096
+	dir := t.TempDir()
+	opts := []FileOption{WithSegmentSize(segSize), WithNoSync()}
+	h := openHS(t, dir, opts...)
+	idleHS := HardState{Term: 1, Vote: 1, Commit: 20}
+	require.NoError(t, openGroup(t, h, 1).Save(idleHS, groupEntries(1, 1, 20, 1)))
+	want := map[uint64]modelLog{}
+	var written, peak int64
+	for round := uint64(1); round <= 300; round++ {
+		for id := uint64(2); id <= 16; id++ {
+			s := openGroup(t, h, id)
+			ents := groupEntries(id, round, round, 1)
+			hs := HardState{Term: 1, Vote: id, Commit: round}
+			require.NoError(t, s.Save(hs, ents))
+			written += int64(len(ents[0].Data))
+			if round%10 == 0 {
+				require.NoError(t, s.Compact(round-5, 1))
+			}
+			first, _ := s.FirstIndex()
+			want[id] = modelLog{hs: hs, first: first, firstTerm: 1, entries: groupEntries(id, first, round, 1)}
+		}
+		peak = max(peak, walSize(t, dir))
+	}
+	h.mu.Lock()
+	live := h.live
+	h.mu.Unlock()
+	t.Logf("%d bytes of entries written; the log peaked at %d bytes (%d live at the end)", written, peak, live)
+	require.Greater(t, written, int64(20*segSize), "the groups wrote far more than the bound")
+	assert.LessOrEqual(t, peak, int64(8*segSize), "the log stays bounded")
+	_, err := os.Stat(filepath.Join(dir, "hwal-0000000000000001.log"))
+	assert.True(t, os.IsNotExist(err), "the idle group's first segment was deleted")
+	require.NoError(t, h.Close())
+
+	h = openHS(t, dir, opts...)
+	defer h.Close()
+	idle := readModel(t, openGroup(t, h, 1))
+	assert.Equal(t, idleHS, idle.hs)
+	assert.Equal(t, groupEntries(1, 1, 20, 1), idle.entries, "the idle group kept its log")
+	for id, m := range want {
+		got := readModel(t, openGroup(t, h, id))
+		assert.Equal(t, describeModel(m), describeModel(got), "group %d", id)
+		assert.True(t, entriesEqual(m.entries, got.entries), "group %d", id)
+	}
+}
+
+func TestHostStorage_CorruptionIsAnError(t *testing.T) {
+	build := func(t *testing.T) (string, string) {
+		dir := t.TempDir()
+		h := openHS(t, dir, WithSegmentSize(4096), WithNoSync())
+		for i := uint64(1); i <= 100; i += 5 {
+			for id := uint64(1); id <= 3; id++ {
+				require.NoError(t, openGroup(t, h, id).Save(HardState{Term: 1, Commit: i}, groupEntries(id, i, i+4, 1)))
+			}
+		}
+		require.NoError(t, h.Close())
+		return dir, filepath.Join(dir, "hwal-0000000000000001.log")
+	}
+	rewrite := func(t *testing.T, path string, change func([]byte) []byte) {
+		data, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path, change(data), 0o644))
+	}
+	flip := func(off int) func([]byte) []byte {
+		return func(b []byte) []byte { b[off] ^= 0x40; return b }
+	}
+	lastSeg := func(dir string) string {
+		segs, _ := filepath.Glob(filepath.Join(dir, "hwal-*.log"))
+		return segs[len(segs)-1]
+	}
+	// appendRecord appends an intact record of type typ to the last segment.
+	appendRecord := func(typ byte) func(t *testing.T, dir, first string) {
+		return func(t *testing.T, dir, first string) {
+			rewrite(t, lastSeg(dir), func(b []byte) []byte { return appendHostRecord(b, typ, 1, []byte{1, 2, 3}) })
+		}
+	}
+	cases := []struct {
+		name   string
+		damage func(t *testing.T, dir, first string)
+		want   error
+	}{
+		{"flipped byte in an early segment", func(t *testing.T, dir, first string) { rewrite(t, first, flip(300)) }, ErrCorrupt},
+		{"flipped byte in the middle of the last segment", func(t *testing.T, dir, first string) { rewrite(t, lastSeg(dir), flip(100)) }, ErrCorrupt},
+		{"bad magic", func(t *testing.T, dir, first string) { rewrite(t, first, flip(0)) }, ErrCorrupt},
+		{"missing segment", func(t *testing.T, dir, first string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, "hwal-0000000000000002.log")))
+		}, ErrCorrupt},
+		{"stray segment name", func(t *testing.T, dir, first string) {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "hwal-zz.log"), nil, 0o644))
+		}, ErrCorrupt},
+		{"stray group directory name", func(t *testing.T, dir, first string) {
+			require.NoError(t, os.Mkdir(filepath.Join(dir, "group-zz"), 0o755))
+		}, ErrCorrupt},
+		{"a copy holding another group's record", func(t *testing.T, dir, first string) {
+			rewrite(t, lastSeg(dir), func(b []byte) []byte {
+				other := appendHostEntry(nil, 2, &Entry{Index: 101, Term: 1})
+				b = appendHostRecord(b, recGroupCopy, 1, binary.AppendUvarint(nil, uint64(len(other))))
+				return append(b, other...)
+			})
+		}, ErrCorrupt},
+		{"newer segment version", func(t *testing.T, dir, first string) {
+			rewrite(t, first, func(b []byte) []byte { copy(b, "RKHWAL02"); return b })
+		}, ErrNewerVersion},
+		{"record of an unknown type at the end", appendRecord(9), ErrNewerVersion},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, first := build(t)
+			tc.damage(t, dir, first)
+			_, err := OpenHostStorage(dir, WithSegmentSize(4096))
+			require.Error(t, err)
+			assert.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+func TestHostStorage_ZeroFilledTail(t *testing.T) {
+	dir := t.TempDir()
+	h := openHS(t, dir)
+	require.NoError(t, openGroup(t, h, 1).Save(HardState{Term: 1}, groupEntries(1, 1, 3, 1)))
+	require.NoError(t, h.Close())
+	seg := filepath.Join(dir, "hwal-0000000000000001.log")
+	f, err := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.Write(make([]byte, 5000))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	h = openHS(t, dir)
+	defer h.Close()
+	assert.Equal(t, groupEntries(1, 1, 3, 1), allEntries(t, openGroup(t, h, 1)))
+}
+
+// A FileStorage's directory is not a HostStorage's, nor the other way
+// round: opening one as the other would find no log and start empty.
+func TestHostStorage_RefusesAFileStorageDirectory(t *testing.T) {
+	fsDir, hostDir := t.TempDir(), t.TempDir()
+	fs := openFS(t, fsDir)
+	require.NoError(t, fs.Save(HardState{Term: 1}, testEntries(1, 2, 1)))
+	require.NoError(t, fs.Close())
+	_, err := OpenHostStorage(fsDir)
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	h := openHS(t, hostDir)
+	require.NoError(t, openGroup(t, h, 1).Save(HardState{Term: 1}, groupEntries(1, 1, 2, 1)))
+	require.NoError(t, h.Close())
+	_, err = OpenFileStorage(hostDir)
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+	// And a HostStorage holds the lock like a FileStorage.
+	h = openHS(t, hostDir)
+	defer h.Close()
+	_, err = OpenHostStorage(hostDir)
+	assert.ErrorIs(t, err, ErrLocked)
+}
+
+func TestHostStorage_ErrorsWrapSentinels(t *testing.T) {
+	h := openHS(t, t.TempDir(), WithNoSync())
+	s := openGroup(t, h, 1)
+	require.NoError(t, s.Save(HardState{Term: 1}, groupEntries(1, 1, 2, 1)))
+	_, err := s.Entries(1, 4)
+	assert.ErrorIs(t, err, ErrOutOfRange)
+	_, err = s.Term(3)
+	assert.ErrorIs(t, err, ErrOutOfRange)
+	assert.Error(t, s.Save(HardState{Term: 1}, groupEntries(1, 5, 6, 1)), "a gap")
+	assert.Equal(t, groupEntries(1, 1, 2, 1), allEntries(t, s), "a refused save changes nothing")
+	_, _, err = s.Snapshot()
+	assert.ErrorIs(t, err, ErrNoSnapshot)
+	assert.ErrorContains(t, s.SaveSnapshot(SnapshotMeta{Index: 1, Term: 1}, nil), "nil")
+	require.NoError(t, h.Close())
+	_, err = s.Term(2)
+	assert.ErrorIs(t, err, ErrClosed)
+	assert.ErrorIs(t, s.Save(HardState{Term: 1}, nil), ErrClosed)
+	_, err = h.Group(2)
+	assert.ErrorIs(t, err, ErrClosed)
+	_, err = OpenHostStorage(t.TempDir(), WithSegmentSize(10))
+	assert.ErrorIs(t, err, ErrInvalidConfig)
+}
+
+func TestHostStorage_RemoveGroup(t *testing.T) {
+	dir := t.TempDir()
+	h := openHS(t, dir, WithSegmentSize(4096), WithNoSync())
+	for id := uint64(1); id <= 3; id++ {
+		s := openGroup(t, h, id)
+		require.NoError(t, s.Save(HardState{Term: 1, Commit: 5}, groupEntries(id, 1, 5, 1)))
+		require.NoError(t, s.SaveSnapshot(SnapshotMeta{Index: 3, Term: 1, Members: []Member{{ID: 1}}}, strings.NewReader("state")))
+	}
+	old := openGroup(t, h, 2)
+	require.NoError(t, h.RemoveGroup(2))
+	assert.Equal(t, []uint64{1, 3}, h.Groups())
+	assert.NoDirExists(t, h.groupDir(2), "its snapshots are gone")
+	_, err := old.InitialState()
+	assert.ErrorIs(t, err, ErrClosed, "the removed group's Storage is unusable")
+	assert.ErrorIs(t, old.Save(HardState{Term: 2}, nil), ErrClosed)
+	// A new group of the same ID starts empty.
+	fresh := openGroup(t, h, 2)
+	assert.Equal(t, newModelLog(), readModel(t, fresh))
+	require.NoError(t, fresh.Save(HardState{Term: 7}, groupEntries(2, 1, 1, 7)))
+	require.NoError(t, h.RemoveGroup(3))
+	require.NoError(t, h.RemoveGroup(42), "removing a group that holds nothing")
+	require.NoError(t, h.Close())
+
+	h = openHS(t, dir, WithSegmentSize(4096), WithNoSync())
+	assert.Equal(t, []uint64{1, 2}, h.Groups())
+	assert.Equal(t, groupEntries(2, 1, 1, 7), allEntries(t, openGroup(t, h, 2)))
+	_, _, err = openGroup(t, h, 2).Snapshot()
+	assert.ErrorIs(t, err, ErrNoSnapshot)
+	assert.Equal(t, groupEntries(1, 1, 5, 1), allEntries(t, openGroup(t, h, 1)))
+	require.NoError(t, h.Close())
+
+	// A crash after the removal record, before the directory was deleted:
+	// opening finishes the removal.
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "group-0000000000000003"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "group-0000000000000003", snapName(3, 1)), []byte("old"), 0o644))
+	h = openHS(t, dir, WithSegmentSize(4096), WithNoSync())
+	defer h.Close()
+	assert.Equal(t, []uint64{1, 2}, h.Groups())
+	assert.NoDirExists(t, filepath.Join(dir, "group-0000000000000003"))
+}
+
+func TestHostStorage_SnapshotsPerGroup(t *testing.T) {
+	dir := t.TempDir()
+	h := openHS(t, dir, WithNoSync())
+	for id := uint64(1); id <= 2; id++ {
+		s := openGroup(t, h, id)
+		for i := uint64(1); i <= 3; i++ {
+			meta := SnapshotMeta{Index: 10 * i, Term: 1, Members: []Member{{ID: id}}}
+			require.NoError(t, s.SaveSnapshot(meta, strings.NewReader(fmt.Sprintf("group %d snapshot %d", id, i))))
+		}
+	}
+	// A group whose only state is a snapshot (a crash between SaveSnapshot
+	// and the Compact after it) is a group too.
+	assert.Equal(t, []uint64{1, 2}, h.Groups())
+	require.NoError(t, h.Close())
+	for id := uint64(1); id <= 2; id++ {
+		snaps, _ := filepath.Glob(filepath.Join(h.groupDir(id), "snap-*.snap"))
+		assert.Len(t, snaps, 2, "group %d keeps its two newest snapshots", id)
+	}
+	// Damage group 2's newest snapshot: group 2 refuses to open, group 1
+	// is not affected.
+	path := filepath.Join(h.groupDir(2), snapName(30, 1))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	b[len(b)-20] ^= 1
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+	h = openHS(t, dir, WithNoSync())
+	defer h.Close()
+	assert.Equal(t, []uint64{1, 2}, h.Groups())
+	_, err = h.Group(2)
+	assert.ErrorIs(t, err, ErrCorrupt)
+	meta, rc, err := openGroup(t, h, 1).Snapshot()
+	require.NoError(t, err)
+	data, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, rc.Close())
+	assert.Equal(t, uint64(30), meta.Index)
+	assert.Equal(t, "group 1 snapshot 3", string(data))
 }
