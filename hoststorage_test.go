@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -443,4 +445,111 @@ func TestHostStorage_SnapshotsPerGroup(t *testing.T) {
 	require.NoError(t, rc.Close())
 	assert.Equal(t, uint64(30), meta.Index)
 	assert.Equal(t, "group 1 snapshot 3", string(data))
+}
+
+// TestHostStorage_NodesOfSeveralGroupsRestart runs four groups of three
+// nodes over three hosts, each host's nodes on one HostStorage: the groups
+// commit proposals concurrently (their Saves sharing the hosts' fsyncs),
+// take snapshots and compact, then every node stops, every HostStorage is
+// closed and reopened, and every group comes back with all its data and
+// goes on.
+func TestHostStorage_NodesOfSeveralGroupsRestart(t *testing.T) {
+	const groups, hostsN, proposals = 4, 3, 60
+	dirs := make([]string, hostsN)
+	hosts := make([]*HostStorage, hostsN)
+	for i := range hosts {
+		dirs[i] = t.TempDir()
+		hosts[i] = openHS(t, dirs[i], WithNoSync())
+	}
+	// Registered first, so that it runs after the clusters' cleanups have
+	// stopped their nodes.
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	})
+	clusters := make([]*testCluster, groups)
+	sms := make([]map[uint64]*listSM, groups)
+	for g := range clusters {
+		group := uint64(100 + g)
+		sms[g] = map[uint64]*listSM{}
+		clusters[g] = newTestCluster(t, hostsN,
+			withConfig(func(cfg *Config) { cfg.SnapshotThreshold, cfg.TrailingEntries = 20, 5 }),
+			withStateMachines(func(id uint64) StateMachine {
+				sm := &listSM{}
+				sms[g][id] = sm
+				return sm
+			}),
+			withStorages(func(id uint64) Storage {
+				s, err := hosts[id-1].Group(group)
+				require.NoError(t, err)
+				return s
+			}))
+	}
+	want := make([][]string, groups)
+	propose := func(round string) {
+		var wg sync.WaitGroup
+		errs := make(chan error, groups)
+		for g, c := range clusters {
+			leader := c.waitLeader()
+			n := c.nodes[leader]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < proposals; i++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					_, err := n.Propose(ctx, []byte(fmt.Sprintf("group %d %s %d", g, round, i)))
+					cancel()
+					if err != nil {
+						errs <- fmt.Errorf("group %d: %w", g, err)
+						return
+					}
+				}
+			}()
+			for i := 0; i < proposals; i++ {
+				want[g] = append(want[g], fmt.Sprintf("group %d %s %d", g, round, i))
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
+	}
+	waitAll := func() {
+		for g, c := range clusters {
+			for _, id := range c.ids {
+				require.Eventually(t, func() bool { return len(sms[g][id].list()) == len(want[g]) }, 10*time.Second, time.Millisecond,
+					"group %d node %d applied %d of %d", g, id, len(sms[g][id].list()), len(want[g]))
+				require.Equal(t, want[g], sms[g][id].list(), "group %d node %d", g, id)
+			}
+		}
+	}
+	propose("before")
+	waitAll()
+	for _, h := range hosts {
+		assert.Equal(t, []uint64{100, 101, 102, 103}, h.Groups())
+	}
+	// Snapshots were taken and the logs compacted.
+	first, err := openGroup(t, hosts[0], 100).FirstIndex()
+	require.NoError(t, err)
+	assert.Greater(t, first, uint64(1), "group 100 compacted its log")
+
+	for _, c := range clusters {
+		for _, id := range c.ids {
+			c.stop(id)
+		}
+	}
+	for i, h := range hosts {
+		require.NoError(t, h.Close())
+		hosts[i] = openHS(t, dirs[i], WithNoSync())
+	}
+	for _, c := range clusters {
+		for _, id := range c.ids {
+			c.start(id)
+		}
+	}
+	waitAll()
+	propose("after")
+	waitAll()
 }
