@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -552,4 +553,163 @@ func TestHostStorage_NodesOfSeveralGroupsRestart(t *testing.T) {
 	waitAll()
 	propose("after")
 	waitAll()
+}
+
+// TestHostStorage_IdleGroupMemory measures the memory a HostStorage holds
+// per idle group, as a host of many groups has after a restart: each group
+// holds its founding configuration entry, its leader's no-op and a hard
+// state, and has a Storage handed out to its Node. The figure is the
+// storage's share of an idle replica's memory.
+func TestHostStorage_IdleGroupMemory(t *testing.T) {
+	const groups = 2000
+	dir := t.TempDir()
+	h := openHS(t, dir, WithNoSync())
+	members := encodeMembers([]Member{{ID: 1, Addr: "10.0.0.1:7000"}, {ID: 2, Addr: "10.0.0.2:7000"}, {ID: 3, Addr: "10.0.0.3:7000"}})
+	var wg sync.WaitGroup
+	for w := uint64(0); w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := w + 1; id <= groups; id += 8 {
+				s, err := h.Group(id)
+				if !assert.NoError(t, err) {
+					return
+				}
+				ents := []Entry{{Index: 1, Term: 1, Type: EntryConfChange, Data: members}, {Index: 2, Term: 2, Type: EntryNoop}}
+				assert.NoError(t, s.Save(HardState{Term: 2, Vote: 1, Commit: 2}, ents))
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, h.Close())
+	h = nil // the HostStorage that wrote the groups is garbage now
+
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	handles := make([]Storage, 0, groups)
+	before := heap()
+	h = openHS(t, dir, WithNoSync())
+	defer h.Close()
+	for id := uint64(1); id <= groups; id++ {
+		handles = append(handles, openGroup(t, h, id))
+	}
+	after := heap()
+	perGroup := float64(after-before) / groups
+	t.Logf("%d idle groups: %.0f bytes of HostStorage memory per group", groups, perGroup)
+	assert.Less(t, perGroup, 1024.0, "an idle group costs the storage well under 1 KiB")
+	runtime.KeepAlive(handles)
+}
+
+// BenchmarkHostStorage_SixteenGroups: sixteen groups save at once, each one
+// Save at a time (as a Node's storage writer does), with fsync: on one
+// HostStorage, where their Saves share fsyncs, and on sixteen FileStorages
+// in the same file system, one per group. Each Save is one 128-byte entry
+// and a hard state. Reports saves/s and saves per fsync.
+func BenchmarkHostStorage_SixteenGroups(b *testing.B) {
+	const groups = 16
+	run := func(b *testing.B, stores []Storage, syncs *atomic.Int64) {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		data := make([]byte, 128)
+		b.ResetTimer()
+		for g := range stores {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var index uint64
+				for next.Add(1) <= int64(b.N) {
+					index++
+					if err := stores[g].Save(HardState{Term: 1, Commit: index - 1}, []Entry{{Index: index, Term: 1, Data: data}}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "saves/s")
+		b.ReportMetric(float64(b.N)/float64(syncs.Load()), "saves/fsync")
+	}
+	countSyncs := func(syncs *atomic.Int64) FileOption {
+		return func(o *fileOptions) {
+			o.syncHook = func(f *os.File) error { syncs.Add(1); return f.Sync() }
+		}
+	}
+	b.Run("host", func(b *testing.B) {
+		var syncs atomic.Int64
+		h, err := OpenHostStorage(b.TempDir(), countSyncs(&syncs))
+		require.NoError(b, err)
+		defer h.Close()
+		stores := make([]Storage, groups)
+		for g := range stores {
+			if stores[g], err = h.Group(uint64(g + 1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		syncs.Store(0)
+		run(b, stores, &syncs)
+	})
+	b.Run("files", func(b *testing.B) {
+		var syncs atomic.Int64
+		stores := make([]Storage, groups)
+		for g := range stores {
+			s, err := OpenFileStorage(b.TempDir(), countSyncs(&syncs))
+			require.NoError(b, err)
+			defer s.Close()
+			stores[g] = s
+		}
+		syncs.Store(0)
+		run(b, stores, &syncs)
+	})
+}
+
+// FuzzHostStorageRecovery opens shared logs with arbitrary contents:
+// recovery must never panic, and either fail with ErrCorrupt (or
+// ErrNewerVersion), or open a log whose every group reads back and accepts
+// writes.
+func FuzzHostStorageRecovery(f *testing.F) {
+	valid := []byte(hostWALMagic)
+	for id := uint64(1); id <= 2; id++ {
+		for _, e := range groupEntries(id, 1, 3, 2) {
+			valid = appendHostEntry(valid, id, &e)
+		}
+		valid = appendHostRecord(valid, recHardState, id, appendHardStatePayload(nil, HardState{Term: 2, Vote: 1, Commit: 1}, func(uint64) (uint64, bool) { return 2, true }))
+	}
+	f.Add(valid)
+	f.Add(valid[:len(valid)-3])
+	f.Add(appendHostRecord(append([]byte(nil), valid...), recCompact, 1, appendCompactPayload(nil, 2, 2)))
+	f.Add(appendHostRecord(append([]byte(nil), valid...), recGroupRemoved, 2, nil))
+	copied := appendHostEntry(nil, 1, &Entry{Index: 1, Term: 2, Data: []byte("x")})
+	withCopy := appendHostRecord(append([]byte(nil), valid...), recGroupCopy, 1, binary.AppendUvarint(nil, uint64(len(copied))))
+	f.Add(append(withCopy, copied...))
+	f.Add(withCopy)
+	f.Add([]byte(hostWALMagic))
+	f.Add([]byte("RKH"))
+	f.Add(append(append([]byte{}, valid...), make([]byte, 20)...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "hwal-0000000000000001.log"), data, 0o644))
+		h, err := OpenHostStorage(dir, WithNoSync())
+		if err != nil {
+			if !errors.Is(err, ErrNewerVersion) {
+				require.ErrorIs(t, err, ErrCorrupt)
+			}
+			return
+		}
+		defer h.Close()
+		for _, id := range append(h.Groups(), 99) {
+			s := openGroup(t, h, id)
+			first, _ := s.FirstIndex()
+			last, _ := s.LastIndex()
+			ents, err := s.Entries(first, last+1)
+			require.NoError(t, err)
+			require.Len(t, ents, int(last+1-first))
+			require.NoError(t, s.Save(HardState{Term: 9}, []Entry{{Index: last + 1, Term: 9}}), "the recovered log accepts writes")
+		}
+	})
 }
