@@ -735,3 +735,100 @@ func FuzzHostStorageRecovery(f *testing.F) {
 		}
 	})
 }
+
+// TestHostStorage_RecoveryLowersAnUnbackedCommitPerGroup opens a shared
+// log in which group 1's last hard state names a commit index that its
+// entries do not back (as a log written with the hard state first and torn
+// after it would): recovery lowers group 1's commit index to the newest one
+// its log backs, and leaves group 2's alone.
+func TestHostStorage_RecoveryLowersAnUnbackedCommitPerGroup(t *testing.T) {
+	termIs := func(term uint64) func(uint64) (uint64, bool) {
+		return func(uint64) (uint64, bool) { return term, true }
+	}
+	log := []byte(hostWALMagic)
+	for _, e := range groupEntries(1, 1, 10, 2) {
+		log = appendHostEntry(log, 1, &e)
+	}
+	log = appendHostRecord(log, recHardState, 1, appendHardStatePayload(nil, HardState{Term: 2, Commit: 5}, termIs(2)))
+	for _, e := range groupEntries(2, 1, 7, 3) {
+		log = appendHostEntry(log, 2, &e)
+	}
+	log = appendHostRecord(log, recHardState, 2, appendHardStatePayload(nil, HardState{Term: 3, Commit: 7}, termIs(3)))
+	// Group 1's entries 6 and 7 have term 2: this commit is not backed.
+	log = appendHostRecord(log, recHardState, 1, appendHardStatePayload(nil, HardState{Term: 3, Commit: 7}, termIs(3)))
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "hwal-0000000000000001.log"), log, 0o644))
+	h := openHS(t, dir)
+	defer h.Close()
+	hs, err := openGroup(t, h, 1).InitialState()
+	require.NoError(t, err)
+	assert.Equal(t, HardState{Term: 3, Commit: 5}, hs, "group 1's commit falls back to the last backed one")
+	hs, err = openGroup(t, h, 2).InitialState()
+	require.NoError(t, err)
+	assert.Equal(t, HardState{Term: 3, Commit: 7}, hs, "group 2's commit is backed")
+}
+
+// TestHostStorage_ReplayFromTheMiddleOfAGroupsHistory opens logs whose
+// first segments were deleted, so that a group's first surviving records
+// continue a history whose start is gone (each case was found by
+// TestHostStorage_PowerLossRandomized): replay must rebuild what the later
+// records say, and refuse a group whose start nothing explains.
+func TestHostStorage_ReplayFromTheMiddleOfAGroupsHistory(t *testing.T) {
+	type rec func([]byte) []byte
+	entry := func(i, term uint64) rec {
+		return func(b []byte) []byte {
+			return appendHostEntry(b, 1, &Entry{Index: i, Term: term, Data: []byte{byte(i)}})
+		}
+	}
+	compact := func(i, term uint64) rec {
+		return func(b []byte) []byte { return appendHostRecord(b, recCompact, 1, appendCompactPayload(nil, i, term)) }
+	}
+	copyOf := func(recs ...rec) rec {
+		return func(b []byte) []byte {
+			var body []byte
+			for _, r := range recs {
+				body = r(body)
+			}
+			b = appendHostRecord(b, recGroupCopy, 1, binary.AppendUvarint(nil, uint64(len(body))))
+			return append(b, body...)
+		}
+	}
+	cases := []struct {
+		name             string
+		recs             []rec
+		first, firstTerm uint64
+		terms            []uint64 // of the entries from first on
+	}{
+		{"an entry whose predecessor is gone, after a compaction point", []rec{compact(52, 6), entry(54, 7), entry(55, 7), entry(56, 7), compact(54, 7)}, 55, 7, []uint64{7, 7}},
+		{"a compaction point below a run whose start is gone, then the run rewritten", []rec{entry(8, 1), compact(6, 1), entry(7, 2), entry(8, 2)}, 7, 1, []uint64{2, 2}},
+		{"a gap in the middle, closed by a later compaction", []rec{entry(1, 1), entry(2, 1), entry(5, 1), entry(6, 1), compact(4, 1)}, 5, 1, []uint64{1, 1}},
+		{"a copy starts the group over", []rec{entry(1, 1), entry(2, 1), copyOf(compact(10, 2), entry(11, 2), entry(12, 3))}, 11, 2, []uint64{2, 3}},
+		{"nothing explains the start", []rec{entry(5, 1), entry(6, 1)}, 0, 0, nil},
+		{"nothing closes the gap", []rec{compact(3, 1), entry(4, 1), entry(7, 1)}, 0, 0, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			log := []byte(hostWALMagic)
+			for _, r := range tc.recs {
+				log = r(log)
+			}
+			dir := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "hwal-0000000000000001.log"), log, 0o644))
+			h, err := OpenHostStorage(dir, WithNoSync())
+			if tc.first == 0 {
+				assert.ErrorIs(t, err, ErrCorrupt)
+				return
+			}
+			require.NoError(t, err)
+			defer h.Close()
+			got := readModel(t, openGroup(t, h, 1))
+			assert.Equal(t, tc.first, got.first)
+			assert.Equal(t, tc.firstTerm, got.firstTerm)
+			var terms []uint64
+			for _, e := range got.entries {
+				terms = append(terms, e.Term)
+			}
+			assert.Equal(t, tc.terms, terms)
+		})
+	}
+}
