@@ -15,7 +15,8 @@ var (
 	// appended, so it may or may not be committed later; or, for a read,
 	// before the leader could confirm it (retry the read).
 	ErrLeadershipLost = errors.New("raft: leadership lost before the operation completed (a proposal's outcome is unknown)")
-	// ErrClosed: the node, or the FileStorage, is closed.
+	// ErrClosed: the node, or the FileStorage or HostStorage, is closed; or
+	// the HostStorage group was removed.
 	ErrClosed = errors.New("raft: closed")
 	// ErrMembershipChange: another membership change is still in progress.
 	ErrMembershipChange = errors.New("raft: another membership change is in progress")
@@ -58,8 +59,8 @@ var (
 	ErrOutOfRange = errors.New("raft: log index out of range")
 	// ErrNoSnapshot: Storage.Snapshot found no snapshot.
 	ErrNoSnapshot = errors.New("raft: no snapshot")
-	// ErrLocked: the FileStorage directory is in use by another process or
-	// another FileStorage in this one.
+	// ErrLocked: the FileStorage or HostStorage directory is in use by
+	// another process or another storage in this one.
 	ErrLocked = errors.New("raft: storage directory is locked")
 	// ErrNotSupported: the feature is not available in this version.
 	ErrNotSupported = errors.New("raft: not supported")

@@ -12,8 +12,9 @@ import (
 	"sort"
 )
 
-// Snapshot files of a FileStorage: snap-<index>-<term>.snap (16 hex digits
-// each) in the log directory:
+// Snapshot files of a FileStorage, and of each group of a HostStorage:
+// snap-<index>-<term>.snap (16 hex digits each) in the log directory (a
+// HostStorage's group directory, see hoststorage.go):
 //
 //	magic     8 bytes "RKSNAP01"
 //	metaLen   uint32, little endian
@@ -46,17 +47,7 @@ func snapName(index, term uint64) string {
 // loadSnapshots finds the snapshots, removes unfinished ones and verifies
 // the newest.
 func (s *FileStorage) loadSnapshots() error {
-	tmps, _ := filepath.Glob(filepath.Join(s.dir, "snap-*.tmp"))
-	for _, tmp := range tmps {
-		if err := os.Remove(tmp); err != nil {
-			return fmt.Errorf("raft: removing an unfinished snapshot: %w", err)
-		}
-	}
-	paths := s.snapPaths()
-	if len(paths) == 0 {
-		return nil
-	}
-	sf, err := openSnapFile(paths[len(paths)-1])
+	sf, err := loadSnapshotDir(s.dir)
 	if err != nil {
 		return err
 	}
@@ -64,9 +55,25 @@ func (s *FileStorage) loadSnapshots() error {
 	return nil
 }
 
-// snapPaths lists the snapshot files, oldest first.
-func (s *FileStorage) snapPaths() []string {
-	paths, _ := filepath.Glob(filepath.Join(s.dir, "snap-*.snap"))
+// loadSnapshotDir removes the unfinished snapshots in dir and opens the
+// newest one, verified in full; nil when there is none.
+func loadSnapshotDir(dir string) (*snapFile, error) {
+	tmps, _ := filepath.Glob(filepath.Join(dir, "snap-*.tmp"))
+	for _, tmp := range tmps {
+		if err := os.Remove(tmp); err != nil {
+			return nil, fmt.Errorf("raft: removing an unfinished snapshot: %w", err)
+		}
+	}
+	paths := snapshotPaths(dir)
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	return openSnapFile(paths[len(paths)-1])
+}
+
+// snapshotPaths lists the snapshot files in dir, oldest first.
+func snapshotPaths(dir string) []string {
+	paths, _ := filepath.Glob(filepath.Join(dir, "snap-*.snap"))
 	sort.Strings(paths) // fixed-width hex: lexical order is index order
 	return paths
 }
@@ -161,22 +168,8 @@ func (s *FileStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 	if err != nil {
 		return err
 	}
-	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
-	tmp := final + ".tmp"
-	info, err := s.writeSnapFile(tmp, meta, data)
+	sf, err := s.opts.installSnapshot(s.dir, meta, data)
 	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("raft: installing snapshot: %w", err)
-	}
-	sf := &snapFile{meta: meta, path: final, dataOff: info.dataOff, dataLen: info.dataLen}
-	// From here the snapshot is in place: an error below (the directory
-	// fsync) is reported, but the snapshot may be the newest after a crash,
-	// which is safe: it holds committed state.
-	if err := s.syncDir(); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -184,20 +177,49 @@ func (s *FileStorage) SaveSnapshot(meta SnapshotMeta, data io.Reader) error {
 	if s.snap == nil || meta.Index >= s.snap.meta.Index {
 		s.snap = sf
 	}
-	// Keep the two newest.
-	paths := s.snapPaths()
+	pruneSnapshots(s.dir, s.snap)
+	return nil
+}
+
+// installSnapshot writes a snapshot file in dir: to a temporary name,
+// fsynced, renamed into place, and the directory fsynced, so that a crash
+// leaves either no trace of it or all of it.
+func (o *fileOptions) installSnapshot(dir string, meta SnapshotMeta, data io.Reader) (*snapFile, error) {
+	final := filepath.Join(dir, snapName(meta.Index, meta.Term))
+	tmp := final + ".tmp"
+	info, err := o.writeSnapFile(tmp, meta, data)
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return nil, fmt.Errorf("raft: installing snapshot: %w", err)
+	}
+	// From here the snapshot is in place: an error below (the directory
+	// fsync) is reported, but the snapshot may be the newest after a crash,
+	// which is safe: it holds committed state.
+	if err := o.syncDir(dir); err != nil {
+		return nil, err
+	}
+	return &snapFile{meta: meta, path: final, dataOff: info.dataOff, dataLen: info.dataLen}, nil
+}
+
+// pruneSnapshots deletes the snapshot files in dir except the two newest
+// and newest, the one in use.
+func pruneSnapshots(dir string, newest *snapFile) {
+	paths := snapshotPaths(dir)
 	for i := 0; i+2 < len(paths); i++ {
-		if paths[i] != s.snap.path {
+		if paths[i] != newest.path {
 			os.Remove(paths[i])
 		}
 	}
-	return nil
 }
 
 // writeSnapFile writes and fsyncs a snapshot file, returning where its
 // data lies; the checksum is computed as the data streams through, so the
 // file need not be read back.
-func (s *FileStorage) writeSnapFile(path string, meta SnapshotMeta, data io.Reader) (snapFile, error) {
+func (o *fileOptions) writeSnapFile(path string, meta SnapshotMeta, data io.Reader) (snapFile, error) {
 	var info snapFile
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -226,7 +248,7 @@ func (s *FileStorage) writeSnapFile(path string, meta SnapshotMeta, data io.Read
 	if err := w.Flush(); err != nil {
 		return info, fmt.Errorf("raft: writing snapshot: %w", err)
 	}
-	if err := s.sync(f); err != nil {
+	if err := o.syncFile(f); err != nil {
 		return info, fmt.Errorf("raft: syncing snapshot: %w", err)
 	}
 	info.dataOff, info.dataLen = int64(len(head)), n
@@ -242,6 +264,11 @@ func (s *FileStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
 	if err != nil {
 		return SnapshotMeta{}, nil, err
 	}
+	return sf.open()
+}
+
+// open opens the snapshot's data for reading; a nil sf is ErrNoSnapshot.
+func (sf *snapFile) open() (SnapshotMeta, io.ReadCloser, error) {
 	if sf == nil {
 		return SnapshotMeta{}, nil, ErrNoSnapshot
 	}

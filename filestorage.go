@@ -85,24 +85,14 @@ type FileStorage struct {
 	lockFile *os.File
 	metrics  atomic.Pointer[storageMetrics] // set by the Node using it (metrics.go)
 
-	mu        sync.Mutex // guards everything below and the segments' files
-	hs        HardState
-	first     uint64     // index of the first entry
-	firstTerm uint64     // term of the entry at first-1 (0 if never compacted)
-	locs      []entryLoc // locs[i] locates entry first+i
-	// startKnown is false while replay has met entries whose predecessors
-	// were deleted but not yet the compaction record that explains it.
-	startKnown bool
-	// hsCommit checks hs.Commit against the log; lastBacked is the newest
-	// commit that the log backed when its record was replayed.
-	hsCommit   commitCheck
-	lastBacked commitCheck
-	snap       *snapFile  // the newest snapshot, nil if none
-	segs       []*segment // ascending sequence; the last is written to
-	failed     error      // sticky write/fsync error
-	closed     bool
-	buf        []byte
-	readBuf    []byte
+	mu sync.Mutex // guards everything below and the segments' files
+	walLog
+	snap    *snapFile  // the newest snapshot, nil if none
+	segs    []*segment // ascending sequence; the last is written to
+	failed  error      // sticky write/fsync error
+	closed  bool
+	buf     []byte
+	readBuf []byte
 
 	// Group commit: Saves queue here; one caller writes and syncs for all.
 	queue    []*saveRequest
@@ -162,6 +152,24 @@ type saveRequest struct {
 	err     error
 }
 
+// walLog is the in-memory view of one Raft log kept in a write-ahead log,
+// as replaying its records rebuilds it: the hard state, where the log
+// starts, and where each entry's record lies. A FileStorage holds one; a
+// HostStorage holds one per group.
+type walLog struct {
+	hs        HardState
+	first     uint64     // index of the first entry
+	firstTerm uint64     // term of the entry at first-1 (0 if never compacted)
+	locs      []entryLoc // locs[i] locates entry first+i
+	// startKnown is false while replay has met entries whose predecessors
+	// were deleted but not yet the compaction record that explains it.
+	startKnown bool
+	// hsCommit checks hs.Commit against the log; lastBacked is the newest
+	// commit that the log backed when its record was replayed.
+	hsCommit   commitCheck
+	lastBacked commitCheck
+}
+
 // OpenFileStorage opens (creating if needed) the log in dir, recovers its
 // state, and locks dir against other users until Close. It fails with an
 // error wrapping ErrCorrupt if the log is damaged anywhere but in a torn
@@ -182,7 +190,7 @@ func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &FileStorage{dir: dir, opts: o, lockFile: lock, first: 1, startKnown: true}
+	s := &FileStorage{dir: dir, opts: o, lockFile: lock, walLog: walLog{first: 1, startKnown: true}}
 	s.flushed = sync.NewCond(&s.mu)
 	if err := s.recover(); err != nil {
 		s.closeFiles()
@@ -193,6 +201,9 @@ func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
 
 // recover replays every segment.
 func (s *FileStorage) recover() error {
+	if hs, _ := filepath.Glob(filepath.Join(s.dir, "hwal-*.log")); len(hs) > 0 {
+		return fmt.Errorf("%w: %s holds a HostStorage's log (hwal-*.log), not a FileStorage's", ErrInvalidConfig, s.dir)
+	}
 	names, err := filepath.Glob(filepath.Join(s.dir, "wal-*.log"))
 	if err != nil {
 		return err
@@ -246,7 +257,7 @@ func (s *FileStorage) replay(seg *segment, last bool) error {
 		if v, newer := newerFormat(data, walMagic); newer {
 			return fmt.Errorf("%w: %s: segment format %02d; this build reads up to %s", ErrNewerVersion, name, v, walMagic[5:7])
 		}
-		if last && isTornHeader(data) {
+		if last && isTornHeader(data, walMagic) {
 			// Crashed while creating this segment: nothing in it was written.
 			return s.truncateSegment(seg, 0, true)
 		}
@@ -278,9 +289,9 @@ func (s *FileStorage) replay(seg *segment, last bool) error {
 
 // isTornHeader reports whether data can be what a crash left while the
 // segment was being created: a prefix of the magic, then only zeros.
-func isTornHeader(data []byte) bool {
+func isTornHeader(data []byte, magic string) bool {
 	n := 0
-	for n < len(data) && n < len(walMagic) && data[n] == walMagic[n] {
+	for n < len(data) && n < len(magic) && data[n] == magic[n] {
 		n++
 	}
 	for _, b := range data[n:] {
@@ -365,64 +376,15 @@ func validRecordAfter(data []byte, from int) bool {
 func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error {
 	switch typ {
 	case recHardState:
-		var v [3]uint64
-		for i := range v {
-			x, k := binary.Uvarint(payload)
-			if k <= 0 {
-				return errors.New("truncated hard state")
-			}
-			v[i], payload = x, payload[k:]
-		}
-		s.hs = HardState{Term: v[0], Vote: v[1], Commit: v[2]}
-		s.hsCommit = commitCheck{index: v[2]}
-		if len(payload) > 0 {
-			t, k := binary.Uvarint(payload)
-			if k <= 0 {
-				return errors.New("truncated hard state")
-			}
-			// Every entry but index 0 has a term of at least 1: a 0
-			// elsewhere fills the position before an origin (unknown).
-			s.hsCommit.term, s.hsCommit.known = t, t != 0 || v[2] == 0
-			payload = payload[k:]
-		}
-		if len(payload) > 0 {
-			o, k := binary.Uvarint(payload)
-			if k <= 0 {
-				return errors.New("truncated hard state")
-			}
-			s.hs.Origin = o
-		}
-		if s.commitBacked(s.hsCommit) {
-			s.lastBacked = s.hsCommit
-		}
+		return s.applyHardState(payload)
 	case recEntry:
 		e, err := decodeEntryPayload(payload)
 		if err != nil {
 			return err
 		}
-		if len(s.locs) == 0 && e.Index > s.first && s.startKnown && len(s.segs) > 0 && s.segs[0].seq == loc.seq {
-			// The first surviving segment starts after entries that
-			// compaction deleted; a compaction record later on must cover them.
-			s.first, s.firstTerm, s.startKnown = e.Index, 0, false
-		}
-		last := s.first + uint64(len(s.locs)) - 1
-		if e.Index < s.first {
-			if !s.startKnown {
-				// Before the compaction record that explains the start, an
-				// earlier index is a truncation rewriting entries whose
-				// older records were deleted: the log restarts there.
-				s.first, s.locs = e.Index, s.locs[:0]
-				loc.term = e.Term
-				s.locs = append(s.locs, loc)
-				return nil
-			}
-			return nil // compacted away; superseded by a later record
-		}
-		if e.Index > last+1 {
-			return fmt.Errorf("entry %d does not follow the log [%d, %d]", e.Index, s.first, last)
-		}
-		loc.term = e.Term
-		s.locs = append(s.locs[:e.Index-s.first], loc)
+		// The first surviving segment may start after entries that
+		// compaction deleted.
+		return s.applyEntry(e, loc, len(s.segs) > 0 && s.segs[0].seq == loc.seq)
 	case recCompact:
 		index, term, err := decodeCompact(payload)
 		if err != nil {
@@ -433,22 +395,88 @@ func (s *FileStorage) applyRecord(typ byte, payload []byte, loc entryLoc) error 
 	return nil
 }
 
+// applyHardState replays a hard-state record.
+func (l *walLog) applyHardState(payload []byte) error {
+	var v [3]uint64
+	for i := range v {
+		x, k := binary.Uvarint(payload)
+		if k <= 0 {
+			return errors.New("truncated hard state")
+		}
+		v[i], payload = x, payload[k:]
+	}
+	l.hs = HardState{Term: v[0], Vote: v[1], Commit: v[2]}
+	l.hsCommit = commitCheck{index: v[2]}
+	if len(payload) > 0 {
+		t, k := binary.Uvarint(payload)
+		if k <= 0 {
+			return errors.New("truncated hard state")
+		}
+		// Every entry but index 0 has a term of at least 1: a 0
+		// elsewhere fills the position before an origin (unknown).
+		l.hsCommit.term, l.hsCommit.known = t, t != 0 || v[2] == 0
+		payload = payload[k:]
+	}
+	if len(payload) > 0 {
+		o, k := binary.Uvarint(payload)
+		if k <= 0 {
+			return errors.New("truncated hard state")
+		}
+		l.hs.Origin = o
+	}
+	if l.commitBacked(l.hsCommit) {
+		l.lastBacked = l.hsCommit
+	}
+	return nil
+}
+
+// applyEntry replays an entry record found at loc. mayStartLater says
+// that records before it may have been deleted by compaction, so that an
+// empty log may start past its first index (a compaction record met later
+// must then explain it).
+func (l *walLog) applyEntry(e Entry, loc entryLoc, mayStartLater bool) error {
+	if len(l.locs) == 0 && e.Index > l.first && l.startKnown && mayStartLater {
+		// The log starts after entries that compaction deleted; a
+		// compaction record later on must cover them.
+		l.first, l.firstTerm, l.startKnown = e.Index, 0, false
+	}
+	last := l.first + uint64(len(l.locs)) - 1
+	if e.Index < l.first {
+		if !l.startKnown {
+			// Before the compaction record that explains the start, an
+			// earlier index is a truncation rewriting entries whose
+			// older records were deleted: the log restarts there.
+			l.first, l.locs = e.Index, l.locs[:0]
+			loc.term = e.Term
+			l.locs = append(l.locs, loc)
+			return nil
+		}
+		return nil // compacted away; superseded by a later record
+	}
+	if e.Index > last+1 {
+		return fmt.Errorf("entry %d does not follow the log [%d, %d]", e.Index, l.first, last)
+	}
+	loc.term = e.Term
+	l.locs = append(l.locs[:e.Index-l.first], loc)
+	return nil
+}
+
 // compactTo drops the in-memory index up to index.
-func (s *FileStorage) compactTo(index, term uint64) {
-	if index+1 < s.first {
+func (l *walLog) compactTo(index, term uint64) {
+	if index+1 < l.first {
 		return // an older compaction point (from a segment header)
 	}
-	if index+1 == s.first {
-		s.firstTerm, s.startKnown = term, true
+	if index+1 == l.first {
+		l.firstTerm, l.startKnown = term, true
 		return
 	}
-	last := s.first + uint64(len(s.locs)) - 1
-	if index >= last || s.locs[index-s.first].term != term {
-		s.locs = nil // past the end, or diverging from the snapshot
+	last := l.first + uint64(len(l.locs)) - 1
+	if index >= last || l.locs[index-l.first].term != term {
+		l.locs = nil // past the end, or diverging from the snapshot
 	} else {
-		s.locs = append([]entryLoc(nil), s.locs[index+1-s.first:]...)
+		l.locs = append([]entryLoc(nil), l.locs[index+1-l.first:]...)
 	}
-	s.first, s.firstTerm, s.startKnown = index+1, term, true
+	l.first, l.firstTerm, l.startKnown = index+1, term, true
 }
 
 // commitCheck is what a hard-state record says about the log it was
@@ -461,14 +489,14 @@ type commitCheck struct {
 
 // termAt returns the term of the entry at index i in the in-memory view,
 // including the compaction point first-1.
-func (s *FileStorage) termAt(i uint64) (uint64, bool) {
-	switch last := s.first + uint64(len(s.locs)) - 1; {
-	case i == s.first-1:
-		return s.firstTerm, true
-	case i < s.first || i > last:
+func (l *walLog) termAt(i uint64) (uint64, bool) {
+	switch last := l.first + uint64(len(l.locs)) - 1; {
+	case i == l.first-1:
+		return l.firstTerm, true
+	case i < l.first || i > last:
 		return 0, false
 	default:
-		return s.locs[i-s.first].term, true
+		return l.locs[i-l.first].term, true
 	}
 }
 
@@ -476,11 +504,11 @@ func (s *FileStorage) termAt(i uint64) (uint64, bool) {
 // commit index covered when it was written. A commit index at or before the
 // compaction point is backed by the snapshot; one without a recorded term
 // cannot be checked and is trusted.
-func (s *FileStorage) commitBacked(c commitCheck) bool {
-	if c.index < s.first {
+func (l *walLog) commitBacked(c commitCheck) bool {
+	if c.index < l.first {
 		return true
 	}
-	t, ok := s.termAt(c.index)
+	t, ok := l.termAt(c.index)
 	return ok && (!c.known || t == c.term)
 }
 
@@ -491,16 +519,16 @@ func (s *FileStorage) commitBacked(c commitCheck) bool {
 // (Raft Figure 2 keeps it volatile), but applying entries it wrongly covers
 // would apply entries that were never committed: fall back to the last
 // commit index that the surviving log backs, or to the compaction point.
-func (s *FileStorage) checkCommit() {
-	if s.commitBacked(s.hsCommit) {
+func (l *walLog) checkCommit() {
+	if l.commitBacked(l.hsCommit) {
 		return
 	}
-	commit := s.first - 1
-	if s.lastBacked.index > commit && s.lastBacked.index < s.hs.Commit && s.commitBacked(s.lastBacked) {
-		commit = s.lastBacked.index
+	commit := l.first - 1
+	if l.lastBacked.index > commit && l.lastBacked.index < l.hs.Commit && l.commitBacked(l.lastBacked) {
+		commit = l.lastBacked.index
 	}
-	s.hs.Commit = commit
-	s.hsCommit = commitCheck{index: commit}
+	l.hs.Commit = commit
+	l.hsCommit = commitCheck{index: commit}
 }
 
 func decodeCompact(p []byte) (uint64, uint64, error) {
@@ -516,10 +544,12 @@ func decodeCompact(p []byte) (uint64, uint64, error) {
 }
 
 func appendCompact(buf []byte, index, term uint64) []byte {
-	return appendRecord(buf, recCompact, func(b []byte) []byte {
-		b = binary.AppendUvarint(b, index)
-		return binary.AppendUvarint(b, term)
-	})
+	return appendRecord(buf, recCompact, func(b []byte) []byte { return appendCompactPayload(b, index, term) })
+}
+
+func appendCompactPayload(b []byte, index, term uint64) []byte {
+	b = binary.AppendUvarint(b, index)
+	return binary.AppendUvarint(b, term)
 }
 
 func decodeEntryPayload(p []byte) (Entry, error) {
@@ -558,27 +588,31 @@ func appendRecord(buf []byte, typ byte, payload func([]byte) []byte) []byte {
 // hs.Commit in the log the record is written after, which recovery checks
 // (see commitBacked). It is left out when unknown.
 func appendHardState(buf []byte, hs HardState, termAt func(uint64) (uint64, bool)) []byte {
-	return appendRecord(buf, recHardState, func(b []byte) []byte {
-		b = binary.AppendUvarint(b, hs.Term)
-		b = binary.AppendUvarint(b, hs.Vote)
-		b = binary.AppendUvarint(b, hs.Commit)
-		if t, ok := termAt(hs.Commit); ok || hs.Origin != 0 {
-			b = binary.AppendUvarint(b, t) // 0 when unknown
-		}
-		if hs.Origin != 0 {
-			b = binary.AppendUvarint(b, hs.Origin)
-		}
-		return b
-	})
+	return appendRecord(buf, recHardState, func(b []byte) []byte { return appendHardStatePayload(b, hs, termAt) })
+}
+
+func appendHardStatePayload(b []byte, hs HardState, termAt func(uint64) (uint64, bool)) []byte {
+	b = binary.AppendUvarint(b, hs.Term)
+	b = binary.AppendUvarint(b, hs.Vote)
+	b = binary.AppendUvarint(b, hs.Commit)
+	if t, ok := termAt(hs.Commit); ok || hs.Origin != 0 {
+		b = binary.AppendUvarint(b, t) // 0 when unknown
+	}
+	if hs.Origin != 0 {
+		b = binary.AppendUvarint(b, hs.Origin)
+	}
+	return b
 }
 
 func appendEntry(buf []byte, e *Entry) []byte {
-	return appendRecord(buf, recEntry, func(b []byte) []byte {
-		b = binary.AppendUvarint(b, e.Index)
-		b = binary.AppendUvarint(b, e.Term)
-		b = append(b, byte(e.Type))
-		return append(b, e.Data...)
-	})
+	return appendRecord(buf, recEntry, func(b []byte) []byte { return appendEntryPayload(b, e) })
+}
+
+func appendEntryPayload(b []byte, e *Entry) []byte {
+	b = binary.AppendUvarint(b, e.Index)
+	b = binary.AppendUvarint(b, e.Term)
+	b = append(b, byte(e.Type))
+	return append(b, e.Data...)
 }
 
 // truncateSegment cuts a segment at off (a torn tail), durably.
@@ -630,21 +664,28 @@ func (s *FileStorage) newSegment(seq uint64) error {
 	return nil
 }
 
-func (s *FileStorage) sync(f *os.File) error {
-	if s.opts.syncHook != nil {
-		return s.opts.syncHook(f)
+func (s *FileStorage) sync(f *os.File) error { return s.opts.syncFile(f) }
+
+func (s *FileStorage) syncDir() error { return s.opts.syncDir(s.dir) }
+
+// syncFile makes f's contents durable, unless the options say otherwise.
+func (o *fileOptions) syncFile(f *os.File) error {
+	if o.syncHook != nil {
+		return o.syncHook(f)
 	}
-	if s.opts.noSync {
+	if o.noSync {
 		return nil
 	}
 	return f.Sync()
 }
 
-func (s *FileStorage) syncDir() error {
-	if s.opts.noSync {
+// syncDir makes the entries of directory dir durable (a created, renamed
+// or deleted file), unless the options say otherwise.
+func (o *fileOptions) syncDir(dir string) error {
+	if o.noSync {
 		return nil
 	}
-	d, err := os.Open(s.dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("raft: opening the log directory: %w", err)
 	}
@@ -762,7 +803,7 @@ func (s *FileStorage) flush() {
 			return s.termAt(i)
 		}
 		for _, req := range batch {
-			if e := validateSave(req.entries, s.first, last); e != nil {
+			if e := validateSave("FileStorage", req.entries, s.first, last); e != nil {
 				req.err = e
 				continue
 			}
@@ -828,18 +869,19 @@ func (s *FileStorage) flush() {
 	s.flushed.Broadcast()
 }
 
-// validateSave checks that entries can follow a log [first, last].
-func validateSave(entries []Entry, first, last uint64) error {
+// validateSave checks that entries can follow a log [first, last]; who
+// names the storage in the error.
+func validateSave(who string, entries []Entry, first, last uint64) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	at := entries[0].Index
 	if at < first || at > last+1 {
-		return fmt.Errorf("raft: FileStorage.Save: entry %d does not follow the log [%d, %d]", at, first, last)
+		return fmt.Errorf("raft: %s.Save: entry %d does not follow the log [%d, %d]", who, at, first, last)
 	}
 	for i, e := range entries {
 		if e.Index != at+uint64(i) {
-			return fmt.Errorf("raft: FileStorage.Save: entries are not consecutive at index %d", e.Index)
+			return fmt.Errorf("raft: %s.Save: entries are not consecutive at index %d", who, e.Index)
 		}
 	}
 	return nil

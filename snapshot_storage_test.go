@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Both Storage implementations must behave the same for compaction and
-// snapshots; reopen is nil for MemoryStorage (it has no files).
+// Every Storage implementation must behave the same for compaction and
+// snapshots; reopen is false for MemoryStorage (it has no files).
 type storageKind struct {
 	name   string
 	open   func(t *testing.T, dir string) Storage
@@ -23,6 +23,7 @@ type storageKind struct {
 var storageKinds = []storageKind{
 	{"memory", func(t *testing.T, dir string) Storage { return NewMemoryStorage() }, false},
 	{"file", func(t *testing.T, dir string) Storage { return openFS(t, dir, WithSegmentSize(4096)) }, true},
+	{"host group", openHostGroup, true},
 }
 
 func closeStorage(s Storage) {
@@ -137,7 +138,8 @@ func TestStorage_Snapshots(t *testing.T) {
 			if kind.reopen {
 				closeStorage(s)
 				snaps, _ := filepath.Glob(filepath.Join(dir, "snap-*.snap"))
-				assert.Len(t, snaps, 2, "the two newest snapshots are kept")
+				inGroupDir, _ := filepath.Glob(filepath.Join(dir, "group-*", "snap-*.snap"))
+				assert.Len(t, append(snaps, inGroupDir...), 2, "the two newest snapshots are kept")
 				s = kind.open(t, dir)
 				check(s)
 			}
