@@ -100,7 +100,7 @@ type HostStorage struct {
 	lockFile *os.File
 
 	mu       sync.Mutex // guards everything below and the segments' files
-	groups   map[uint64]*hostGroup
+	groups   map[uint64]*storedGroup
 	segs     []*segment // ascending sequence; the last is written to
 	walBytes int64      // bytes in all segments
 	live     int64      // bytes of the records of the groups' logs
@@ -126,9 +126,9 @@ type HostStorage struct {
 	forceCleaning bool
 }
 
-// hostGroup is one group's state in a HostStorage: its log view, as a
+// storedGroup is one group's state in a HostStorage: its log view, as a
 // FileStorage's, and what pins segments.
-type hostGroup struct {
+type storedGroup struct {
 	id uint64
 	walLog
 	hsSeq      uint64 // segment of the latest hard-state record, 0 if none
@@ -153,7 +153,7 @@ const (
 
 // hostRequest is one queued write of one group.
 type hostRequest struct {
-	g           *hostGroup
+	g           *storedGroup
 	kind        byte // recEntry: a Save; recCompact; recGroupRemoved
 	hs          HardState
 	entries     []Entry
@@ -186,7 +186,7 @@ func OpenHostStorage(dir string, opts ...FileOption) (*HostStorage, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &HostStorage{dir: dir, opts: o, lockFile: lock, groups: map[uint64]*hostGroup{}}
+	h := &HostStorage{dir: dir, opts: o, lockFile: lock, groups: map[uint64]*storedGroup{}}
 	h.flushed = sync.NewCond(&h.mu)
 	if err := h.recover(); err != nil {
 		h.closeFiles()
@@ -195,8 +195,8 @@ func OpenHostStorage(dir string, opts ...FileOption) (*HostStorage, error) {
 	return h, nil
 }
 
-func newHostGroup(id uint64) *hostGroup {
-	return &hostGroup{id: id, walLog: walLog{first: 1, startKnown: true}, snapLoaded: true}
+func newHostGroup(id uint64) *storedGroup {
+	return &storedGroup{id: id, walLog: walLog{first: 1, startKnown: true}, snapLoaded: true}
 }
 
 // Group returns the Storage of group id, creating the group if the
@@ -234,7 +234,7 @@ func (h *HostStorage) Group(id uint64) (Storage, error) {
 
 // loadGroupSnapshots removes a group's unfinished snapshots and verifies
 // its newest one.
-func (h *HostStorage) loadGroupSnapshots(g *hostGroup) error {
+func (h *HostStorage) loadGroupSnapshots(g *storedGroup) error {
 	h.snapMu.Lock()
 	defer h.snapMu.Unlock()
 	h.mu.Lock()
@@ -271,7 +271,7 @@ func (h *HostStorage) Groups() []uint64 {
 	return ids
 }
 
-func (g *hostGroup) holdsState() bool {
+func (g *storedGroup) holdsState() bool {
 	return g.hs != (HardState{}) || g.first > 1 || len(g.locs) > 0 || g.hasDir
 }
 
@@ -339,7 +339,7 @@ func (h *HostStorage) usable() error {
 }
 
 // usableGroup returns why g cannot be used, or nil.
-func (h *HostStorage) usableGroup(g *hostGroup) error {
+func (h *HostStorage) usableGroup(g *storedGroup) error {
 	if err := h.usable(); err != nil {
 		return err
 	}
@@ -398,7 +398,7 @@ func (h *HostStorage) flush() {
 	h.queue = nil
 	h.flushing = true
 	err := h.usable()
-	var removals []*hostGroup
+	var removals []*storedGroup
 	if err == nil {
 		err = h.rotateIfFull()
 	}
@@ -539,7 +539,7 @@ func (h *HostStorage) encode(buf []byte, seg *segment, req *hostRequest) []byte 
 	return buf
 }
 
-func (h *HostStorage) setLive(g *hostGroup, live int64) {
+func (h *HostStorage) setLive(g *storedGroup, live int64) {
 	h.live += live - g.live
 	g.live = live
 }
@@ -556,7 +556,7 @@ func sumLocs(locs []entryLoc) int64 {
 // removal record is durable, and forgets the group. A failure makes the
 // storage unusable: the files of the removed group would otherwise come
 // back as a new group's.
-func (h *HostStorage) dropGroupFiles(g *hostGroup) error {
+func (h *HostStorage) dropGroupFiles(g *storedGroup) error {
 	if g.hasDir || dirExists(h.groupDir(g.id)) {
 		if err := os.RemoveAll(h.groupDir(g.id)); err != nil {
 			h.failed = fmt.Errorf("raft: removing group %d's snapshots: %w", g.id, err)
@@ -637,7 +637,7 @@ func endHostRecord(buf []byte, start int) []byte {
 // groupStorage is the Storage of one group of a HostStorage.
 type groupStorage struct {
 	h *HostStorage
-	g *hostGroup
+	g *storedGroup
 }
 
 // instrument implements storageInstrumented: each group's Node records the
@@ -707,7 +707,7 @@ func (s *groupStorage) Entries(lo, hi uint64) ([]Entry, error) {
 
 // readEntry reads the record of entry i of g at loc into *buf, checks it
 // and decodes it; it returns the record's bytes too. Both alias *buf.
-func (h *HostStorage) readEntry(g *hostGroup, loc entryLoc, i uint64, buf *[]byte) (Entry, []byte, error) {
+func (h *HostStorage) readEntry(g *storedGroup, loc entryLoc, i uint64, buf *[]byte) (Entry, []byte, error) {
 	if cap(*buf) < int(loc.len) {
 		*buf = make([]byte, loc.len)
 	}
@@ -797,7 +797,7 @@ func (s *groupStorage) Snapshot() (SnapshotMeta, io.ReadCloser, error) {
 
 // pin returns the oldest segment holding a record g still needs, MaxUint64
 // when it needs none.
-func (g *hostGroup) pin() uint64 {
+func (g *storedGroup) pin() uint64 {
 	p := uint64(math.MaxUint64)
 	if g.hsSeq != 0 {
 		p = g.hsSeq
@@ -845,8 +845,8 @@ func (h *HostStorage) reclaim() error {
 }
 
 // sortedGroups returns the groups ordered by ID, for deterministic order.
-func (h *HostStorage) sortedGroups() []*hostGroup {
-	gs := make([]*hostGroup, 0, len(h.groups))
+func (h *HostStorage) sortedGroups() []*storedGroup {
+	gs := make([]*storedGroup, 0, len(h.groups))
 	for _, g := range h.groups {
 		gs = append(gs, g)
 	}

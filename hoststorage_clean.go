@@ -69,7 +69,7 @@ func (h *HostStorage) copyForward(buf []byte, seg *segment) ([]byte, error) {
 }
 
 // copyGroup appends a copy of g to buf and points g's state at it.
-func (h *HostStorage) copyGroup(buf []byte, seg *segment, g *hostGroup) ([]byte, error) {
+func (h *HostStorage) copyGroup(buf []byte, seg *segment, g *storedGroup) ([]byte, error) {
 	var body []byte
 	if g.first > 1 {
 		body = appendHostRecord(body, recCompact, g.id, appendCompactPayload(nil, g.first-1, g.firstTerm))

@@ -365,7 +365,7 @@ func (d *powerDisk) powerLoss(t *testing.T, rng *rand.Rand, dir string) {
 // would: appends, truncations of uncommitted entries by a newer term, a
 // commit index that never moves back or past the log, compactions up to
 // the commit index, rarely a removal.
-func genRequest(rng *rand.Rand, g *hostGroup, m modelLog) *hostRequest {
+func genRequest(rng *rand.Rand, g *storedGroup, m modelLog) *hostRequest {
 	switch r := rng.Intn(100); {
 	case r < 2:
 		return &hostRequest{g: g, kind: recGroupRemoved}

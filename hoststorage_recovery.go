@@ -232,7 +232,7 @@ func (rs *hostReplay) apply(h *HostStorage, typ byte, group uint64, payload []by
 }
 
 // entry replays the record, at loc, of entry i of g.
-func (rs *hostReplay) entry(g *hostGroup, i uint64, loc entryLoc) {
+func (rs *hostReplay) entry(g *storedGroup, i uint64, loc entryLoc) {
 	last := g.first + uint64(len(g.locs)) - 1
 	if p, ok := rs.gaps[g.id]; ok {
 		switch {
@@ -260,7 +260,7 @@ func (rs *hostReplay) entry(g *hostGroup, i uint64, loc entryLoc) {
 }
 
 // compact replays a compaction record of g, found in segment seq.
-func (rs *hostReplay) compact(g *hostGroup, index, term, seq uint64) {
+func (rs *hostReplay) compact(g *storedGroup, index, term, seq uint64) {
 	p, gap := rs.gaps[g.id]
 	switch {
 	case gap && index < p.index, g.startKnown && index+1 < g.first:
