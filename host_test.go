@@ -40,8 +40,11 @@ type hostCluster struct {
 	members  map[uint64][]Member // each group's founding members
 	tune     func(group uint64, cfg *Config)
 	newSM    func(k groupKey) StateMachine
-	tuneTCP  func(host uint64, cfg *TCPConfig)
-	logLevel zapcore.Level
+	// newStorage, when set, gives each replica its Storage instead of a
+	// MemoryStorage of the cluster's.
+	newStorage func(k groupKey) Storage
+	tuneTCP    func(host uint64, cfg *TCPConfig)
+	logLevel   zapcore.Level
 }
 
 // newHostCluster starts hosts 1 to n, over TCP when tcp is set. The seed
@@ -149,8 +152,14 @@ func (c *hostCluster) foundGroup(group uint64, hosts ...uint64) {
 func (c *hostCluster) startGroup(group, host uint64, members []Member) *Node {
 	c.t.Helper()
 	k := groupKey{group, host}
-	if c.storages[k] == nil {
-		c.storages[k] = NewMemoryStorage()
+	var storage Storage
+	if c.newStorage != nil {
+		storage = c.newStorage(k)
+	} else {
+		if c.storages[k] == nil {
+			c.storages[k] = NewMemoryStorage()
+		}
+		storage = asyncMemStorage{c.storages[k]}
 	}
 	var sm StateMachine
 	if c.newSM != nil {
@@ -159,7 +168,7 @@ func (c *hostCluster) startGroup(group, host uint64, members []Member) *Node {
 		c.sms[k] = &recordingSM{}
 		sm = c.sms[k]
 	}
-	n, err := c.hosts[host].StartGroup(group, c.config(group, host, members), sm, asyncMemStorage{c.storages[k]})
+	n, err := c.hosts[host].StartGroup(group, c.config(group, host, members), sm, storage)
 	require.NoError(c.t, err)
 	return n
 }
