@@ -289,26 +289,29 @@ func TestTCPRemovedFollowerLearnsItsRemoval(t *testing.T) {
 //
 //	go test -run '^$' -bench BenchmarkTCPCluster -benchtime 30000x -count 5 .
 func BenchmarkTCPCluster_64Proposers(b *testing.B) {
-	leader, stop := benchTCPCluster(b, fileStorage(b))
-	defer stop()
-	benchProposeFrom(b, leader, 64)
+	benchTCPProposers(b, fileStorage(b), benchDefault)
 }
 
 // BenchmarkTCPClusterMem_64Proposers is the same over MemoryStorage (no
 // fsync): what the transport itself costs, next to BenchmarkCluster_64Proposers.
 func BenchmarkTCPClusterMem_64Proposers(b *testing.B) {
-	leader, stop := benchTCPCluster(b, memStorage)
-	defer stop()
-	benchProposeFrom(b, leader, 64)
+	benchTCPProposers(b, memStorage, benchDefault)
 }
 
-// benchTCPCluster is benchCluster over TCP: three nodes in this process,
+// benchTCPProposers runs the workload of shape s on a cluster over TCP.
+func benchTCPProposers(b *testing.B, newStorage func(uint64) Storage, s benchShape) {
+	leader, stop := benchTCPCluster(b, s.voters, newStorage)
+	defer stop()
+	benchProposeFrom(b, leader, s.proposers, s.cmdSize)
+}
+
+// benchTCPCluster is benchCluster over TCP: voters nodes in this process,
 // each with its own transport on 127.0.0.1.
-func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func()) {
+func benchTCPCluster(b *testing.B, voters int, newStorage func(id uint64) Storage) (*Node, func()) {
 	b.Helper()
 	var transports []*TCPTransport
 	var members []Member
-	for id := uint64(1); id <= 3; id++ {
+	for id := uint64(1); id <= uint64(voters); id++ {
 		tr, err := NewTCPTransport(TCPConfig{ListenAddr: "127.0.0.1:0", ClusterID: "bench"})
 		if err != nil {
 			b.Fatal(err)
