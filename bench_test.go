@@ -227,28 +227,55 @@ func benchProposers(b *testing.B, newStorage func(uint64) Storage, s benchShape)
 		return sms[id-1]
 	})
 	defer stop()
-	var withEntries, commitOnly, heartbeats atomic.Int64
+	var counts messageCounts
 	lid := leader.Status().ID
+	counts.leader.Store(lid)
 	nw.setFilter(func(from uint64, m *Message) inmemVerdict {
-		if from == lid {
-			switch {
-			case m.Type == MsgAppend && len(m.Entries) > 0:
-				withEntries.Add(1)
-			case m.Type == MsgAppend:
-				commitOnly.Add(1)
-			case m.Type == MsgHeartbeat:
-				heartbeats.Add(1)
-			}
-		}
+		counts.count(from, m)
 		return inmemPass
 	})
 	benchProposeFrom(b, leader, s.proposers, s.cmdSize)
 	nw.setFilter(nil)
-	n := float64(b.N)
-	b.ReportMetric(float64(withEntries.Load())/n, "appends/op")
-	b.ReportMetric(float64(commitOnly.Load())/n, "commit-appends/op")
-	b.ReportMetric(float64(heartbeats.Load())/n, "heartbeats/op")
+	counts.report(b)
 	reportApplyLag(b, sms, lid)
+}
+
+// messageCounts counts the messages of the cluster that tell how well the
+// leader batches and whether it sends entries twice: what the leader sends,
+// and the appends the followers reject (a follower rejects an append that
+// does not follow its log, and the leader then sends the entries again).
+type messageCounts struct {
+	leader                                       atomic.Uint64 // 0: count nothing
+	withEntries, entries, commitOnly, heartbeats atomic.Int64
+	rejected                                     atomic.Int64
+}
+
+// count counts m, which node from sends.
+func (c *messageCounts) count(from uint64, m *Message) {
+	leader := c.leader.Load()
+	switch {
+	case leader == 0:
+	case from == leader && m.Type == MsgAppend && len(m.Entries) > 0:
+		c.withEntries.Add(1)
+		c.entries.Add(int64(len(m.Entries)))
+	case from == leader && m.Type == MsgAppend:
+		c.commitOnly.Add(1)
+	case from == leader && m.Type == MsgHeartbeat:
+		c.heartbeats.Add(1)
+	case m.To == leader && m.Type == MsgAppendResp && m.Reject:
+		c.rejected.Add(1)
+	}
+}
+
+// report reports the counts per proposal: entries/op is (voters - 1) when
+// no entry is sent twice.
+func (c *messageCounts) report(b *testing.B) {
+	n := float64(b.N)
+	b.ReportMetric(float64(c.withEntries.Load())/n, "appends/op")
+	b.ReportMetric(float64(c.entries.Load())/n, "entries/op")
+	b.ReportMetric(float64(c.commitOnly.Load())/n, "commit-appends/op")
+	b.ReportMetric(float64(c.heartbeats.Load())/n, "heartbeats/op")
+	b.ReportMetric(float64(c.rejected.Load())/n, "rejects/op")
 }
 
 // applyTimes is a state machine that records when it applied each entry.

@@ -300,14 +300,32 @@ func BenchmarkTCPClusterMem_64Proposers(b *testing.B) {
 
 // benchTCPProposers runs the workload of shape s on a cluster over TCP.
 func benchTCPProposers(b *testing.B, newStorage func(uint64) Storage, s benchShape) {
-	leader, stop := benchTCPCluster(b, s.voters, newStorage)
+	var counts messageCounts
+	leader, stop := benchTCPCluster(b, s.voters, newStorage, &counts)
 	defer stop()
+	counts.leader.Store(leader.Status().ID)
 	benchProposeFrom(b, leader, s.proposers, s.cmdSize)
+	counts.leader.Store(0)
+	counts.report(b)
+}
+
+// countingTCP is a TCPTransport that counts the messages its node sends.
+type countingTCP struct {
+	*TCPTransport
+	id     uint64
+	counts *messageCounts
+}
+
+func (c countingTCP) Send(msgs []Message) {
+	for i := range msgs {
+		c.counts.count(c.id, &msgs[i])
+	}
+	c.TCPTransport.Send(msgs)
 }
 
 // benchTCPCluster is benchCluster over TCP: voters nodes in this process,
-// each with its own transport on 127.0.0.1.
-func benchTCPCluster(b *testing.B, voters int, newStorage func(id uint64) Storage) (*Node, func()) {
+// each with its own transport on 127.0.0.1, whose messages counts counts.
+func benchTCPCluster(b *testing.B, voters int, newStorage func(id uint64) Storage, counts *messageCounts) (*Node, func()) {
 	b.Helper()
 	var transports []*TCPTransport
 	var members []Member
@@ -338,7 +356,7 @@ func benchTCPCluster(b *testing.B, voters int, newStorage func(id uint64) Storag
 		st := newStorage(m.ID)
 		stores = append(stores, st)
 		n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			discardSM{}, st, transports[i])
+			discardSM{}, st, countingTCP{transports[i], m.ID, counts})
 		if err != nil {
 			stop()
 			b.Fatal(err)
