@@ -8,11 +8,14 @@
 package compare
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -191,6 +194,43 @@ func reportLatency(b *testing.B, lat []time.Duration, elapsed time.Duration) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
+// startCPU notes the CPU time this process has used; the function it
+// returns reports the CPU time used since, per proposal (cpu-µs/op: every
+// node of the cluster runs in this process). On a machine shared with other
+// jobs this is a steadier figure than the throughput: they take CPU time
+// from the cluster but do not add to its own. Nothing is reported where
+// /proc/self/stat is missing.
+func startCPU() func(*testing.B) {
+	cpu0, ok := processCPU()
+	return func(b *testing.B) {
+		if cpu1, ok1 := processCPU(); ok && ok1 {
+			b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+		}
+	}
+}
+
+// processCPU is bench_test.go's: the CPU time, user and system, that this
+// process has used, from /proc/self/stat (Linux), to a tick of 10 ms.
+func processCPU() (cpu time.Duration, ok bool) {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: f[0] is field 3, so utime and stime (fields 14 and 15, in
+	// ticks of 1/100 s) are f[11] and f[12].
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	user, err1 := strconv.ParseUint(f[11], 10, 64)
+	system, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(user+system) * 10 * time.Millisecond, true
+}
+
 // runConcurrent is the body of bench_test.go's BenchmarkCluster_64Proposers:
 // n goroutines (64 there) take proposal numbers from a shared counter until
 // b.N proposals are done.
@@ -203,6 +243,7 @@ func runConcurrent(b *testing.B, n int, newProposer func() proposeFunc) {
 	lat := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	cpu := startCPU()
 	start := time.Now()
 	for w := range n {
 		wg.Add(1)
@@ -224,6 +265,7 @@ func runConcurrent(b *testing.B, n int, newProposer func() proposeFunc) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu(b)
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)
 }
@@ -234,6 +276,7 @@ func runSequential(b *testing.B, newProposer func() proposeFunc) {
 	propose := newProposer()
 	lat := make([]time.Duration, b.N)
 	b.ResetTimer()
+	cpu := startCPU()
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -243,6 +286,7 @@ func runSequential(b *testing.B, newProposer func() proposeFunc) {
 		lat[i] = time.Since(t0)
 	}
 	elapsed := time.Since(start)
+	cpu(b)
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)
 }

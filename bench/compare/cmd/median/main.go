@@ -1,6 +1,6 @@
 // Command median reads `go test -bench` output of the compare benchmarks on
 // standard input and prints, per benchmark, the median of ops/s, MB/s,
-// p50-µs and p99-µs across the runs, then the ratio of raftkit to each
+// p50-µs, p99-µs and cpu-µs/op across the runs, then the ratio of raftkit to each
 // anchor library: in memory (Raftkit against Hashicorp, Etcd and
 // Dragonboat), durable (RaftkitFile against HashicorpWAL, EtcdWAL and
 // DragonboatFile) and over TCP with fsync (RaftkitTCP against HashicorpTCP
@@ -200,17 +200,18 @@ func (r *results) sorted() []key {
 func report(w io.Writer, res *results) {
 	keys := res.sorted()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "benchmark\truns\tops/s\tMB/s\tp50-µs\tp99-µs\t")
+	fmt.Fprintln(tw, "benchmark\truns\tops/s\tMB/s\tp50-µs\tp99-µs\tcpu-µs/op\t")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%.0f\t%.0f\t\n", k, len(res.get(k, "ops/s")), median(res.get(k, "ops/s")),
-			mbps(res.get(k, "MB/s")), median(res.get(k, "p50-µs")), median(res.get(k, "p99-µs")))
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%.0f\t%.0f\t%s\t\n", k, len(res.get(k, "ops/s")), median(res.get(k, "ops/s")),
+			optional(res.get(k, "MB/s")), median(res.get(k, "p50-µs")), median(res.get(k, "p99-µs")),
+			optional(res.get(k, "cpu-µs/op")))
 	}
 	tw.Flush()
 
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "raftkit / anchor (ops/s: >1 means raftkit is faster; latency: <1 means raftkit is faster)")
+	fmt.Fprintln(w, "raftkit / anchor (ops/s: >1 means raftkit is faster; latency and CPU per op: <1 means raftkit is faster)")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "raftkit\tworkload\tanchor\tops/s\tops/s (per round)\tp50\tp99\t")
+	fmt.Fprintln(tw, "raftkit\tworkload\tanchor\tops/s\tops/s (per round)\tp50\tp99\tcpu/op\t")
 	for _, k := range keys {
 		si, li := suiteOf(k.lib)
 		if si == len(suites) || li != 0 {
@@ -253,7 +254,7 @@ func reportVoters(w io.Writer, res *results, keys []key) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "N voters / 3 voters, each library against itself (ops/s: <1 means slower with N)")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "library\tworkload\tops/s\tops/s (per round)\tp50\tp99\t")
+	fmt.Fprintln(tw, "library\tworkload\tops/s\tops/s (per round)\tp50\tp99\tcpu/op\t")
 	for _, r := range rows {
 		fmt.Fprintln(tw, r)
 	}
@@ -336,16 +337,19 @@ func prefixed(group, lib string) string {
 	return group + "/" + lib
 }
 
-// ratios formats a/b for ops/s (of the medians and per round), p50 and p99.
+// ratios formats a/b for ops/s (of the medians and per round), p50, p99
+// and the CPU time per op.
 func ratios(res *results, a, b key) string {
-	return fmt.Sprintf("%s\t%s\t%s\t%s",
+	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s",
 		ratio(median(res.get(a, "ops/s")), median(res.get(b, "ops/s"))),
 		pairedRatio(res.get(a, "ops/s"), res.get(b, "ops/s")),
 		ratio(median(res.get(a, "p50-µs")), median(res.get(b, "p50-µs"))),
-		ratio(median(res.get(a, "p99-µs")), median(res.get(b, "p99-µs"))))
+		ratio(median(res.get(a, "p99-µs")), median(res.get(b, "p99-µs"))),
+		ratio(median(res.get(a, "cpu-µs/op")), median(res.get(b, "cpu-µs/op"))))
 }
 
-func mbps(vs []float64) string {
+// optional formats the median of a unit that not every benchmark reports.
+func optional(vs []float64) string {
 	if len(vs) == 0 {
 		return "-"
 	}
