@@ -1,12 +1,17 @@
 package raft
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +25,25 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkCluster -benchtime 200000x -count 5
 //
-// and compare medians (docs/benchmarks.md).
+// and compare medians (docs/benchmarks.md). BenchmarkSizes and
+// BenchmarkVoters vary the command size and the number of voters.
+
+// A benchShape is what the cluster benchmarks vary besides the storage and
+// the network.
+type benchShape struct {
+	voters    int
+	cmdSize   int
+	proposers int // goroutines proposing at once
+}
+
+// benchDefault is the workload of BenchmarkCluster_64Proposers.
+var benchDefault = benchShape{voters: 3, cmdSize: 128, proposers: 64}
+
+// with returns s with proposers goroutines proposing.
+func (s benchShape) with(proposers int) benchShape {
+	s.proposers = proposers
+	return s
+}
 
 type discardSM struct{}
 
@@ -38,16 +61,25 @@ func (emptySnapshot) Release()                         {}
 // with their configs adjusted by tune, and returns the leader.
 func benchCluster(b *testing.B, newStorage func(id uint64) Storage, tune ...func(*Config)) (*Node, func()) {
 	b.Helper()
-	leader, _, stop := benchClusterSM(b, newStorage, func(uint64) StateMachine { return discardSM{} }, tune...)
+	leader, _, stop := benchClusterSM(b, benchDefault.voters, newStorage, func(uint64) StateMachine { return discardSM{} }, tune...)
 	return leader, stop
 }
 
-// benchClusterSM is benchCluster with the state machines newSM makes; it
-// also returns the network.
-func benchClusterSM(b *testing.B, newStorage func(id uint64) Storage, newSM func(id uint64) StateMachine, tune ...func(*Config)) (*Node, *InmemNetwork, func()) {
+// benchMembers are the voters 1 to n.
+func benchMembers(n int) []Member {
+	members := make([]Member, n)
+	for i := range members {
+		members[i] = Member{ID: uint64(i + 1)}
+	}
+	return members
+}
+
+// benchClusterSM is benchCluster with voters nodes and the state machines
+// newSM makes; it also returns the network.
+func benchClusterSM(b *testing.B, voters int, newStorage func(id uint64) Storage, newSM func(id uint64) StateMachine, tune ...func(*Config)) (*Node, *InmemNetwork, func()) {
 	b.Helper()
 	nw := NewInmemNetwork()
-	members := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	members := benchMembers(voters)
 	var nodes []*Node
 	var stores []Storage
 	for _, m := range members {
@@ -118,52 +150,136 @@ func fileStorage(b *testing.B) func(uint64) Storage {
 }
 
 func BenchmarkCluster_64Proposers(b *testing.B) {
-	benchProposers(b, memStorage, 64)
+	benchProposers(b, memStorage, benchDefault)
 }
 
 func BenchmarkCluster_SequentialProposer(b *testing.B) {
-	benchProposers(b, memStorage, 1)
+	benchProposers(b, memStorage, benchDefault.with(1))
 }
 
 // BenchmarkClusterFile_64Proposers is the same workload with every node on
 // its own FileStorage, fsync on.
 func BenchmarkClusterFile_64Proposers(b *testing.B) {
-	benchProposers(b, fileStorage(b), 64)
+	benchProposers(b, fileStorage(b), benchDefault)
 }
 
 func BenchmarkClusterFile_SequentialProposer(b *testing.B) {
-	benchProposers(b, fileStorage(b), 1)
+	benchProposers(b, fileStorage(b), benchDefault.with(1))
 }
 
-func benchProposers(b *testing.B, newStorage func(uint64) Storage, proposers int) {
-	sms := make([]*applyTimes, 3)
-	leader, nw, stop := benchClusterSM(b, newStorage, func(id uint64) StateMachine {
+// benchNetworks runs a cluster benchmark over the in-memory network
+// (benchProposers, which also counts the leader's messages and the
+// followers' apply lag) or over TCP on loopback (benchTCPProposers).
+var benchNetworks = []struct {
+	name string
+	run  func(b *testing.B, newStorage func(uint64) Storage, s benchShape)
+}{
+	{"inmem", benchProposers},
+	{"tcp", benchTCPProposers},
+}
+
+// BenchmarkSizes is BenchmarkClusterFile_64Proposers and
+// BenchmarkTCPCluster_64Proposers with commands of 4 KiB and 64 KiB, and
+// for 64 KiB also with fewer proposers (64 of them put 4 MiB in flight).
+// MB/s is the command payload committed per second; the BenchmarkSizes of
+// bench/compare sets it against the disk and the anchors in the same run.
+func BenchmarkSizes(b *testing.B) {
+	shapes := []benchShape{
+		{voters: 3, cmdSize: 4 << 10, proposers: 64},
+		{voters: 3, cmdSize: 64 << 10, proposers: 64},
+		{voters: 3, cmdSize: 64 << 10, proposers: 16},
+		{voters: 3, cmdSize: 64 << 10, proposers: 8},
+	}
+	for _, nw := range benchNetworks {
+		for _, s := range shapes {
+			b.Run(fmt.Sprintf("net=%s/cmd=%dKiB/proposers=%d", nw.name, s.cmdSize>>10, s.proposers), func(b *testing.B) {
+				nw.run(b, fileStorage(b), s)
+			})
+		}
+	}
+}
+
+// BenchmarkVoters runs the default workloads (64 proposers and one,
+// 128-byte commands) with 3 and 5 voters, on MemoryStorage and on
+// FileStorage with fsync, over the in-memory network and over TCP.
+func BenchmarkVoters(b *testing.B) {
+	storages := []struct {
+		name string
+		make func(*testing.B) func(uint64) Storage
+	}{
+		{"mem", func(*testing.B) func(uint64) Storage { return memStorage }},
+		{"file", fileStorage},
+	}
+	for _, nw := range benchNetworks {
+		for _, st := range storages {
+			for _, voters := range []int{3, 5} {
+				for _, proposers := range []int{64, 1} {
+					s := benchShape{voters: voters, cmdSize: benchDefault.cmdSize, proposers: proposers}
+					b.Run(fmt.Sprintf("net=%s/storage=%s/voters=%d/proposers=%d", nw.name, st.name, voters, proposers), func(b *testing.B) {
+						nw.run(b, st.make(b), s)
+					})
+				}
+			}
+		}
+	}
+}
+
+func benchProposers(b *testing.B, newStorage func(uint64) Storage, s benchShape) {
+	sms := make([]*applyTimes, s.voters)
+	leader, nw, stop := benchClusterSM(b, s.voters, newStorage, func(id uint64) StateMachine {
 		sms[id-1] = &applyTimes{at: map[uint64]time.Time{}}
 		return sms[id-1]
 	})
 	defer stop()
-	var withEntries, commitOnly, heartbeats atomic.Int64
+	var counts messageCounts
 	lid := leader.Status().ID
+	counts.leader.Store(lid)
 	nw.setFilter(func(from uint64, m *Message) inmemVerdict {
-		if from == lid {
-			switch {
-			case m.Type == MsgAppend && len(m.Entries) > 0:
-				withEntries.Add(1)
-			case m.Type == MsgAppend:
-				commitOnly.Add(1)
-			case m.Type == MsgHeartbeat:
-				heartbeats.Add(1)
-			}
-		}
+		counts.count(from, m)
 		return inmemPass
 	})
-	benchProposeFrom(b, leader, proposers)
+	benchProposeFrom(b, leader, s.proposers, s.cmdSize)
 	nw.setFilter(nil)
-	n := float64(b.N)
-	b.ReportMetric(float64(withEntries.Load())/n, "appends/op")
-	b.ReportMetric(float64(commitOnly.Load())/n, "commit-appends/op")
-	b.ReportMetric(float64(heartbeats.Load())/n, "heartbeats/op")
+	counts.report(b)
 	reportApplyLag(b, sms, lid)
+}
+
+// messageCounts counts the messages of the cluster that tell how well the
+// leader batches and whether it sends entries twice: what the leader sends,
+// and the appends the followers reject (a follower rejects an append that
+// does not follow its log, and the leader then sends the entries again).
+type messageCounts struct {
+	leader                                       atomic.Uint64 // 0: count nothing
+	withEntries, entries, commitOnly, heartbeats atomic.Int64
+	rejected                                     atomic.Int64
+}
+
+// count counts m, which node from sends.
+func (c *messageCounts) count(from uint64, m *Message) {
+	leader := c.leader.Load()
+	switch {
+	case leader == 0:
+	case from == leader && m.Type == MsgAppend && len(m.Entries) > 0:
+		c.withEntries.Add(1)
+		c.entries.Add(int64(len(m.Entries)))
+	case from == leader && m.Type == MsgAppend:
+		c.commitOnly.Add(1)
+	case from == leader && m.Type == MsgHeartbeat:
+		c.heartbeats.Add(1)
+	case m.To == leader && m.Type == MsgAppendResp && m.Reject:
+		c.rejected.Add(1)
+	}
+}
+
+// report reports the counts per proposal: entries/op is (voters - 1) when
+// no entry is sent twice.
+func (c *messageCounts) report(b *testing.B) {
+	n := float64(b.N)
+	b.ReportMetric(float64(c.withEntries.Load())/n, "appends/op")
+	b.ReportMetric(float64(c.entries.Load())/n, "entries/op")
+	b.ReportMetric(float64(c.commitOnly.Load())/n, "commit-appends/op")
+	b.ReportMetric(float64(c.heartbeats.Load())/n, "heartbeats/op")
+	b.ReportMetric(float64(c.rejected.Load())/n, "rejects/op")
 }
 
 // applyTimes is a state machine that records when it applied each entry.
@@ -223,14 +339,18 @@ func reportApplyLag(b *testing.B, sms []*applyTimes, leader uint64) {
 }
 
 // benchProposeFrom is the measuring loop: proposers goroutines share b.N
-// proposals of 128 bytes on leader.
-func benchProposeFrom(b *testing.B, leader *Node, proposers int) {
-	cmd := make([]byte, 128)
+// proposals of cmdSize bytes on leader. Besides ops/s and the latencies it
+// reports the command payload committed per second (MB/s, through
+// b.SetBytes) and the peak live heap.
+func benchProposeFrom(b *testing.B, leader *Node, proposers, cmdSize int) {
+	cmd := make([]byte, cmdSize)
+	b.SetBytes(int64(cmdSize))
 	var next atomic.Int64
 	lat := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
 	stopHeap, peakHeap := sampleHeap()
 	b.ResetTimer()
+	cpu0, cpuOK := processCPU()
 	start := time.Now()
 	for range proposers {
 		wg.Add(1)
@@ -252,25 +372,65 @@ func benchProposeFrom(b *testing.B, leader *Node, proposers int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1, _ := processCPU()
 	b.StopTimer()
 	stopHeap()
 	reportLatency(b, lat, elapsed)
-	b.ReportMetric(float64(*peakHeap)/(1<<20), "peak-heap-MiB")
+	if cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+	}
+	b.ReportMetric(float64(peakHeap.alloc)/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(float64(peakHeap.live)/(1<<20), "peak-live-MiB")
 }
 
-// sampleHeap records the largest live heap seen every 50 ms until stop
-// returns (the heap under load: what waits for the disk must stay bounded).
-func sampleHeap() (stop func(), peak *uint64) {
-	peak = new(uint64)
+// processCPU returns the CPU time, user and system, that this process has
+// used, from /proc/self/stat (Linux; ok is false elsewhere), to a tick of
+// 10 ms. The CPU time per proposal of a cluster in one process is a steadier
+// figure than its throughput on a machine shared with other jobs: they take
+// CPU time from it, but do not add to its own.
+func processCPU() (cpu time.Duration, ok bool) {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: f[0] is field 3, so utime and stime (fields 14 and 15, in
+	// ticks of 1/100 s) are f[11] and f[12].
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	user, err1 := strconv.ParseUint(f[11], 10, 64)
+	system, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(user+system) * 10 * time.Millisecond, true
+}
+
+// heapPeaks are the largest heap sizes sampleHeap saw: alloc is the heap's
+// allocated bytes, including garbage not yet collected; live is what the
+// last garbage collection found reachable.
+type heapPeaks struct {
+	alloc, live uint64
+}
+
+// sampleHeap records the largest heap seen every 50 ms until stop returns
+// (the heap under load: what waits for the disk must stay bounded).
+func sampleHeap() (stop func(), peak *heapPeaks) {
+	peak = new(heapPeaks)
 	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(exited)
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		var ms runtime.MemStats
+		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		for {
 			runtime.ReadMemStats(&ms)
-			*peak = max(*peak, ms.HeapAlloc)
+			metrics.Read(live)
+			peak.alloc = max(peak.alloc, ms.HeapAlloc)
+			peak.live = max(peak.live, live[0].Value.Uint64())
 			select {
 			case <-t.C:
 			case <-done:

@@ -531,7 +531,7 @@ func benchClusterMetrics(b *testing.B, proposers int) {
 	defer provider.Shutdown(context.Background())
 	leader, stop := benchCluster(b, memStorage, func(c *Config) { c.MeterProvider = provider })
 	defer stop()
-	benchProposeFrom(b, leader, proposers)
+	benchProposeFrom(b, leader, proposers, benchDefault.cmdSize)
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil || len(rm.ScopeMetrics) == 0 {
 		b.Fatalf("nothing recorded: %v", err)

@@ -289,26 +289,47 @@ func TestTCPRemovedFollowerLearnsItsRemoval(t *testing.T) {
 //
 //	go test -run '^$' -bench BenchmarkTCPCluster -benchtime 30000x -count 5 .
 func BenchmarkTCPCluster_64Proposers(b *testing.B) {
-	leader, stop := benchTCPCluster(b, fileStorage(b))
-	defer stop()
-	benchProposeFrom(b, leader, 64)
+	benchTCPProposers(b, fileStorage(b), benchDefault)
 }
 
 // BenchmarkTCPClusterMem_64Proposers is the same over MemoryStorage (no
 // fsync): what the transport itself costs, next to BenchmarkCluster_64Proposers.
 func BenchmarkTCPClusterMem_64Proposers(b *testing.B) {
-	leader, stop := benchTCPCluster(b, memStorage)
-	defer stop()
-	benchProposeFrom(b, leader, 64)
+	benchTCPProposers(b, memStorage, benchDefault)
 }
 
-// benchTCPCluster is benchCluster over TCP: three nodes in this process,
-// each with its own transport on 127.0.0.1.
-func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func()) {
+// benchTCPProposers runs the workload of shape s on a cluster over TCP.
+func benchTCPProposers(b *testing.B, newStorage func(uint64) Storage, s benchShape) {
+	var counts messageCounts
+	leader, stop := benchTCPCluster(b, s.voters, newStorage, &counts)
+	defer stop()
+	counts.leader.Store(leader.Status().ID)
+	benchProposeFrom(b, leader, s.proposers, s.cmdSize)
+	counts.leader.Store(0)
+	counts.report(b)
+}
+
+// countingTCP is a TCPTransport that counts the messages its node sends.
+type countingTCP struct {
+	*TCPTransport
+	id     uint64
+	counts *messageCounts
+}
+
+func (c countingTCP) Send(msgs []Message) {
+	for i := range msgs {
+		c.counts.count(c.id, &msgs[i])
+	}
+	c.TCPTransport.Send(msgs)
+}
+
+// benchTCPCluster is benchCluster over TCP: voters nodes in this process,
+// each with its own transport on 127.0.0.1, whose messages counts counts.
+func benchTCPCluster(b *testing.B, voters int, newStorage func(id uint64) Storage, counts *messageCounts) (*Node, func()) {
 	b.Helper()
 	var transports []*TCPTransport
 	var members []Member
-	for id := uint64(1); id <= 3; id++ {
+	for id := uint64(1); id <= uint64(voters); id++ {
 		tr, err := NewTCPTransport(TCPConfig{ListenAddr: "127.0.0.1:0", ClusterID: "bench"})
 		if err != nil {
 			b.Fatal(err)
@@ -335,7 +356,7 @@ func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, f
 		st := newStorage(m.ID)
 		stores = append(stores, st)
 		n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			discardSM{}, st, transports[i])
+			discardSM{}, st, countingTCP{transports[i], m.ID, counts})
 		if err != nil {
 			stop()
 			b.Fatal(err)

@@ -19,8 +19,9 @@ import (
 )
 
 // lni/dragonboat v4 (v4.0.0-20240618143154-6a1623140f27, the newest v4 the
-// Go module proxy serves): one shard (ID 1) of three replicas, each on its
-// own NodeHost in this process, written from the package documentation:
+// Go module proxy serves): one shard (ID 1) of three replicas (or the shape's
+// voters), each on its own NodeHost in this process, written from the
+// package documentation:
 //
 //   - NodeHostConfig: NodeHostDir a temp dir of its own (WALDir empty, so the
 //     log DB lives there too), RTTMillisecond 10, RaftAddress 127.0.0.1 on a
@@ -130,16 +131,37 @@ func freeLoopbackAddrs(n int) ([]string, error) {
 	return addrs, nil
 }
 
-// dragonboatCluster starts the three NodeHosts and the shard and returns the
-// leader's NodeHost once a proposal has been applied on it, and a function
-// that closes the NodeHosts. With disk, each NodeHost keeps its log DB in a
-// temp dir of its own (fsync on), else in an in-memory file system; with tcp,
-// the NodeHosts talk over dragonboat's TCP transport on loopback, else over
-// the channel transport.
-func dragonboatCluster(tb testing.TB, disk, tcp bool) (*dragonboat.NodeHost, func()) {
+// dragonboatSystem is dragonboat with its log DB on disk or in memory and
+// over its TCP transport or the channel transport (dragonboatCluster).
+func dragonboatSystem(disk, tcp bool) system {
+	return func(tb testing.TB, s shape) cluster {
+		leader, stop := dragonboatCluster(tb, s, disk, tcp)
+		return cluster{
+			newProposer: dragonboatProposer(leader, s.cmdSize),
+			voters: func() (int, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				m, err := leader.SyncGetShardMembership(ctx, dragonboatShardID)
+				if err != nil {
+					return 0, err
+				}
+				return len(m.Nodes), nil
+			},
+			stop: stop,
+		}
+	}
+}
+
+// dragonboatCluster starts a NodeHost per replica of the shard (s.voters of
+// them) and returns the leader's NodeHost once a proposal of s.cmdSize bytes
+// has been applied on it, and a function that closes the NodeHosts. With
+// disk, each NodeHost keeps its log DB in a temp dir of its own (fsync on),
+// else in an in-memory file system; with tcp, the NodeHosts talk over
+// dragonboat's TCP transport on loopback, else over the channel transport.
+func dragonboatCluster(tb testing.TB, s shape, disk, tcp bool) (*dragonboat.NodeHost, func()) {
 	tb.Helper()
 	dragonboatQuiet()
-	const n = 3
+	n := s.voters
 	var addrs []string
 	if !tcp {
 		for i := range n {
@@ -194,11 +216,11 @@ func dragonboatCluster(tb testing.TB, disk, tcp bool) (*dragonboat.NodeHost, fun
 			tb.Fatal(err)
 		}
 	}
-	cmd := make([]byte, cmdSize)
+	cmd := make([]byte, s.cmdSize)
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		id, _, ok, err := hosts[0].GetLeaderID(dragonboatShardID)
-		if err == nil && ok && id >= 1 && id <= n {
+		if err == nil && ok && id >= 1 && id <= uint64(n) {
 			leader := hosts[id-1]
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_, err := leader.SyncPropose(ctx, leader.GetNoOPSession(dragonboatShardID), cmd)
@@ -214,7 +236,7 @@ func dragonboatCluster(tb testing.TB, disk, tcp bool) (*dragonboat.NodeHost, fun
 	return nil, nil
 }
 
-func dragonboatProposer(leader *dragonboat.NodeHost) func() proposeFunc {
+func dragonboatProposer(leader *dragonboat.NodeHost, cmdSize int) func() proposeFunc {
 	cmd := make([]byte, cmdSize)
 	return func() proposeFunc {
 		session := leader.GetNoOPSession(dragonboatShardID)
@@ -248,48 +270,28 @@ func dragonboatApplied(nh *dragonboat.NodeHost) (uint64, error) {
 // BenchmarkDragonboatTCP_64Proposers: the default log DB with fsync and the
 // default TCP transport on loopback.
 func BenchmarkDragonboatTCP_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := dragonboatCluster(b, true, true)
-	defer stop()
-	runConcurrent(b, dragonboatProposer(leader))
+	benchSystem(b, "DragonboatTCP", defaultShape, proposers)
 }
 
 func BenchmarkDragonboatTCP_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := dragonboatCluster(b, true, true)
-	defer stop()
-	runSequential(b, dragonboatProposer(leader))
+	benchSystem(b, "DragonboatTCP", defaultShape, 1)
 }
 
 // BenchmarkDragonboat_64Proposers is the in-memory variant: in-memory file
 // system, channel transport.
 func BenchmarkDragonboat_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := dragonboatCluster(b, false, false)
-	defer stop()
-	runConcurrent(b, dragonboatProposer(leader))
+	benchSystem(b, "Dragonboat", defaultShape, proposers)
 }
 
-func BenchmarkDragonboat_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := dragonboatCluster(b, false, false)
-	defer stop()
-	runSequential(b, dragonboatProposer(leader))
-}
+func BenchmarkDragonboat_Sequential(b *testing.B) { benchSystem(b, "Dragonboat", defaultShape, 1) }
 
 // BenchmarkDragonboatFile_64Proposers is the durable variant on the
 // in-memory network: the default log DB on disk with fsync, channel
 // transport.
 func BenchmarkDragonboatFile_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := dragonboatCluster(b, true, false)
-	defer stop()
-	runConcurrent(b, dragonboatProposer(leader))
+	benchSystem(b, "DragonboatFile", defaultShape, proposers)
 }
 
 func BenchmarkDragonboatFile_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := dragonboatCluster(b, true, false)
-	defer stop()
-	runSequential(b, dragonboatProposer(leader))
+	benchSystem(b, "DragonboatFile", defaultShape, 1)
 }

@@ -20,8 +20,8 @@ import (
 
 // etcd raft (go.etcd.io/raft/v3 v3.7.0) is a library without I/O: the
 // application runs the Ready loop. This harness is the minimal correct one
-// for three in-memory nodes, written the way the package documentation
-// describes it:
+// for in-memory nodes (three, or the shape's voters, with IDs from 1),
+// written the way the package documentation describes it:
 //
 //   - Each node has a raft.MemoryStorage and a goroutine running its Ready
 //     loop with a 10ms ticker (ElectionTick 10 = 100-200ms election timeout,
@@ -72,31 +72,35 @@ type etcdNode struct {
 }
 
 type etcdCluster struct {
-	nodes  map[uint64]*etcdNode
-	ctx    context.Context // cancelled by stop
-	cancel context.CancelFunc
-	stopc  chan struct{}
-	wg     sync.WaitGroup
-	nextID atomic.Uint64
+	nodes   map[uint64]*etcdNode
+	cmdSize int
+	ctx     context.Context // cancelled by stop
+	cancel  context.CancelFunc
+	stopc   chan struct{}
+	wg      sync.WaitGroup
+	nextID  atomic.Uint64
 
 	errOnce sync.Once
 	err     error // first internal error, reported by stop
 }
 
-// newEtcdCluster starts the three nodes; if walDir is non-nil, each node also
-// writes an etcdWAL to the file "wal" in the directory walDir(id) returns.
-func newEtcdCluster(walDir func(id uint64) string) (*etcdCluster, error) {
+// newEtcdCluster starts the nodes of shape s; if walDir is non-nil, each
+// node also writes an etcdWAL to the file "wal" in the directory walDir(id)
+// returns.
+func newEtcdCluster(s shape, walDir func(id uint64) string) (*etcdCluster, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &etcdCluster{
-		nodes:  make(map[uint64]*etcdNode),
-		ctx:    ctx,
-		cancel: cancel,
-		stopc:  make(chan struct{}),
+		nodes:   make(map[uint64]*etcdNode),
+		cmdSize: s.cmdSize,
+		ctx:     ctx,
+		cancel:  cancel,
+		stopc:   make(chan struct{}),
 	}
-	ids := []uint64{1, 2, 3}
-	peers := make([]raft.Peer, len(ids))
-	for i, id := range ids {
-		peers[i] = raft.Peer{ID: id}
+	var ids []uint64
+	var peers []raft.Peer
+	for id := uint64(1); id <= uint64(s.voters); id++ {
+		ids = append(ids, id)
+		peers = append(peers, raft.Peer{ID: id})
 	}
 	wals := make(map[uint64]*etcdWAL)
 	if walDir != nil {
@@ -294,7 +298,7 @@ func (n *etcdNode) failWaiters(err error) {
 func (c *etcdCluster) propose(ctx context.Context, n *etcdNode, done chan error) error {
 	id := c.nextID.Add(1)
 	// A fresh buffer per proposal: raft keeps the slice in its log.
-	data := make([]byte, cmdSize)
+	data := make([]byte, c.cmdSize)
 	binary.LittleEndian.PutUint64(data, id)
 	n.mu.Lock()
 	n.waiters[id] = done
@@ -313,16 +317,31 @@ func (c *etcdCluster) propose(ctx context.Context, n *etcdNode, done chan error)
 	}
 }
 
-// etcdStart starts the cluster (with an etcdWAL per node in a temp dir if
-// durable) and returns the leader once a proposal has gone through it, and a
-// function that stops everything; calling it again does nothing.
-func etcdStart(tb testing.TB, durable bool) (*etcdCluster, *etcdNode, func()) {
+// etcdSystem is the etcd raft harness, with an etcdWAL per node if durable.
+func etcdSystem(durable bool) system {
+	return func(tb testing.TB, s shape) cluster {
+		c, leader, stop := etcdStart(tb, s, durable)
+		return cluster{
+			newProposer: etcdProposer(c, leader),
+			voters: func() (int, error) {
+				return len(leader.node.Status().Config.Voters.IDs()), nil
+			},
+			stop: stop,
+		}
+	}
+}
+
+// etcdStart starts the cluster of shape s (with an etcdWAL per node in a
+// temp dir if durable) and returns the leader once a proposal has gone
+// through it, and a function that stops everything; calling it again does
+// nothing.
+func etcdStart(tb testing.TB, s shape, durable bool) (*etcdCluster, *etcdNode, func()) {
 	tb.Helper()
 	var walDir func(uint64) string
 	if durable {
 		walDir = func(uint64) string { return tb.TempDir() }
 	}
-	c, err := newEtcdCluster(walDir)
+	c, err := newEtcdCluster(s, walDir)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -371,35 +390,13 @@ func etcdProposer(c *etcdCluster, leader *etcdNode) func() proposeFunc {
 	}
 }
 
-func BenchmarkEtcd_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	c, leader, stop := etcdStart(b, false)
-	defer stop()
-	runConcurrent(b, etcdProposer(c, leader))
-}
-
-func BenchmarkEtcd_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	c, leader, stop := etcdStart(b, false)
-	defer stop()
-	runSequential(b, etcdProposer(c, leader))
-}
+func BenchmarkEtcd_64Proposers(b *testing.B) { benchSystem(b, "Etcd", defaultShape, proposers) }
+func BenchmarkEtcd_Sequential(b *testing.B)  { benchSystem(b, "Etcd", defaultShape, 1) }
 
 // BenchmarkEtcdWAL_64Proposers is the durable variant: every node
 // also appends to its own etcdWAL, fsync on.
-func BenchmarkEtcdWAL_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	c, leader, stop := etcdStart(b, true)
-	defer stop()
-	runConcurrent(b, etcdProposer(c, leader))
-}
-
-func BenchmarkEtcdWAL_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	c, leader, stop := etcdStart(b, true)
-	defer stop()
-	runSequential(b, etcdProposer(c, leader))
-}
+func BenchmarkEtcdWAL_64Proposers(b *testing.B) { benchSystem(b, "EtcdWAL", defaultShape, proposers) }
+func BenchmarkEtcdWAL_Sequential(b *testing.B)  { benchSystem(b, "EtcdWAL", defaultShape, 1) }
 
 // TestEtcdHarness checks that every proposal of 64 concurrent proposers
 // returns and ends up exactly once in the log of every node, and in the
@@ -411,7 +408,7 @@ func TestEtcdHarness(t *testing.T) {
 
 func testEtcdHarness(t *testing.T, durable bool) {
 	defer checkLeaks(t)()
-	c, leader, stop := etcdStart(t, durable)
+	c, leader, stop := etcdStart(t, defaultShape, durable)
 	defer stop()
 	const total = 2000
 	var wg sync.WaitGroup

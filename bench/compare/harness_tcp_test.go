@@ -15,24 +15,24 @@ func TestHarnessesTCPAndDragonboat(t *testing.T) {
 	const total = 3000
 	cases := map[string]func(testing.TB) (func() proposeFunc, func(testing.TB), func()){
 		"raftkit-tcp": func(tb testing.TB) (func() proposeFunc, func(testing.TB), func()) {
-			leader, stop := raftkitTCPCluster(tb, raftkitFileStorage)
-			return raftkitProposer(leader), nil, stop
+			c := systems["RaftkitTCP"](tb, defaultShape)
+			return c.newProposer, nil, c.stop
 		},
 		"hashicorp-tcp": func(tb testing.TB) (func() proposeFunc, func(testing.TB), func()) {
-			leader, stop := hashicorpClusterOver(tb, hashicorpTCPTransports, hashicorpWALStores)
-			return hashicorpProposer(leader), nil, stop
+			c := systems["HashicorpTCP"](tb, defaultShape)
+			return c.newProposer, nil, c.stop
 		},
 		"dragonboat-tcp": func(tb testing.TB) (func() proposeFunc, func(testing.TB), func()) {
-			leader, stop := dragonboatCluster(tb, true, true)
-			return dragonboatProposer(leader), dragonboatCheckApplied(leader, total+1), stop
+			leader, stop := dragonboatCluster(tb, defaultShape, true, true)
+			return dragonboatProposer(leader, defaultShape.cmdSize), dragonboatCheckApplied(leader, total+1), stop
 		},
 		"dragonboat-mem": func(tb testing.TB) (func() proposeFunc, func(testing.TB), func()) {
-			leader, stop := dragonboatCluster(tb, false, false)
-			return dragonboatProposer(leader), dragonboatCheckApplied(leader, total+1), stop
+			leader, stop := dragonboatCluster(tb, defaultShape, false, false)
+			return dragonboatProposer(leader, defaultShape.cmdSize), dragonboatCheckApplied(leader, total+1), stop
 		},
 		"dragonboat-file": func(tb testing.TB) (func() proposeFunc, func(testing.TB), func()) {
-			leader, stop := dragonboatCluster(tb, true, false)
-			return dragonboatProposer(leader), dragonboatCheckApplied(leader, total+1), stop
+			leader, stop := dragonboatCluster(tb, defaultShape, true, false)
+			return dragonboatProposer(leader, defaultShape.cmdSize), dragonboatCheckApplied(leader, total+1), stop
 		},
 	}
 	for name, start := range cases {
@@ -40,7 +40,7 @@ func TestHarnessesTCPAndDragonboat(t *testing.T) {
 			defer checkLeaks(t)()
 			newProposer, check, stop := start(t)
 			defer stop()
-			proposeConcurrently(t, newProposer, total)
+			proposeConcurrently(t, proposers, newProposer, total)
 			if check != nil {
 				check(t)
 			}

@@ -54,15 +54,7 @@ func hashicorpTCPTransports(tb testing.TB, n int) []hashicorpTransport {
 // BenchmarkHashicorpTCP_64Proposers: raft-wal with fsync, NetworkTransport
 // over TCP on loopback.
 func BenchmarkHashicorpTCP_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := hashicorpClusterOver(b, hashicorpTCPTransports, hashicorpWALStores)
-	defer stop()
-	runConcurrent(b, hashicorpProposer(leader))
+	benchSystem(b, "HashicorpTCP", defaultShape, proposers)
 }
 
-func BenchmarkHashicorpTCP_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := hashicorpClusterOver(b, hashicorpTCPTransports, hashicorpWALStores)
-	defer stop()
-	runSequential(b, hashicorpProposer(leader))
-}
+func BenchmarkHashicorpTCP_Sequential(b *testing.B) { benchSystem(b, "HashicorpTCP", defaultShape, 1) }

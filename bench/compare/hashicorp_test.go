@@ -18,9 +18,9 @@ import (
 // ElectionTimeout 1s, CommitTimeout 50ms, MaxAppendEntries 64, BatchApplyCh
 // off, SnapshotThreshold 8192 checked every SnapshotInterval 120s, i.e. not
 // during a run). Each node has an InmemStore (log and stable store), an
-// InmemSnapshotStore and an InmemTransport connected to the other two; the
-// cluster is bootstrapped with the same three-voter configuration on every
-// node.
+// InmemSnapshotStore and an InmemTransport connected to the others; the
+// cluster is bootstrapped with the same configuration of s.voters voters on
+// every node.
 //
 // The durable variant differs only in the stores: each node opens
 // github.com/hashicorp/raft-wal in its own temp dir and uses it as LogStore
@@ -113,20 +113,39 @@ func hashicorpInmemTransports(tb testing.TB, n int) []hashicorpTransport {
 	return out
 }
 
-// hashicorpCluster starts three nodes, each on the stores newStores makes,
-// and returns the leader once a Barrier (which commits an entry of the
-// leader's term) has gone through, and a function that stops everything.
-func hashicorpCluster(tb testing.TB, newStores func(testing.TB) (hashicorpStores, error)) (*raft.Raft, func()) {
-	tb.Helper()
-	return hashicorpClusterOver(tb, hashicorpInmemTransports, newStores)
+// hashicorpSystem is hashicorp/raft over the transports newTransports makes,
+// each node on the stores newStores makes.
+func hashicorpSystem(newTransports func(testing.TB, int) []hashicorpTransport,
+	newStores func(testing.TB) (hashicorpStores, error)) system {
+	return func(tb testing.TB, s shape) cluster {
+		leader, stop := hashicorpCluster(tb, s.voters, newTransports, newStores)
+		return cluster{
+			newProposer: hashicorpProposer(leader, s.cmdSize),
+			voters: func() (int, error) {
+				f := leader.GetConfiguration()
+				if err := f.Error(); err != nil {
+					return 0, err
+				}
+				n := 0
+				for _, srv := range f.Configuration().Servers {
+					if srv.Suffrage == raft.Voter {
+						n++
+					}
+				}
+				return n, nil
+			},
+			stop: stop,
+		}
+	}
 }
 
-// hashicorpClusterOver is hashicorpCluster over the transports newTransports
-// makes; a node's ID is its transport's address.
-func hashicorpClusterOver(tb testing.TB, newTransports func(testing.TB, int) []hashicorpTransport,
+// hashicorpCluster starts n nodes over the transports newTransports makes
+// (a node's ID is its transport's address), each on the stores newStores
+// makes, and returns the leader once a Barrier (which commits an entry of
+// the leader's term) has gone through, and a function that stops everything.
+func hashicorpCluster(tb testing.TB, n int, newTransports func(testing.TB, int) []hashicorpTransport,
 	newStores func(testing.TB) (hashicorpStores, error)) (*raft.Raft, func()) {
 	tb.Helper()
-	const n = 3
 	trans := newTransports(tb, n)
 	addrs := make([]raft.ServerAddress, n)
 	var configuration raft.Configuration
@@ -192,7 +211,7 @@ func hashicorpClusterOver(tb testing.TB, newTransports func(testing.TB, int) []h
 	return nil, nil
 }
 
-func hashicorpProposer(leader *raft.Raft) func() proposeFunc {
+func hashicorpProposer(leader *raft.Raft, cmdSize int) func() proposeFunc {
 	cmd := make([]byte, cmdSize)
 	return func() proposeFunc {
 		return func() error {
@@ -210,31 +229,15 @@ func hashicorpProposer(leader *raft.Raft) func() proposeFunc {
 }
 
 func BenchmarkHashicorp_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := hashicorpCluster(b, hashicorpInmemStores)
-	defer stop()
-	runConcurrent(b, hashicorpProposer(leader))
+	benchSystem(b, "Hashicorp", defaultShape, proposers)
 }
 
-func BenchmarkHashicorp_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := hashicorpCluster(b, hashicorpInmemStores)
-	defer stop()
-	runSequential(b, hashicorpProposer(leader))
-}
+func BenchmarkHashicorp_Sequential(b *testing.B) { benchSystem(b, "Hashicorp", defaultShape, 1) }
 
 // BenchmarkHashicorpWAL_64Proposers is the durable variant: every
 // node on its own raft-wal, fsync on.
 func BenchmarkHashicorpWAL_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := hashicorpCluster(b, hashicorpWALStores)
-	defer stop()
-	runConcurrent(b, hashicorpProposer(leader))
+	benchSystem(b, "HashicorpWAL", defaultShape, proposers)
 }
 
-func BenchmarkHashicorpWAL_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := hashicorpCluster(b, hashicorpWALStores)
-	defer stop()
-	runSequential(b, hashicorpProposer(leader))
-}
+func BenchmarkHashicorpWAL_Sequential(b *testing.B) { benchSystem(b, "HashicorpWAL", defaultShape, 1) }

@@ -13,11 +13,20 @@ import (
 // port the kernel picks (TCPConfig{ListenAddr, ClusterID}, every other field
 // default, no TLS); the members' addresses are the transports' Addr.
 
-// raftkitTCPCluster starts three nodes over TCP, each on the storage
+// raftkitTCPSystem is raftkit over TCPTransport, each node on the storage
+// newStorage makes.
+func raftkitTCPSystem(newStorage func(testing.TB, uint64) (raft.Storage, error)) system {
+	return func(tb testing.TB, s shape) cluster {
+		leader, stop := raftkitTCPCluster(tb, s.voters, newStorage)
+		return raftkitRunning(leader, s, stop)
+	}
+}
+
+// raftkitTCPCluster starts voters nodes over TCP, each on the storage
 // newStorage makes, and returns the leader once it has committed an entry of
 // its term, and a function that stops everything (nodes, transports, then
 // storages).
-func raftkitTCPCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Storage, error)) (*raft.Node, func()) {
+func raftkitTCPCluster(tb testing.TB, voters int, newStorage func(testing.TB, uint64) (raft.Storage, error)) (*raft.Node, func()) {
 	tb.Helper()
 	transports := map[uint64]*raft.TCPTransport{}
 	closeNet := func() {
@@ -28,7 +37,7 @@ func raftkitTCPCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.
 		}
 	}
 	var members []raft.Member
-	for id := uint64(1); id <= 3; id++ {
+	for id := uint64(1); id <= uint64(voters); id++ {
 		tr, err := raft.NewTCPTransport(raft.TCPConfig{ListenAddr: "127.0.0.1:0", ClusterID: "bench"})
 		if err != nil {
 			closeNet()
@@ -43,15 +52,7 @@ func raftkitTCPCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.
 // BenchmarkRaftkitTCP_64Proposers: FileStorage with fsync, TCPTransport on
 // loopback.
 func BenchmarkRaftkitTCP_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := raftkitTCPCluster(b, raftkitFileStorage)
-	defer stop()
-	runConcurrent(b, raftkitProposer(leader))
+	benchSystem(b, "RaftkitTCP", defaultShape, proposers)
 }
 
-func BenchmarkRaftkitTCP_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := raftkitTCPCluster(b, raftkitFileStorage)
-	defer stop()
-	runSequential(b, raftkitProposer(leader))
-}
+func BenchmarkRaftkitTCP_Sequential(b *testing.B) { benchSystem(b, "RaftkitTCP", defaultShape, 1) }

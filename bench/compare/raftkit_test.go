@@ -16,7 +16,7 @@ import (
 // public API only: InmemNetwork, MemoryStorage (or, for the durable variant,
 // a FileStorage with fsync per node, as bench_test.go's fileStorage), the
 // default Config apart from ElectionTimeout 1s (which is also the default)
-// and a fixed Seed.
+// and a fixed Seed; members 1 to s.voters, all voters.
 
 type raftkitSM struct{}
 
@@ -34,13 +34,42 @@ func raftkitFileStorage(tb testing.TB, id uint64) (raft.Storage, error) {
 	return raft.OpenFileStorage(filepath.Join(tb.TempDir(), fmt.Sprint(id)))
 }
 
-// raftkitCluster starts three nodes, each on the storage newStorage makes,
+// raftkitSystem is raftkit over the in-memory network, each node on the
+// storage newStorage makes.
+func raftkitSystem(newStorage func(testing.TB, uint64) (raft.Storage, error)) system {
+	return func(tb testing.TB, s shape) cluster {
+		leader, stop := raftkitCluster(tb, s.voters, newStorage)
+		return raftkitRunning(leader, s, stop)
+	}
+}
+
+// raftkitRunning is the cluster of which leader leads.
+func raftkitRunning(leader *raft.Node, s shape, stop func()) cluster {
+	return cluster{
+		newProposer: raftkitProposer(leader, s.cmdSize),
+		voters: func() (int, error) {
+			n := 0
+			for _, m := range leader.Status().Members {
+				if !m.Learner {
+					n++
+				}
+			}
+			return n, nil
+		},
+		stop: stop,
+	}
+}
+
+// raftkitCluster starts voters nodes, each on the storage newStorage makes,
 // and returns the leader once it has committed an entry of its term, and a
 // function that stops everything (nodes, network, then storages).
-func raftkitCluster(tb testing.TB, newStorage func(testing.TB, uint64) (raft.Storage, error)) (*raft.Node, func()) {
+func raftkitCluster(tb testing.TB, voters int, newStorage func(testing.TB, uint64) (raft.Storage, error)) (*raft.Node, func()) {
 	tb.Helper()
 	nw := raft.NewInmemNetwork()
-	members := []raft.Member{{ID: 1}, {ID: 2}, {ID: 3}}
+	var members []raft.Member
+	for id := uint64(1); id <= uint64(voters); id++ {
+		members = append(members, raft.Member{ID: id})
+	}
 	return startRaftkit(tb, members, newStorage, func(id uint64) raft.Transport { return nw.Transport(id) },
 		func() { nw.Close() })
 }
@@ -90,7 +119,7 @@ func startRaftkit(tb testing.TB, members []raft.Member, newStorage func(testing.
 	return leader, stop
 }
 
-func raftkitProposer(leader *raft.Node) func() proposeFunc {
+func raftkitProposer(leader *raft.Node, cmdSize int) func() proposeFunc {
 	cmd := make([]byte, cmdSize)
 	return func() proposeFunc {
 		return func() error {
@@ -100,35 +129,16 @@ func raftkitProposer(leader *raft.Node) func() proposeFunc {
 	}
 }
 
-func BenchmarkRaftkit_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := raftkitCluster(b, raftkitMemStorage)
-	defer stop()
-	runConcurrent(b, raftkitProposer(leader))
-}
-
-func BenchmarkRaftkit_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := raftkitCluster(b, raftkitMemStorage)
-	defer stop()
-	runSequential(b, raftkitProposer(leader))
-}
+func BenchmarkRaftkit_64Proposers(b *testing.B) { benchSystem(b, "Raftkit", defaultShape, proposers) }
+func BenchmarkRaftkit_Sequential(b *testing.B)  { benchSystem(b, "Raftkit", defaultShape, 1) }
 
 // BenchmarkRaftkitFile_64Proposers is the durable variant: every
 // node on its own FileStorage, fsync on.
 func BenchmarkRaftkitFile_64Proposers(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := raftkitCluster(b, raftkitFileStorage)
-	defer stop()
-	runConcurrent(b, raftkitProposer(leader))
+	benchSystem(b, "RaftkitFile", defaultShape, proposers)
 }
 
-func BenchmarkRaftkitFile_Sequential(b *testing.B) {
-	defer checkLeaks(b)()
-	leader, stop := raftkitCluster(b, raftkitFileStorage)
-	defer stop()
-	runSequential(b, raftkitProposer(leader))
-}
+func BenchmarkRaftkitFile_Sequential(b *testing.B) { benchSystem(b, "RaftkitFile", defaultShape, 1) }
 
 // raftkitLeader waits up to 20 s for one of nodes to lead and to have
 // committed its no-op, so that the first proposals do not pay for the
