@@ -94,8 +94,9 @@ type core struct {
 	// freshVoteRefused.
 	fresh bool
 
-	reads readIndexState
-	lease leaseState
+	reads   readIndexState
+	lease   leaseState
+	quiesce quiesceState // a Host's idle groups rest (quiesce.go)
 
 	// Output, drained by ready.
 	msgs []Message
@@ -272,6 +273,9 @@ func (c *core) send(m Message) {
 // higher term it sees and rejects requests of a lower one), then hands the
 // message to the role's step function.
 func (c *core) step(m Message) {
+	if c.quiesce.after > 0 {
+		c.quiesceOnStep(m)
+	}
 	if m.Type == MsgUnreachable && m.From != 0 && m.From != c.id {
 		c.peerUnreachable(m) // a local report, not a message of any term
 		return
