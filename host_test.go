@@ -41,6 +41,7 @@ type hostCluster struct {
 	tune     func(group uint64, cfg *Config)
 	newSM    func(k groupKey) StateMachine
 	tuneTCP  func(host uint64, cfg *TCPConfig)
+	tuneHost func(host uint64, cfg *HostConfig)
 	logLevel zapcore.Level
 }
 
@@ -73,6 +74,9 @@ func (c *hostCluster) startHost(id uint64) *Host {
 	c.t.Helper()
 	cfg := HostConfig{ID: id, TickInterval: 5 * time.Millisecond,
 		Logger: zaptest.NewLogger(c.t, zaptest.Level(c.logLevel)).Named(fmt.Sprint("host", id))}
+	if c.tuneHost != nil {
+		c.tuneHost(id, &cfg)
+	}
 	if c.net != nil {
 		cfg.Network = c.net
 		h, err := NewHost(cfg)

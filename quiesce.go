@@ -100,10 +100,9 @@ func (c *core) quiesceOnStep(m Message) {
 	if !c.quiesced() {
 		return
 	}
-	switch {
-	case c.role == Leader && m.Type == MsgHeartbeatResp && m.Term == c.term && !m.Done && m.Context <= c.reads.seq:
-		// A follower's answer to a notice: it rests too. Its liveness is
-		// what the Host watches now.
+	if c.role == Leader && m.Type == MsgHeartbeatResp && m.Term == c.term && m.Index == 0 && m.Context <= c.reads.seq {
+		// A follower's answer to a notice (receiving no snapshot: Index 0):
+		// it rests too. Its liveness is what the Host watches now.
 		return
 	}
 	c.wakeUp("message", m.Type)
