@@ -139,6 +139,15 @@ func TestHost_Inmem_ProposalOnAQuiescedGroupCommitsPromptly(t *testing.T) {
 	// Idle again, they rest again.
 	c.waitQuiesced(len(groups))
 	c.checkSameHistory(groups)
+
+	// A read on a resting leader wakes it: it heartbeats again (its
+	// followers must not be left without a leader's word).
+	leader := c.agreedLeader(1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	require.NoError(t, c.node(1, leader).LinearizableRead(ctx))
+	assert.Less(t, c.hosts[leader].Stats().Quiesced, len(groups), "the read woke group 1's leader")
+	c.waitQuiesced(len(groups))
 }
 
 // testLeaderHostLost cuts the host that leads the most groups off while
