@@ -3,7 +3,7 @@ package raft
 // Host: many Raft groups in one process, sharing the transport and the
 // clock. docs/multigroup.md is the user's guide.
 //
-// The host is in three files:
+// The host is in four files:
 //
 //	host.go            HostConfig, Host and its methods: NewHost,
 //	                   StartGroup, StopGroup, Group, Groups, Stats, Close;
@@ -13,6 +13,9 @@ package raft
 //	                   of it (groupTransport), and the union of the groups'
 //	                   peers (hostPeers)
 //	host_clock.go      the shared ticker that drives every group's ticks
+//	host_quiesce.go    the resting groups (quiescence, quiesce.go): the
+//	                   liveness messages between hosts, and the followers
+//	                   woken when their leader's host falls silent
 //
 // Identity. A group's members are hosts: the replica of a group on a host
 // has the host's ID as its node ID (Config.ID), and a member's Addr is its
