@@ -24,7 +24,9 @@ import (
 // reports the time until every group has a leader that its replicas agree
 // on, the CPU the idle hosts use over RAFT_HOST_IDLE (default 10s), the
 // heap, stacks and goroutines per group replica, and the connections each
-// host holds. The same figures for the groups run as single Nodes, each
+// host holds; first with quiescence off, then with the default
+// QuiesceAfter once every group rests (docs/multigroup.md, "Quiescence"),
+// and the ratios of the idle figures. The same figures for the groups run as single Nodes, each
 // with a TCPTransport of its own (the baseline, with RAFT_HOST_BASELINE
 // groups, default 100, fewer when RAFT_HOST_SCALE is lower), follow in the
 // same run, and the per-group ratios.
