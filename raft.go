@@ -94,9 +94,11 @@ type core struct {
 	// freshVoteRefused.
 	fresh bool
 
-	reads   readIndexState
-	lease   leaseState
-	quiesce quiesceState // a Host's idle groups rest (quiesce.go)
+	reads readIndexState
+	lease leaseState
+
+	// quiesce: a Host's idle groups rest (quiesce.go).
+	quiesce quiesceState
 
 	// Output, drained by ready.
 	msgs []Message
