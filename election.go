@@ -22,6 +22,10 @@ const (
 
 // tick advances the logical clock by one tick.
 func (c *core) tick() {
+	if c.quiesced() {
+		c.quiesceTick() // a resting node keeps no timer but its lease clock (quiesce.go)
+		return
+	}
 	c.lease.now++
 	if c.role == Leader {
 		c.tickLeader()
@@ -253,5 +257,6 @@ func (c *core) tickLeader() {
 		for _, id := range c.replicaIDs() {
 			c.sendCommit(id)
 		}
+		c.maybeQuiesce()
 	}
 }

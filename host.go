@@ -3,7 +3,7 @@ package raft
 // Host: many Raft groups in one process, sharing the transport and the
 // clock. docs/multigroup.md is the user's guide.
 //
-// The host is in three files:
+// The host is in four files:
 //
 //	host.go            HostConfig, Host and its methods: NewHost,
 //	                   StartGroup, StopGroup, Group, Groups, Stats, Close;
@@ -13,6 +13,9 @@ package raft
 //	                   of it (groupTransport), and the union of the groups'
 //	                   peers (hostPeers)
 //	host_clock.go      the shared ticker that drives every group's ticks
+//	host_quiesce.go    the resting groups (quiescence, quiesce.go): the
+//	                   liveness messages between hosts, and the followers
+//	                   woken when their leader's host falls silent
 //
 // Identity. A group's members are hosts: the replica of a group on a host
 // has the host's ID as its node ID (Config.ID), and a member's Addr is its
@@ -56,6 +59,17 @@ type HostConfig struct {
 	// whose tick is k host ticks long are spread over k host ticks, so
 	// that their heartbeats do not all leave at once. Default 10ms.
 	TickInterval time.Duration
+	// QuiesceAfter is how long a group has nothing to do (nothing to
+	// replicate, read, change or transfer) before it quiesces: its leader
+	// tells the followers, and the group stops ticking and heartbeating
+	// until a message, proposal, read or membership call wakes it. Between
+	// two hosts, one message per heartbeat interval then stands for the
+	// heartbeats of all the groups they share, and a follower whose leader's
+	// host falls silent for an election timeout wakes and elects a new
+	// leader as usual (docs/multigroup.md, "Quiescence"). At least the
+	// group's election timeout is used. Default DefaultQuiesceAfter;
+	// negative: groups never quiesce.
+	QuiesceAfter time.Duration
 	// Logger receives the host's logs and, for a group whose Config has no
 	// Logger, the group's, with the group's ID as a field. Default
 	// zap.NewNop().
@@ -111,6 +125,8 @@ type Host struct {
 	tcp    *TCPTransport // nil on an in-memory network
 	clock  *hostClock
 	peers  *hostPeers
+	// quiesce tracks the resting groups (host_quiesce.go).
+	quiesce *hostQuiesce
 
 	routesMu sync.RWMutex
 	routes   map[uint64]*groupTransport // attached groups, by group ID
@@ -145,6 +161,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	switch {
+	case cfg.QuiesceAfter == 0:
+		cfg.QuiesceAfter = DefaultQuiesceAfter
+	case cfg.QuiesceAfter < 0:
+		cfg.QuiesceAfter = 0
+	}
 	h := &Host{
 		id:     cfg.ID,
 		cfg:    cfg,
@@ -174,8 +196,13 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		h.link = inmemHostLink{ep}
 	}
 	h.peers = newHostPeers(h.link, h.logger)
-	h.clock = newHostClock(cfg.TickInterval)
-	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval))
+	h.quiesce = newHostQuiesce(h, cfg.QuiesceAfter)
+	var afterTick func(time.Time)
+	if cfg.QuiesceAfter > 0 {
+		afterTick = h.quiesce.check
+	}
+	h.clock = newHostClock(cfg.TickInterval, afterTick)
+	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval), zap.Duration("quiesceAfter", cfg.QuiesceAfter))
 	return h, nil
 }
 
@@ -332,6 +359,13 @@ func (h *Host) Groups() []uint64 {
 // HostStats counts what a Host did; see Host.Stats.
 type HostStats struct {
 	Groups int // groups running
+	// Quiesced is the number of groups resting (quiesced) on the host now:
+	// they neither tick nor heartbeat (HostConfig.QuiesceAfter).
+	Quiesced int
+	// QuiescePings counts the liveness messages the host sent to peer hosts
+	// for the resting groups it leads: one per peer host and heartbeat
+	// interval, instead of a heartbeat per group.
+	QuiescePings uint64
 	// DroppedUnknownGroup counts inbound messages for a group the host does
 	// not run (not started yet, stopped, or never here); they are dropped.
 	DroppedUnknownGroup uint64
@@ -342,7 +376,8 @@ type HostStats struct {
 
 // Stats returns the host's counters.
 func (h *Host) Stats() HostStats {
-	s := HostStats{Groups: len(h.Groups()), DroppedUnknownGroup: h.droppedUnknownGroup.Load()}
+	s := HostStats{Groups: len(h.Groups()), DroppedUnknownGroup: h.droppedUnknownGroup.Load(),
+		Quiesced: h.quiesce.resting(), QuiescePings: h.quiesce.pings.Load()}
 	if h.tcp != nil {
 		s.TCP = h.tcp.Stats()
 	}
@@ -378,6 +413,9 @@ func (h *Host) Close() error {
 
 // route hands an inbound message, or a loss report, to its group.
 func (h *Host) route(group uint64, m Message) {
+	if m.Type != MsgUnreachable {
+		h.quiesce.heardFrom(m.From) // the sending host is alive (host_quiesce.go)
+	}
 	h.routesMu.RLock()
 	g := h.routes[group]
 	h.routesMu.RUnlock()

@@ -57,6 +57,11 @@ type hostClock struct {
 	mu      sync.Mutex
 	classes map[int]*tickClass // by the group tick's length in host ticks
 
+	// after, if set before the clock runs, is called on the clock's
+	// goroutine after each host tick (the Host's quiescence checks,
+	// host_quiesce.go).
+	after func(now time.Time)
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -77,13 +82,14 @@ type hostTicked struct {
 	c     chan time.Time // capacity 1
 }
 
-func newHostClock(period time.Duration) *hostClock {
+func newHostClock(period time.Duration, after func(now time.Time)) *hostClock {
 	c := &hostClock{
 		period:  period,
 		start:   time.Now(),
 		classes: map[int]*tickClass{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
+		after:   after,
 	}
 	go c.run()
 	return c
@@ -98,12 +104,34 @@ func (c *hostClock) add(every int) *hostTicked {
 		class = &tickClass{slots: make([][]*hostTicked, every)}
 		c.classes[every] = class
 	}
-	g := &hostTicked{every: every, slot: class.next, c: make(chan time.Time, 1)}
-	class.next = (class.next + 1) % every
+	g := &hostTicked{every: every, c: make(chan time.Time, 1)}
+	c.insertLocked(class, g)
+	return g
+}
+
+// insertLocked gives g the class's next slot.
+func (c *hostClock) insertLocked(class *tickClass, g *hostTicked) {
+	g.slot = class.next
+	class.next = (class.next + 1) % g.every
 	g.index = len(class.slots[g.slot])
 	class.slots[g.slot] = append(class.slots[g.slot], g)
 	class.count++
-	return g
+}
+
+// resume puts a group that remove took off the clock (a quiesced group,
+// quiesce.go) back on it, with the same channel.
+func (c *hostClock) resume(g *hostTicked) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if g.index >= 0 {
+		return
+	}
+	class := c.classes[g.every]
+	if class == nil {
+		class = &tickClass{slots: make([][]*hostTicked, g.every)}
+		c.classes[g.every] = class
+	}
+	c.insertLocked(class, g)
 }
 
 // remove takes g off the clock; no tick is sent to it after remove returns.
@@ -147,6 +175,9 @@ func (c *hostClock) run() {
 		}
 		c.fire(last, current, now)
 		last = current
+		if c.after != nil {
+			c.after(now)
+		}
 	}
 }
 

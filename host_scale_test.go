@@ -24,7 +24,9 @@ import (
 // reports the time until every group has a leader that its replicas agree
 // on, the CPU the idle hosts use over RAFT_HOST_IDLE (default 10s), the
 // heap, stacks and goroutines per group replica, and the connections each
-// host holds. The same figures for the groups run as single Nodes, each
+// host holds; first with quiescence off, then with the default
+// QuiesceAfter once every group rests (docs/multigroup.md, "Quiescence"),
+// and the ratios of the idle figures. The same figures for the groups run as single Nodes, each
 // with a TCPTransport of its own (the baseline, with RAFT_HOST_BASELINE
 // groups, default 100, fewer when RAFT_HOST_SCALE is lower), follow in the
 // same run, and the per-group ratios.
@@ -42,8 +44,11 @@ func TestHost_Scale(t *testing.T) {
 		baseline = n
 	}
 	t.Logf("load average at start: %s", loadAverage())
-	hosts := measureHostScale(t, groups, idle)
-	t.Logf("hosts, %d groups x 3 replicas: %s", groups, hosts)
+	awake := measureHostScale(t, groups, idle, -1)
+	t.Logf("hosts, %d groups x 3 replicas, quiescence off: %s", groups, awake)
+	hosts := measureHostScale(t, groups, idle, 0)
+	t.Logf("hosts, %d groups x 3 replicas, quiesced (all resting %v after the first start): %s", groups, hosts.quiesced.Round(time.Millisecond), hosts)
+	t.Logf("quiesced / quiescence off: idle CPU %.3f, messages/s %.4f", hosts.idleCPU/awake.idleCPU, hosts.msgsPerSecond/awake.msgsPerSecond)
 	if baseline > 0 {
 		nodes := measureNodeScale(t, baseline, idle)
 		t.Logf("single nodes, %d groups x 3 nodes, one TCPTransport each: %s", baseline, nodes)
@@ -61,8 +66,9 @@ type scaleFigures struct {
 	heapPerReplica       float64       // bytes
 	stackPerReplica      float64       // bytes
 	goroutinesPerReplica float64
-	conns                []string // per host or node: outbound/inbound
-	msgsPerSecond        float64  // sent while idle, all hosts together
+	conns                []string      // per host or node: outbound/inbound
+	msgsPerSecond        float64       // sent while idle, all hosts together
+	quiesced             time.Duration // hosts: from the first start until every group rests
 }
 
 func (f scaleFigures) cpuPerGroup() float64 { return f.idleCPU / float64(f.groups) }
@@ -94,6 +100,18 @@ func (s memSample) perReplica(before memSample, replicas int) (heap, stack, goro
 		float64(s.goroutines-before.goroutines) / r
 }
 
+// waitAllQuiesced waits until every group rests on every host.
+func waitAllQuiesced(t *testing.T, groups int, hs []*Host) {
+	require.Eventually(t, func() bool {
+		for _, h := range hs {
+			if h.Stats().Quiesced != groups {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Minute, 50*time.Millisecond, "the groups did not all quiesce")
+}
+
 // cpuTime is the CPU time the process used so far.
 func cpuTime(t *testing.T) time.Duration {
 	var ru syscall.Rusage
@@ -116,12 +134,15 @@ func idleCPU(t *testing.T, d time.Duration) float64 {
 	return float64(cpuTime(t)-cpu0) / float64(time.Since(wall0))
 }
 
-func measureHostScale(t *testing.T, groups int, idle time.Duration) scaleFigures {
+// measureHostScale measures hosts whose HostConfig.QuiesceAfter is
+// quiesceAfter; with quiescence on, the idle figures are taken once every
+// group rests.
+func measureHostScale(t *testing.T, groups int, idle, quiesceAfter time.Duration) scaleFigures {
 	f := scaleFigures{groups: groups}
 	before := sampleMem()
 	var hs []*Host
 	for id := uint64(1); id <= 3; id++ {
-		h, err := NewHost(HostConfig{ID: id, TCP: &TCPConfig{ListenAddr: "127.0.0.1:0", ClusterID: "scale"}})
+		h, err := NewHost(HostConfig{ID: id, TCP: &TCPConfig{ListenAddr: "127.0.0.1:0", ClusterID: "scale"}, QuiesceAfter: quiesceAfter})
 		require.NoError(t, err)
 		hs = append(hs, h)
 	}
@@ -148,6 +169,10 @@ func measureHostScale(t *testing.T, groups int, idle time.Duration) scaleFigures
 		return nodes
 	})
 	f.elect = time.Since(start)
+	if quiesceAfter >= 0 {
+		waitAllQuiesced(t, groups, hs)
+		f.quiesced = time.Since(start)
+	}
 	sent0 := uint64(0)
 	for _, h := range hs {
 		sent0 += h.Stats().TCP.Sent

@@ -44,6 +44,7 @@ type hostCluster struct {
 	// MemoryStorage of the cluster's.
 	newStorage func(k groupKey) Storage
 	tuneTCP    func(host uint64, cfg *TCPConfig)
+	tuneHost   func(host uint64, cfg *HostConfig)
 	logLevel   zapcore.Level
 }
 
@@ -76,6 +77,9 @@ func (c *hostCluster) startHost(id uint64) *Host {
 	c.t.Helper()
 	cfg := HostConfig{ID: id, TickInterval: 5 * time.Millisecond,
 		Logger: zaptest.NewLogger(c.t, zaptest.Level(c.logLevel)).Named(fmt.Sprint("host", id))}
+	if c.tuneHost != nil {
+		c.tuneHost(id, &cfg)
+	}
 	if c.net != nil {
 		cfg.Network = c.net
 		h, err := NewHost(cfg)

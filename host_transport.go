@@ -123,6 +123,7 @@ func (g *groupTransport) Detach() {
 	if g.attached {
 		g.host.removeRoute(g)
 		g.host.clock.remove(g.clock)
+		g.host.quiesce.wake(g.group, true) // a resting leader's followers must not wait for it
 		g.host.peers.set(g.group, nil)
 	}
 	g.gate.close()

@@ -194,6 +194,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	if err != nil {
 		return nil, fmt.Errorf("raft: recovering node %d: %w", cfg.ID, err)
 	}
+	c.quiesce.after = quiesceTicks(transport, tick, electionTicks) // only a Host's groups quiesce
 	n := &Node{
 		cfg:          cfg,
 		sm:           sm,
@@ -781,6 +782,7 @@ func (n *Node) run() {
 			return
 		}
 		n.updateStatus()
+		n.syncQuiesce()
 	}
 }
 
@@ -807,6 +809,9 @@ func (n *Node) drainInbox() {
 	// With lease reads, a leader reads its clock now, after the reads and
 	// the followers' read requests were taken: each of them began before.
 	n.catchUpClock()
+	if len(props)+len(reads)+len(calls) > 0 {
+		n.wakeForInput() // after the catch-up, which a resting leader takes as lease time only
+	}
 
 	for _, ev := range events {
 		ev()

@@ -97,6 +97,9 @@ type core struct {
 	reads readIndexState
 	lease leaseState
 
+	// quiesce: a Host's idle groups rest (quiesce.go).
+	quiesce quiesceState
+
 	// Output, drained by ready.
 	msgs []Message
 	// snapshotsToSend are followers that need the snapshot (leader).
@@ -272,6 +275,9 @@ func (c *core) send(m Message) {
 // higher term it sees and rejects requests of a lower one), then hands the
 // message to the role's step function.
 func (c *core) step(m Message) {
+	if c.quiesce.after > 0 {
+		c.quiesceOnStep(m)
+	}
 	if m.Type == MsgUnreachable && m.From != 0 && m.From != c.id {
 		c.peerUnreachable(m) // a local report, not a message of any term
 		return

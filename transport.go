@@ -36,7 +36,9 @@ const (
 	// MsgHeartbeat is an AppendEntries without entries and without the log
 	// consistency check: it asserts leadership, carries the commit index (never
 	// beyond what the follower is known to store) and, in Context, the number
-	// of the ReadIndex round it confirms (dissertation §6.4).
+	// of the ReadIndex round it confirms (dissertation §6.4). Between Hosts,
+	// Done set makes it a quiesce notice: the leader rests until woken
+	// (quiesce.go); a receiver that does not know it takes a plain heartbeat.
 	MsgHeartbeat
 	// MsgHeartbeatResp answers MsgHeartbeat, echoing Context. With Done set
 	// it also reports the follower's InstallSnapshot transfer from the
@@ -138,7 +140,7 @@ type Message struct {
 	Context uint64
 
 	Data []byte // a snapshot chunk (MsgSnapshot); never modified after sending
-	Done bool   // the last chunk of a snapshot (MsgSnapshot); a snapshot status is included (MsgHeartbeatResp); a lease answer will do (MsgReadIndex, see Node.LeaseRead)
+	Done bool   // the last chunk of a snapshot (MsgSnapshot); a snapshot status is included (MsgHeartbeatResp); a lease answer will do (MsgReadIndex, see Node.LeaseRead); the leader quiesces (MsgHeartbeat, between Hosts)
 
 	// Origin is the sender's cluster origin (Status.Origin), 0 if it does
 	// not know it; every message carries it. A node refuses a message of
