@@ -106,11 +106,10 @@ func startNode(cfg nodeConfig) (_ *node, err error) {
 		ln.Close()
 		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", n.metrics)
-	mux.Handle("/", server.New(n.raft, n.store))
+	api := server.New(n.raft, n.store)
+	api.Handle("GET /metrics", n.metrics)
 	n.http = &http.Server{
-		Handler:           mux,
+		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		// A client that sends its body slowly holds a handler and its
 		// buffer: bound the whole request's reading, and idle connections.
