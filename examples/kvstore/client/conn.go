@@ -200,7 +200,7 @@ func (c *conn) exchange(req request, host, target string) (_ *response, reuse bo
 	b = append(b, target...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, host...)
-	b = append(b, "\r\nUser-Agent: kvstore-client\r\n"...)
+	b = append(b, "\r\n"...)
 	if req.body != nil {
 		b = append(b, "Content-Length: "...)
 		b = strconv.AppendInt(b, int64(len(req.body)), 10)
