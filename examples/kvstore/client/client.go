@@ -19,8 +19,8 @@
 // Reads change nothing, so they are retried on any failure.
 //
 // The client speaks HTTP/1.1 itself, on connections it keeps to each node
-// (conn.go), rather than through net/http's Transport, which costs several
-// times the CPU per request; it does not go through HTTP proxies.
+// (conn.go), rather than through net/http's Transport, which costs about
+// twice the CPU per request; it does not go through HTTP proxies.
 package client
 
 import (
@@ -187,9 +187,9 @@ func (c *Client) Get(ctx context.Context, key string, consistency Consistency) (
 	}
 	switch resp.code {
 	case http.StatusOK:
-		rev, err := strconv.ParseUint(resp.header.Get("X-Revision"), 10, 64)
+		rev, err := strconv.ParseUint(resp.revision, 10, 64)
 		if err != nil {
-			return nil, 0, fmt.Errorf("kvstore: bad X-Revision %q", resp.header.Get("X-Revision"))
+			return nil, 0, fmt.Errorf("kvstore: bad X-Revision %q", resp.revision)
 		}
 		return resp.body, rev, nil
 	case http.StatusNotFound:
@@ -260,9 +260,11 @@ type request struct {
 }
 
 type response struct {
-	code   int
-	header http.Header
-	body   []byte
+	code int
+	// The headers the client reads.
+	revision string // X-Revision
+	location string // Location
+	body     []byte
 }
 
 func (r *response) statusError() error {
@@ -308,9 +310,9 @@ func (c *Client) do(ctx context.Context, req request) (*response, error) {
 			lastErr = err
 			c.failed(base)
 		case resp.code == http.StatusTemporaryRedirect:
-			loc, perr := url.Parse(resp.header.Get("Location"))
+			loc, perr := url.Parse(resp.location)
 			if perr != nil || loc.Host == "" {
-				return nil, fmt.Errorf("kvstore: bad redirect %q", resp.header.Get("Location"))
+				return nil, fmt.Errorf("kvstore: bad redirect %q", resp.location)
 			}
 			c.setLeader(loc.Scheme + "://" + loc.Host)
 			target = loc.String()

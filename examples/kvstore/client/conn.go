@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,16 +234,147 @@ func (c *conn) exchange(req request, host, target string) (_ *response, reuse bo
 			return nil, false, err
 		}
 	}
-	hresp, err := http.ReadResponse(c.br, nil)
-	if err != nil {
-		return nil, false, err
+	resp, reuse, err := readResponse(c.br)
+	return resp, reuse && c.br.Buffered() == 0, err
+}
+
+// maxAnswer bounds the body of an answer the client reads whole: a value
+// (1 MiB at most) or an admin call's JSON.
+const maxAnswer = 64 << 20
+
+// readResponse reads one answer from br (RFC 9112): its status, the
+// headers the client uses, and its body, delimited by Content-Length, by
+// chunks, or by the end of the connection. reuse reports whether the
+// connection may carry another request. (net/http's ReadResponse does the
+// same for any answer, at several times the CPU: it keeps every header.)
+func readResponse(br *bufio.Reader) (resp *response, reuse bool, err error) {
+	resp = &response{}
+	var (
+		length          int64 = -1
+		chunked, closed bool
+	)
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return nil, false, err
+		}
+		// HTTP/1.1 200 OK
+		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+			return nil, false, fmt.Errorf("kvstore: malformed status line %q", line)
+		}
+		closed = line[7] == '0' // HTTP/1.0: no keep-alive unless asked, which the client does not
+		resp.code = 0
+		for _, d := range line[9:12] {
+			if d < '0' || d > '9' {
+				return nil, false, fmt.Errorf("kvstore: malformed status line %q", line)
+			}
+			resp.code = 10*resp.code + int(d-'0')
+		}
+		for {
+			line, err := readLine(br)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(line) == 0 {
+				break
+			}
+			name, value, ok := bytes.Cut(line, []byte(":"))
+			if !ok || len(name) == 0 || line[0] == ' ' || line[0] == '\t' {
+				return nil, false, fmt.Errorf("kvstore: malformed header line %q", line)
+			}
+			value = bytes.TrimSpace(value)
+			switch {
+			case headerIs(name, "Content-Length"):
+				n, err := strconv.ParseInt(string(value), 10, 64)
+				if err != nil || n < 0 || (length >= 0 && n != length) {
+					return nil, false, fmt.Errorf("kvstore: bad Content-Length %q", value)
+				}
+				length = n
+			case headerIs(name, "Transfer-Encoding"):
+				if !bytes.EqualFold(value, []byte("chunked")) {
+					return nil, false, fmt.Errorf("kvstore: unsupported Transfer-Encoding %q", value)
+				}
+				chunked = true
+			case headerIs(name, "Connection"):
+				for _, opt := range bytes.Split(value, []byte(",")) {
+					closed = closed || bytes.EqualFold(bytes.TrimSpace(opt), []byte("close"))
+				}
+			case headerIs(name, "X-Revision"):
+				resp.revision = string(value)
+			case headerIs(name, "Location"):
+				resp.location = string(value)
+			}
+		}
+		// An interim answer (100 Continue) precedes the real one.
+		if resp.code >= 200 || resp.code < 100 || resp.code == http.StatusSwitchingProtocols {
+			break
+		}
+		length, chunked, resp.revision, resp.location = -1, false, "", ""
 	}
-	body, err := io.ReadAll(hresp.Body)
-	hresp.Body.Close()
-	if err != nil {
-		return nil, false, err
+	switch {
+	case resp.code == http.StatusNoContent, resp.code == http.StatusNotModified:
+	case chunked:
+		// Chunked wins over Content-Length (RFC 9112 §6.3).
+		if resp.body, err = io.ReadAll(io.LimitReader(httputil.NewChunkedReader(br), maxAnswer+1)); err != nil {
+			return nil, false, noEOF(err)
+		}
+		for { // trailers, up to the empty line
+			line, err := readLine(br)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(line) == 0 {
+				break
+			}
+		}
+	case length > maxAnswer:
+		return nil, false, fmt.Errorf("kvstore: an answer of %d bytes is larger than %d", length, maxAnswer)
+	case length >= 0:
+		resp.body = make([]byte, length)
+		if _, err := io.ReadFull(br, resp.body); err != nil {
+			return nil, false, noEOF(err)
+		}
+	default: // to the end of the connection
+		if resp.body, err = io.ReadAll(io.LimitReader(br, maxAnswer+1)); err != nil {
+			return nil, false, err
+		}
+		closed = true
 	}
-	return &response{code: hresp.StatusCode, header: hresp.Header, body: body}, !hresp.Close && c.br.Buffered() == 0, nil
+	if len(resp.body) > maxAnswer {
+		return nil, false, fmt.Errorf("kvstore: an answer larger than %d bytes", maxAnswer)
+	}
+	return resp, !closed, nil
+}
+
+// readLine returns the next line of br without its CRLF (or LF). The
+// slice is valid until the next read.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	switch {
+	case err == bufio.ErrBufferFull:
+		return nil, errors.New("kvstore: a header line longer than 4 KiB")
+	case err != nil:
+		return nil, noEOF(err)
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+// headerIs reports whether a header's name is name (case-insensitive).
+func headerIs(got []byte, name string) bool {
+	return len(got) == len(name) && strings.EqualFold(string(got), name)
+}
+
+// noEOF turns the end of the connection in the middle of an answer into
+// io.ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // timeoutCause returns err, or, when it is the connection's deadline

@@ -1,11 +1,13 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,4 +131,52 @@ func TestClient_SpeaksHTTP1WithAnyAnswerShape(t *testing.T) {
 	_, _, err = c.Get(ctxFor(t, 5*time.Second), "chunked", Stale)
 	require.NoError(t, err)
 	assert.Equal(t, 2, conns.count(), "an answer with Connection: close ends the connection")
+}
+
+func TestReadResponse_ParsesWhatHTTP1Allows(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw           string
+		code                int
+		body, revision, loc string
+		reuse               bool
+	}{
+		{"content length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Revision: 7\r\ncontent-type: x\r\n\r\nhello", 200, "hello", "7", "", true},
+		{"lower-case names, spaces", "HTTP/1.1 307 Temporary Redirect\r\nlocation:  http://b/kv/k \r\ncontent-length:0\r\n\r\n", 307, "", "", "http://b/kv/k", true},
+		{"chunked with trailers", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n", 200, "abcde", "", "", true},
+		{"interim answer first", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, "ok", "", "", true},
+		{"connection close", "HTTP/1.1 503 Service Unavailable\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\n{}", 503, "{}", "", "", false},
+		{"to the end of the connection", "HTTP/1.0 200 OK\r\n\r\nall of it", 200, "all of it", "", "", false},
+		{"no content", "HTTP/1.1 204 No Content\r\n\r\n", 204, "", "", "", true},
+		{"LF only", "HTTP/1.1 404 Not Found\nContent-Length: 2\n\n{}", 404, "{}", "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, reuse, err := readResponse(bufio.NewReader(strings.NewReader(tc.raw)))
+			require.NoError(t, err)
+			assert.Equal(t, tc.code, resp.code)
+			assert.Equal(t, tc.body, string(resp.body))
+			assert.Equal(t, tc.revision, resp.revision)
+			assert.Equal(t, tc.loc, resp.location)
+			assert.Equal(t, tc.reuse, reuse)
+		})
+	}
+}
+
+func TestReadResponse_RefusesWhatItCannotRead(t *testing.T) {
+	for name, raw := range map[string]string{
+		"empty":                "",
+		"not HTTP":             "SSH-2.0-OpenSSH\r\n\r\n",
+		"bad code":             "HTTP/1.1 2x0 OK\r\n\r\n",
+		"bad length":           "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+		"two lengths":          "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+		"unknown coding":       "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"folded header":        "HTTP/1.1 200 OK\r\nX-Revision: 1\r\n 2\r\n\r\n",
+		"truncated body":       "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+		"truncated headers":    "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n",
+		"truncated chunks":     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+		"answer too large":     "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n",
+		"header line too long": "HTTP/1.1 200 OK\r\nX-Long: " + strings.Repeat("x", 5000) + "\r\n\r\n",
+	} {
+		_, _, err := readResponse(bufio.NewReader(strings.NewReader(raw)))
+		assert.Error(t, err, name)
+	}
 }
