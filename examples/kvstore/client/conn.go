@@ -177,16 +177,21 @@ func (p *pool) roundTrip(ctx context.Context, deadline time.Time, req request, u
 	// The deadline bounds the whole exchange; the context's end, if it
 	// comes first, cuts it short through the same deadline.
 	c.nc.SetDeadline(deadline) //nolint:errcheck // a closed conn fails the write
+	var stop func() bool
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) }) //nolint:errcheck
-		defer stop()
+		stop = context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) }) //nolint:errcheck
 	}
 	resp, reuse, err := c.exchange(req, host, target)
+	if stop != nil && !stop() {
+		// ctx ended: its deadline may be on the connection, or be put on
+		// it at any moment, even once another request holds it.
+		reuse = false
+	}
 	if err != nil {
 		c.nc.Close()
 		return nil, timeoutCause(ctx, err)
 	}
-	if reuse && ctx.Err() == nil {
+	if reuse {
 		p.put(base, c)
 	} else {
 		c.nc.Close()

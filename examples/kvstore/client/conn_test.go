@@ -3,12 +3,15 @@ package client
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,25 +58,76 @@ func TestClient_ReusesItsConnection(t *testing.T) {
 	assert.Equal(t, 1, conns.count(), "one caller at a time: one connection, kept")
 }
 
+// oneShotServer answers one request per connection, then, once closeIdle
+// is closed, closes it as a node closes an idle connection (over TLS with
+// a close_notify alert first); it counts the connections it accepted.
+func oneShotServer(t *testing.T, tlsConfig *tls.Config, closeIdle <-chan struct{}) (addr string, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	accepted = new(atomic.Int32)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			req, err := http.ReadRequest(bufio.NewReader(conn))
+			if err == nil {
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n{\"revision\":1}")
+			}
+			<-closeIdle // later than the answer: the client has read it whole
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
+
 // A node closes a connection that stayed idle (its IdleTimeout), or it
 // restarted: the client must see it before it sends a write on it, which
-// would be lost with an unknown outcome.
+// would be lost with an unknown outcome. Over TLS the node's close_notify
+// alert arrives first.
 func TestClient_DoesNotSendAWriteOnAConnectionTheNodeClosed(t *testing.T) {
-	var conns connTracker
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		answer(w, http.StatusOK, `{"revision":1}`)
-	}))
-	srv.Config.ConnState = conns.track
-	srv.Start()
-	t.Cleanup(srv.Close)
-	c := newClient(t, srv.URL)
+	for _, useTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[useTLS], func(t *testing.T) {
+			var serverTLS *tls.Config
+			var c *Client
+			closeIdle := make(chan struct{})
+			if useTLS {
+				// httptest's certificate, for 127.0.0.1.
+				ts := httptest.NewTLSServer(http.NotFoundHandler())
+				serverTLS = ts.TLS.Clone()
+				roots := x509.NewCertPool()
+				roots.AddCert(ts.Certificate())
+				ts.Close()
+				addr, accepted := oneShotServer(t, serverTLS, closeIdle)
+				c = NewTLS(&tls.Config{RootCAs: roots}, addr)
+				testClosedIdleConnection(t, c, "https://"+addr, accepted, closeIdle)
+				return
+			}
+			addr, accepted := oneShotServer(t, nil, closeIdle)
+			c = New(addr)
+			testClosedIdleConnection(t, c, "http://"+addr, accepted, closeIdle)
+		})
+	}
+}
+
+func testClosedIdleConnection(t *testing.T, c *Client, base string, accepted *atomic.Int32, closeIdle chan struct{}) {
+	t.Cleanup(c.Close)
 	_, err := c.Put(ctxFor(t, 5*time.Second), "k", []byte("v"))
 	require.NoError(t, err)
-
-	srv.CloseClientConnections() // as a node does with idle ones
-	base := "http://" + srv.Listener.Addr().String()
+	close(closeIdle)
 	c.conns.mu.Lock()
-	require.Len(t, c.conns.idle[base], 1)
+	require.Len(t, c.conns.idle[base], 1, "the answer did not say Connection: close: the client keeps it")
 	idle := c.conns.idle[base][0]
 	c.conns.mu.Unlock()
 	require.Eventually(t, func() bool { return !idle.alive() }, 5*time.Second, time.Millisecond,
@@ -81,7 +135,7 @@ func TestClient_DoesNotSendAWriteOnAConnectionTheNodeClosed(t *testing.T) {
 
 	_, err = c.Put(ctxFor(t, 5*time.Second), "k", []byte("v"))
 	require.NoError(t, err, "the write goes out on a new connection")
-	assert.Equal(t, 2, conns.count())
+	assert.Equal(t, int32(2), accepted.Load())
 }
 
 func TestClient_SpeaksHTTP1WithAnyAnswerShape(t *testing.T) {
