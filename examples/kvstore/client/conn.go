@@ -23,8 +23,8 @@ import (
 // request and response between them and the caller over channels; for a
 // request of a few hundred bytes that costs more CPU than the request
 // itself. Here the calling goroutine writes the request and reads the
-// response on the connection it holds, one request at a time; the answer
-// is parsed by net/http's ReadResponse. It also tells exactly whether a
+// response on the connection it holds, one request at a time, and parses
+// the answer itself (readResponse). It also tells exactly whether a
 // request left this process: the request goes out in one write (two for a
 // large value), and nothing was sent unless a write took at least a byte.
 //
@@ -102,7 +102,7 @@ func (p *pool) get(ctx context.Context, deadline time.Time, base string) (*conn,
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10)}
+	c := &conn{nc: nc}
 	c.tcp, _ = nc.(*net.TCPConn)
 	if scheme == "https" {
 		cfg := p.tls.Clone()
@@ -119,8 +119,9 @@ func (p *pool) get(ctx context.Context, deadline time.Time, base string) (*conn,
 			nc.Close()
 			return nil, err
 		}
-		c.nc, c.br = tc, bufio.NewReaderSize(tc, 4<<10)
+		c.nc = tc
 	}
+	c.br = bufio.NewReaderSize(c.nc, 4<<10)
 	return c, nil
 }
 
@@ -168,6 +169,12 @@ func (p *pool) roundTrip(ctx context.Context, deadline time.Time, req request, u
 	host, target := rest, "/"
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
 		host, target = rest[:i], rest[i:]
+	}
+	// Both go into the request as they are: a space or a control
+	// character would break it up (the paths the client builds are
+	// escaped, and url.Parse refuses such a redirect).
+	if host == "" || strings.IndexFunc(rest, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return nil, errNotSent{fmt.Errorf("kvstore: bad URL %q", u)}
 	}
 	base := scheme + "://" + host
 	c, err := p.get(ctx, deadline, base)

@@ -234,3 +234,30 @@ func TestReadResponse_RefusesWhatItCannotRead(t *testing.T) {
 		assert.Error(t, err, name)
 	}
 }
+
+func TestClient_RefusesAnEndpointThatWouldBreakTheRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var accepted atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	addr := ln.Addr().String()
+	for _, ep := range []string{addr + "/x\r\nX-Injected: 1", addr + "/a b", "ftp://" + addr, "http://"} {
+		_, err := New(ep).Put(ctxFor(t, 200*time.Millisecond), "k", []byte("v"))
+		require.Error(t, err, ep)
+		assert.NotErrorIs(t, err, ErrUnknownOutcome, "%q: nothing was sent", ep)
+		assert.Regexp(t, "bad URL|unsupported URL", err.Error(), ep)
+	}
+	assert.Zero(t, accepted.Load(), "no request went out")
+}
