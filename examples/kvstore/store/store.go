@@ -94,7 +94,9 @@ func (c Command) Validate() error {
 // '{' and are still read. commandV1 is:
 //
 //	byte     commandV1
-//	byte     the operation: opPutCode or opDeleteCode
+//	byte     the operation: opPutCode, opDeleteCode, or opNamed, then
+//	         the operation's name as a uvarint length and the bytes (an
+//	         operation this version does not know: Apply refuses it)
 //	byte     flags: bit 0 (flagIfRevision): IfRevision follows
 //	uvarint  IfRevision, with flagIfRevision
 //	uvarint  the key's length, then the key
@@ -109,18 +111,28 @@ const (
 	commandV1      = 0x01
 	opPutCode      = 'p'
 	opDeleteCode   = 'd'
+	opNamed        = 0
 	flagIfRevision = 0x01
 )
 
 // Encode returns the command as log entry data.
 func (c Command) Encode() []byte {
 	b := make([]byte, 0, 3+2*binary.MaxVarintLen64+len(c.Key)+len(c.Value))
-	b = append(b, commandV1, opPutCode, 0)
-	if c.Op == OpDelete {
-		b[1] = opDeleteCode
+	b = append(b, commandV1)
+	switch c.Op {
+	case OpPut:
+		b = append(b, opPutCode)
+	case OpDelete:
+		b = append(b, opDeleteCode)
+	default:
+		b = append(b, opNamed)
+		b = binary.AppendUvarint(b, uint64(len(c.Op)))
+		b = append(b, c.Op...)
 	}
+	flags := len(b)
+	b = append(b, 0)
 	if c.IfRevision != nil {
-		b[2] |= flagIfRevision
+		b[flags] |= flagIfRevision
 		b = binary.AppendUvarint(b, *c.IfRevision)
 	}
 	b = binary.AppendUvarint(b, uint64(len(c.Key)))
@@ -139,15 +151,25 @@ func DecodeCommand(data []byte) (Command, error) {
 	if len(data) < 3 || data[0] != commandV1 {
 		return c, errors.New("not a command: unknown format")
 	}
+	rest := data[2:]
 	switch data[1] {
 	case opPutCode:
 		c.Op = OpPut
 	case opDeleteCode:
 		c.Op = OpDelete
+	case opNamed:
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			return c, errors.New("truncated operation name")
+		}
+		c.Op, rest = Op(rest[k:k+int(n)]), rest[k+int(n):]
 	default:
 		return c, fmt.Errorf("unknown operation code %q", data[1])
 	}
-	flags, rest := data[2], data[3:]
+	if len(rest) == 0 {
+		return c, errors.New("truncated flags")
+	}
+	flags, rest := rest[0], rest[1:]
 	if flags&^flagIfRevision != 0 {
 		return c, fmt.Errorf("unknown flags %#x", flags)
 	}
@@ -165,7 +187,7 @@ func DecodeCommand(data []byte) (Command, error) {
 	rest = rest[n:]
 	c.Key, rest = string(rest[:klen]), rest[klen:]
 	switch {
-	case c.Op == OpPut:
+	case c.Op != OpDelete:
 		c.Value = append([]byte{}, rest...)
 	case len(rest) > 0:
 		return c, errors.New("a delete with a value")

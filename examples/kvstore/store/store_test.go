@@ -107,6 +107,7 @@ func TestCommand_EncodeDecodeRoundTrip(t *testing.T) {
 		{Op: OpDelete, Key: "k"},
 		{Op: OpDelete, Key: "k", IfRevision: rev(1 << 40)},
 		{Op: OpPut, Key: strings.Repeat("k", MaxKeySize), Value: make([]byte, 1<<16)},
+		{Op: "append", Key: "k", Value: []byte("v"), IfRevision: rev(2)}, // a later version's
 	} {
 		got, err := DecodeCommand(c.Encode())
 		require.NoError(t, err)
@@ -115,6 +116,8 @@ func TestCommand_EncodeDecodeRoundTrip(t *testing.T) {
 		}
 		assert.Equal(t, c, got)
 	}
+	res := New().Apply(raft.Entry{Index: 1, Data: Command{Op: "append", Key: "k", Value: []byte("x")}.Encode()}).(Result)
+	assert.ErrorContains(t, res.Err, "unknown operation", "an operation this version does not know is refused, not applied")
 }
 
 func TestCommand_DecodeReadsEarlierJSONCommands(t *testing.T) {
@@ -135,13 +138,15 @@ func TestCommand_DecodeReadsEarlierJSONCommands(t *testing.T) {
 func TestCommand_DecodeRefusesWhatItCannotRead(t *testing.T) {
 	valid := Command{Op: OpPut, Key: "key", Value: []byte("v"), IfRevision: rev(300)}.Encode()
 	for name, data := range map[string][]byte{
-		"empty":            nil,
-		"unknown format":   append([]byte{0x02}, valid[1:]...),
-		"unknown op":       {commandV1, 'x', 0, 1, 'k'},
-		"unknown flag":     {commandV1, opPutCode, 0x02, 1, 'k'},
-		"truncated rev":    valid[:4],
-		"truncated key":    valid[:7],
-		"delete and value": append(Command{Op: OpDelete, Key: "k"}.Encode(), 'v'),
+		"empty":             nil,
+		"unknown format":    append([]byte{0x02}, valid[1:]...),
+		"unknown op":        {commandV1, 'x', 0, 1, 'k'},
+		"truncated op name": {commandV1, opNamed, 5, 'a', 'b'},
+		"no flags":          {commandV1, opNamed, 1, 'a'},
+		"unknown flag":      {commandV1, opPutCode, 0x02, 1, 'k'},
+		"truncated rev":     valid[:4],
+		"truncated key":     valid[:7],
+		"delete and value":  append(Command{Op: OpDelete, Key: "k"}.Encode(), 'v'),
 	} {
 		_, err := DecodeCommand(data)
 		assert.Error(t, err, name)
