@@ -301,6 +301,7 @@ func TestBlackBox_BadStartsSayWhy(t *testing.T) {
 		{"wildcard advertised", withFlag(withFlag(n2, "-raft-advertise", ":7999"), "-raft", ":0"), "others cannot dial"},
 		{"stray argument", append(slices.Clone(n2), "extra"), "unexpected arguments"},
 		{"negative election timeout", withFlag(n2, "-election-timeout", "-1s"), "ElectionTimeout"},
+		{"negative max-inflight", append(slices.Clone(n2), "-max-inflight", "-1"), "MaxInflight"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := runBinary(c.bin, tc.args...)

@@ -63,6 +63,7 @@ type flags struct {
 	electionTimeout time.Duration
 	snapshotEvery   uint64
 	trailing        uint64
+	maxInflight     int
 	leaseReads      bool
 	logLevel        string
 	tlsCert, tlsKey string
@@ -88,6 +89,7 @@ func main() {
 	flag.DurationVar(&f.electionTimeout, "election-timeout", 0, "Raft election timeout (default 1s)")
 	flag.Uint64Var(&f.snapshotEvery, "snapshot-threshold", 0, "applied entries between snapshots (default: the library's, 16384)")
 	flag.Uint64Var(&f.trailing, "trailing-entries", 0, "log entries kept behind a snapshot for slow followers (default: the library's, 4096)")
+	flag.IntVar(&f.maxInflight, "max-inflight", defaultMaxInflight, "AppendEntries messages in flight to one follower (raft.Config.MaxInflight; see node.go)")
 	flag.BoolVar(&f.leaseReads, "lease-reads", false, "serve ?consistency=lease from the leader's read lease (trusts clocks to drift by less than 10%; the same on every node); without it, lease reads are ReadIndex reads")
 	flag.StringVar(&f.tlsCert, "tls-cert", "", "Raft mutual TLS: this node's certificate (PEM), naming raft://<cluster-id>/node/<id>")
 	flag.StringVar(&f.tlsKey, "tls-key", "", "Raft mutual TLS: this node's private key (PEM)")
@@ -181,7 +183,7 @@ func runNode(ctx context.Context, f flags) error {
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
 		Members: members, ClusterID: f.clusterID, TLS: tlsConfig, HTTPTLS: httpTLS,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-		TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
+		TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Logger: logger,
 	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftListen
@@ -482,7 +484,7 @@ func runLocal(ctx context.Context, f flags) error {
 			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
 			Members: members, ClusterID: f.clusterID,
 			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-			TrailingEntries: f.trailing, LeaseReads: f.leaseReads, Logger: logger,
+			TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Logger: logger,
 		})
 		if err != nil {
 			for _, n := range nodes {

@@ -67,9 +67,6 @@ type Server struct {
 // New returns the API of node, whose state machine is st.
 func New(node *raft.Node, st *store.Store) *Server {
 	s := &Server{node: node, store: st, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /kv/{key...}", s.get)
-	s.mux.HandleFunc("PUT /kv/{key...}", s.put)
-	s.mux.HandleFunc("DELETE /kv/{key...}", s.delete)
 	s.mux.HandleFunc("GET /status", s.status)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("POST /admin/members", s.addMember)
@@ -82,16 +79,41 @@ func New(node *raft.Node, st *store.Store) *Server {
 	return s
 }
 
+// Handle adds a route to the API, as http.ServeMux.Handle does: for the
+// calls a node serves besides the API's own, such as GET /metrics.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Check a key before the mux sees the path: it would answer a path
-	// with "//", "." or ".." segments with a redirect to a cleaned one,
-	// which a client following it would write under another key.
+	// The key-value calls, nearly every request, are routed here rather
+	// than by the mux, whose pattern matching showed in the profiles of
+	// every request. The key is checked first in any case: the mux
+	// would answer a path with "//", "." or ".." segments with a redirect
+	// to a cleaned one, which a client following it would write under
+	// another key.
 	if k, ok := strings.CutPrefix(r.URL.Path, "/kv/"); ok {
 		if err := store.ValidKey(k); err != nil {
 			fail(w, http.StatusBadRequest, "%v", err)
 			return
 		}
+		// The wait for Raft is bounded by DefaultTimeout alone, not by the
+		// client's connection: a write handed to Raft goes on whether or
+		// not anyone waits for it, and a read is short. (A context derived
+		// from the request's would register with it and unregister, a
+		// cost that showed in profiles of every request.)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), DefaultTimeout)
+		defer cancel()
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			s.get(ctx, w, r, k)
+		case http.MethodPut:
+			s.put(ctx, w, r, k)
+		case http.MethodDelete:
+			s.write(ctx, w, r, store.Command{Op: store.OpDelete, Key: k})
+		default:
+			notFound(w, r)
+		}
+		return
 	}
 	if r.URL.Path == "/admin/backup" {
 		// A back-up of a large store takes as long as its copy takes: it
@@ -130,16 +152,6 @@ func fail(w http.ResponseWriter, code int, format string, args ...any) {
 	writeJSON(w, code, errorBody{Error: fmt.Sprintf(format, args...)})
 }
 
-// key returns the request's key, or answers 400 and returns false.
-func key(w http.ResponseWriter, r *http.Request) (string, bool) {
-	k := r.PathValue("key")
-	if err := store.ValidKey(k); err != nil {
-		fail(w, http.StatusBadRequest, "%v: use /kv/{key}", err)
-		return "", false
-	}
-	return k, true
-}
-
 // ifMatch parses the If-Match header: a revision, bare or quoted as an
 // entity tag. nil when absent.
 func ifMatch(r *http.Request) (*uint64, error) {
@@ -158,11 +170,7 @@ func ifMatch(r *http.Request) (*uint64, error) {
 	return &rev, nil
 }
 
-func (s *Server) put(w http.ResponseWriter, r *http.Request) {
-	k, ok := key(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) put(ctx context.Context, w http.ResponseWriter, r *http.Request, k string) {
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, store.MaxValueSize))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -173,19 +181,11 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "reading the value: %v", err)
 		return
 	}
-	s.write(w, r, store.Command{Op: store.OpPut, Key: k, Value: value})
-}
-
-func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
-	k, ok := key(w, r)
-	if !ok {
-		return
-	}
-	s.write(w, r, store.Command{Op: store.OpDelete, Key: k})
+	s.write(ctx, w, r, store.Command{Op: store.OpPut, Key: k, Value: value})
 }
 
 // write proposes c and answers once it is applied on this node (the leader).
-func (s *Server) write(w http.ResponseWriter, r *http.Request, c store.Command) {
+func (s *Server) write(ctx context.Context, w http.ResponseWriter, r *http.Request, c store.Command) {
 	rev, err := ifMatch(r)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
@@ -206,7 +206,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, c store.Command) 
 		s.notServed(w, r, err)
 		return
 	}
-	out, err := p.Wait(r.Context())
+	out, err := p.Wait(ctx)
 	if err != nil {
 		writeJSON(w, http.StatusGatewayTimeout, errorBody{
 			Error:   fmt.Sprintf("the write's outcome is unknown: %v", err),
@@ -222,8 +222,20 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, c store.Command) 
 		writeJSON(w, http.StatusPreconditionFailed, writeResult{Revision: res.Revision,
 			Error: fmt.Sprintf("revision mismatch: the key's revision is %d, not %d", res.Revision, *c.IfRevision)})
 	default:
-		writeJSON(w, http.StatusOK, writeResult{Revision: res.Revision})
+		writeRevision(w, res.Revision)
 	}
+}
+
+// writeRevision answers a write that was applied: {"revision":N}, as
+// writeJSON would write it, without encoding/json's reflection (every
+// write is answered with it).
+func writeRevision(w http.ResponseWriter, rev uint64) {
+	w.Header()["Content-Type"] = []string{"application/json"}
+	w.WriteHeader(http.StatusOK)
+	var buf [40]byte
+	b := append(buf[:0], `{"revision":`...)
+	b = strconv.AppendUint(b, rev, 10)
+	w.Write(append(b, "}\n"...)) //nolint:errcheck // the client went away
 }
 
 // notFound answers what no route serves, in JSON like every other error.
@@ -272,17 +284,13 @@ func (s *Server) notServed(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	k, ok := key(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) get(ctx context.Context, w http.ResponseWriter, r *http.Request, k string) {
 	switch c := r.URL.Query().Get("consistency"); c {
 	case "", "linearizable":
 		// ReadIndex (dissertation §6.4): once it returns, this node's store
 		// holds every write acknowledged before the request arrived, on a
 		// follower as on the leader.
-		if err := s.node.LinearizableRead(r.Context()); err != nil {
+		if err := s.node.LinearizableRead(ctx); err != nil {
 			s.readNotServed(w, err)
 			return
 		}
@@ -290,7 +298,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		// Linearizable under a bounded clock drift (Config.LeaseReads on
 		// every voter): the leader answers from its read lease without a
 		// round of heartbeats; without leases it is ReadIndex.
-		if err := s.node.LeaseRead(r.Context()); err != nil {
+		if err := s.node.LeaseRead(ctx); err != nil {
 			s.readNotServed(w, err)
 			return
 		}
@@ -305,9 +313,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "key %q not found", k)
 		return
 	}
-	w.Header().Set("X-Revision", strconv.FormatUint(rev, 10))
-	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(rev, 10)))
-	w.Header().Set("Content-Type", "application/octet-stream")
+	// The header names are canonical already: set them without
+	// Header.Set's canonicalization (every read is answered with them).
+	revText := strconv.FormatUint(rev, 10)
+	h := w.Header()
+	h["X-Revision"] = []string{revText}
+	h["Etag"] = []string{`"` + revText + `"`}
+	h["Content-Type"] = []string{"application/octet-stream"}
 	w.Write(value) //nolint:errcheck // the client went away
 }
 

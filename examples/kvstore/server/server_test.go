@@ -86,15 +86,21 @@ func TestServer_WritesAnswerOnceAppliedWithTheirRevision(t *testing.T) {
 	require.Equal(t, http.StatusOK, put.Code, put.Body.String())
 	rev := revisionOf(t, put)
 	require.NotZero(t, rev)
+	assert.Equal(t, fmt.Sprintf("{\"revision\":%d}\n", rev), put.Body.String())
+	assert.Equal(t, "application/json", put.Header().Get("Content-Type"))
 
 	// Applied before the answer: even a stale (local) read sees it.
 	get := call(api, http.MethodGet, "/kv/greeting?consistency=stale", "")
 	require.Equal(t, http.StatusOK, get.Code)
 	assert.Equal(t, "hello", get.Body.String())
 	assert.Equal(t, fmt.Sprint(rev), get.Header().Get("X-Revision"))
+	assert.Equal(t, fmt.Sprintf("%q", fmt.Sprint(rev)), get.Header().Get("ETag"))
 
 	get = call(api, http.MethodGet, "/kv/greeting", "")
 	require.Equal(t, http.StatusOK, get.Code, "linearizable by default")
+	head := call(api, http.MethodHead, "/kv/greeting", "")
+	require.Equal(t, http.StatusOK, head.Code, "HEAD as GET")
+	assert.Equal(t, fmt.Sprint(rev), head.Header().Get("X-Revision"))
 	assert.Equal(t, "hello", get.Body.String())
 	get = call(api, http.MethodGet, "/kv/greeting?consistency=lease", "")
 	require.Equal(t, http.StatusOK, get.Code, get.Body.String())

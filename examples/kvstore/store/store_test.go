@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -95,5 +96,99 @@ func TestCommand_ValidateEnforcesTheLimits(t *testing.T) {
 				assert.ErrorContains(t, err, tc.err)
 			}
 		})
+	}
+}
+
+func TestCommand_EncodeDecodeRoundTrip(t *testing.T) {
+	for _, c := range []Command{
+		{Op: OpPut, Key: "k", Value: []byte("v")},
+		{Op: OpPut, Key: "a/b", Value: []byte{}},
+		{Op: OpPut, Key: "k", Value: []byte{0, '{', 255}, IfRevision: rev(0)},
+		{Op: OpDelete, Key: "k"},
+		{Op: OpDelete, Key: "k", IfRevision: rev(1 << 40)},
+		{Op: OpPut, Key: strings.Repeat("k", MaxKeySize), Value: make([]byte, 1<<16)},
+		{Op: "append", Key: "k", Value: []byte("v"), IfRevision: rev(2)}, // a later version's
+	} {
+		got, err := DecodeCommand(c.Encode())
+		require.NoError(t, err)
+		if c.Op == OpPut && c.Value == nil {
+			c.Value = []byte{}
+		}
+		assert.Equal(t, c, got)
+	}
+	res := New().Apply(raft.Entry{Index: 1, Data: Command{Op: "append", Key: "k", Value: []byte("x")}.Encode()}).(Result)
+	assert.ErrorContains(t, res.Err, "unknown operation", "an operation this version does not know is refused, not applied")
+}
+
+func TestCommand_DecodeReadsEarlierJSONCommands(t *testing.T) {
+	// What earlier versions of the example wrote into the log.
+	got, err := DecodeCommand([]byte(`{"op":"put","key":"k","value":"djE=","ifRevision":4}`))
+	require.NoError(t, err)
+	assert.Equal(t, Command{Op: OpPut, Key: "k", Value: []byte("v1"), IfRevision: rev(4)}, got)
+
+	s := New()
+	res := s.Apply(raft.Entry{Index: 2, Data: []byte(`{"op":"put","key":"k","value":"djE="}`)}).(Result)
+	require.NoError(t, res.Err)
+	v, r, ok := s.Get("k")
+	require.True(t, ok)
+	assert.Equal(t, "v1", string(v))
+	assert.Equal(t, uint64(2), r)
+}
+
+func TestCommand_DecodeRefusesWhatItCannotRead(t *testing.T) {
+	valid := Command{Op: OpPut, Key: "key", Value: []byte("v"), IfRevision: rev(300)}.Encode()
+	for name, data := range map[string][]byte{
+		"empty":             nil,
+		"unknown format":    append([]byte{0x02}, valid[1:]...),
+		"unknown op":        {commandV1, 'x', 0, 1, 'k'},
+		"truncated op name": {commandV1, opNamed, 5, 'a', 'b'},
+		"no flags":          {commandV1, opNamed, 1, 'a'},
+		"unknown flag":      {commandV1, opPutCode, 0x02, 1, 'k'},
+		"truncated rev":     valid[:4],
+		"truncated key":     valid[:7],
+		"delete and value":  append(Command{Op: OpDelete, Key: "k"}.Encode(), 'v'),
+	} {
+		_, err := DecodeCommand(data)
+		assert.Error(t, err, name)
+	}
+}
+
+func TestStore_RestoresEarlierJSONSnapshots(t *testing.T) {
+	s := New()
+	require.NoError(t, s.Restore(strings.NewReader(`{"applied":9,"items":{"k":{"value":"djE=","revision":7}}}`)))
+	v, r, ok := s.Get("k")
+	require.True(t, ok)
+	assert.Equal(t, "v1", string(v))
+	assert.Equal(t, uint64(7), r)
+	assert.Equal(t, Result{Revision: 10}, apply(t, s, 10, Command{Op: OpPut, Key: "k", Value: []byte("v2"), IfRevision: rev(7)}))
+}
+
+func TestStore_RestoreRefusesADamagedSnapshot(t *testing.T) {
+	s := New()
+	for i := range 50 {
+		apply(t, s, uint64(i+1), Command{Op: OpPut, Key: fmt.Sprint("key", i), Value: bytes.Repeat([]byte{byte(i)}, i)})
+	}
+	snap, err := s.Snapshot()
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	n, err := snap.WriteTo(&buf)
+	require.NoError(t, err)
+	assert.Equal(t, int64(buf.Len()), n)
+	data := buf.Bytes()
+	require.NoError(t, New().Restore(bytes.NewReader(data)))
+
+	for name, bad := range map[string][]byte{
+		"empty":          {},
+		"truncated":      data[:len(data)-1],
+		"cut in a key":   data[:len(data)/2],
+		"data after":     append(bytes.Clone(data), 0),
+		"unknown format": append([]byte{0x7f}, data[1:]...),
+		"huge value":     {snapshotV1, 1, 1, 1, 'k', 1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+	} {
+		restored := New()
+		apply(t, restored, 1, Command{Op: OpPut, Key: "kept", Value: []byte("x")})
+		assert.Error(t, restored.Restore(bytes.NewReader(bad)), name)
+		_, _, ok := restored.Get("kept")
+		assert.True(t, ok, "%s: a failed Restore leaves the store as it was", name)
 	}
 }
