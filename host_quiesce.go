@@ -62,6 +62,10 @@ type quiescePeer struct {
 	leading   map[uint64]Message // groups led here, resting: the notice to this peer
 	lastPing  time.Duration      // since epoch
 	following map[uint64]*restingGroup
+	// shortest is the shortest election timeout of the groups in following
+	// (or of some that were): the host looks at them only after that much
+	// silence.
+	shortest time.Duration
 }
 
 func newHostQuiesce(h *Host, after time.Duration) *hostQuiesce {
@@ -110,7 +114,11 @@ func (q *hostQuiesce) rest(g *groupTransport, r quiesceReport) {
 		return
 	}
 	q.lastHeard(r.leader) // start watching the leader's host, if not yet
-	q.peer(r.leader).following[g.group] = rg
+	p := q.peer(r.leader)
+	if len(p.following) == 0 || r.electionTimeout < p.shortest {
+		p.shortest = r.electionTimeout
+	}
+	p.following[g.group] = rg
 }
 
 // wake records that group stopped resting. With farewell (the group is
@@ -176,8 +184,10 @@ func (q *hostQuiesce) check(time.Time) {
 				break
 			}
 		}
-		if len(p.following) > 0 {
-			silence := now - q.lastHeard(id)
+		if len(p.following) == 0 {
+			continue
+		}
+		if silence := now - q.lastHeard(id); silence >= p.shortest {
 			for _, rg := range p.following {
 				// Woken groups whose node has not reported yet (its inbox
 				// was full, say) are woken again an election timeout later.
