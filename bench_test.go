@@ -142,41 +142,150 @@ func benchProposers(b *testing.B, newStorage func(uint64) Storage, proposers int
 		return sms[id-1]
 	})
 	defer stop()
-	var withEntries, commitOnly, heartbeats atomic.Int64
 	lid := leader.Status().ID
-	nw.setFilter(func(from uint64, m *Message) inmemVerdict {
-		if from == lid {
-			switch {
-			case m.Type == MsgAppend && len(m.Entries) > 0:
-				withEntries.Add(1)
-			case m.Type == MsgAppend:
-				commitOnly.Add(1)
-			case m.Type == MsgHeartbeat:
-				heartbeats.Add(1)
-			}
-		}
-		return inmemPass
-	})
+	sent := countSent(nw, lid)
 	benchProposeFrom(b, leader, proposers)
 	nw.setFilter(nil)
-	n := float64(b.N)
-	b.ReportMetric(float64(withEntries.Load())/n, "appends/op")
-	b.ReportMetric(float64(commitOnly.Load())/n, "commit-appends/op")
-	b.ReportMetric(float64(heartbeats.Load())/n, "heartbeats/op")
+	sent.report(b)
 	reportApplyLag(b, sms, lid)
 }
 
-// applyTimes is a state machine that records when it applied each entry.
+// sentCounts counts the appends with entries, the appends without (which
+// carry the commit index) and the heartbeats that a leader sends.
+type sentCounts struct {
+	withEntries, commitOnly, heartbeats atomic.Int64
+}
+
+func (c *sentCounts) count(m *Message) {
+	switch {
+	case m.Type == MsgAppend && len(m.Entries) > 0:
+		c.withEntries.Add(1)
+	case m.Type == MsgAppend:
+		c.commitOnly.Add(1)
+	case m.Type == MsgHeartbeat:
+		c.heartbeats.Add(1)
+	}
+}
+
+func (c *sentCounts) reset() {
+	c.withEntries.Store(0)
+	c.commitOnly.Store(0)
+	c.heartbeats.Store(0)
+}
+
+// report reports the counts per operation of b.
+func (c *sentCounts) report(b *testing.B) {
+	n := float64(b.N)
+	b.ReportMetric(float64(c.withEntries.Load())/n, "appends/op")
+	b.ReportMetric(float64(c.commitOnly.Load())/n, "commit-appends/op")
+	b.ReportMetric(float64(c.heartbeats.Load())/n, "heartbeats/op")
+}
+
+// countSent counts, from now on, what leader sends over nw.
+func countSent(nw *InmemNetwork, leader uint64) *sentCounts {
+	c := new(sentCounts)
+	nw.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if from == leader {
+			c.count(m)
+		}
+		return inmemPass
+	})
+	return c
+}
+
+// countingTransport counts what its node sends.
+type countingTransport struct {
+	Transport
+	sent sentCounts
+}
+
+func (t *countingTransport) Send(msgs []Message) {
+	for i := range msgs {
+		t.sent.count(&msgs[i])
+	}
+	t.Transport.Send(msgs)
+}
+
+// BenchmarkCluster_IdleApplyLag proposes one command at a time and waits
+// until both followers have applied it before the next: the leader is idle
+// once it has committed, so no later append carries the commit index, and
+// the follower apply lag it reports is what an idle leader costs its
+// followers.
+func BenchmarkCluster_IdleApplyLag(b *testing.B) {
+	benchIdleApplyLag(b, memStorage)
+}
+
+func BenchmarkClusterFile_IdleApplyLag(b *testing.B) {
+	benchIdleApplyLag(b, fileStorage(b))
+}
+
+func benchIdleApplyLag(b *testing.B, newStorage func(uint64) Storage) {
+	sms := make([]*applyTimes, 3)
+	leader, nw, stop := benchClusterSM(b, newStorage, func(id uint64) StateMachine {
+		sms[id-1] = &applyTimes{at: map[uint64]time.Time{}, applied: make(chan uint64, 1)}
+		return sms[id-1]
+	})
+	defer stop()
+	lid := leader.Status().ID
+	sent := countSent(nw, lid)
+	cmd := make([]byte, 128)
+	b.ResetTimer()
+	for range b.N {
+		p, err := leader.ProposeAsync(cmd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		for i, f := range sms {
+			if uint64(i+1) == lid {
+				continue
+			}
+			timeout := time.After(10 * time.Second)
+			for done := false; !done; {
+				select {
+				case idx := <-f.applied:
+					done = idx >= p.Index
+				case <-timeout:
+					b.Fatalf("follower %d did not apply entry %d within 10s", i+1, p.Index)
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	nw.setFilter(nil)
+	sent.report(b)
+	reportApplyLag(b, sms, lid)
+}
+
+// applyTimes is a state machine that records when it applied each entry;
+// with applied set, it also reports the last index applied there, keeping
+// only the newest if nobody reads it in time.
 type applyTimes struct {
 	discardSM
-	mu sync.Mutex
-	at map[uint64]time.Time
+	mu      sync.Mutex
+	at      map[uint64]time.Time
+	applied chan uint64
 }
 
 func (a *applyTimes) Apply(e Entry) any {
 	a.mu.Lock()
 	a.at[e.Index] = time.Now()
 	a.mu.Unlock()
+	if a.applied != nil {
+		for {
+			select {
+			case a.applied <- e.Index:
+				return nil
+			default:
+			}
+			select {
+			case <-a.applied: // drop an older index
+			default:
+			}
+		}
+	}
 	return nil
 }
 

@@ -289,22 +289,27 @@ func TestTCPRemovedFollowerLearnsItsRemoval(t *testing.T) {
 //
 //	go test -run '^$' -bench BenchmarkTCPCluster -benchtime 30000x -count 5 .
 func BenchmarkTCPCluster_64Proposers(b *testing.B) {
-	leader, stop := benchTCPCluster(b, fileStorage(b))
+	leader, sent, stop := benchTCPCluster(b, fileStorage(b))
 	defer stop()
+	sent.reset()
 	benchProposeFrom(b, leader, 64)
+	sent.report(b)
 }
 
 // BenchmarkTCPClusterMem_64Proposers is the same over MemoryStorage (no
 // fsync): what the transport itself costs, next to BenchmarkCluster_64Proposers.
 func BenchmarkTCPClusterMem_64Proposers(b *testing.B) {
-	leader, stop := benchTCPCluster(b, memStorage)
+	leader, sent, stop := benchTCPCluster(b, memStorage)
 	defer stop()
+	sent.reset()
 	benchProposeFrom(b, leader, 64)
+	sent.report(b)
 }
 
 // benchTCPCluster is benchCluster over TCP: three nodes in this process,
-// each with its own transport on 127.0.0.1.
-func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, func()) {
+// each with its own transport on 127.0.0.1. It also returns what the
+// leader's transport counts of the appends and heartbeats it sends.
+func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, *sentCounts, func()) {
 	b.Helper()
 	var transports []*TCPTransport
 	var members []Member
@@ -318,6 +323,7 @@ func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, f
 	}
 	var nodes []*Node
 	var stores []Storage
+	counted := make([]*countingTransport, len(transports))
 	stop := func() {
 		for _, n := range nodes {
 			n.Close()
@@ -334,8 +340,9 @@ func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, f
 	for i, m := range members {
 		st := newStorage(m.ID)
 		stores = append(stores, st)
+		counted[i] = &countingTransport{Transport: transports[i]}
 		n, err := NewNode(Config{ID: m.ID, InitialMembers: members, ElectionTimeout: time.Second, Seed: int64(m.ID)},
-			discardSM{}, st, transports[i])
+			discardSM{}, st, counted[i])
 		if err != nil {
 			stop()
 			b.Fatal(err)
@@ -347,5 +354,5 @@ func benchTCPCluster(b *testing.B, newStorage func(id uint64) Storage) (*Node, f
 		stop()
 		b.Fatal("no leader")
 	}
-	return leader, stop
+	return leader, &counted[leader.Status().ID-1].sent, stop
 }
