@@ -282,17 +282,92 @@ func (c *messageCounts) report(b *testing.B) {
 	b.ReportMetric(float64(c.rejected.Load())/n, "rejects/op")
 }
 
-// applyTimes is a state machine that records when it applied each entry.
+// BenchmarkCluster_IdleApplyLag proposes one command at a time and waits
+// until both followers have applied it before the next: the leader is idle
+// once it has committed, so no later append carries the commit index, and
+// the follower apply lag it reports is what an idle leader costs its
+// followers.
+func BenchmarkCluster_IdleApplyLag(b *testing.B) {
+	benchIdleApplyLag(b, memStorage)
+}
+
+func BenchmarkClusterFile_IdleApplyLag(b *testing.B) {
+	benchIdleApplyLag(b, fileStorage(b))
+}
+
+func benchIdleApplyLag(b *testing.B, newStorage func(uint64) Storage) {
+	const voters = 3
+	sms := make([]*applyTimes, voters)
+	leader, nw, stop := benchClusterSM(b, voters, newStorage, func(id uint64) StateMachine {
+		sms[id-1] = &applyTimes{at: map[uint64]time.Time{}, applied: make(chan uint64, 1)}
+		return sms[id-1]
+	})
+	defer stop()
+	var counts messageCounts
+	lid := leader.Status().ID
+	counts.leader.Store(lid)
+	nw.setFilter(func(from uint64, m *Message) inmemVerdict {
+		counts.count(from, m)
+		return inmemPass
+	})
+	cmd := make([]byte, 128)
+	b.ResetTimer()
+	for range b.N {
+		p, err := leader.ProposeAsync(cmd)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Wait(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		for i, f := range sms {
+			if uint64(i+1) == lid {
+				continue
+			}
+			timeout := time.After(10 * time.Second)
+			for done := false; !done; {
+				select {
+				case idx := <-f.applied:
+					done = idx >= p.Index
+				case <-timeout:
+					b.Fatalf("follower %d did not apply entry %d within 10s", i+1, p.Index)
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	nw.setFilter(nil)
+	counts.report(b)
+	reportApplyLag(b, sms, lid)
+}
+
+// applyTimes is a state machine that records when it applied each entry;
+// with applied set, it also reports the last index applied there, keeping
+// only the newest if nobody reads it in time.
 type applyTimes struct {
 	discardSM
-	mu sync.Mutex
-	at map[uint64]time.Time
+	mu      sync.Mutex
+	at      map[uint64]time.Time
+	applied chan uint64
 }
 
 func (a *applyTimes) Apply(e Entry) any {
 	a.mu.Lock()
 	a.at[e.Index] = time.Now()
 	a.mu.Unlock()
+	if a.applied != nil {
+		for {
+			select {
+			case a.applied <- e.Index:
+				return nil
+			default:
+			}
+			select {
+			case <-a.applied: // drop an older index
+			default:
+			}
+		}
+	}
 	return nil
 }
 

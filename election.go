@@ -253,10 +253,8 @@ func (c *core) tickLeader() {
 	// A follower the heartbeat did not bring up to our commit index (or
 	// that got none this tick) is sent it now: it applies at most a tick
 	// after the advance when no append carried it.
+	c.flushCommit()
 	if c.role == Leader {
-		for _, id := range c.replicaIDs() {
-			c.sendCommit(id)
-		}
 		c.maybeQuiesce()
 	}
 }

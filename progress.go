@@ -72,6 +72,20 @@ func (c *core) progressStatus(tick time.Duration) []MemberProgress {
 	return out
 }
 
+// paused reports whether flow control holds appends to this follower
+// back: the snapshot is on its way, a probe awaits its answer, or the
+// inflight window is full.
+func (pr *progress) paused(maxInflight int) bool {
+	switch pr.state {
+	case snapshotState:
+		return true
+	case probe:
+		return pr.probeSent
+	default:
+		return len(pr.inflight) >= maxInflight
+	}
+}
+
 // heard records a message from the follower.
 func (pr *progress) heard() {
 	pr.recentActive = true

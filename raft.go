@@ -517,8 +517,10 @@ func (rd *ready) empty() bool {
 // flush turns the leader's pending work into messages: one append per
 // follower for every proposal made since the last flush (batching), and one
 // heartbeat round for the reads that arrived. A new commit index rides on
-// those appends; a follower with nothing new to receive learns it on the
-// next tick or heartbeat (sendCommit) rather than from an append of its own.
+// those appends; a follower with nothing new to receive learns it from the
+// next heartbeat, or from flushCommit (called on each tick, and by the
+// runtime once the commit index has stayed put for a moment), rather than
+// from an append of its own for each advance.
 func (c *core) flush() {
 	if c.role != Leader {
 		return

@@ -114,12 +114,7 @@ func (c *core) broadcastAppend() {
 // carry the commit index.
 func (c *core) sendAppend(id uint64, sendEmpty bool) {
 	pr := c.progress[id]
-	switch {
-	case pr.state == snapshotState:
-		return
-	case pr.state == probe && pr.probeSent:
-		return
-	case pr.state == replicate && len(pr.inflight) >= c.maxInflight:
+	if pr.paused(c.maxInflight) {
 		return
 	}
 	last := c.log.lastIndex()
@@ -386,14 +381,54 @@ func (c *core) broadcastHeartbeat(readSeq uint64) {
 
 // sendCommit sends follower id an append without new entries if the last
 // commit index it was sent is behind ours, as far as the follower holds the
-// entries (match). A follower's commit index is
-// advisory: it only decides when the follower applies (Raft §5.3), so the
-// leader does not spend a message on each advance. The next append with
-// entries carries it, or failing that this, called on the leader's next
-// tick, at the latest a heartbeat interval after the advance.
+// entries (match). A follower's commit index is advisory: it only decides
+// when the follower applies (Raft §5.3), so the leader does not spend a
+// message on each advance. The next append with entries carries it, or
+// failing that flushCommit, which the runtime calls once the commit index
+// has stayed put for a short grace period, and the leader's next tick at
+// the latest.
 func (c *core) sendCommit(id uint64) {
-	if pr := c.progress[id]; pr != nil && pr.commitSent < min(pr.match, c.log.committed) {
+	if c.owesCommit(id, c.progress[id]) {
 		c.sendAppend(id, true)
+	}
+}
+
+// owesCommit reports whether follower id holds entries up to an index the
+// leader has committed without having been sent that commit index, and
+// flow control would let an append carry it now.
+func (c *core) owesCommit(id uint64, pr *progress) bool {
+	return pr != nil && id != c.id && pr.commitSent < min(pr.match, c.log.committed) && !pr.paused(c.maxInflight)
+}
+
+// commitPending reports whether a flushCommit would send anything: some
+// follower lacks the commit index, and flow control lets an append go to it
+// now (one it holds back gets the commit index with the append that its
+// next answer releases). The runtime asks after each pass of its event
+// loop, so that an idle loop never wakes only to find nothing to send.
+func (c *core) commitPending() bool {
+	if c.role != Leader {
+		return false
+	}
+	for id, pr := range c.progress {
+		if c.owesCommit(id, pr) {
+			return true
+		}
+	}
+	return false
+}
+
+// flushCommit sends the commit index to every follower that lacks it
+// (sendCommit). Called on each tick, and by the runtime once the commit
+// index it owes has stayed put for a short grace period: a sequential
+// client's next proposal carries it at no cost within that period, and
+// without one a follower applies about a grace period after the leader
+// instead of a tick later.
+func (c *core) flushCommit() {
+	if c.role != Leader {
+		return
+	}
+	for _, id := range c.replicaIDs() {
+		c.sendCommit(id)
 	}
 }
 
