@@ -74,10 +74,7 @@ type Config struct {
 	SnapshotChunkSize int
 
 	// MaxInflight bounds the AppendEntries messages sent to one follower and
-	// not yet acknowledged (pipelining). Only full appends (MaxAppendBytes)
-	// pile up: new entries that fit in one append wait while the follower
-	// has an append unacknowledged, and go out together when it answers.
-	// Default 256.
+	// not yet acknowledged (pipelining). Default 256.
 	MaxInflight int
 	// MaxAppendBytes bounds the entry data carried by one AppendEntries
 	// message; a single larger entry is still sent alone. Default 1 MiB.

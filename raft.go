@@ -115,9 +115,7 @@ type core struct {
 }
 
 // coreHooks switch protocol rules off, for tests that prove the simulator and
-// the unit tests catch a broken rule, or change a flow-control choice so
-// that the simulator explores schedules that are otherwise rare. Production
-// code never sets them.
+// the unit tests catch a broken rule. Production code never sets them.
 type coreHooks struct {
 	commitPreviousTermByCounting bool // break Figure 8 (Raft §5.4.2)
 	grantEveryVote               bool // break "one vote per term" (Raft §5.2)
@@ -125,7 +123,6 @@ type coreHooks struct {
 	voteWhenFresh                bool // let a node with no history (a wiped disk) vote as if it had never voted
 	commitWithIncomingOnly       bool // break joint consensus: commit with the new voters' majority alone (D§4.3)
 	countSelfBeforeDurable       bool // break D§10.2.1: the leader counts its own entries toward commitment before its write is durable
-	pipelineSmallAppends         bool // send new entries without waiting for the append in flight (see sendNewEntries): many small appends in flight
 }
 
 // coreConfig is what newCore needs; the runtime builds it from Config and
@@ -518,8 +515,7 @@ func (rd *ready) empty() bool {
 }
 
 // flush turns the leader's pending work into messages: one append per
-// follower for every proposal made since the last flush (batching; small
-// ones wait for the append in flight, see sendNewEntries), and one
+// follower for every proposal made since the last flush (batching), and one
 // heartbeat round for the reads that arrived. A new commit index rides on
 // those appends; a follower with nothing new to receive learns it from the
 // next heartbeat, or from flushCommit (called on each tick, and by the
@@ -537,7 +533,7 @@ func (c *core) flush() {
 	configCommitted := commitChanged && (len(c.leaving) > 0 || (c.configIndex > c.sentCommit && c.configIndex <= c.log.committed))
 	if c.pendingBroadcast || commitChanged {
 		for _, id := range c.replicaIDs() {
-			c.sendNewEntries(id, configCommitted)
+			c.sendAppend(id, configCommitted)
 		}
 		c.pendingBroadcast = false
 		c.sentCommit = c.log.committed

@@ -438,12 +438,8 @@ func TestReplication_ProposalsBatchIntoOneAppend(t *testing.T) {
 }
 
 func TestReplication_PipelineBoundedByInflight(t *testing.T) {
-	// Appends of one byte at most: each new entry is a full append, which
-	// streams without waiting for the one before (small ones wait: see
-	// TestReplication_SmallAppendsWaitForTheOneInFlight).
-	oneByte := func(c *coreConfig) { c.maxAppendBytes = 1 }
-	l := newTestCore(t, 1, []uint64{1, 2}, oneByte)
-	n := newCoreNet(t, l, newTestCore(t, 2, []uint64{1, 2}, oneByte))
+	l := newTestCore(t, 1, []uint64{1, 2})
+	n := newCoreNet(t, l, newTestCore(t, 2, []uint64{1, 2}))
 	n.elect(1)
 	sent := 0
 	for i := 0; i < 20; i++ {
@@ -452,36 +448,6 @@ func TestReplication_PipelineBoundedByInflight(t *testing.T) {
 		sent += len(msgsOf(n.collect(1), MsgAppend)) // never delivered
 	}
 	assert.Equal(t, l.maxInflight, sent, "appends beyond the inflight window wait")
-}
-
-// Entries proposed while a follower has an append in flight wait for its
-// acknowledgment, then go out together: one append per follower write
-// instead of one per batch of proposals. A follower with nothing in flight
-// gets new entries at once.
-func TestReplication_SmallAppendsWaitForTheOneInFlight(t *testing.T) {
-	c1, c2, _, n := threeCores(t)
-	n.elect(1)
-	_, _, err := c1.propose(cmd("first"))
-	require.NoError(t, err)
-	first := msgsOf(n.collect(1), MsgAppend)
-	require.Len(t, first, 2, "nothing in flight: the entry goes to both followers at once")
-	for i := range 4 {
-		_, _, err := c1.propose(cmd(fmt.Sprint(i)))
-		require.NoError(t, err)
-		assert.Empty(t, msgsOf(n.collect(1), MsgAppend), "proposal %d waits for an acknowledgment", i)
-	}
-	for _, m := range first {
-		if m.To == 2 {
-			c2.step(m)
-		}
-	}
-	for _, m := range n.collect(2) {
-		c1.step(m)
-	}
-	out := msgsOf(n.collect(1), MsgAppend)
-	require.Len(t, out, 1, "follower 3 has not answered yet")
-	assert.Equal(t, uint64(2), out[0].To)
-	assert.Len(t, out[0].Entries, 4, "the acknowledgment releases every waiting entry in one append")
 }
 
 func TestReplication_FollowerCatchesUp(t *testing.T) {

@@ -109,32 +109,6 @@ func (c *core) broadcastAppend() {
 	}
 }
 
-// sendNewEntries sends follower id the entries proposed since the last
-// flush, as sendAppend does, except that small appends do not pile up
-// behind one in flight (as Nagle's algorithm holds back small TCP
-// segments). While the follower has an append unacknowledged and what it
-// lacks fits in one append, the new entries wait: its acknowledgment
-// releases all of them in one append (handleAppendResp), as does a heartbeat
-// response (which also finds out a lost append). Sent at once, they would
-// only queue at the follower behind the write in flight, to be written
-// after it; waiting, they are written after it too, a round trip later,
-// while a leader under load saves one append per event-loop pass, and
-// leader and follower a pass for each append and for its acknowledgment
-// (docs/benchmarks.md). A follower with nothing in flight gets new entries
-// at once, so a lone proposer waits for nothing, and a backlog of a full
-// append or more still streams, up to the inflight window.
-func (c *core) sendNewEntries(id uint64, sendEmpty bool) {
-	pr := c.progress[id]
-	if !sendEmpty && pr.state == replicate && len(pr.inflight) > 0 && !c.hooks.pipelineSmallAppends {
-		if last := c.log.lastIndex(); pr.next <= last {
-			if ents := c.log.slice(pr.next, last+1, c.maxAppendBytes); len(ents) > 0 && ents[len(ents)-1].Index == last {
-				return
-			}
-		}
-	}
-	c.sendAppend(id, sendEmpty)
-}
-
 // sendAppend sends the next AppendEntries to follower id if flow control
 // allows. With sendEmpty it sends one even when there is nothing new, to
 // carry the commit index.

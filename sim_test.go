@@ -52,11 +52,8 @@ type simOptions struct {
 	healTicks int       // bound on the must-heal phase, in ticks per node
 	hooks     coreHooks // rules switched off, to prove the checks bite
 	faultRate int       // fault events per 1000 steps
-	// smallAppends sends one entry per append, each as soon as it is
-	// proposed rather than once the append in flight is acknowledged
-	// (coreHooks.pipelineSmallAppends), so that many are in flight and a
-	// leader's old-term entries often reach a quorum before its own no-op
-	// does (Figure 8).
+	// smallAppends sends one entry per append, so that a leader's old-term
+	// entries often reach a quorum before its own no-op does (Figure 8).
 	smallAppends bool
 	// hardStateFirst makes the disk write a Save's hard state before its
 	// entries, an order that breaks the Storage contract: a torn write can
@@ -243,7 +240,6 @@ func (s *sim) restart(n *simNode) {
 		s.t.Fatalf("seed %d: restart of %d: %v", s.seed, n.id, err)
 	}
 	c.hooks = s.opts.hooks
-	c.hooks.pipelineSmallAppends = s.opts.smallAppends
 	if s.opts.noQuietStart {
 		c.lease.quiet = false
 	}
