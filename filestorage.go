@@ -170,23 +170,30 @@ type walLog struct {
 	lastBacked commitCheck
 }
 
+// openLogDir applies opts, creates dir if needed and locks it: what
+// OpenFileStorage and OpenHostStorage both do first.
+func openLogDir(dir string, opts []FileOption) (fileOptions, *os.File, error) {
+	o := fileOptions{segmentSize: defaultSegmentMiB << 20}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.segmentSize < 4096 || o.segmentSize > 1<<30 {
+		return o, nil, fmt.Errorf("%w: segment size %d is outside [4 KiB, 1 GiB]", ErrInvalidConfig, o.segmentSize)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return o, nil, fmt.Errorf("raft: creating %s: %w", dir, err)
+	}
+	lock, err := lockDir(dir)
+	return o, lock, err
+}
+
 // OpenFileStorage opens (creating if needed) the log in dir, recovers its
 // state, and locks dir against other users until Close. It fails with an
 // error wrapping ErrCorrupt if the log is damaged anywhere but in a torn
 // final write, and with one wrapping ErrNewerVersion if a newer version of
 // the library wrote it in a format this build does not read.
 func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
-	o := fileOptions{segmentSize: defaultSegmentMiB << 20}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.segmentSize < 4096 || o.segmentSize > 1<<30 {
-		return nil, fmt.Errorf("%w: segment size %d is outside [4 KiB, 1 GiB]", ErrInvalidConfig, o.segmentSize)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("raft: creating %s: %w", dir, err)
-	}
-	lock, err := lockDir(dir)
+	o, lock, err := openLogDir(dir, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -172,17 +172,7 @@ type hostRequest struct {
 // directory of a FileStorage is refused (ErrInvalidConfig), as is a
 // HostStorage's by OpenFileStorage.
 func OpenHostStorage(dir string, opts ...FileOption) (*HostStorage, error) {
-	o := fileOptions{segmentSize: defaultSegmentMiB << 20}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.segmentSize < 4096 || o.segmentSize > 1<<30 {
-		return nil, fmt.Errorf("%w: segment size %d is outside [4 KiB, 1 GiB]", ErrInvalidConfig, o.segmentSize)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("raft: creating %s: %w", dir, err)
-	}
-	lock, err := lockDir(dir)
+	o, lock, err := openLogDir(dir, opts)
 	if err != nil {
 		return nil, err
 	}
