@@ -206,25 +206,38 @@ func OpenFileStorage(dir string, opts ...FileOption) (*FileStorage, error) {
 	return s, nil
 }
 
-// recover replays every segment.
-func (s *FileStorage) recover() error {
-	if hs, _ := filepath.Glob(filepath.Join(s.dir, "hwal-*.log")); len(hs) > 0 {
-		return fmt.Errorf("%w: %s holds a HostStorage's log (hwal-*.log), not a FileStorage's", ErrInvalidConfig, s.dir)
+// segmentSeqs returns the sequence numbers of the segments <prefix>-*.log
+// of a storage of kind kind in dir, in order. A directory holding another
+// storage's segments (<other>-*.log, a storage of kind otherKind) is refused with
+// ErrInvalidConfig, as is any file that merely looks like a segment with
+// ErrCorrupt.
+func segmentSeqs(dir, kind, prefix, otherKind, other string) ([]uint64, error) {
+	if fs, _ := filepath.Glob(filepath.Join(dir, other+"-*.log")); len(fs) > 0 {
+		return nil, fmt.Errorf("%w: %s holds a %s's log (%s-*.log), not a %s's", ErrInvalidConfig, dir, otherKind, other, kind)
 	}
-	names, err := filepath.Glob(filepath.Join(s.dir, "wal-*.log"))
+	names, err := filepath.Glob(filepath.Join(dir, prefix+"-*.log"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var seqs []uint64
 	for _, name := range names {
 		var seq uint64
 		base := filepath.Base(name)
-		if _, err := fmt.Sscanf(base, "wal-%016x.log", &seq); err != nil || fmt.Sprintf("wal-%016x.log", seq) != base {
-			return fmt.Errorf("%w: unexpected file %s in the log directory", ErrCorrupt, base)
+		if _, err := fmt.Sscanf(base, prefix+"-%016x.log", &seq); err != nil || fmt.Sprintf(prefix+"-%016x.log", seq) != base {
+			return nil, fmt.Errorf("%w: unexpected file %s in the log directory", ErrCorrupt, base)
 		}
 		seqs = append(seqs, seq)
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
+}
+
+// recover replays every segment.
+func (s *FileStorage) recover() error {
+	seqs, err := segmentSeqs(s.dir, "FileStorage", "wal", "HostStorage", "hwal")
+	if err != nil {
+		return err
+	}
 	for i, seq := range seqs {
 		if i > 0 && seq != seqs[i-1]+1 {
 			return fmt.Errorf("%w: segment %d is missing", ErrCorrupt, seqs[i-1]+1)

@@ -7,30 +7,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
 // recover replays every segment of a HostStorage, then finds the groups'
 // snapshot directories.
 func (h *HostStorage) recover() error {
-	if fs, _ := filepath.Glob(filepath.Join(h.dir, "wal-*.log")); len(fs) > 0 {
-		return fmt.Errorf("%w: %s holds a FileStorage's log (wal-*.log), not a HostStorage's", ErrInvalidConfig, h.dir)
-	}
-	names, err := filepath.Glob(filepath.Join(h.dir, "hwal-*.log"))
+	seqs, err := segmentSeqs(h.dir, "HostStorage", "hwal", "FileStorage", "wal")
 	if err != nil {
 		return err
 	}
-	var seqs []uint64
-	for _, name := range names {
-		var seq uint64
-		base := filepath.Base(name)
-		if _, err := fmt.Sscanf(base, "hwal-%016x.log", &seq); err != nil || fmt.Sprintf("hwal-%016x.log", seq) != base {
-			return fmt.Errorf("%w: unexpected file %s in the log directory", ErrCorrupt, base)
-		}
-		seqs = append(seqs, seq)
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 	rs := &hostReplay{removed: map[uint64]bool{}, gaps: map[uint64]compactPoint{}}
 	for i, seq := range seqs {
 		if i > 0 && seq != seqs[i-1]+1 {
