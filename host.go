@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 )
 
@@ -74,6 +75,21 @@ type HostConfig struct {
 	// Logger, the group's, with the group's ID as a field. Default
 	// zap.NewNop().
 	Logger *zap.Logger
+	// BalanceInterval, when positive, runs BalanceLeaders with
+	// BalanceOptions about that often (give or take a fifth, at random),
+	// until Close: set it on every host and the groups' leaders spread over
+	// the hosts and stay spread (docs/multigroup.md, "Placement and
+	// balancing"). Default 0: the host balances only when BalanceLeaders is
+	// called.
+	BalanceInterval time.Duration
+	// BalanceOptions are the options of the periodic balancing.
+	BalanceOptions BalanceOptions
+	// MeterProvider receives the host's metrics: its groups counted by
+	// role, resting and without a leader, the leaders per host, and the
+	// balancing's transfers (docs/observability.md, "A host's groups"). A
+	// group's own metrics come from its Config.MeterProvider. Default nil:
+	// none.
+	MeterProvider metric.MeterProvider
 }
 
 // Validate returns an error naming the first invalid field, or nil. Every
@@ -91,6 +107,11 @@ func (c HostConfig) Validate() error {
 		return bad("TCP and Network are both set; set one")
 	case c.TickInterval < 0:
 		return bad("TickInterval %v is negative", c.TickInterval)
+	case c.BalanceInterval < 0:
+		return bad("BalanceInterval %v is negative (0: no periodic balancing)", c.BalanceInterval)
+	}
+	if err := c.BalanceOptions.Validate(); err != nil {
+		return fmt.Errorf("HostConfig: %w", err)
 	}
 	if c.TCP != nil {
 		return c.TCP.Validate()
@@ -138,6 +159,10 @@ type Host struct {
 
 	droppedUnknownGroup atomic.Uint64
 	closing             sync.Once
+
+	balancer     *hostBalancer // nil without HostConfig.BalanceInterval (host_balance.go)
+	balanceStats balanceStats
+	metrics      *hostMetrics // nil without HostConfig.MeterProvider (host_metrics.go)
 }
 
 // hostGroup is a group the host runs, or is starting.
@@ -202,6 +227,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		afterTick = h.quiesce.check
 	}
 	h.clock = newHostClock(cfg.TickInterval, afterTick)
+	if err := h.observe(cfg.MeterProvider); err != nil {
+		h.clock.close()
+		h.link.close()
+		return nil, err
+	}
+	h.startBalancer()
 	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval), zap.Duration("quiesceAfter", cfg.QuiesceAfter))
 	return h, nil
 }
@@ -389,6 +420,8 @@ func (h *Host) Stats() HostStats {
 // clock and the transport. It is idempotent.
 func (h *Host) Close() error {
 	h.closing.Do(func() {
+		h.stopBalancer()
+		h.metrics.unregister()
 		h.mu.Lock()
 		h.closed = true
 		var nodes []*Node
