@@ -21,8 +21,9 @@ import (
 // 1..groups with a replica on each, and hands the leadership of every
 // group to host 1. Quiescence is off unless quiesceAfter is positive. The
 // election timeout is longer than hostCluster's, so that no election
-// moves a leader behind the test's back on a loaded machine.
-func newBalanceCluster(t *testing.T, tcp bool, groups int, quiesceAfter time.Duration) (*hostCluster, []uint64) {
+// moves a leader behind the test's back on a loaded machine. Each of
+// tweaks may change the cluster's settings before the hosts start.
+func newBalanceCluster(t *testing.T, tcp bool, groups int, quiesceAfter time.Duration, tweaks ...func(*hostCluster)) (*hostCluster, []uint64) {
 	t.Helper()
 	c := newHostCluster(t, 0, tcp)
 	c.tuneHost = func(_ uint64, cfg *HostConfig) {
@@ -34,6 +35,9 @@ func newBalanceCluster(t *testing.T, tcp bool, groups int, quiesceAfter time.Dur
 	c.tune = func(_ uint64, cfg *Config) {
 		cfg.ElectionTimeout = 400 * time.Millisecond
 		cfg.HeartbeatInterval = 20 * time.Millisecond
+	}
+	for _, tweak := range tweaks {
+		tweak(c)
 	}
 	for id := uint64(1); id <= 3; id++ {
 		c.startHost(id)

@@ -113,6 +113,16 @@ func (h *Host) nodes() []*Node {
 	return nodes
 }
 
+// hostGroupOf returns the group ID of a Host's group transport, for the
+// raft.group.id attribute of the group's own metrics; 0 for any other
+// transport.
+func hostGroupOf(t Transport) uint64 {
+	if g, ok := t.(*groupTransport); ok {
+		return g.group
+	}
+	return 0
+}
+
 // attrLeaderID is the host ID of the leaders counted in raft.host.leaders;
 // attrRole and attrOutcome take a fixed list of values.
 const (
