@@ -3,7 +3,7 @@ package raft
 // Host: many Raft groups in one process, sharing the transport and the
 // clock. docs/multigroup.md is the user's guide.
 //
-// The host is in four files:
+// The host is in these files:
 //
 //	host.go            HostConfig, Host and its methods: NewHost,
 //	                   StartGroup, StopGroup, Group, Groups, Stats, Close;
@@ -16,6 +16,10 @@ package raft
 //	host_quiesce.go    the resting groups (quiescence, quiesce.go): the
 //	                   liveness messages between hosts, and the followers
 //	                   woken when their leader's host falls silent
+//	host_balance.go    spreading the groups' leaders over the hosts
+//	                   (BalanceLeaders, HostConfig.BalanceInterval)
+//	host_metrics.go    what the host shows of its groups: GroupSummary,
+//	                   GroupStatuses, HostConfig.MeterProvider's metrics
 //
 // Identity. A group's members are hosts: the replica of a group on a host
 // has the host's ID as its node ID (Config.ID), and a member's Addr is its

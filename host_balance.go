@@ -26,10 +26,15 @@ package raft
 // of their leaders over target drops by one with each transfer, and never
 // rises. Hosts that balance at the same time may pick the same receiver and
 // take it one over its target; that host then gives one away, and the sum
-// still dropped (two hosts lost one each, one host gained one). Once every
-// host is at or under its target, no host starts a transfer: running the
-// balancer again, on any host, changes nothing. Leaders moved by anything
-// else (a host that restarts, an election) are put back by the next runs.
+// still dropped (two hosts lost one each, one host gained one). A host's
+// view may also lag a transfer another host just made (its replica of the
+// group has not heard of the new leader yet); such a view overcounts the
+// host that gave the group away, which is then not chosen, and undercounts
+// the one that took it, which may be taken one over its target and give one
+// away in turn. Once every host is at or under its target, no host starts
+// a transfer: running the balancer again, on any host, changes nothing.
+// Leaders moved by anything else (a host that restarts, an election) are
+// put back by the next runs.
 //
 // Limits: a host sees only the groups it shares. With placements where a
 // peer host also leads groups this host does not hold, this host counts
@@ -452,7 +457,9 @@ type balanceStats struct {
 func (h *Host) recordMove(m LeaderMove) {
 	if m.Err == nil {
 		h.balanceStats.succeeded.Add(1)
-		h.logger.Info("balancing: leadership transferred", zap.Uint64("group", m.Group), zap.Uint64("to", m.To))
+		if ce := h.logger.Check(zap.DebugLevel, "balancing: leadership transferred"); ce != nil {
+			ce.Write(zap.Uint64("group", m.Group), zap.Uint64("to", m.To))
+		}
 		return
 	}
 	h.balanceStats.failed.Add(1)

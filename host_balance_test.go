@@ -2,12 +2,15 @@ package raft
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 // Tests of leader balancing (host_balance.go) and of what a Host shows of
@@ -389,4 +392,111 @@ func TestHost_BalanceLeadersBadInput(t *testing.T) {
 	c.closeHost(1)
 	_, err = h.BalanceLeaders(ctx, BalanceOptions{})
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// TestHost_BalanceScale measures balancing at scale; it runs only when
+// RAFT_BALANCE_SCALE names the number of groups (docs/multigroup.md,
+// "Placement and balancing", has the figures):
+//
+//	RAFT_BALANCE_SCALE=1000 go test -run TestHost_BalanceScale -v -timeout 30m .
+//
+// Three hosts over TCP on loopback, every group with a replica on each,
+// the default Config (election timeout 1s, heartbeats every 100ms) and
+// quiescence as RAFT_BALANCE_QUIESCE says (default off). For each
+// MaxInFlight of 1, 4 (the default) and 16, in the same run: every group's
+// leadership is handed to host 1, then one BalanceLeaders call on host 1
+// spreads it; the time of that call, and its ratio to MaxInFlight 1's. Then
+// the time of GroupSummary and GroupStatuses over all the groups.
+func TestHost_BalanceScale(t *testing.T) {
+	groups, _ := strconv.Atoi(os.Getenv("RAFT_BALANCE_SCALE"))
+	if groups <= 0 {
+		t.Skip("set RAFT_BALANCE_SCALE to the number of groups to run this measurement")
+	}
+	quiesce := os.Getenv("RAFT_BALANCE_QUIESCE") != ""
+	t.Logf("load average at start: %s", loadAverage())
+	c := newHostCluster(t, 0, true)
+	c.logLevel = zap.ErrorLevel
+	c.tuneHost = func(_ uint64, cfg *HostConfig) {
+		if !quiesce {
+			cfg.QuiesceAfter = -1
+		}
+		cfg.TickInterval = 10 * time.Millisecond
+	}
+	c.tune = func(_ uint64, cfg *Config) {
+		cfg.ElectionTimeout = time.Second
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+	}
+	for id := uint64(1); id <= 3; id++ {
+		c.startHost(id)
+	}
+	ids := groupIDs(groups)
+	for _, g := range ids {
+		c.foundGroup(g, 1, 2, 3)
+	}
+	// Elections of a thousand groups on a loaded machine take longer than
+	// waitLeaders waits.
+	require.Eventually(t, func() bool {
+		for _, g := range ids {
+			if c.agreedLeader(g) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Minute, 100*time.Millisecond, "not every group elected a leader")
+	var base time.Duration
+	for _, k := range []int{1, 4, 16} {
+		c.skewTo(1, ids)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		res, err := c.hosts[1].BalanceLeaders(ctx, BalanceOptions{MaxInFlight: k})
+		cancel()
+		took := time.Since(start)
+		require.NoError(t, err)
+		if k == 1 {
+			base = took
+		}
+		t.Logf("MaxInFlight %2d: %d groups, %d transferred (%d failed) in %v, %.1f transfers/s, %.2f of MaxInFlight 1's time; led after %d, target %d, unplaced %d",
+			k, res.Groups, res.Transferred(), len(res.Moves)-res.Transferred(), took.Round(time.Millisecond),
+			float64(res.Transferred())/took.Seconds(), took.Seconds()/base.Seconds(), res.LedAfter, res.Target, res.Unplaced)
+	}
+	h := c.hosts[2]
+	start := time.Now()
+	const reps = 20
+	for range reps {
+		h.GroupSummary()
+	}
+	summary := time.Since(start) / reps
+	start = time.Now()
+	for range reps {
+		h.GroupStatuses()
+	}
+	statuses := time.Since(start) / reps
+	t.Logf("%d groups: GroupSummary %v, GroupStatuses %v per call", groups, summary, statuses)
+	t.Logf("load average at end: %s", loadAverage())
+}
+
+// skewTo hands the leadership of every group of ids to host, 16 transfers
+// at a time, then checks it took.
+func (c *hostCluster) skewTo(host uint64, ids []uint64) {
+	c.t.Helper()
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, g := range ids {
+		leader := c.agreedLeader(g)
+		if leader == host || leader == 0 {
+			continue
+		}
+		n := c.node(g, leader)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = n.TransferLeadership(ctx, host)
+		}()
+	}
+	wg.Wait()
+	c.leadAllFrom(host, ids)
 }
