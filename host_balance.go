@@ -58,6 +58,17 @@ import (
 	"go.uber.org/zap"
 )
 
+// errNoLongerLeads: a group BalanceLeaders planned to move is no longer
+// led by this host (an election moved it meanwhile).
+var errNoLongerLeads = fmt.Errorf("%w: this host no longer leads the group", ErrTransferFailed)
+
+// balanceFailuresToExclude is how many transfers in a row to one host may
+// fail before BalanceLeaders passes that host over for the rest of the
+// call: one failure can be bad luck (the follower was busy, a message was
+// lost), several in a row mean the host is down or overloaded, which its
+// followers' progress shows only an election timeout later.
+const balanceFailuresToExclude = 3
+
 // DefaultBalanceMaxInFlight is the default BalanceOptions.MaxInFlight.
 const DefaultBalanceMaxInFlight = 4
 
@@ -174,7 +185,8 @@ type balancePlan struct {
 	leads     map[uint64]int     // leaders by host, as this host sees them
 	fresh     map[uint64]bool    // hosts some awake group led here heard from within an election timeout
 	stale     map[uint64]bool    // hosts some awake group led here has not heard from for that long
-	excluded  map[uint64]bool    // hosts a transfer to failed in this call
+	failed    map[uint64]int     // transfers in a row to each host that failed in this call
+	excluded  map[uint64]bool    // hosts passed over for the rest of the call
 	queue     []*balanceGroup    // groups led here that may move, awake ones first
 }
 
@@ -194,8 +206,8 @@ func (n *Node) electionTimeout() time.Duration { return n.cfg.ElectionTimeout }
 // BalanceOptions.MaxLag entries), have answered within an election timeout,
 // and sit on hosts that lead fewer groups than their own target, the one
 // with the most room first. At most BalanceOptions.MaxInFlight transfers
-// run at once; a follower whose transfer failed is not tried again in the
-// same call.
+// run at once; a group whose transfer failed is not tried again in the same
+// call, nor a host to which three transfers in a row failed.
 //
 // Call it on every host, now and then (or set HostConfig.BalanceInterval):
 // each host only gives leadership away, never takes it, and only while it
@@ -205,10 +217,11 @@ func (n *Node) electionTimeout() time.Duration { return n.cfg.ElectionTimeout }
 // sets of groups). A transfer that fails is reported in the result's Moves
 // and is not an error of the call.
 //
-// It returns an error wrapping ErrInvalidConfig for invalid opts, ErrClosed
-// once the host is closed, and the context's error (with the moves done
-// so far) when ctx ends; the transfers under way are then abandoned by the
-// caller, not by the groups, which finish or abandon them as usual.
+// It returns an error wrapping ErrInvalidConfig for invalid opts or a nil
+// ctx, ErrClosed once the host is closed, and the context's error (with
+// the moves made so far) when ctx ends: it then stops waiting for the
+// transfers under way, which their groups still complete or abandon
+// within an election timeout.
 func (h *Host) BalanceLeaders(ctx context.Context, opts BalanceOptions) (BalanceResult, error) {
 	if err := opts.Validate(); err != nil {
 		return BalanceResult{}, err
@@ -233,9 +246,27 @@ func (h *Host) BalanceLeaders(ctx context.Context, opts BalanceOptions) (Balance
 
 	results := make(chan LeaderMove)
 	inFlight, started := 0, 0
-	var ctxErr error
+	finished := func(m LeaderMove) {
+		inFlight--
+		h.recordMove(m)
+		res.Moves = append(res.Moves, m)
+		switch {
+		case m.Err == nil:
+		case errors.Is(m.Err, errNoLongerLeads):
+			plan.leads[m.To]-- // and this host no longer counts it
+		default:
+			plan.leads[h.id]++
+			plan.leads[m.To]--
+			if plan.failed[m.To]++; plan.failed[m.To] >= balanceFailuresToExclude {
+				plan.excluded[m.To] = true
+			}
+		}
+		if m.Err == nil {
+			plan.failed[m.To] = 0
+		}
+	}
 	for {
-		for ctxErr == nil && inFlight < opts.MaxInFlight && plan.leads[h.id] > res.Target &&
+		for ctx.Err() == nil && inFlight < opts.MaxInFlight && plan.leads[h.id] > res.Target &&
 			(opts.MaxTransfers == 0 || started < opts.MaxTransfers) {
 			g, to := plan.next()
 			if g == nil {
@@ -253,21 +284,11 @@ func (h *Host) BalanceLeaders(ctx context.Context, opts BalanceOptions) (Balance
 		}
 		select {
 		case m := <-results:
-			inFlight--
-			h.recordMove(m)
-			res.Moves = append(res.Moves, m)
-			if m.Err != nil {
-				plan.leads[h.id]++
-				plan.leads[m.To]--
-				plan.excluded[m.To] = true
-			}
+			finished(m)
 		case <-ctx.Done():
 			// The transfers under way use ctx too: they return promptly.
-			ctxErr = ctx.Err()
-			for ; inFlight > 0; inFlight-- {
-				m := <-results
-				h.recordMove(m)
-				res.Moves = append(res.Moves, m)
+			for inFlight > 0 {
+				finished(<-results)
 			}
 		}
 	}
@@ -276,8 +297,8 @@ func (h *Host) BalanceLeaders(ctx context.Context, opts BalanceOptions) (Balance
 		res.Unplaced = 0 // stopped by the limit, not for want of a follower
 	}
 	res.LedAfter = h.countLed()
-	if ctxErr != nil {
-		return res, fmt.Errorf("raft: balancing leaders: %w", ctxErr)
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("raft: balancing leaders: %w", err)
 	}
 	return res, nil
 }
@@ -287,7 +308,7 @@ func (h *Host) BalanceLeaders(ctx context.Context, opts BalanceOptions) (Balance
 func (h *Host) balanceView(opts BalanceOptions) (*balancePlan, BalanceResult) {
 	p := &balancePlan{self: h.id, tolerance: opts.Tolerance, maxLag: opts.MaxLag,
 		share: map[uint64]float64{}, leads: map[uint64]int{},
-		fresh: map[uint64]bool{}, stale: map[uint64]bool{}, excluded: map[uint64]bool{}}
+		fresh: map[uint64]bool{}, stale: map[uint64]bool{}, failed: map[uint64]int{}, excluded: map[uint64]bool{}}
 	var res BalanceResult
 	var resting []*balanceGroup
 	for _, id := range h.Groups() {
@@ -407,8 +428,8 @@ func (p *balancePlan) caughtUp(g *balanceGroup, pr MemberProgress) bool {
 // little longer to show it.
 func (h *Host) transfer(ctx context.Context, g *balanceGroup, to uint64) LeaderMove {
 	m := LeaderMove{Group: g.id, From: h.id, To: to}
-	if st := g.node.Status(); st.Role != Leader || st.Term != g.st.Term {
-		m.Err = fmt.Errorf("%w: group %d: this host no longer leads it", ErrTransferFailed, g.id)
+	if role, _ := g.node.roleAndLeader(); role != Leader {
+		m.Err = fmt.Errorf("group %d: %w", g.id, errNoLongerLeads)
 		return m
 	}
 	tctx, cancel := context.WithTimeout(ctx, 5*g.node.electionTimeout())

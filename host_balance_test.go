@@ -334,7 +334,9 @@ func TestHost_PeriodicBalancing(t *testing.T) {
 	assert.Equal(t, leaders, c.waitLeaders(ids))
 }
 
-// TestHost_BalanceLeadersLimits: MaxTransfers caps one call's transfers.
+// TestHost_BalanceLeadersLimits: MaxTransfers caps one call's transfers,
+// Tolerance raises the target, and a call whose context ended moves
+// nothing.
 func TestHost_BalanceLeadersLimits(t *testing.T) {
 	c, _ := newBalanceCluster(t, false, 9, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -348,6 +350,14 @@ func TestHost_BalanceLeadersLimits(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 5, res.Target, "ceil(9/3) + 2")
 	assert.Equal(t, 2, res.Transferred())
+
+	// A context that ended: nothing moves, and the call says why.
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	res, err = c.hosts[1].BalanceLeaders(done, BalanceOptions{})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Empty(t, res.Moves)
+	assert.Equal(t, 5, res.LedAfter)
 }
 
 // TestHost_BalanceLeadersBadInput: invalid options and a closed host get
@@ -454,6 +464,13 @@ func TestHost_BalanceScale(t *testing.T) {
 		require.NoError(t, err)
 		if k == 1 {
 			base = took
+		}
+		failures := 0
+		for _, m := range res.Moves {
+			if m.Err != nil && failures < 3 {
+				failures++
+				t.Logf("a failed transfer: %v", m.Err)
+			}
 		}
 		t.Logf("MaxInFlight %2d: %d groups, %d transferred (%d failed) in %v, %.1f transfers/s, %.2f of MaxInFlight 1's time; led after %d, target %d, unplaced %d",
 			k, res.Groups, res.Transferred(), len(res.Moves)-res.Transferred(), took.Round(time.Millisecond),
