@@ -2,7 +2,9 @@ package raft
 
 import (
 	"context"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -190,6 +192,54 @@ func TestHost_Inmem_BalanceLeadersSpreadsAndConverges(t *testing.T) {
 
 func TestHost_TCP_BalanceLeadersSpreadsAndConverges(t *testing.T) {
 	testBalanceSpreadsAndConverges(t, true, 12)
+}
+
+// TestHost_BalanceLeadersHostsSeeDifferentGroups: five hosts, each group on
+// three of them drawn at random (the seed replays it), each led by the
+// lowest-ID host of its three to start with. A host then sees only the
+// groups it shares (the limit host_balance.go describes); rounds of
+// balancing on every host at once still come to rest, with every host at
+// or under its target or reporting why not, and then move nothing.
+func TestHost_BalanceLeadersHostsSeeDifferentGroups(t *testing.T) {
+	const groups = 20
+	c := newHostCluster(t, 5, false)
+	rng := rand.New(rand.NewPCG(uint64(c.seed), 0))
+	ids := groupIDs(groups)
+	first := map[uint64]uint64{}
+	for _, g := range ids {
+		perm := rng.Perm(5)[:3]
+		slices.Sort(perm)
+		hosts := []uint64{uint64(perm[0] + 1), uint64(perm[1] + 1), uint64(perm[2] + 1)}
+		first[g] = hosts[0]
+		c.foundGroup(g, hosts...)
+	}
+	c.waitLeaders(ids)
+	for _, g := range ids {
+		c.leadAllFrom(first[g], []uint64{g})
+	}
+	converged := false
+	rounds := 0
+	for ; rounds < 15 && !converged; rounds++ {
+		converged = true
+		for _, r := range c.balanceAll(BalanceOptions{}) {
+			if len(r.Moves) > 0 {
+				converged = false
+			}
+		}
+	}
+	require.True(t, converged, "balancing still moved leaders after %d rounds: %v", rounds, c.leaderCounts(ids))
+	t.Logf("converged in %d rounds: leaders by host %v", rounds, c.leaderCounts(ids))
+	leaders := c.waitLeaders(ids)
+	for round := 0; round < 3; round++ {
+		for id, r := range c.balanceAll(BalanceOptions{}) {
+			if round == 0 {
+				t.Logf("host %d: %d groups, leads %d, target %d, unplaced %d", id, r.Groups, r.LedAfter, r.Target, r.Unplaced)
+			}
+			assert.Empty(t, r.Moves, "host %d moved leaders once balanced (round %d)", id, round)
+			assert.True(t, r.LedAfter <= r.Target || r.Unplaced > 0, "host %d leads %d, over its target %d, with nothing unplaced", id, r.LedAfter, r.Target)
+		}
+	}
+	assert.Equal(t, leaders, c.waitLeaders(ids), "leaders changed once balanced")
 }
 
 // TestHost_BalanceLeadersPassesOverACutOffHost: host 3 is cut off, so host
