@@ -429,7 +429,7 @@ func TestHost_BalanceLeadersBadInput(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want)
 	}
 	//lint:ignore SA1012 checking that a nil context is refused
-	_, err := h.BalanceLeaders(nil, BalanceOptions{}) //nolint:staticcheck
+	_, err := h.BalanceLeaders(nil, BalanceOptions{})
 	require.ErrorIs(t, err, ErrInvalidConfig)
 
 	for _, tc := range []struct {
