@@ -114,8 +114,8 @@ func (c HostConfig) Validate() error {
 	case c.BalanceInterval < 0:
 		return bad("BalanceInterval %v is negative (0: no periodic balancing)", c.BalanceInterval)
 	}
-	if err := c.BalanceOptions.Validate(); err != nil {
-		return fmt.Errorf("HostConfig: %w", err)
+	if err := c.BalanceOptions.validate("HostConfig.BalanceOptions"); err != nil {
+		return err
 	}
 	if c.TCP != nil {
 		return c.TCP.Validate()

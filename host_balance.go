@@ -109,9 +109,13 @@ type BalanceOptions struct {
 
 // Validate returns an error naming the first invalid field, or nil. Every
 // error wraps ErrInvalidConfig.
-func (o BalanceOptions) Validate() error {
+func (o BalanceOptions) Validate() error { return o.validate("BalanceOptions") }
+
+// validate is Validate, naming the fields under name (HostConfig's
+// BalanceOptions field, or the type itself).
+func (o BalanceOptions) validate(name string) error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: BalanceOptions.%s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: %s.%s", ErrInvalidConfig, name, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case o.Tolerance < 0:

@@ -437,7 +437,7 @@ func TestHost_BalanceLeadersBadInput(t *testing.T) {
 		want string
 	}{
 		{HostConfig{ID: 9, Network: c.net, BalanceInterval: -time.Second}, "HostConfig.BalanceInterval -1s is negative"},
-		{HostConfig{ID: 9, Network: c.net, BalanceOptions: BalanceOptions{Tolerance: -1}}, "BalanceOptions.Tolerance -1 is negative"},
+		{HostConfig{ID: 9, Network: c.net, BalanceOptions: BalanceOptions{Tolerance: -1}}, "HostConfig.BalanceOptions.Tolerance -1 is negative"},
 	} {
 		_, err := NewHost(tc.cfg)
 		require.ErrorIs(t, err, ErrInvalidConfig)
