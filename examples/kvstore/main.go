@@ -72,6 +72,7 @@ type flags struct {
 	httpKey         string
 	httpCA          string
 	restore         string
+	groups          int
 }
 
 func main() {
@@ -98,10 +99,17 @@ func main() {
 	flag.StringVar(&f.httpKey, "http-tls-key", "", "HTTPS: the certificate's private key (PEM)")
 	flag.StringVar(&f.httpCA, "http-tls-ca", "", "HTTPS: require client certificates signed by this CA (PEM); the node also trusts it, and presents its own certificate, when it calls another node (-join)")
 	flag.StringVar(&f.restore, "restore", "", "found a new cluster from this back-up file (GET /admin/backup): restore it into the empty -data directory, then start; every founder of the new cluster restores the same file with the same -members")
+	flag.IntVar(&f.groups, "groups", 1, "number of Raft groups the keys are spread over by hash ranges, run by one raft.Host per process "+
+		"(1: one group, on a FileStorage and TCPTransport); the same on every node, and for the data's life (see README.md, \"Sharded\")")
 	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Printf("unexpected arguments %q: every setting is a flag (see -help)", flag.Args())
+		os.Exit(2)
+	}
+
+	if f.groups < 1 || f.groups > maxGroups {
+		log.Printf("-groups %d: give 1 to %d", f.groups, maxGroups)
 		os.Exit(2)
 	}
 
@@ -164,6 +172,9 @@ func runNode(ctx context.Context, f flags) error {
 	case f.httpCert != "" || f.httpKey != "" || f.httpCA != "":
 		return errors.New("HTTPS needs -http-tls-cert and -http-tls-key (and -http-tls-ca to require client certificates)")
 	}
+	if f.groups > 1 && (f.join != "" || f.restore != "") {
+		return errors.New("-join and -restore need -groups 1: the sharded example's groups have the founding members only")
+	}
 	if f.restore != "" {
 		if f.join != "" {
 			return errors.New("-restore founds a new cluster: give it -members, not -join")
@@ -183,7 +194,7 @@ func runNode(ctx context.Context, f flags) error {
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
 		Members: members, ClusterID: f.clusterID, TLS: tlsConfig, HTTPTLS: httpTLS,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-		TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Logger: logger,
+		TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Groups: f.groups, Logger: logger,
 	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftListen
@@ -201,12 +212,14 @@ func runNode(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	go markRemoved(n)
+	if n.raft != nil {
+		go markRemoved(n)
+	}
 	scheme := "http"
 	if httpTLS != nil {
 		scheme = "https"
 	}
-	fmt.Printf("node %d: HTTP %s://%s, Raft %s, data %s\n", cfg.ID, scheme, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir)
+	fmt.Printf("node %d: HTTP %s://%s, Raft %s, data %s%s\n", cfg.ID, scheme, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir, groupsNote(f.groups))
 	if f.join != "" {
 		if err := join(ctx, n, f.join); err != nil {
 			n.close()
@@ -484,7 +497,7 @@ func runLocal(ctx context.Context, f flags) error {
 			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
 			Members: members, ClusterID: f.clusterID,
 			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-			TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Logger: logger,
+			TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Groups: f.groups, Logger: logger,
 		})
 		if err != nil {
 			for _, n := range nodes {
@@ -493,7 +506,7 @@ func runLocal(ctx context.Context, f flags) error {
 			return err
 		}
 		nodes = append(nodes, n)
-		fmt.Printf("node %d: HTTP http://%s  Raft %s\n", m.ID, m.Meta[server.MetaHTTP], m.Addr)
+		fmt.Printf("node %d: HTTP http://%s  Raft %s%s\n", m.ID, m.Meta[server.MetaHTTP], m.Addr, groupsNote(f.groups))
 	}
 	h1, h2 := members[0].Meta[server.MetaHTTP], members[1].Meta[server.MetaHTTP]
 	fmt.Printf(`
@@ -505,4 +518,12 @@ try:
 serving until interrupted (Ctrl-C)
 `, h1, h2, h1)
 	return serve(ctx, nodes...)
+}
+
+// groupsNote is what the start-up line says of -groups.
+func groupsNote(groups int) string {
+	if groups <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(", %d groups (keys by hash range)", groups)
 }
