@@ -79,7 +79,7 @@ func main() {
 	log.SetFlags(0)
 	var f flags
 	flag.Uint64Var(&f.id, "id", 0, "this node's ID (non-zero); without it, run a local three-node cluster in this process")
-	flag.StringVar(&f.data, "data", "", "data directory (default for the local cluster: $TMPDIR/raftkit-kvstore)")
+	flag.StringVar(&f.data, "data", "", "data directory (default for the local cluster: $TMPDIR/raftkit-kvstore, or $TMPDIR/raftkit-kvstore-<N>groups with -groups N)")
 	flag.StringVar(&f.raft, "raft", "", "Raft listen address, host:port (without -id: node 1's, nodes 2 and 3 take the next ports; default 127.0.0.1:7101)")
 	flag.StringVar(&f.raftAdv, "raft-advertise", "", "Raft address peers dial (default: -raft)")
 	flag.StringVar(&f.http, "http", "", "HTTP listen address, host:port (without -id: node 1's, nodes 2 and 3 take the next ports; default 127.0.0.1:8101)")
@@ -468,6 +468,10 @@ func runLocal(ctx context.Context, f flags) error {
 	}
 	if f.data == "" {
 		f.data = filepath.Join(os.TempDir(), "raftkit-kvstore")
+		if f.groups > 1 {
+			// Data of another -groups is refused: each its own default.
+			f.data = filepath.Join(os.TempDir(), fmt.Sprintf("raftkit-kvstore-%dgroups", f.groups))
+		}
 	}
 	logger, err := newLogger(f.logLevel, "warn")
 	if err != nil {
