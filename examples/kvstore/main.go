@@ -15,6 +15,10 @@
 // A node added later starts with -join (any member's HTTP address) instead
 // of -members: it asks the cluster to add it as a learner, and promotes
 // itself to a voter once it has caught up.
+//
+// With -groups N (N > 1), every node runs N Raft groups through one
+// raft.Host and one raft.HostStorage, the keys spread over them by hash
+// ranges (sharded.go, server/sharded.go); the HTTP API is the same.
 package main
 
 import (
