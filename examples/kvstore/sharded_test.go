@@ -292,3 +292,44 @@ func (nd *testNode) tryShardedStatus() (server.ShardedStatus, error) {
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	return st, err
 }
+
+// The sharded variant over mutual TLS: the hosts' certificates name their
+// host IDs, which are the node IDs of -id, so the single group's
+// certificates serve unchanged.
+func TestBlackBox_ShardedMutualTLS(t *testing.T) {
+	c := newTestCluster(t, 3)
+	ca, caKey := newCA(t)
+	caFile := writePEM(t, filepath.Join(c.dir, "ca.crt"), "CERTIFICATE", ca.Raw)
+	for id, nd := range c.nodes {
+		cert, key := newNodeCert(t, ca, caKey, id)
+		nd.args = append(nd.args, "-groups", "2",
+			"-tls-cert", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.crt", id)), "CERTIFICATE", cert),
+			"-tls-key", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.key", id)), "PRIVATE KEY", key),
+			"-tls-ca", caFile)
+	}
+	for id := range c.nodes {
+		c.start(id)
+	}
+	c.waitHealthy(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl := client.New(c.httpAddrs()...)
+	defer cl.Close()
+	keys := []string{"a", "b", "c", "d"}
+	groupsHit := map[uint64]bool{}
+	for _, k := range keys {
+		groupsHit[server.GroupOf(k, 2)] = true
+		_, err := cl.Put(ctx, k, []byte("over TLS "+k))
+		require.NoError(t, err, k)
+	}
+	require.Len(t, groupsHit, 2, "the keys span both groups")
+	for _, addr := range c.httpAddrs() {
+		at := client.New(addr)
+		for _, k := range keys {
+			v, _, err := at.Get(ctx, k, client.Linearizable)
+			require.NoError(t, err, "%s on %s", k, addr)
+			assert.Equal(t, "over TLS "+k, string(v))
+		}
+		at.Close()
+	}
+}
