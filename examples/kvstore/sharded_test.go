@@ -136,7 +136,7 @@ func TestBlackBox_ShardedGroupsSurviveALeaderKill(t *testing.T) {
 	}
 	victim := uint64(1)
 	for id, n := range leads {
-		if n > leads[victim] || (n == leads[victim] && id < victim) {
+		if id != 0 && (n > leads[victim] || (n == leads[victim] && id < victim)) {
 			victim = id
 		}
 	}
