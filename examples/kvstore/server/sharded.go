@@ -56,7 +56,7 @@ func Hash(key string) uint64 {
 }
 
 // HashRange returns the hashes of the keys of group g among n groups: from
-// first to last, both included.
+// first to last, both included. g must be 1 to n.
 func HashRange(g uint64, n int) (first, last uint64) {
 	// The smallest hash h with floor(h × n / 2^64) = g-1 is
 	// ceil((g-1) × 2^64 / n).
