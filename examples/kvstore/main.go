@@ -18,7 +18,7 @@
 //
 // With -groups N (N > 1), every node runs N Raft groups through one
 // raft.Host and one raft.HostStorage, the keys spread over them by hash
-// ranges (sharded.go, server/sharded.go); the HTTP API is the same.
+// ranges (sharded.go, server/sharded.go, shard/); the HTTP API is the same.
 package main
 
 import (

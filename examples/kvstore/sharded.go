@@ -24,7 +24,7 @@ import (
 // The sharded variant, -groups N with N > 1: the node runs N Raft groups
 // (IDs 1 to N) through one raft.Host, over one TCP listener and one
 // raft.HostStorage in -data, each group with its own store; keys go to
-// groups by hash ranges (server.GroupOf). Every founding node runs a
+// groups by hash ranges (shard.GroupOf). Every founding node runs a
 // replica of every group, so each group has the same members, the
 // -members nodes, whose IDs are their hosts' IDs (docs/multigroup.md).
 

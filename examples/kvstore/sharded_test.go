@@ -22,6 +22,7 @@ import (
 
 	"github.com/raftkit/raft/examples/kvstore/client"
 	"github.com/raftkit/raft/examples/kvstore/server"
+	"github.com/raftkit/raft/examples/kvstore/shard"
 )
 
 // The sharded variant, black-box: three kvstore processes with -groups 4
@@ -58,7 +59,7 @@ func TestBlackBox_ShardedGroupsSurviveALeaderKill(t *testing.T) {
 	want := map[uint64]uint64{}
 	for i := range keys {
 		keys[i] = fmt.Sprintf("key-%d", i)
-		want[server.GroupOf(keys[i], groups)]++
+		want[shard.GroupOf(keys[i], groups)]++
 	}
 	require.Len(t, want, groups, "the keys span every group")
 	before := c.nodes[1].shardedStatus(t)
@@ -88,7 +89,7 @@ func TestBlackBox_ShardedGroupsSurviveALeaderKill(t *testing.T) {
 		grew := g.Status.CommitIndex - before.Groups[i].Status.CommitIndex
 		assert.GreaterOrEqual(t, grew, want[g.Group], "group %d committed fewer entries than its keys' writes", g.Group)
 		total += grew
-		first, last := server.HashRange(g.Group, groups)
+		first, last := shard.HashRange(g.Group, groups)
 		assert.Equal(t, fmt.Sprintf("%016x", first), g.HashFrom)
 		assert.Equal(t, fmt.Sprintf("%016x", last), g.HashTo)
 		assert.NotZero(t, g.Leader, "group %d reports its leader", g.Group)
@@ -155,7 +156,7 @@ func TestBlackBox_ShardedGroupsSurviveALeaderKill(t *testing.T) {
 	loadKeys := []string{"a", "b", "c", "d", "e", "f", "g", "h"} // spread over the groups, checked below
 	spread := map[uint64]bool{}
 	for _, k := range loadKeys {
-		spread[server.GroupOf(k, groups)] = true
+		spread[shard.GroupOf(k, groups)] = true
 	}
 	require.Len(t, spread, groups, "the load's keys span every group")
 	loadCtx, loadCancel := context.WithTimeout(context.Background(), 4*time.Second)
@@ -318,7 +319,7 @@ func TestBlackBox_ShardedMutualTLS(t *testing.T) {
 	keys := []string{"a", "b", "c", "d"}
 	groupsHit := map[uint64]bool{}
 	for _, k := range keys {
-		groupsHit[server.GroupOf(k, 2)] = true
+		groupsHit[shard.GroupOf(k, 2)] = true
 		_, err := cl.Put(ctx, k, []byte("over TLS "+k))
 		require.NoError(t, err, k)
 	}
