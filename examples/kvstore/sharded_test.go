@@ -316,6 +316,7 @@ func TestBlackBox_ShardedMutualTLS(t *testing.T) {
 	defer cancel()
 	cl := client.New(c.httpAddrs()...)
 	defer cl.Close()
+	cl.Groups = 2 // a leader per group
 	keys := []string{"a", "b", "c", "d"}
 	groupsHit := map[uint64]bool{}
 	for _, k := range keys {
