@@ -269,7 +269,8 @@ func (h *Host) Addr() string {
 // A group restarted on the same Storage (StopGroup, then StartGroup)
 // recovers its state, as a Node does. StartGroup fails with an error
 // wrapping ErrInvalidConfig for a group ID of 0, a nil StateMachine or
-// Storage, or a cfg that breaks the rules above or Config.Validate;
+// Storage, a HostStorage.Group Storage of another group ID, or a cfg that
+// breaks the rules above or Config.Validate;
 // ErrGroupExists when the group already runs here; ErrClosed after Close.
 func (h *Host) StartGroup(groupID uint64, cfg Config, sm StateMachine, storage Storage) (*Node, error) {
 	every, err := h.checkGroup(groupID, &cfg, sm, storage)
@@ -307,7 +308,25 @@ func (h *Host) StartGroup(groupID uint64, cfg Config, sm StateMachine, storage S
 		rec.node = node
 	}
 	h.mu.Unlock()
+	h.warnStoredAddr(node, cfg.Logger)
 	return node, nil
+}
+
+// warnStoredAddr warns when a group's stored configuration lists this host
+// at an address other than the one it listens at (a process restarted on
+// another port): InitialMembers are ignored once a Storage holds state, and
+// the peers dial the stored address, so they do not reach this replica.
+func (h *Host) warnStoredAddr(node *Node, logger *zap.Logger) {
+	if h.addr == "" {
+		return
+	}
+	for _, m := range node.Status().Members {
+		if m.ID == h.id && m.Addr != "" && m.Addr != h.addr {
+			logger.Warn("the group's stored configuration lists this host at another address: its peers dial that one and do not reach "+
+				"this replica; restart the host at that address, or change the member's address in the group",
+				zap.String("stored", m.Addr), zap.String("addr", h.addr))
+		}
+	}
 }
 
 // checkGroup validates StartGroup's arguments, completing cfg (its ID and
@@ -328,6 +347,11 @@ func (h *Host) checkGroup(groupID uint64, cfg *Config, sm StateMachine, storage 
 	case cfg.ID != h.id:
 		return 0, bad("Config.ID %d is not the host's ID %d: in a Host, a group's members are hosts, "+
 			"and the replica on this host has its ID (leave Config.ID 0 for it)", cfg.ID, h.id)
+	}
+	if gs, ok := storage.(*groupStorage); ok && gs.g.id != groupID {
+		// Two groups on one group's log would each read the other's
+		// entries and overwrite them.
+		return 0, bad("the Storage is HostStorage.Group(%d)'s; each group needs its own: HostStorage.Group(%d)", gs.g.id, groupID)
 	}
 	if err := cfg.Validate(); err != nil {
 		return 0, fmt.Errorf("group %d: %w", groupID, err)

@@ -150,8 +150,9 @@ type TCPConfig struct {
 	// entries of one append, but a single larger entry is sent alone).
 	// From 1 KiB to 1 GiB; default 16 MiB.
 	MaxFrameSize int
-	// BulkThreshold is the encoded size above which a message goes on the
-	// bulk lane rather than the control lane. Default 64 KiB.
+	// BulkThreshold is the encoded size above which a message other than an
+	// append or a snapshot chunk (those always take the bulk lane) goes on
+	// the bulk lane rather than the control lane. Default 64 KiB.
 	BulkThreshold int
 	// QueueSize bounds the messages queued for one peer on each lane. When
 	// the queue is full, as when the peer is slow or unreachable, further
@@ -536,12 +537,20 @@ func (t *TCPTransport) sendGroup(group uint64, msgs []Message) {
 	addIf(&t.stats.droppedQueueFull, full)
 }
 
-// laneFor picks the lane of a message whose encoding takes size bytes:
-// snapshot chunks and other large messages go on the bulk lane, so that they
-// never delay heartbeats, votes and small appends. All the chunks of a
-// snapshot take the same lane, the last (often short) one included.
+// laneFor picks the lane of a message whose encoding takes size bytes.
+// Appends and snapshot chunks go on the bulk lane, so that they never delay
+// heartbeats, votes and responses, and other messages larger than
+// BulkThreshold join them. Every append to a peer takes the same lane,
+// whatever its size: two connections do not keep order between them, and
+// a small append that overtook a large one on the other lane would find a
+// gap in the follower's log, be rejected and be sent again (with commands
+// of a few KiB, a third of the entries went twice). Heartbeats may still
+// overtake appends; they carry a commit index no higher than what the
+// follower acknowledged (broadcastHeartbeat), so that is harmless. All the
+// chunks of a snapshot take the same lane, the last (often short) one
+// included.
 func (t *TCPTransport) laneFor(m *Message, size int) tcpLane {
-	if m.Type == MsgSnapshot || size > t.cfg.BulkThreshold {
+	if m.Type == MsgAppend || m.Type == MsgSnapshot || size > t.cfg.BulkThreshold {
 		return tcpLaneBulk
 	}
 	return tcpLaneControl

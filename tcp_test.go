@@ -253,18 +253,18 @@ func TestTCPSendAndReceiveBothWays(t *testing.T) {
 	inB.waitCount(t, len(sent))
 	inA.waitCount(t, 1)
 
-	// One lane keeps order; the snapshot chunk took the bulk lane.
-	var control []Message
-	var chunk Message
+	// Each lane keeps order: the heartbeat and the vote took the control
+	// lane, the append and the snapshot chunk the bulk lane.
+	var control, bulk []Message
 	for _, m := range inB.all() {
-		if m.Type == MsgSnapshot {
-			chunk = m
+		if m.Type == MsgAppend || m.Type == MsgSnapshot {
+			bulk = append(bulk, m)
 		} else {
 			control = append(control, m)
 		}
 	}
-	assert.Equal(t, sent[:3], control)
-	assert.Equal(t, sent[3], chunk)
+	assert.Equal(t, []Message{sent[0], sent[2]}, control)
+	assert.Equal(t, []Message{sent[1], sent[3]}, bulk)
 	assert.Equal(t, MsgAppendResp, inA.all()[0].Type)
 	require.Eventually(t, func() bool { return a.Stats().Sent == uint64(len(sent)) }, 5*time.Second, time.Millisecond)
 	sa, sb := a.Stats(), b.Stats()
@@ -513,6 +513,50 @@ func TestTCPLargeMessagesDoNotDelaySmallOnes(t *testing.T) {
 	releaseAll()
 	require.Eventually(t, func() bool { return bigs.Load() == burst+1 }, 30*time.Second, time.Millisecond)
 	assert.Zero(t, a.Stats().DroppedUnreachable+a.Stats().DroppedQueueFull)
+}
+
+func TestTCPAppendsToAPeerKeepTheirOrder(t *testing.T) {
+	// Node 2 holds the first (large) append in deliver until released. A
+	// small append sent after it must not overtake it on the other lane:
+	// the follower would find a gap, reject it, and the leader would send
+	// it again. A heartbeat sent after both still gets through meanwhile.
+	cfg := TCPConfig{WriteTimeout: time.Minute}
+	a := newTestTCP(t, "a", cfg)
+	b := newTestTCP(t, "b", cfg)
+	attachInbox(t, a, 1)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll) // before the transports close: Close waits for deliver
+	var mu sync.Mutex
+	var order []uint64
+	var hearts atomic.Int64
+	require.NoError(t, b.Attach(2, func(m Message) {
+		switch m.Type {
+		case MsgAppend:
+			if m.Entries[0].Index == 1 {
+				<-release
+			}
+			mu.Lock()
+			order = append(order, m.Entries[0].Index)
+			mu.Unlock()
+		case MsgHeartbeat:
+			hearts.Add(1)
+		}
+	}))
+	a.SetPeers([]Member{{ID: 2, Addr: b.Addr()}})
+
+	a.Send([]Message{bigAppend(1, 2, 1, 1<<20)})
+	a.Send([]Message{bigAppend(1, 2, 2, 100), heartbeat(1, 2, 1)})
+	require.Eventually(t, func() bool { return hearts.Load() == 1 }, 10*time.Second, time.Millisecond)
+	releaseAll()
+	got := func() []uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(order)
+	}
+	require.Eventually(t, func() bool { return len(got()) == 2 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, []uint64{1, 2}, got(), "appends delivered out of the order they were sent in")
 }
 
 func TestTCPMessageLargerThanMaxFrameSizeDropped(t *testing.T) {

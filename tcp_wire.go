@@ -12,16 +12,23 @@ package raft
 // writes) and the peer's inbound connections (from which it reads). Each
 // direction has up to two connections, one per lane:
 //
-//	lane 0, control: every message whose encoding is at most
-//	                 TCPConfig.BulkThreshold bytes (heartbeats, votes,
-//	                 responses, ordinary appends)
-//	lane 1, bulk:    snapshot chunks (MsgSnapshot) and larger messages (big
-//	                 appends), so that they never queue in front of heartbeats
+//	lane 0, control: heartbeats, votes, responses and every other message
+//	                 whose encoding is at most TCPConfig.BulkThreshold bytes
+//	lane 1, bulk:    appends (MsgAppend, of any size, so that they arrive
+//	                 in the order they were sent), snapshot chunks
+//	                 (MsgSnapshot) and other messages larger than
+//	                 BulkThreshold, so that they never queue in front of
+//	                 heartbeats
+//
+// A receiver accepts any message on either lane; the lane only decides what
+// may overtake what. (Releases before the appends moved sent appends up to
+// BulkThreshold on the control lane; peers of either kind work together.)
 //
 // The control connection to a member is dialed as soon as the member is
 // known (so that a node that starts makes itself known to its peers), and
 // again whenever there is something to send on it; the bulk connection is
-// dialed the first time a large message is sent. An inbound connection from
+// dialed the first time an append, a snapshot chunk or a large message is
+// sent. An inbound connection from
 // a peer whose dials were failing makes the node retry its own dial to the
 // peer at once, without waiting for the backoff.
 //

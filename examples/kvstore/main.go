@@ -15,6 +15,10 @@
 // A node added later starts with -join (any member's HTTP address) instead
 // of -members: it asks the cluster to add it as a learner, and promotes
 // itself to a voter once it has caught up.
+//
+// With -groups N (N > 1), every node runs N Raft groups through one
+// raft.Host and one raft.HostStorage, the keys spread over them by hash
+// ranges (sharded.go, server/sharded.go, shard/); the HTTP API is the same.
 package main
 
 import (
@@ -72,13 +76,14 @@ type flags struct {
 	httpKey         string
 	httpCA          string
 	restore         string
+	groups          int
 }
 
 func main() {
 	log.SetFlags(0)
 	var f flags
 	flag.Uint64Var(&f.id, "id", 0, "this node's ID (non-zero); without it, run a local three-node cluster in this process")
-	flag.StringVar(&f.data, "data", "", "data directory (default for the local cluster: $TMPDIR/raftkit-kvstore)")
+	flag.StringVar(&f.data, "data", "", "data directory (default for the local cluster: $TMPDIR/raftkit-kvstore, or $TMPDIR/raftkit-kvstore-<N>groups with -groups N)")
 	flag.StringVar(&f.raft, "raft", "", "Raft listen address, host:port (without -id: node 1's, nodes 2 and 3 take the next ports; default 127.0.0.1:7101)")
 	flag.StringVar(&f.raftAdv, "raft-advertise", "", "Raft address peers dial (default: -raft)")
 	flag.StringVar(&f.http, "http", "", "HTTP listen address, host:port (without -id: node 1's, nodes 2 and 3 take the next ports; default 127.0.0.1:8101)")
@@ -98,10 +103,17 @@ func main() {
 	flag.StringVar(&f.httpKey, "http-tls-key", "", "HTTPS: the certificate's private key (PEM)")
 	flag.StringVar(&f.httpCA, "http-tls-ca", "", "HTTPS: require client certificates signed by this CA (PEM); the node also trusts it, and presents its own certificate, when it calls another node (-join)")
 	flag.StringVar(&f.restore, "restore", "", "found a new cluster from this back-up file (GET /admin/backup): restore it into the empty -data directory, then start; every founder of the new cluster restores the same file with the same -members")
+	flag.IntVar(&f.groups, "groups", 1, "number of Raft groups the keys are spread over by hash ranges, run by one raft.Host per process "+
+		"(1: one group, on a FileStorage and TCPTransport); the same on every node, and for the data's life (see README.md, \"Sharded\")")
 	flag.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default: info for a node, warn for the local cluster)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Printf("unexpected arguments %q: every setting is a flag (see -help)", flag.Args())
+		os.Exit(2)
+	}
+
+	if f.groups < 1 || f.groups > maxGroups {
+		log.Printf("-groups %d: give 1 to %d", f.groups, maxGroups)
 		os.Exit(2)
 	}
 
@@ -164,6 +176,9 @@ func runNode(ctx context.Context, f flags) error {
 	case f.httpCert != "" || f.httpKey != "" || f.httpCA != "":
 		return errors.New("HTTPS needs -http-tls-cert and -http-tls-key (and -http-tls-ca to require client certificates)")
 	}
+	if f.groups > 1 && (f.join != "" || f.restore != "") {
+		return errors.New("-join and -restore need -groups 1: the sharded example's groups have the founding members only")
+	}
 	if f.restore != "" {
 		if f.join != "" {
 			return errors.New("-restore founds a new cluster: give it -members, not -join")
@@ -183,7 +198,7 @@ func runNode(ctx context.Context, f flags) error {
 		HTTPListen: f.http, HTTPAdvertise: f.httpAdv,
 		Members: members, ClusterID: f.clusterID, TLS: tlsConfig, HTTPTLS: httpTLS,
 		ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-		TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Logger: logger,
+		TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Groups: f.groups, Logger: logger,
 	}
 	if cfg.RaftAdvertise == "" {
 		cfg.RaftAdvertise = cfg.RaftListen
@@ -201,12 +216,14 @@ func runNode(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	go markRemoved(n)
+	if n.raft != nil {
+		go markRemoved(n)
+	}
 	scheme := "http"
 	if httpTLS != nil {
 		scheme = "https"
 	}
-	fmt.Printf("node %d: HTTP %s://%s, Raft %s, data %s\n", cfg.ID, scheme, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir)
+	fmt.Printf("node %d: HTTP %s://%s, Raft %s, data %s%s\n", cfg.ID, scheme, cfg.HTTPAdvertise, cfg.RaftAdvertise, cfg.DataDir, groupsNote(f.groups))
 	if f.join != "" {
 		if err := join(ctx, n, f.join); err != nil {
 			n.close()
@@ -455,6 +472,10 @@ func runLocal(ctx context.Context, f flags) error {
 	}
 	if f.data == "" {
 		f.data = filepath.Join(os.TempDir(), "raftkit-kvstore")
+		if f.groups > 1 {
+			// Data of another -groups is refused: each its own default.
+			f.data = filepath.Join(os.TempDir(), fmt.Sprintf("raftkit-kvstore-%dgroups", f.groups))
+		}
 	}
 	logger, err := newLogger(f.logLevel, "warn")
 	if err != nil {
@@ -484,7 +505,7 @@ func runLocal(ctx context.Context, f flags) error {
 			HTTPListen: m.Meta[server.MetaHTTP], HTTPAdvertise: m.Meta[server.MetaHTTP],
 			Members: members, ClusterID: f.clusterID,
 			ElectionTimeout: f.electionTimeout, SnapshotThreshold: f.snapshotEvery,
-			TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Logger: logger,
+			TrailingEntries: f.trailing, MaxInflight: f.maxInflight, LeaseReads: f.leaseReads, Groups: f.groups, Logger: logger,
 		})
 		if err != nil {
 			for _, n := range nodes {
@@ -493,7 +514,7 @@ func runLocal(ctx context.Context, f flags) error {
 			return err
 		}
 		nodes = append(nodes, n)
-		fmt.Printf("node %d: HTTP http://%s  Raft %s\n", m.ID, m.Meta[server.MetaHTTP], m.Addr)
+		fmt.Printf("node %d: HTTP http://%s  Raft %s%s\n", m.ID, m.Meta[server.MetaHTTP], m.Addr, groupsNote(f.groups))
 	}
 	h1, h2 := members[0].Meta[server.MetaHTTP], members[1].Meta[server.MetaHTTP]
 	fmt.Printf(`
@@ -505,4 +526,12 @@ try:
 serving until interrupted (Ctrl-C)
 `, h1, h2, h1)
 	return serve(ctx, nodes...)
+}
+
+// groupsNote is what the start-up line says of -groups.
+func groupsNote(groups int) string {
+	if groups <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(", %d groups (keys by hash range)", groups)
 }

@@ -61,7 +61,11 @@ type nodeConfig struct {
 	// LeaseReads lets the leader answer lease reads from its read lease;
 	// every voter must have the same setting (raft.Config.LeaseReads).
 	LeaseReads bool
-	Logger     *zap.Logger
+	// Groups is the number of Raft groups the keys are spread over
+	// (sharded.go); 0 or 1: one group, on a FileStorage and a
+	// TCPTransport.
+	Groups int
+	Logger *zap.Logger
 }
 
 // node is one running kvstore node: storage, transport, Raft node, store
@@ -76,11 +80,24 @@ type node struct {
 	http      *http.Server
 	httpAddr  string // the bound HTTP address
 	served    chan error
+
+	// With Groups > 1 (sharded.go), instead of storage, transport, raft,
+	// store and metrics: the host that runs the groups, their shared log
+	// and each group's replica.
+	host   *raft.Host
+	wal    *raft.HostStorage
+	groups []server.Group
 }
 
 // startNode opens the node's storage, starts its transport, Raft node and
 // HTTP server. On error, whatever was started is stopped.
 func startNode(cfg nodeConfig) (_ *node, err error) {
+	if cfg.Groups > 1 {
+		return startShardedNode(cfg)
+	}
+	if err := checkGroupsMarker(cfg.DataDir, 1); err != nil {
+		return nil, fmt.Errorf("node %d: %w", cfg.ID, err)
+	}
 	n := &node{cfg: cfg, store: store.New(), metrics: metrics.New(), served: make(chan error, 1)}
 	defer func() {
 		if err != nil {
@@ -149,6 +166,9 @@ func (n *node) shutdown(ctx context.Context) error {
 	if n.raft != nil {
 		errs = append(errs, n.raft.Shutdown(ctx))
 	}
+	if n.groups != nil {
+		errs = append(errs, n.shutdownGroups(ctx))
+	}
 	n.close()
 	return errors.Join(errs...)
 }
@@ -167,7 +187,15 @@ func (n *node) close() {
 	if n.storage != nil {
 		n.storage.Close()
 	}
-	n.metrics.Shutdown(context.Background())
+	if n.host != nil {
+		n.host.Close() // closes the groups' Nodes, before their storage
+	}
+	if n.wal != nil {
+		n.wal.Close()
+	}
+	if n.metrics != nil {
+		n.metrics.Shutdown(context.Background())
+	}
 }
 
 // loadHTTPTLS returns the TLS config of the HTTPS API: this node's

@@ -1,7 +1,9 @@
 // Package client is a Go client for the kvstore example's HTTP API.
 //
 // It finds the leader by itself: a write sent to a follower is redirected
-// to the leader (307), and the client remembers where it was sent. During
+// to the leader (307), and the client remembers where it was sent (for a
+// cluster of several groups, kvstore -groups N, set Client.Groups: it then
+// remembers each group's leader). During
 // an election, or while a node is down, it retries within the caller's
 // context, so a caller sees an error only when the deadline passes or the
 // answer is final.
@@ -36,6 +38,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/raftkit/raft/examples/kvstore/shard"
 )
 
 // Consistency is the consistency level of a read.
@@ -116,10 +120,18 @@ type Client struct {
 	// then tries another node; a write fails with an *UnknownOutcomeError.
 	// Default 5s; set it before the first call.
 	AttemptTimeout time.Duration
+	// Groups is the cluster's number of groups (kvstore -groups N). With N
+	// > 1, the client remembers the leader of each group, the group of a
+	// key being shard.GroupOf(key, N), rather than one leader for all: a
+	// write then goes to its key's group's leader without a redirect once
+	// that leader is known. 0 or 1: one leader. Set it before the first
+	// call. A wrong N costs redirects, never a wrong answer: the nodes
+	// route every request by its key.
+	Groups int
 
-	mu     sync.Mutex
-	leader string // the base URL that last served a write; "" if unknown
-	next   int    // the endpoint to try when no leader is known
+	mu      sync.Mutex
+	leaders map[uint64]string // by group (0 without Groups): the base URL that last served a write
+	next    int               // the endpoint to try when no leader is known
 }
 
 // New returns a client of the cluster whose nodes' HTTP addresses
@@ -139,7 +151,7 @@ func NewTLS(tlsConfig *tls.Config, endpoints ...string) *Client {
 }
 
 func build(tlsConfig *tls.Config, scheme string, endpoints []string) *Client {
-	c := &Client{AttemptTimeout: 5 * time.Second, conns: newPool(tlsConfig)}
+	c := &Client{AttemptTimeout: 5 * time.Second, conns: newPool(tlsConfig), leaders: map[uint64]string{}}
 	for _, e := range endpoints {
 		if !strings.Contains(e, "://") {
 			e = scheme + e
@@ -181,7 +193,7 @@ func (c *Client) Get(ctx context.Context, key string, consistency Consistency) (
 	if consistency != "" {
 		path += "?consistency=" + url.QueryEscape(string(consistency))
 	}
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: path})
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: path, group: c.groupOf(key)})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -199,7 +211,7 @@ func (c *Client) Get(ctx context.Context, key string, consistency Consistency) (
 }
 
 func (c *Client) write(ctx context.Context, method, key string, value []byte, ifRevision *uint64) (uint64, error) {
-	req := request{method: method, path: "/kv/" + url.PathEscape(key), body: value, write: true, key: key}
+	req := request{method: method, path: "/kv/" + url.PathEscape(key), body: value, write: true, key: key, group: c.groupOf(key)}
 	if ifRevision != nil {
 		req.ifMatch = strconv.FormatUint(*ifRevision, 10)
 	}
@@ -257,6 +269,16 @@ type request struct {
 	ifMatch      string
 	write        bool
 	key          string // for errors
+	group        uint64 // the key's group with Groups > 1, else 0
+}
+
+// groupOf returns the group whose leader a request for key goes to: 0 for
+// all keys without Groups.
+func (c *Client) groupOf(key string) uint64 {
+	if c.Groups <= 1 {
+		return 0
+	}
+	return shard.GroupOf(key, c.Groups)
 }
 
 type response struct {
@@ -293,7 +315,7 @@ func (c *Client) do(ctx context.Context, req request) (*response, error) {
 			}
 			return nil, err
 		}
-		base := c.pick()
+		base := c.pick(req.group)
 		u := base + req.path
 		if target != "" {
 			u, target = target, ""
@@ -303,18 +325,18 @@ func (c *Client) do(ctx context.Context, req request) (*response, error) {
 		case err != nil && !sent:
 			// Nothing reached the server: try another node.
 			lastErr = err
-			c.failed(base)
+			c.failed(req.group, base)
 		case err != nil && req.write:
 			return nil, &UnknownOutcomeError{Method: req.method, Key: req.key, Err: err}
 		case err != nil:
 			lastErr = err
-			c.failed(base)
+			c.failed(req.group, base)
 		case resp.code == http.StatusTemporaryRedirect:
 			loc, perr := url.Parse(resp.location)
 			if perr != nil || loc.Host == "" {
 				return nil, fmt.Errorf("kvstore: bad redirect %q", resp.location)
 			}
-			c.setLeader(loc.Scheme + "://" + loc.Host)
+			c.setLeader(req.group, loc.Scheme+"://"+loc.Host)
 			target = loc.String()
 			if redirects++; redirects <= 3 {
 				continue // a redirect is an answer: no need to wait
@@ -326,14 +348,14 @@ func (c *Client) do(ctx context.Context, req request) (*response, error) {
 		case resp.code == http.StatusServiceUnavailable:
 			// Not applied: no leader (an election), a hand-off, too busy.
 			lastErr = resp.statusError()
-			c.failed(base)
+			c.failed(req.group, base)
 		case resp.code == http.StatusGatewayTimeout && req.write:
 			return nil, &UnknownOutcomeError{Method: req.method, Key: req.key, Err: resp.statusError()}
 		case resp.code == http.StatusGatewayTimeout:
 			lastErr = resp.statusError()
 		default:
 			if req.write {
-				c.setLeader(base)
+				c.setLeader(req.group, base)
 			}
 			return resp, nil
 		}
@@ -360,30 +382,30 @@ func (c *Client) attempt(ctx context.Context, req request, u string) (resp *resp
 	return resp, true, nil
 }
 
-// pick returns the base URL to send to: the leader if known, otherwise the
-// endpoints in turn.
-func (c *Client) pick() string {
+// pick returns the base URL to send a request of group to: its leader if
+// known, otherwise the endpoints in turn.
+func (c *Client) pick(group uint64) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.leader != "" {
-		return c.leader
+	if leader := c.leaders[group]; leader != "" {
+		return leader
 	}
 	return c.endpoints[c.next%len(c.endpoints)]
 }
 
-func (c *Client) setLeader(base string) {
+func (c *Client) setLeader(group uint64, base string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.leader = base
+	c.leaders[group] = base
 }
 
-// failed notes that base did not serve: forget it as the leader and move
-// on to the next endpoint.
-func (c *Client) failed(base string) {
+// failed notes that base did not serve a request of group: forget it as the
+// group's leader and move on to the next endpoint.
+func (c *Client) failed(group uint64, base string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.leader == base {
-		c.leader = ""
+	if c.leaders[group] == base {
+		delete(c.leaders, group)
 	}
 	c.next++
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/raftkit/raft/examples/kvstore/shard"
 )
 
 func TestMain(m *testing.M) {
@@ -217,4 +219,44 @@ func TestClient_WithoutEndpointsSaysSo(t *testing.T) {
 	require.ErrorContains(t, err, "no endpoints")
 	_, _, err = c.Get(ctxFor(t, time.Second), "k", Linearizable)
 	require.ErrorContains(t, err, "no endpoints")
+}
+
+// With Groups, the client remembers each group's leader: writes to keys of
+// groups led by different nodes go straight to their leaders after one
+// redirect per group; without it, they are redirected whenever the key's
+// group is led by another node than the last write's.
+func TestClient_GroupsRemembersTheLeaderOfEachGroup(t *testing.T) {
+	// "b" is in group 1 of 2, "a" in group 2 (shard.GroupOf); node A leads
+	// group 1, node B group 2, and each redirects the other's keys.
+	require.Equal(t, uint64(1), shard.GroupOf("b", 2))
+	require.Equal(t, uint64(2), shard.GroupOf("a", 2))
+	var nodes [3]*fakeNode // by the group each leads
+	serve := func(group uint64) func(int, http.ResponseWriter, *http.Request) {
+		return func(_ int, w http.ResponseWriter, r *http.Request) {
+			if g := shard.GroupOf(strings.TrimPrefix(r.URL.Path, "/kv/"), 2); g != group {
+				http.Redirect(w, r, nodes[g].URL+r.URL.Path, http.StatusTemporaryRedirect)
+				return
+			}
+			answer(w, http.StatusOK, `{"revision":1}`)
+		}
+	}
+	for _, tc := range []struct {
+		groups         int
+		wantRedirected int32
+	}{
+		{groups: 2, wantRedirected: 1},  // "a" once, at the start
+		{groups: 0, wantRedirected: 12}, // every write: its key's group is led by the other node than the last write's
+	} {
+		nodes[1], nodes[2] = newFake(t, serve(1)), newFake(t, serve(2))
+		c := newClient(t, nodes[1].URL)
+		c.Groups = tc.groups
+		for range 6 {
+			for _, k := range []string{"a", "b"} {
+				_, err := c.Put(ctxFor(t, 5*time.Second), k, []byte("v"))
+				require.NoError(t, err)
+			}
+		}
+		// 12 writes served, plus one request per redirect.
+		assert.Equal(t, 12+tc.wantRedirected, nodes[1].hits.Load()+nodes[2].hits.Load(), "Groups %d", tc.groups)
+	}
 }
