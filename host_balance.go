@@ -213,6 +213,10 @@ func (n *Node) electionTimeout() time.Duration { return n.cfg.ElectionTimeout }
 // run at once; a group whose transfer failed is not tried again in the same
 // call, nor a host to which three transfers in a row failed.
 //
+// A leader's view of its followers is as of its last tick, so a group whose
+// leader was elected a moment ago may not show a follower caught up yet:
+// it is left for a later call (BalanceResult.Unplaced counts it).
+//
 // Call it on every host, now and then (or set HostConfig.BalanceInterval):
 // each host only gives leadership away, never takes it, and only while it
 // is over its target, so runs on every host converge and, once the

@@ -73,6 +73,33 @@ func (c *hostCluster) leadAllFrom(host uint64, ids []uint64) {
 			return false
 		}, 20*time.Second, 5*time.Millisecond, "host %d does not lead group %d: %v", host, g, lazyGroups{c, []uint64{g}})
 	}
+	c.waitCaughtUp(host, ids)
+}
+
+// waitCaughtUp waits until, in every group of ids, the leader on host shows
+// each follower holding its whole log and heard from within a few
+// heartbeats: what BalanceLeaders asks of a follower before it hands it
+// leadership, which a leader elected a moment ago does not show yet.
+func (c *hostCluster) waitCaughtUp(host uint64, ids []uint64) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool {
+		for _, g := range ids {
+			n := c.node(g, host)
+			if n == nil {
+				return false
+			}
+			st := n.Status()
+			if st.Role != Leader {
+				return false
+			}
+			for _, pr := range st.Progress {
+				if pr.Match < st.LastIndex || pr.SinceContact >= n.electionTimeout()/4 {
+					return false
+				}
+			}
+		}
+		return true
+	}, 20*time.Second, 5*time.Millisecond, "host %d's groups do not show their followers caught up: %v", host, lazyGroups{c, ids})
 }
 
 // leaderCounts returns how many of the groups ids each host leads, once
