@@ -31,7 +31,10 @@ import (
 // waited for a core while ready to run, per unit of CPU time they got: near
 // 0 on an idle machine, above 1 when other jobs held the cores more than
 // this run did; with the cores, whether the run was CPU-bound), the fsyncs
-// of all hosts per proposal, the peak heap, and leaders-max/host: the most
+// of all hosts per proposal, fsync-busy/host (the time spent in fsync per
+// host over the wall time: a HostStorage has one fsync in flight at a time,
+// so near 1 its log is the bound; with a FileStorage per replica, the 16 of
+// a host can add up to more), the peak heap, and leaders-max/host: the most
 // leaders any one host held at the end (6 for 16 groups spread over 3
 // hosts). The figures to read are ratios within one run: groups=16 against
 // groups=1, and storage=host against storage=files (docs/multigroup.md,
@@ -56,8 +59,9 @@ func BenchmarkHost_Groups(b *testing.B) {
 // leaders spread over the hosts.
 type benchHostCluster struct {
 	hosts   []*Host
-	leaders []*Node // by group, group i+1 at i
-	syncs   atomic.Int64
+	leaders []*Node      // by group, group i+1 at i
+	syncs   atomic.Int64 // fsyncs of all the hosts' storages
+	syncNs  atomic.Int64 // nanoseconds spent in them
 	closers []func() error
 }
 
@@ -70,10 +74,17 @@ func (c *benchHostCluster) close() {
 	}
 }
 
-// countSyncsOption makes a FileStorage or HostStorage count its fsyncs in n.
-func countSyncsOption(n *atomic.Int64) FileOption {
+// countSyncsOption makes a FileStorage or HostStorage count its fsyncs in
+// n and the time they took in ns.
+func countSyncsOption(n, ns *atomic.Int64) FileOption {
 	return func(o *fileOptions) {
-		o.syncHook = func(f *os.File) error { n.Add(1); return f.Sync() }
+		o.syncHook = func(f *os.File) error {
+			t0 := time.Now()
+			err := f.Sync()
+			ns.Add(int64(time.Since(t0)))
+			n.Add(1)
+			return err
+		}
 	}
 }
 
@@ -110,7 +121,7 @@ func startBenchHosts(b *testing.B, tcp, shared bool, groups int) *benchHostClust
 		c.hosts = append(c.hosts, h)
 		members[i] = Member{ID: h.ID(), Addr: h.Addr()}
 		if shared {
-			w, err := OpenHostStorage(b.TempDir(), countSyncsOption(&c.syncs))
+			w, err := OpenHostStorage(b.TempDir(), countSyncsOption(&c.syncs, &c.syncNs))
 			if err != nil {
 				fail(err)
 			}
@@ -129,7 +140,7 @@ func startBenchHosts(b *testing.B, tcp, shared bool, groups int) *benchHostClust
 				st, err = wals[i].Group(gid)
 			} else {
 				var fs *FileStorage
-				fs, err = OpenFileStorage(b.TempDir(), countSyncsOption(&c.syncs))
+				fs, err = OpenFileStorage(b.TempDir(), countSyncsOption(&c.syncs, &c.syncNs))
 				if err == nil {
 					c.closers = append(c.closers, fs.Close)
 					st = fs
@@ -187,7 +198,7 @@ func benchHostGroups(b *testing.B, tcp, shared bool, groups, proposers, cmdSize 
 	var wg sync.WaitGroup
 	stopHeap, peakHeap := sampleHeap()
 	b.ResetTimer()
-	syncs0 := c.syncs.Load()
+	syncs0, syncNs0 := c.syncs.Load(), c.syncNs.Load()
 	wait0, waitOK := runQueueWait()
 	cpu0, cpuOK := processCPU()
 	start := time.Now()
@@ -215,7 +226,7 @@ func benchHostGroups(b *testing.B, tcp, shared bool, groups, proposers, cmdSize 
 	elapsed := time.Since(start)
 	cpu1, _ := processCPU()
 	wait1, _ := runQueueWait()
-	syncs := c.syncs.Load() - syncs0
+	syncs, syncNs := c.syncs.Load()-syncs0, c.syncNs.Load()-syncNs0
 	b.StopTimer()
 	stopHeap()
 	reportLatency(b, lat, elapsed)
@@ -227,6 +238,7 @@ func benchHostGroups(b *testing.B, tcp, shared bool, groups, proposers, cmdSize 
 		}
 	}
 	b.ReportMetric(float64(syncs)/float64(b.N), "fsyncs/op")
+	b.ReportMetric(float64(syncNs)/float64(elapsed)/float64(len(c.hosts)), "fsync-busy/host")
 	b.ReportMetric(float64(peakHeap.alloc)/(1<<20), "peak-heap-MiB")
 	perHost := map[uint64]int{}
 	for _, l := range c.leaders {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,8 +44,11 @@ import (
 //
 // Each reports what every benchmark here does (ops/s: all groups together;
 // p50 and p99 of one proposal; cpu-µs/op), and besides: cores, the process's
-// CPU time over the run's wall time (against the machine's 2 cores: was the
-// run CPU-bound), and leaders-max/host, the most leaders any one host held.
+// CPU time over the run's wall time), runq-wait/cpu (how long the process's
+// threads waited for a core while ready to run, per unit of CPU time they
+// got: near 0 on an idle machine, above 1 when other jobs held the cores
+// more than this run did; with cores, whether the run was CPU-bound), and
+// leaders-max/host, the most leaders any one host held at the end.
 
 // groupCounts are the G of BenchmarkGroups.
 var groupCounts = []int{1, 16}
@@ -91,6 +97,7 @@ func benchGroups(b *testing.B, name string, groups int) {
 	lat := make([]time.Duration, b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	wait0, waitOK := runQueueWait()
 	cpu0, cpuOK := processCPU()
 	start := time.Now()
 	for _, propose := range props {
@@ -114,11 +121,15 @@ func benchGroups(b *testing.B, name string, groups int) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu1, _ := processCPU()
+	wait1, _ := runQueueWait()
 	b.StopTimer()
 	reportLatency(b, lat, elapsed)
 	if cpuOK {
 		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 		b.ReportMetric((cpu1-cpu0).Seconds()/elapsed.Seconds(), "cores")
+		if waitOK && cpu1 > cpu0 {
+			b.ReportMetric(float64(wait1-wait0)/float64(cpu1-cpu0), "runq-wait/cpu")
+		}
 	}
 	perHost := map[uint64]int{}
 	for _, h := range c.leaderHosts() {
@@ -385,4 +396,31 @@ func TestHarnessGroups(t *testing.T) {
 			wg.Wait()
 		})
 	}
+}
+
+// runQueueWait is bench_host_test.go's: how long the threads of this
+// process have waited on a run queue, ready to run, summed over the threads
+// (Linux /proc/self/task/*/schedstat, the second field; ok is false
+// elsewhere).
+func runQueueWait() (wait time.Duration, ok bool) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0, false
+	}
+	for _, t := range tasks {
+		stat, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(stat))
+		if len(f) < 2 {
+			return 0, false
+		}
+		ns, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		wait += time.Duration(ns)
+	}
+	return wait, true
 }
