@@ -33,8 +33,9 @@ import (
 // this run did; with the cores, whether the run was CPU-bound), the fsyncs
 // of all hosts per proposal, fsync-busy/host (the time spent in fsync per
 // host over the wall time: a HostStorage has one fsync in flight at a time,
-// so near 1 its log is the bound; with a FileStorage per replica, the 16 of
-// a host can add up to more), the peak heap, and leaders-max/host: the most
+// so near 1 its log is the bound, though on a loaded machine the time also
+// holds the wait for a core once the fsync returns; with a FileStorage per
+// replica, the 16 of a host can add up to more), the peak heap, and leaders-max/host: the most
 // leaders any one host held at the end (6 for 16 groups spread over 3
 // hosts). The figures to read are ratios within one run: groups=16 against
 // groups=1, and storage=host against storage=files (docs/multigroup.md,
