@@ -29,8 +29,9 @@ import (
 // (p50, p99), the process's CPU time per proposal, the cores it kept busy
 // on average (CPU time over wall time), runq-wait/cpu (how long its threads
 // waited for a core while ready to run, per unit of CPU time they got: near
-// 0 on an idle machine, above 1 when other jobs held the cores more than
-// this run did; with the cores, whether the run was CPU-bound), the fsyncs
+// 0 when cores are free, above 1 when other jobs' threads, or more than two
+// of its own (some blocked in fsync), kept them waiting longer than they
+// ran; with the cores, whether the run was CPU-bound), the fsyncs
 // of all hosts per proposal, fsync-busy/host (the time spent in fsync per
 // host over the wall time: a HostStorage has one fsync in flight at a time,
 // so near 1 its log is the bound, though on a loaded machine the time also

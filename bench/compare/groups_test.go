@@ -46,8 +46,9 @@ import (
 // p50 and p99 of one proposal; cpu-µs/op), and besides: cores, the process's
 // CPU time over the run's wall time), runq-wait/cpu (how long the process's
 // threads waited for a core while ready to run, per unit of CPU time they
-// got: near 0 on an idle machine, above 1 when other jobs held the cores
-// more than this run did; with cores, whether the run was CPU-bound), and
+// got: near 0 when cores are free, above 1 when other jobs' threads, or more
+// than two of its own, kept them waiting longer than they ran; with cores,
+// whether the run was CPU-bound), and
 // leaders-max/host, the most leaders any one host held at the end.
 
 // groupCounts are the G of BenchmarkGroups.
