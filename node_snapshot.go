@@ -17,7 +17,8 @@ import (
 // Taking one: after applying a batch, the apply goroutine checks whether
 // SnapshotThreshold entries, or SnapshotThresholdBytes of commands, were
 // applied since the last snapshot (or Node.Snapshot asked for one): the
-// log since the last compaction is held in memory, so both bound it. It calls StateMachine.Snapshot there, so the
+// log since the last compaction is held in memory, so both bound it. It
+// calls StateMachine.Snapshot there, so the
 // snapshot is exactly the state at the applied index, and hands it to a
 // writer goroutine that streams Snapshot.WriteTo into Storage.SaveSnapshot
 // while applying goes on. Once it is durable, the event loop compacts the
