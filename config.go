@@ -22,6 +22,17 @@ const (
 	DefaultSnapshotChunkSize     = 256 << 10
 )
 
+// Defaults for the zero values of Config.SnapshotThresholdBytes and
+// Config.TrailingBytes.
+const (
+	DefaultSnapshotThresholdBytes = 64 << 20
+	DefaultTrailingBytes          = 16 << 20
+)
+
+// minSnapshotThresholdBytes is the smallest Config.SnapshotThresholdBytes:
+// below it a snapshot would follow almost every applied batch.
+const minSnapshotThresholdBytes = 64 << 10
+
 // NoTrailingEntries is the Config.TrailingEntries value that keeps no log
 // entries behind a snapshot: the log is compacted up to the snapshot's last
 // index, and a follower that lacks any entry it covers gets the snapshot.
@@ -68,6 +79,19 @@ type Config struct {
 	// TrailingEntries is the number of log entries kept behind a snapshot
 	// for slow followers. Default 4096; NoTrailingEntries keeps none.
 	TrailingEntries uint64
+	// SnapshotThresholdBytes and TrailingBytes bound the same by the bytes
+	// of the entries' data: a snapshot is also taken once the commands
+	// applied since the last one hold SnapshotThresholdBytes, and of the
+	// trailing entries only the newest that hold at most TrailingBytes are
+	// kept. Every node holds its log since the last compaction in memory,
+	// so with large commands these bound that memory: about
+	// SnapshotThresholdBytes + TrailingBytes of applied entries per node,
+	// besides those not yet applied (docs/snapshots.md). An application
+	// whose snapshots are expensive and whose commands are large may raise
+	// them. Defaults 64 MiB and 16 MiB; SnapshotThresholdBytes, when set,
+	// must be at least 64 KiB (it counts bytes, not entries).
+	SnapshotThresholdBytes uint64
+	TrailingBytes          uint64
 
 	// SnapshotChunkSize is the size of the chunks a snapshot is sent to a
 	// follower in; one chunk at a time is in flight. Default 256 KiB.
@@ -164,6 +188,10 @@ func (c Config) Validate() error {
 	if c.SnapshotChunkSize < 0 || c.SnapshotChunkSize > 8<<20 {
 		return bad("SnapshotChunkSize %d is outside [0, 8 MiB] (a chunk must fit in a transport frame)", c.SnapshotChunkSize)
 	}
+	if c.SnapshotThresholdBytes != 0 && c.SnapshotThresholdBytes < minSnapshotThresholdBytes {
+		return bad("SnapshotThresholdBytes %d is below %d: it counts the bytes of applied commands, not entries (SnapshotThreshold counts entries)",
+			c.SnapshotThresholdBytes, minSnapshotThresholdBytes)
+	}
 	if c.MaxInboundMessages < 0 {
 		return bad("MaxInboundMessages %d is negative", c.MaxInboundMessages)
 	}
@@ -196,6 +224,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TrailingEntries == 0 {
 		c.TrailingEntries = DefaultTrailingEntries
+	}
+	if c.SnapshotThresholdBytes == 0 {
+		c.SnapshotThresholdBytes = DefaultSnapshotThresholdBytes
+	}
+	if c.TrailingBytes == 0 {
+		c.TrailingBytes = DefaultTrailingBytes
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight

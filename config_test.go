@@ -31,6 +31,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no voter", Config{ID: 1, InitialMembers: []Member{{ID: 1, Learner: true}}}, "no voter"},
 		{"negative inflight", Config{ID: 1, MaxInflight: -1}, "MaxInflight"},
 		{"negative inbound queue", Config{ID: 1, MaxInboundMessages: -1}, "MaxInboundMessages"},
+		{"snapshot threshold in bytes given as entries", Config{ID: 1, SnapshotThresholdBytes: 10000}, "SnapshotThresholdBytes"},
+		{"smallest snapshot threshold in bytes", Config{ID: 1, SnapshotThresholdBytes: 64 << 10, TrailingBytes: 1}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

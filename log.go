@@ -115,6 +115,36 @@ func (l *raftLog) findConflictByTerm(index, term uint64) (uint64, uint64) {
 	return l.offset, l.offsetTerm
 }
 
+// dataBytes returns the data bytes of the entries with indexes in (lo, hi],
+// clamped to the log: what they cost in memory beyond their fixed size.
+func (l *raftLog) dataBytes(lo, hi uint64) uint64 {
+	lo, hi = max(lo, l.offset), min(hi, l.lastIndex())
+	var n uint64
+	for i := lo + 1; i <= hi; i++ {
+		n += uint64(len(l.entry(i).Data))
+	}
+	return n
+}
+
+// trailingStart returns the smallest index lo >= offset such that the
+// entries in (lo, hi] hold at most maxBytes of data: compacting the log to
+// lo keeps the newest entries up to hi that fit in maxBytes (none if the
+// entry at hi alone is larger).
+func (l *raftLog) trailingStart(hi, maxBytes uint64) uint64 {
+	hi = min(hi, l.lastIndex())
+	if hi <= l.offset {
+		return l.offset
+	}
+	var n uint64
+	for i := hi; i > l.offset; i-- {
+		n += uint64(len(l.entry(i).Data))
+		if n > maxBytes {
+			return i
+		}
+	}
+	return l.offset
+}
+
 // commitTo raises the commit index; it never lowers it.
 func (l *raftLog) commitTo(i uint64) {
 	l.committed = max(l.committed, min(i, l.lastIndex()))

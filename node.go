@@ -69,6 +69,7 @@ type Node struct {
 	appliedOutgoing []Member
 	appliedTerm     uint64 // apply goroutine: the term of the applied entry
 	snapRetryAt     uint64 // apply goroutine: after a failed Snapshot, the applied index to try again at
+	snapBytes       uint64 // apply goroutine: command bytes applied since the last snapshot was taken (or tried)
 
 	// The inbox: what other goroutines hand to the event loop.
 	inboxMu  sync.Mutex
@@ -185,6 +186,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		maxAppendBytes:        cfg.MaxAppendBytes,
 		maxUncommittedEntries: cfg.MaxUncommittedEntries,
 		maxUncommittedBytes:   cfg.MaxUncommittedBytes,
+		trailingBytes:         cfg.TrailingBytes,
 		seed:                  seed,
 		logger:                cfg.Logger,
 		fresh:                 st.fresh,
@@ -1172,6 +1174,7 @@ func (n *Node) applyBatch(b applyBatch, waiting []*readWait) []*readWait {
 			}
 		}
 		n.appliedTerm = e.Term
+		n.snapBytes += uint64(len(e.Data))
 		for len(props) > 0 && props[0].Index <= e.Index {
 			if props[0].Index == e.Index && props[0].finish(result, nil) { // false if it already failed
 				answered++

@@ -15,8 +15,10 @@ import (
 // Snapshots in the runtime (Raft §7).
 //
 // Taking one: after applying a batch, the apply goroutine checks whether
-// SnapshotThreshold entries were applied since the last snapshot (or
-// Node.Snapshot asked for one). It calls StateMachine.Snapshot there, so the
+// SnapshotThreshold entries, or SnapshotThresholdBytes of commands, were
+// applied since the last snapshot (or Node.Snapshot asked for one): the
+// log since the last compaction is held in memory, so both bound it. It
+// calls StateMachine.Snapshot there, so the
 // snapshot is exactly the state at the applied index, and hands it to a
 // writer goroutine that streams Snapshot.WriteTo into Storage.SaveSnapshot
 // while applying goes on. Once it is durable, the event loop compacts the
@@ -108,7 +110,8 @@ func (n *Node) maybeSnapshot() {
 	n.snapWaiters = nil
 	n.snapMu.Unlock()
 	applied := n.applied.Load()
-	due := applied >= max(n.lastSnapIndex.Load()+n.cfg.SnapshotThreshold, n.snapRetryAt)
+	due := applied >= max(n.lastSnapIndex.Load()+n.cfg.SnapshotThreshold, n.snapRetryAt) ||
+		n.snapBytes >= n.cfg.SnapshotThresholdBytes
 	if !due && len(waiters) == 0 {
 		return
 	}
@@ -118,6 +121,7 @@ func (n *Node) maybeSnapshot() {
 		}
 		return
 	}
+	n.snapBytes = 0 // after a failure too: try again after another threshold's worth
 	snap, err := n.sm.Snapshot()
 	if err != nil {
 		err = fmt.Errorf("raft: StateMachine.Snapshot at %d: %w", applied, err)
@@ -632,6 +636,7 @@ func (n *Node) restoreFromSnapshot(req *restoreRequest) {
 		n.appliedConfig(meta.Members, meta.Outgoing, meta.Index)
 		n.appliedTerm = meta.Term
 		n.lastSnapIndex.Store(meta.Index)
+		n.snapBytes = 0
 	}
 	n.postEvent(func() {
 		n.installDone(req.meta.Index)

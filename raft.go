@@ -59,6 +59,7 @@ type core struct {
 	maxUncommittedSize uint64
 	maxInflight        int
 	maxAppendBytes     uint64
+	trailingBytes      uint64 // bound on the data of the entries kept behind a snapshot; 0: none
 
 	// applied is the index the state machine has applied, as the runtime
 	// last reported it (see appliedTo); trackApplied is false when no
@@ -137,6 +138,7 @@ type coreConfig struct {
 	maxAppendBytes        uint64
 	maxUncommittedEntries uint64
 	maxUncommittedBytes   uint64
+	trailingBytes         uint64 // Config.TrailingBytes; 0: only the number of trailing entries is bounded
 	seed                  int64
 	logger                *zap.Logger
 	// fresh: the storage held nothing beyond index 1 (see core.fresh).
@@ -169,6 +171,7 @@ func newCore(cfg coreConfig) (*core, error) {
 		fresh:              cfg.fresh,
 		maxInflight:        cfg.maxInflight,
 		maxAppendBytes:     cfg.maxAppendBytes,
+		trailingBytes:      cfg.trailingBytes,
 		maxUncommittedEnts: cfg.maxUncommittedEntries,
 		maxUncommittedSize: cfg.maxUncommittedBytes,
 		rand:               rand.New(rand.NewSource(cfg.seed)),

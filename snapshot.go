@@ -64,17 +64,23 @@ func (c *core) snapshotSucceeded(id, index uint64) {
 }
 
 // snapshotTaken records a snapshot the runtime has made durable, and
-// compacts the log behind it, keeping trailing entries for slow followers.
+// compacts the log behind it, keeping trailing entries for slow followers:
+// at most trailing of them, and only the newest that hold at most
+// c.trailingBytes of data (when set), since the whole log stays in memory.
 // It returns the new start of the log for the runtime to compact storage
 // to, or ok=false if nothing is compacted.
 func (c *core) snapshotTaken(meta SnapshotMeta, trailing uint64) (index, term uint64, ok bool) {
 	if meta.Index > c.snap.Index {
 		c.snap = meta
 	}
-	if c.snap.Index <= trailing {
-		return 0, 0, false
+	var to uint64
+	if c.snap.Index > trailing {
+		to = c.snap.Index - trailing
 	}
-	to := min(c.snap.Index-trailing, c.log.applying)
+	if c.trailingBytes > 0 {
+		to = max(to, c.log.trailingStart(c.snap.Index, c.trailingBytes))
+	}
+	to = min(to, c.snap.Index, c.log.applying)
 	if to <= c.log.offset {
 		return 0, 0, false
 	}

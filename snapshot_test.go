@@ -10,6 +10,7 @@ import (
 	"io"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 )
 
 // listSM is a StateMachine whose state is the list of commands applied,
@@ -577,4 +579,129 @@ func TestSnapshot_SlowRestoreIsNotResentAndDoesNotStop(t *testing.T) {
 	assert.LessOrEqual(t, store.saves.Load(), int64(3), "the leader does not stream the snapshot again while it is being restored")
 	want := sc.lists[sc.waitLeader()].list()
 	require.Eventually(t, func() bool { return slices.Equal(sm.list(), want) }, 10*time.Second, time.Millisecond)
+}
+
+// logDataBytes returns the data bytes of node n's in-memory log, read on
+// its event loop.
+func logDataBytes(t *testing.T, n *Node) uint64 {
+	t.Helper()
+	got := make(chan uint64, 1)
+	n.postEvent(func() { got <- n.core.log.dataBytes(n.core.log.offset, n.core.log.lastIndex()) })
+	select {
+	case b := <-got:
+		return b
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event loop did not answer")
+		return 0
+	}
+}
+
+// countSM counts the commands it applied: a state machine whose snapshot
+// is tiny, so that taking one costs next to nothing.
+type countSM struct{ n atomic.Uint64 }
+
+func (s *countSM) Apply(e Entry) any { s.n.Add(1); return e.Index }
+
+func (s *countSM) Snapshot() (Snapshot, error) { return countSnapshot(s.n.Load()), nil }
+
+func (s *countSM) Restore(r io.Reader) error {
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return err
+	}
+	s.n.Store(binary.BigEndian.Uint64(b[:]))
+	return nil
+}
+
+type countSnapshot uint64
+
+func (c countSnapshot) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(binary.BigEndian.AppendUint64(nil, uint64(c)))
+	return int64(n), err
+}
+
+func (countSnapshot) Release() {}
+
+// Every node holds its log since the last compaction in memory; with large
+// commands the entry-count thresholds alone let it reach gigabytes
+// (16384 + 4096 entries of 64 KiB is 1.25 GiB), so snapshots are also due
+// by bytes and the trailing entries are bounded by bytes.
+func TestSnapshot_LogMemoryBoundedByBytes(t *testing.T) {
+	const (
+		cmdSize   = 64 << 10
+		threshold = 1 << 20
+		trailing  = 256 << 10
+		proposals = 200 // 12.5 MiB
+	)
+	c := newTestCluster(t, 3,
+		withStateMachines(func(uint64) StateMachine { return &countSM{} }),
+		withConfig(func(cfg *Config) { cfg.SnapshotThresholdBytes, cfg.TrailingBytes = threshold, trailing }))
+	cmd := strings.Repeat("x", cmdSize)
+	var peak uint64
+	var last uint64
+	for i := range proposals {
+		last = c.propose(cmd)
+		if i%10 == 9 {
+			for _, id := range c.ids {
+				peak = max(peak, logDataBytes(t, c.nodes[id]))
+			}
+		}
+	}
+	c.waitAllApplied(last)
+	// Applied entries since the last snapshot, the trailing ones behind it,
+	// and those applied while a snapshot is written (a few, one proposal
+	// at a time).
+	bound := uint64(threshold + trailing + 1<<20)
+	t.Logf("peak data bytes of a node's in-memory log: %d (bound %d)", peak, bound)
+	assert.LessOrEqual(t, peak, bound, "peak data bytes of a node's in-memory log")
+	for _, id := range c.ids {
+		b := logDataBytes(t, c.nodes[id])
+		assert.LessOrEqual(t, b, bound, "node %d's in-memory log", id)
+		st := c.nodes[id].Status()
+		assert.Greater(t, st.SnapshotIndex, uint64(proposals/2), "node %d took snapshots by bytes", id)
+		first, err := c.storages[id].FirstIndex()
+		require.NoError(t, err)
+		assert.LessOrEqual(t, st.SnapshotIndex+1-first, uint64(trailing/cmdSize), "node %d keeps at most %d bytes of trailing entries", id, trailing)
+	}
+}
+
+// The trailing entries kept behind a snapshot are the newest that hold at
+// most the byte bound, and never more than the count bound.
+func TestSnapshotTakenKeepsTrailingBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		trailing, bytes uint64
+		sizes           []int // data sizes of entries 1..n
+		snap            uint64
+		wantFirst       uint64 // first index kept; 0: nothing compacted
+	}{
+		{"bytes bind", 100, 250, []int{100, 100, 100, 100, 100, 100}, 6, 5},
+		{"count binds", 1, 1000, []int{100, 100, 100, 100, 100, 100}, 6, 6},
+		{"exact fit", 100, 300, []int{100, 100, 100, 100, 100, 100}, 6, 4},
+		{"newest entry alone too large", 100, 50, []int{10, 10, 100}, 3, 4},
+		{"no byte bound", 3, 0, []int{100, 100, 100, 100, 100, 100}, 6, 4},
+		{"everything fits", 100, 1 << 20, []int{100, 100, 100}, 3, 0},
+		{"snapshot before the end", 100, 150, []int{100, 100, 100, 100, 100, 100}, 4, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &core{trailingBytes: tc.bytes, logger: zap.NewNop()}
+			for _, size := range tc.sizes {
+				c.log.appendEntries(Entry{Index: c.log.lastIndex() + 1, Term: 1, Data: make([]byte, size)})
+			}
+			c.log.stable, c.log.handedOff, c.log.committed, c.log.applying = c.log.lastIndex(), c.log.lastIndex(), c.log.lastIndex(), c.log.lastIndex()
+			offset := c.log.offset
+			index, _, ok := c.snapshotTaken(SnapshotMeta{Index: tc.snap, Term: 1}, tc.trailing)
+			if tc.wantFirst == 0 {
+				assert.False(t, ok)
+				assert.Equal(t, offset, c.log.offset)
+				return
+			}
+			require.True(t, ok)
+			assert.Equal(t, tc.wantFirst-1, index)
+			assert.Equal(t, tc.wantFirst-1, c.log.offset)
+			if tc.bytes > 0 {
+				assert.LessOrEqual(t, c.log.dataBytes(c.log.offset, tc.snap), tc.bytes)
+			}
+		})
+	}
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -320,11 +319,16 @@ func (t *TCPTransport) badFrame(in *tcpInbound, from uint64, why string, err err
 // readFrameBody reads a frame body of size bytes. A body of up to
 // tcpReadBuffer bytes is read into *small, which is reused for the next
 // frame (fresh is false: the caller must copy what it keeps). A larger one
-// goes into a new slice that grows as bytes arrive, so a header that
-// announces a large frame costs only as much memory as the peer actually
-// sends. deadline(n) arms the read deadline before a read that needs n
-// bytes the buffer does not hold: a frame whose bytes stop coming for
-// IdleReadTimeout ends the connection.
+// goes into a new slice of exactly size bytes: the entries decoded from it
+// alias it and keep it alive while they stay in the log, so it must not be
+// larger than the frame (growing it by doubling left up to twice as much
+// memory behind each entry, and copied the frame once more on the way).
+// Up to tcpEagerFrame bytes that slice is allocated at once; beyond, the
+// body is read into chunks that double in size and joined once complete,
+// so that a header announcing a large frame costs only about as much memory
+// as the peer actually sends. deadline(n) arms the read deadline before a
+// read that needs n bytes the buffer does not hold: a frame whose bytes
+// stop coming for IdleReadTimeout ends the connection.
 func readFrameBody(br *bufio.Reader, size int, small *[]byte, deadline func(need int) error) (body []byte, fresh bool, err error) {
 	if size <= tcpReadBuffer {
 		if cap(*small) < size {
@@ -337,24 +341,46 @@ func readFrameBody(br *bufio.Reader, size int, small *[]byte, deadline func(need
 		_, err := io.ReadFull(br, body)
 		return body, false, err
 	}
-	body = make([]byte, 0, 4*tcpReadBuffer)
-	for len(body) < size {
-		if len(body) == cap(body) {
-			body = slices.Grow(body, min(size, 2*cap(body))-len(body))
-		}
-		if err := deadline(1); err != nil {
+	if size <= tcpEagerFrame {
+		body = make([]byte, size)
+		if err := readFrameBytes(br, body, deadline); err != nil {
 			return nil, true, err
 		}
-		n, err := br.Read(body[len(body):min(cap(body), size)])
-		body = body[:len(body)+n]
-		if err != nil {
+		return body, true, nil
+	}
+	var chunks [][]byte
+	for got, next := 0, 4*tcpReadBuffer; got < size; next *= 2 {
+		chunk := make([]byte, min(next, size-got))
+		if err := readFrameBytes(br, chunk, deadline); err != nil {
+			return nil, true, err
+		}
+		chunks = append(chunks, chunk)
+		got += len(chunk)
+	}
+	body = make([]byte, 0, size)
+	for _, c := range chunks {
+		body = append(body, c...)
+	}
+	return body, true, nil
+}
+
+// readFrameBytes fills p from br, arming the read deadline before every
+// read that may wait for the network.
+func readFrameBytes(br *bufio.Reader, p []byte, deadline func(need int) error) error {
+	for len(p) > 0 {
+		if err := deadline(1); err != nil {
+			return err
+		}
+		n, err := br.Read(p)
+		p = p[n:]
+		if err != nil && len(p) > 0 {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return nil, true, err
+			return err
 		}
 	}
-	return body, true, nil
+	return nil
 }
 
 // ownData copies the message's byte slices (entries' data, snapshot chunk),

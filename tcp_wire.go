@@ -115,7 +115,8 @@ const (
 	tcpFrameHeader    = 4
 	tcpWriteBuffer    = 64 << 10
 	tcpReadBuffer     = 64 << 10
-	tcpMaxLearned     = 16 // addresses learned from handshakes of non-members
+	tcpEagerFrame     = 2 << 20 // frames up to this size get their whole buffer at once (readFrameBody)
+	tcpMaxLearned     = 16      // addresses learned from handshakes of non-members
 )
 
 // tcpHostVersion is the protocol version of host mode, whose frames carry a

@@ -1,6 +1,7 @@
 package raft
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
@@ -412,4 +413,50 @@ func TestTCPFuzzSeedCorpus(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, want, string(got), path)
 	}
+}
+
+// trickleReader returns at most n bytes per Read, as a socket does when the
+// bytes arrive in pieces.
+type trickleReader struct {
+	r io.Reader
+	n int
+}
+
+func (t trickleReader) Read(p []byte) (int, error) { return t.r.Read(p[:min(len(p), t.n)]) }
+
+// A large frame's entries alias its buffer and keep it alive as long as
+// they stay in the log, so the buffer must hold the frame and nothing more:
+// its capacity is the frame's size, whether it was allocated at once or
+// joined from chunks, and whatever pieces the bytes arrive in.
+func TestTCPFrameBufferIsExactlyTheFrame(t *testing.T) {
+	noDeadline := func(int) error { return nil }
+	for _, size := range []int{tcpReadBuffer + 1, 1<<20 + 217, tcpEagerFrame, tcpEagerFrame + 1, 5<<20 + 3} {
+		for _, piece := range []int{1500, 64 << 10, 1 << 20} {
+			t.Run(fmt.Sprintf("size=%d/piece=%d", size, piece), func(t *testing.T) {
+				want := make([]byte, size)
+				for i := range want {
+					want[i] = byte(i * 7)
+				}
+				br := bufio.NewReaderSize(trickleReader{bytes.NewReader(append(want, "next frame"...)), piece}, tcpReadBuffer)
+				var small []byte
+				body, fresh, err := readFrameBody(br, size, &small, noDeadline)
+				require.NoError(t, err)
+				assert.True(t, fresh, "a large frame gets its own buffer")
+				assert.Equal(t, size, len(body))
+				assert.Equal(t, size, cap(body), "the buffer holds the frame and nothing more")
+				assert.True(t, bytes.Equal(want, body), "the frame's bytes")
+				rest, err := io.ReadAll(br)
+				require.NoError(t, err)
+				assert.Equal(t, "next frame", string(rest), "nothing read beyond the frame")
+			})
+		}
+	}
+	t.Run("connection ends inside the frame", func(t *testing.T) {
+		for _, size := range []int{1 << 20, 5 << 20} {
+			br := bufio.NewReaderSize(bytes.NewReader(make([]byte, size-1)), tcpReadBuffer)
+			var small []byte
+			_, _, err := readFrameBody(br, size, &small, noDeadline)
+			assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "size %d", size)
+		}
+	})
 }

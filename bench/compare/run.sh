@@ -7,7 +7,8 @@
 # Environment:
 #   SUITE               all (default: memory, durable and tcp), memory, durable, tcp,
 #                       sizes (4 KiB and 64 KiB commands against the disk) or
-#                       voters5 (3 and 5 voters); all runs neither of the last two
+#                       voters5 (3 and 5 voters) or groups (1 and 16 groups on three
+#                       hosts); all runs none of the last three
 #   BENCHTIME           -benchtime of the in-memory 64-proposer benchmarks (default 100000x)
 #   SEQ_BENCHTIME       -benchtime of the in-memory sequential benchmarks  (default 100000x)
 #   DURABLE_BENCHTIME   -benchtime of the durable 64-proposer benchmarks   (default 30000x)
@@ -16,6 +17,7 @@
 #                       and voters5 uses all four)
 #   SIZES_BENCHTIME     -benchtime of the sizes suite with 4 KiB commands  (default 20000x)
 #   SIZES64_BENCHTIME   -benchtime of the sizes suite with 64 KiB commands (default 2000x)
+#   GROUPS_BENCHTIME    -benchtime of the groups suite, all groups together (default 60000x)
 #                       (the disk baseline of a command size writes as many commands'
 #                       worth of bytes as the libraries commit)
 #   OUT                 file that keeps the raw `go test` output (default: a temp file)
@@ -33,6 +35,7 @@ DURABLE_BENCHTIME=${DURABLE_BENCHTIME:-30000x}
 DURABLE_SEQ_BENCHTIME=${DURABLE_SEQ_BENCHTIME:-3000x}
 SIZES_BENCHTIME=${SIZES_BENCHTIME:-20000x}
 SIZES64_BENCHTIME=${SIZES64_BENCHTIME:-2000x}
+GROUPS_BENCHTIME=${GROUPS_BENCHTIME:-60000x}
 
 memory="Raftkit_64Proposers Hashicorp_64Proposers Etcd_64Proposers Dragonboat_64Proposers Raftkit_Sequential Hashicorp_Sequential Etcd_Sequential Dragonboat_Sequential"
 durable="RaftkitFile_64Proposers HashicorpWAL_64Proposers EtcdWAL_64Proposers DragonboatFile_64Proposers RaftkitFile_Sequential HashicorpWAL_Sequential EtcdWAL_Sequential DragonboatFile_Sequential"
@@ -55,6 +58,13 @@ for wl in 64Proposers Sequential; do
 		voters5="$voters5 Voters/$lib/voters=3/$wl Voters/$lib/voters=5/$wl"
 	done
 done
+# The groups suite is BenchmarkGroups (groups_test.go): Group/Library/groups=G.
+groups=""
+for g in 1 16; do
+	for lib in RaftkitHost DragonboatHost; do
+		groups="$groups Groups/$lib/groups=$g"
+	done
+done
 case $SUITE in
 all) benches="$memory $durable $tcp" ;;
 memory) benches=$memory ;;
@@ -62,8 +72,9 @@ durable) benches=$durable ;;
 tcp) benches=$tcp ;;
 sizes) benches=$sizes ;;
 voters5) benches=$voters5 ;;
+groups) benches=$groups ;;
 *)
-	echo "run.sh: SUITE must be all, memory, durable, tcp, sizes or voters5" >&2
+	echo "run.sh: SUITE must be all, memory, durable, tcp, sizes, voters5 or groups" >&2
 	exit 2
 	;;
 esac
@@ -79,7 +90,7 @@ go build -o "$tmp/median" ./cmd/median
 
 nbench=$(echo $benches | wc -w)
 
-echo "# $(date -u '+%Y-%m-%dT%H:%M:%SZ') count=$COUNT suite=$SUITE benchtime=$BENCHTIME seq_benchtime=$SEQ_BENCHTIME durable_benchtime=$DURABLE_BENCHTIME durable_seq_benchtime=$DURABLE_SEQ_BENCHTIME sizes_benchtime=$SIZES_BENCHTIME sizes64_benchtime=$SIZES64_BENCHTIME go=$(go env GOVERSION) nproc=$(nproc)"
+echo "# $(date -u '+%Y-%m-%dT%H:%M:%SZ') count=$COUNT suite=$SUITE benchtime=$BENCHTIME seq_benchtime=$SEQ_BENCHTIME durable_benchtime=$DURABLE_BENCHTIME durable_seq_benchtime=$DURABLE_SEQ_BENCHTIME sizes_benchtime=$SIZES_BENCHTIME sizes64_benchtime=$SIZES64_BENCHTIME groups_benchtime=$GROUPS_BENCHTIME go=$(go env GOVERSION) nproc=$(nproc)"
 echo "# temp dir: ${TMPDIR:-/tmp} ($(df -PT "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}'))"
 echo "# load before: $(uptime)"
 round=0
@@ -98,6 +109,7 @@ while [ "$round" -lt "$COUNT" ]; do
 	echo "# round $round load: $(uptime)" | tee -a "$OUT"
 	for b in "$@"; do
 		case $b in
+		Groups/*) bt=$GROUPS_BENCHTIME ;;
 		Sizes/*/cmd=4KiB/*) bt=$SIZES_BENCHTIME ;;
 		Sizes/*/cmd=64KiB/*) bt=$SIZES64_BENCHTIME ;;
 		*File_Sequential | *WAL_Sequential | *TCP_Sequential | */*File/*/Sequential | */*WAL/*/Sequential | */*TCP/*/Sequential)

@@ -9,9 +9,11 @@
 // Benchmarks are named Library_Workload (BenchmarkRaftkitTCP_64Proposers) or
 // Group/Library/Workload (BenchmarkSizes/RaftkitTCP/cmd=4KiB/proposers=64,
 // BenchmarkVoters/Hashicorp/voters=5/Sequential); raftkit is compared with
-// the anchors of the same group and workload. Two more tables follow when
+// the anchors of the same group and workload. More tables follow when
 // the input has them: for a workload with voters=N, the ratio of each
-// library to itself with voters=3; for a group with a Disk library
+// library to itself with voters=3; for a workload with groups=N
+// (BenchmarkGroups/RaftkitHost/groups=16), the ratio of each library to
+// itself with groups=1; for a group with a Disk library
 // (BenchmarkSizes/Disk/cmd=4KiB/write=1MiB), the MB/s of each library
 // against the best MB/s the disk gave for the same command size.
 //
@@ -44,6 +46,7 @@ var suites = []suite{
 	{"in memory", []string{"Raftkit", "Hashicorp", "Etcd", "Dragonboat"}},
 	{"durable (fsync)", []string{"RaftkitFile", "HashicorpWAL", "EtcdWAL", "DragonboatFile"}},
 	{"TCP + fsync", []string{"RaftkitTCP", "HashicorpTCP", "DragonboatTCP"}},
+	{"many groups, TCP + fsync", []string{"RaftkitHost", "DragonboatHost"}},
 }
 
 // diskLibrary is the library name of the disk baseline.
@@ -228,31 +231,48 @@ func report(w io.Writer, res *results) {
 	tw.Flush()
 
 	reportVoters(w, res, keys)
+	reportGroups(w, res, keys)
 	reportDisk(w, res, keys)
 }
 
 // reportVoters prints, for each benchmark of a workload with voters=N (N not
 // 3), its ratio to the same benchmark with voters=3.
 func reportVoters(w io.Writer, res *results, keys []key) {
+	reportAgainst(w, res, keys, "voters", "3",
+		"N voters / 3 voters, each library against itself (ops/s: <1 means slower with N)")
+}
+
+// reportGroups prints, for each benchmark of a workload with groups=N (N not
+// 1), its ratio to the same benchmark with groups=1: what running N groups
+// on the same hosts gives over one.
+func reportGroups(w io.Writer, res *results, keys []key) {
+	reportAgainst(w, res, keys, "groups", "1",
+		"N groups / 1 group, each library against itself (ops/s: all groups together; >1 means more with N)")
+}
+
+// reportAgainst prints, under title, for each benchmark of a workload with
+// an element param=V (V not base), its ratio to the same benchmark with
+// param=base.
+func reportAgainst(w io.Writer, res *results, keys []key, param, base, title string) {
 	var rows []string
 	for _, k := range keys {
 		elems := strings.Split(k.workload, "/")
-		i := slices.IndexFunc(elems, func(e string) bool { return strings.HasPrefix(e, "voters=") })
-		if i < 0 || elems[i] == "voters=3" {
+		i := slices.IndexFunc(elems, func(e string) bool { return strings.HasPrefix(e, param+"=") })
+		if i < 0 || elems[i] == param+"="+base {
 			continue
 		}
-		elems[i] = "voters=3"
-		three := key{k.group, k.lib, strings.Join(elems, "/")}
-		if !res.has(three) {
+		elems[i] = param + "=" + base
+		baseKey := key{k.group, k.lib, strings.Join(elems, "/")}
+		if !res.has(baseKey) {
 			continue
 		}
-		rows = append(rows, fmt.Sprintf("%s\t%s\t%s\t", prefixed(k.group, k.lib), k.workload, ratios(res, k, three)))
+		rows = append(rows, fmt.Sprintf("%s\t%s\t%s\t", prefixed(k.group, k.lib), k.workload, ratios(res, k, baseKey)))
 	}
 	if len(rows) == 0 {
 		return
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "N voters / 3 voters, each library against itself (ops/s: <1 means slower with N)")
+	fmt.Fprintln(w, title)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "library\tworkload\tops/s\tops/s (per round)\tp50\tp99\tcpu/op\t")
 	for _, r := range rows {
