@@ -126,7 +126,8 @@ type Config struct {
 	Logger *zap.Logger
 
 	// MeterProvider receives the node's metrics (docs/observability.md lists
-	// them), with the node ID as the raft.node.id attribute; the Storage and
+	// them), with the node ID as the raft.node.id attribute (and, for a
+	// Host's group, the group ID as raft.group.id); the Storage and
 	// Transport implementations of this package that the node is given
 	// (FileStorage, TCPTransport, InmemNetwork's) record theirs through it
 	// too. Nothing is registered globally: two nodes in one process may

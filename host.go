@@ -3,7 +3,7 @@ package raft
 // Host: many Raft groups in one process, sharing the transport and the
 // clock. docs/multigroup.md is the user's guide.
 //
-// The host is in four files:
+// The host is in these files:
 //
 //	host.go            HostConfig, Host and its methods: NewHost,
 //	                   StartGroup, StopGroup, Group, Groups, Stats, Close;
@@ -16,6 +16,10 @@ package raft
 //	host_quiesce.go    the resting groups (quiescence, quiesce.go): the
 //	                   liveness messages between hosts, and the followers
 //	                   woken when their leader's host falls silent
+//	host_balance.go    spreading the groups' leaders over the hosts
+//	                   (BalanceLeaders, HostConfig.BalanceInterval)
+//	host_metrics.go    what the host shows of its groups: GroupSummary,
+//	                   GroupStatuses, HostConfig.MeterProvider's metrics
 //
 // Identity. A group's members are hosts: the replica of a group on a host
 // has the host's ID as its node ID (Config.ID), and a member's Addr is its
@@ -32,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 )
 
@@ -74,6 +79,21 @@ type HostConfig struct {
 	// Logger, the group's, with the group's ID as a field. Default
 	// zap.NewNop().
 	Logger *zap.Logger
+	// BalanceInterval, when positive, runs BalanceLeaders with
+	// BalanceOptions about that often (give or take a fifth, at random),
+	// until Close: set it on every host and the groups' leaders spread over
+	// the hosts and stay spread (docs/multigroup.md, "Placement and
+	// balancing"). Default 0: the host balances only when BalanceLeaders is
+	// called.
+	BalanceInterval time.Duration
+	// BalanceOptions are the options of the periodic balancing.
+	BalanceOptions BalanceOptions
+	// MeterProvider receives the host's metrics: its groups counted by
+	// role, resting and without a leader, the leaders per host, and the
+	// balancing's transfers (docs/observability.md, "A host's groups"). A
+	// group's own metrics come from its Config.MeterProvider. Default nil:
+	// none.
+	MeterProvider metric.MeterProvider
 }
 
 // Validate returns an error naming the first invalid field, or nil. Every
@@ -91,6 +111,11 @@ func (c HostConfig) Validate() error {
 		return bad("TCP and Network are both set; set one")
 	case c.TickInterval < 0:
 		return bad("TickInterval %v is negative", c.TickInterval)
+	case c.BalanceInterval < 0:
+		return bad("BalanceInterval %v is negative (0: no periodic balancing)", c.BalanceInterval)
+	}
+	if err := c.BalanceOptions.validate("HostConfig.BalanceOptions"); err != nil {
+		return err
 	}
 	if c.TCP != nil {
 		return c.TCP.Validate()
@@ -138,6 +163,10 @@ type Host struct {
 
 	droppedUnknownGroup atomic.Uint64
 	closing             sync.Once
+
+	balancer     *hostBalancer // nil without HostConfig.BalanceInterval (host_balance.go)
+	balanceStats balanceStats
+	metrics      *hostMetrics // nil without HostConfig.MeterProvider (host_metrics.go)
 }
 
 // hostGroup is a group the host runs, or is starting.
@@ -202,6 +231,12 @@ func NewHost(cfg HostConfig) (*Host, error) {
 		afterTick = h.quiesce.check
 	}
 	h.clock = newHostClock(cfg.TickInterval, afterTick)
+	if err := h.observe(cfg.MeterProvider); err != nil {
+		h.clock.close()
+		h.link.close()
+		return nil, err
+	}
+	h.startBalancer()
 	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval), zap.Duration("quiesceAfter", cfg.QuiesceAfter))
 	return h, nil
 }
@@ -413,6 +448,8 @@ func (h *Host) Stats() HostStats {
 // clock and the transport. It is idempotent.
 func (h *Host) Close() error {
 	h.closing.Do(func() {
+		h.stopBalancer()
+		h.metrics.unregister()
 		h.mu.Lock()
 		h.closed = true
 		var nodes []*Node

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ const meterName = "github.com/raftkit/raft"
 // ID is shown exactly.
 const (
 	attrNodeID     = attribute.Key("raft.node.id")
+	attrGroupID    = attribute.Key("raft.group.id") // a Host's group (host_metrics.go)
 	attrPeerID     = attribute.Key("raft.peer.id")
 	attrDropReason = attribute.Key("raft.drop.reason")
 	attrErrorType  = attribute.Key("error.type")
@@ -118,7 +120,7 @@ type peerOptions struct {
 // peerSets builds the options of each peer once; lookups do not lock. A
 // node has a series per peer it sent to: its members, past and present.
 type peerSets struct {
-	node  attribute.KeyValue
+	node  []attribute.KeyValue // the node's ID, and its group's in a Host
 	mu    sync.Mutex
 	peers atomic.Pointer[map[uint64]*peerOptions] // replaced, never modified
 }
@@ -138,10 +140,10 @@ func (s *peerSets) get(id uint64) *peerOptions {
 		}
 	}
 	peer := attrPeerID.String(strconv.FormatUint(id, 10))
-	opt := metric.WithAttributeSet(attribute.NewSet(s.node, peer))
+	opt := metric.WithAttributeSet(attribute.NewSet(append(slices.Clone(s.node), peer)...))
 	p := &peerOptions{rec: []metric.RecordOption{opt}, obs: []metric.ObserveOption{opt}}
 	for r := range dropReasons {
-		set := attribute.NewSet(s.node, peer, attrDropReason.String(dropReasonNames[r]))
+		set := attribute.NewSet(append(slices.Clone(s.node), peer, attrDropReason.String(dropReasonNames[r]))...)
 		p.drop[r] = []metric.AddOption{metric.WithAttributeSet(set)}
 	}
 	next := make(map[uint64]*peerOptions)
@@ -215,14 +217,18 @@ type transportMetrics struct {
 type storageInstrumented interface{ instrument(*storageMetrics) }
 type transportInstrumented interface{ instrument(*transportMetrics) }
 
-// newNodeMetrics creates the instruments of node id; nil when mp is nil.
-func newNodeMetrics(mp metric.MeterProvider, id uint64) (*nodeMetrics, error) {
+// newNodeMetrics creates the instruments of node id, the replica of group
+// group in a Host (0: a single node); nil when mp is nil.
+func newNodeMetrics(mp metric.MeterProvider, id, group uint64) (*nodeMetrics, error) {
 	if mp == nil {
 		return nil, nil
 	}
 	meter := mp.Meter(meterName)
-	node := attrNodeID.String(strconv.FormatUint(id, 10))
-	opt := metric.WithAttributeSet(attribute.NewSet(node))
+	node := []attribute.KeyValue{attrNodeID.String(strconv.FormatUint(id, 10))}
+	if group != 0 {
+		node = append(node, attrGroupID.String(strconv.FormatUint(group, 10)))
+	}
+	opt := metric.WithAttributeSet(attribute.NewSet(node...))
 	m := &nodeMetrics{
 		meter: meter,
 		rec:   []metric.RecordOption{opt},
@@ -230,7 +236,7 @@ func newNodeMetrics(mp metric.MeterProvider, id uint64) (*nodeMetrics, error) {
 		peers: &peerSets{node: node},
 	}
 	for k := range failKinds {
-		set := attribute.NewSet(node, attrErrorType.String(failureNames[k]))
+		set := attribute.NewSet(append(slices.Clone(node), attrErrorType.String(failureNames[k]))...)
 		m.fail[k] = []metric.AddOption{metric.WithAttributeSet(set)}
 	}
 	m.lastContactNano.Store(-1)

@@ -446,7 +446,7 @@ func TestMetrics_NoProviderRecordsNothingAndRegistersNothingGlobal(t *testing.T)
 // allocates nothing once a peer's attributes exist.
 func TestMetrics_RecordingDoesNotAllocate(t *testing.T) {
 	mr := newMetricsReader(t)
-	m, err := newNodeMetrics(mr.provider, 1)
+	m, err := newNodeMetrics(mr.provider, 1, 0)
 	require.NoError(t, err)
 	t0 := m.start()
 	record := func() {

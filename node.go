@@ -154,7 +154,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	cfg = cfg.withDefaults()
 	tick, electionTicks, heartbeatTicks := cfg.ticks()
 	logger := cfg.Logger.With(zap.Uint64("node", cfg.ID))
-	metrics, err := newNodeMetrics(cfg.MeterProvider, cfg.ID)
+	metrics, err := newNodeMetrics(cfg.MeterProvider, cfg.ID, hostGroupOf(transport))
 	if err != nil {
 		return nil, err
 	}
