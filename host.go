@@ -1,9 +1,9 @@
 package raft
 
-// Host: many Raft groups in one process, sharing the transport and the
-// clock. docs/multigroup.md is the user's guide.
+// Host: many Raft groups in one process, sharing the transport, the clock
+// and the CPU. docs/multigroup.md is the user's guide.
 //
-// The host is in four files:
+// The host is in five files:
 //
 //	host.go            HostConfig, Host and its methods: NewHost,
 //	                   StartGroup, StopGroup, Group, Groups, Stats, Close;
@@ -13,6 +13,8 @@ package raft
 //	                   of it (groupTransport), and the union of the groups'
 //	                   peers (hostPeers)
 //	host_clock.go      the shared ticker that drives every group's ticks
+//	host_workers.go    the pool of workers that runs the groups' event
+//	                   loops, one pass at a time
 //	host_quiesce.go    the resting groups (quiescence, quiesce.go): the
 //	                   liveness messages between hosts, and the followers
 //	                   woken when their leader's host falls silent
@@ -27,6 +29,7 @@ package raft
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -70,6 +73,16 @@ type HostConfig struct {
 	// group's election timeout is used. Default DefaultQuiesceAfter;
 	// negative: groups never quiesce.
 	QuiesceAfter time.Duration
+	// Workers is the number of goroutines that run the groups' event loops
+	// (receiving, ticking, stepping the protocol, sending), whatever the
+	// number of groups: a group with work waits in a queue for a worker,
+	// which runs one pass of its loop and moves on to the next group. A
+	// group never runs on two workers at once. Applying committed entries
+	// and writing to storage happen off the workers, as for a Node. Default
+	// runtime.GOMAXPROCS(0), which keeps every CPU busy when many groups
+	// are; more help only when a pass waits for a device (a compaction
+	// after a snapshot), which holds its worker meanwhile.
+	Workers int
 	// Logger receives the host's logs and, for a group whose Config has no
 	// Logger, the group's, with the group's ID as a field. Default
 	// zap.NewNop().
@@ -91,6 +104,8 @@ func (c HostConfig) Validate() error {
 		return bad("TCP and Network are both set; set one")
 	case c.TickInterval < 0:
 		return bad("TickInterval %v is negative", c.TickInterval)
+	case c.Workers < 0:
+		return bad("Workers %d is negative (0 means runtime.GOMAXPROCS(0))", c.Workers)
 	}
 	if c.TCP != nil {
 		return c.TCP.Validate()
@@ -98,13 +113,14 @@ func (c HostConfig) Validate() error {
 	return nil
 }
 
-// Host runs many Raft groups in one process over one shared transport and
-// one shared clock: one listener, and a small fixed number of connections
+// Host runs many Raft groups in one process over one shared transport, one
+// shared clock and one pool of workers: one listener, and a small fixed number of connections
 // to each peer host whatever the number of groups (two lanes, as
 // TCPTransport's: one for messages, one for snapshots and large appends),
 // carrying the messages of all groups in one stream of frames per lane,
-// each frame tagged with its group's ID; and one ticker for every group's
-// timeouts. Each group is a *Node, used as any Node is (Propose, reads,
+// each frame tagged with its group's ID; one ticker for every group's
+// timeouts; and a fixed number of goroutines (HostConfig.Workers) that run
+// the event loops of the groups that have work. Each group is a *Node, used as any Node is (Propose, reads,
 // membership, snapshots, Status), with its own StateMachine and Storage.
 //
 // A group's members are hosts: the replica of a group on a host has the
@@ -124,7 +140,9 @@ type Host struct {
 	link   hostLink
 	tcp    *TCPTransport // nil on an in-memory network
 	clock  *hostClock
-	peers  *hostPeers
+	// workers run the groups' event loops (host_workers.go).
+	workers *workerPool
+	peers   *hostPeers
 	// quiesce tracks the resting groups (host_quiesce.go).
 	quiesce *hostQuiesce
 
@@ -160,6 +178,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
 	switch {
 	case cfg.QuiesceAfter == 0:
@@ -201,8 +222,10 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.QuiesceAfter > 0 {
 		afterTick = h.quiesce.check
 	}
+	h.workers = newWorkerPool(cfg.Workers)
 	h.clock = newHostClock(cfg.TickInterval, afterTick)
-	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval), zap.Duration("quiesceAfter", cfg.QuiesceAfter))
+	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval),
+		zap.Duration("quiesceAfter", cfg.QuiesceAfter), zap.Int("workers", cfg.Workers))
 	return h, nil
 }
 
@@ -403,6 +426,7 @@ func (h *Host) Close() error {
 		}
 		h.starting.Wait()
 		h.clock.close()
+		h.workers.close() // every group's loop has exited: nothing is queued
 		if err := h.link.close(); err != nil {
 			h.logger.Warn("closing the transport", zap.Error(err))
 		}
