@@ -409,7 +409,7 @@ func (h *Host) Stats() HostStats {
 
 // Close closes every group's Node (as Node.Close, without handing
 // leadership over), waits for StartGroup calls under way, then stops the
-// clock and the transport. It is idempotent.
+// clock, the workers and the transport. It is idempotent.
 func (h *Host) Close() error {
 	h.closing.Do(func() {
 		h.mu.Lock()
