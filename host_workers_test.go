@@ -356,3 +356,94 @@ func TestHostWorkers_Config(t *testing.T) {
 	assert.Equal(t, runtime.GOMAXPROCS(0), h.cfg.Workers)
 	require.NoError(t, h.Close())
 }
+
+// Node.Snapshot on an idle group, whose apply goroutine has exited, starts
+// one: the snapshot is taken, written and the log compacted behind it
+// (through the storage writer, started on demand too), and the goroutines
+// exit again.
+func TestHostWorkers_SnapshotOnAnIdleGroup(t *testing.T) {
+	c := newWorkersCluster(t, 1)
+	c.newSM = func(groupKey) StateMachine { return &listSM{} }
+	c.tune = func(_ uint64, cfg *Config) { cfg.TrailingEntries = NoTrailingEntries }
+	groups := groupIDs(3)
+	for _, g := range groups {
+		c.foundGroup(g, 1, 2, 3)
+	}
+	c.waitLeaders(groups)
+	var last uint64
+	for i := range 5 {
+		last = c.propose(2, fmt.Sprintf("g2/%d", i))
+	}
+	c.waitApplied(2, last)
+	n := c.node(2, 1)
+	idle := func() bool {
+		n.applyMu.Lock()
+		defer n.applyMu.Unlock()
+		n.writer.mu.Lock()
+		defer n.writer.mu.Unlock()
+		return !n.applyRunning && !n.writer.running
+	}
+	require.Eventually(t, idle, 10*time.Second, time.Millisecond, "the group's applier and writer exit once idle")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, n.Snapshot(ctx))
+	assert.GreaterOrEqual(t, n.Status().SnapshotIndex, last)
+	first, err := c.storages[groupKey{2, 1}].FirstIndex()
+	require.NoError(t, err)
+	assert.Greater(t, first, uint64(1), "the log was compacted behind the snapshot")
+	require.Eventually(t, idle, 10*time.Second, time.Millisecond, "and they exit again")
+	c.waitApplied(2, c.propose(2, "g2/after"))
+}
+
+// A resting group is off the host's clock, so nothing else wakes it: its
+// Close has a worker run the loop's exit. StopGroup and Host.Close of
+// resting groups return.
+func TestHostWorkers_CloseRestingGroups(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	c := newHostCluster(t, 0, false)
+	c.tuneHost = func(_ uint64, cfg *HostConfig) { cfg.Workers, cfg.QuiesceAfter = 1, testQuiesceAfter }
+	for id := uint64(1); id <= 3; id++ {
+		c.startHost(id)
+	}
+	groups := groupIDs(5)
+	for _, g := range groups {
+		c.foundGroup(g, 1, 2, 3)
+	}
+	// A group of one replica: resting, it gets no message at all (no
+	// liveness pings either), so only its Close can wake it.
+	c.foundGroup(100, 1)
+	c.waitLeaders(append(groups, 100))
+	require.Eventually(t, func() bool {
+		for id, h := range c.hosts {
+			want := len(groups)
+			if id == 1 {
+				want++
+			}
+			if h.Stats().Quiesced != want {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 5*time.Millisecond, "every group rests")
+	alone := c.node(100, 1)
+	within := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			require.NoError(t, err, what)
+		case <-time.After(10 * time.Second):
+			clear(c.hosts) // their Close would hang too: leave them (goleak reports them)
+			t.Fatalf("%s hangs", what)
+		}
+	}
+	within("Close of a resting group that hears from nobody", alone.Close)
+	assert.ErrorIs(t, alone.Status().Err, ErrClosed)
+	n := c.node(1, 1)
+	within("StopGroup of a resting group", func() error { return c.hosts[1].StopGroup(1) })
+	assert.ErrorIs(t, n.Status().Err, ErrClosed)
+	h := c.hosts[2]
+	delete(c.hosts, 2)
+	within("Host.Close with resting groups", h.Close)
+}
