@@ -1,7 +1,7 @@
 package raft
 
-// Host: many Raft groups in one process, sharing the transport and the
-// clock. docs/multigroup.md is the user's guide.
+// Host: many Raft groups in one process, sharing the transport, the clock
+// and the CPU. docs/multigroup.md is the user's guide.
 //
 // The host is in these files:
 //
@@ -13,6 +13,8 @@ package raft
 //	                   of it (groupTransport), and the union of the groups'
 //	                   peers (hostPeers)
 //	host_clock.go      the shared ticker that drives every group's ticks
+//	host_workers.go    the pool of workers that runs the groups' event
+//	                   loops, one pass at a time
 //	host_quiesce.go    the resting groups (quiescence, quiesce.go): the
 //	                   liveness messages between hosts, and the followers
 //	                   woken when their leader's host falls silent
@@ -31,6 +33,7 @@ package raft
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,6 +78,16 @@ type HostConfig struct {
 	// group's election timeout is used. Default DefaultQuiesceAfter;
 	// negative: groups never quiesce.
 	QuiesceAfter time.Duration
+	// Workers is the number of goroutines that run the groups' event loops
+	// (receiving, ticking, stepping the protocol, sending), whatever the
+	// number of groups: a group with work waits in a queue for a worker,
+	// which runs one pass of its loop and moves on to the next group. A
+	// group never runs on two workers at once. Applying committed entries
+	// and writing to storage happen off the workers, as for a Node. Default
+	// runtime.GOMAXPROCS(0), which keeps every CPU busy when many groups
+	// are; more help only when a pass waits for a device (a compaction
+	// after a snapshot), which holds its worker meanwhile.
+	Workers int
 	// Logger receives the host's logs and, for a group whose Config has no
 	// Logger, the group's, with the group's ID as a field. Default
 	// zap.NewNop().
@@ -111,6 +124,8 @@ func (c HostConfig) Validate() error {
 		return bad("TCP and Network are both set; set one")
 	case c.TickInterval < 0:
 		return bad("TickInterval %v is negative", c.TickInterval)
+	case c.Workers < 0:
+		return bad("Workers %d is negative (0 means runtime.GOMAXPROCS(0))", c.Workers)
 	case c.BalanceInterval < 0:
 		return bad("BalanceInterval %v is negative (0: no periodic balancing)", c.BalanceInterval)
 	}
@@ -123,13 +138,14 @@ func (c HostConfig) Validate() error {
 	return nil
 }
 
-// Host runs many Raft groups in one process over one shared transport and
-// one shared clock: one listener, and a small fixed number of connections
+// Host runs many Raft groups in one process over one shared transport, one
+// shared clock and one pool of workers: one listener, and a small fixed number of connections
 // to each peer host whatever the number of groups (two lanes, as
 // TCPTransport's: one for messages, one for snapshots and large appends),
 // carrying the messages of all groups in one stream of frames per lane,
-// each frame tagged with its group's ID; and one ticker for every group's
-// timeouts. Each group is a *Node, used as any Node is (Propose, reads,
+// each frame tagged with its group's ID; one ticker for every group's
+// timeouts; and a fixed number of goroutines (HostConfig.Workers) that run
+// the event loops of the groups that have work. Each group is a *Node, used as any Node is (Propose, reads,
 // membership, snapshots, Status), with its own StateMachine and Storage.
 //
 // A group's members are hosts: the replica of a group on a host has the
@@ -149,7 +165,9 @@ type Host struct {
 	link   hostLink
 	tcp    *TCPTransport // nil on an in-memory network
 	clock  *hostClock
-	peers  *hostPeers
+	// workers run the groups' event loops (host_workers.go).
+	workers *workerPool
+	peers   *hostPeers
 	// quiesce tracks the resting groups (host_quiesce.go).
 	quiesce *hostQuiesce
 
@@ -189,6 +207,9 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
 	switch {
 	case cfg.QuiesceAfter == 0:
@@ -230,14 +251,17 @@ func NewHost(cfg HostConfig) (*Host, error) {
 	if cfg.QuiesceAfter > 0 {
 		afterTick = h.quiesce.check
 	}
+	h.workers = newWorkerPool(cfg.Workers)
 	h.clock = newHostClock(cfg.TickInterval, afterTick)
 	if err := h.observe(cfg.MeterProvider); err != nil {
 		h.clock.close()
+		h.workers.close()
 		h.link.close()
 		return nil, err
 	}
 	h.startBalancer()
-	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval), zap.Duration("quiesceAfter", cfg.QuiesceAfter))
+	h.logger.Info("host started", zap.String("addr", h.addr), zap.Duration("tickInterval", cfg.TickInterval),
+		zap.Duration("quiesceAfter", cfg.QuiesceAfter), zap.Int("workers", cfg.Workers))
 	return h, nil
 }
 
@@ -445,7 +469,7 @@ func (h *Host) Stats() HostStats {
 
 // Close closes every group's Node (as Node.Close, without handing
 // leadership over), waits for StartGroup calls under way, then stops the
-// clock and the transport. It is idempotent.
+// clock, the workers and the transport. It is idempotent.
 func (h *Host) Close() error {
 	h.closing.Do(func() {
 		h.stopBalancer()
@@ -464,6 +488,7 @@ func (h *Host) Close() error {
 		}
 		h.starting.Wait()
 		h.clock.close()
+		h.workers.close() // every group's loop has exited: nothing is queued
 		if err := h.link.close(); err != nil {
 			h.logger.Warn("closing the transport", zap.Error(err))
 		}

@@ -10,10 +10,11 @@ package raft
 // host tick. The groups of a host therefore do not all tick, and send
 // their heartbeats, at the same moment, but spread evenly over their tick.
 //
-// A tick reaches a group as a time.Ticker's fire reaches a Node: through a
-// channel with room for one, sent without blocking, so that a group whose
-// event loop is busy misses ticks rather than holding up the others, and
-// receives at most one stale tick when it is free again. That is what lease
+// A tick reaches a group as a flag on its event loop's task, which puts the
+// group on the host's run queue (host_workers.go); the flag holds one tick,
+// like a time.Ticker's channel, so that a group whose pass is late misses
+// ticks rather than holding up the others, and takes at most one stale
+// tick when a worker runs it. That is what lease
 // reads (node_lease.go) assume of a ticker: ticks a period apart, of which
 // one may arrive late; a leader makes up missed ticks by the monotonic
 // clock. When the host's own goroutine falls behind (the process was
@@ -26,28 +27,12 @@ package raft
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // DefaultHostTickInterval is the default HostConfig.TickInterval.
 const DefaultHostTickInterval = 10 * time.Millisecond
-
-// tickSource is implemented by a Transport that also brings its Node the
-// ticks of its clock: a group's view of its Host (host_transport.go). A
-// Node on any other Transport runs a time.Ticker of its own.
-type tickSource interface {
-	// ticks returns the channel of the node's ticks; nil: none (the node
-	// runs its own ticker).
-	ticks() <-chan time.Time
-}
-
-// externalTicks returns the ticks that transport brings its node, or nil.
-func externalTicks(transport Transport) <-chan time.Time {
-	if src, ok := transport.(tickSource); ok {
-		return src.ticks()
-	}
-	return nil
-}
 
 // hostClock is a Host's ticker and the groups it ticks.
 type hostClock struct {
@@ -76,10 +61,12 @@ type tickClass struct {
 
 // hostTicked is a group's place on the clock.
 type hostTicked struct {
-	every int            // the group's tick, in host ticks
-	slot  int            // it ticks at the host ticks n with n % every == slot
-	index int            // its index in its slot, for removal
-	c     chan time.Time // capacity 1
+	every int // the group's tick, in host ticks
+	slot  int // it ticks at the host ticks n with n % every == slot
+	index int // its index in its slot, for removal
+	// task is the group's event loop, which the clock ticks; nil until
+	// its node is bound to it (groupTransport.bindLoop).
+	task atomic.Pointer[loopTask]
 }
 
 func newHostClock(period time.Duration, after func(now time.Time)) *hostClock {
@@ -104,7 +91,7 @@ func (c *hostClock) add(every int) *hostTicked {
 		class = &tickClass{slots: make([][]*hostTicked, every)}
 		c.classes[every] = class
 	}
-	g := &hostTicked{every: every, c: make(chan time.Time, 1)}
+	g := &hostTicked{every: every}
 	c.insertLocked(class, g)
 	return g
 }
@@ -119,7 +106,7 @@ func (c *hostClock) insertLocked(class *tickClass, g *hostTicked) {
 }
 
 // resume puts a group that remove took off the clock (a quiesced group,
-// quiesce.go) back on it, with the same channel.
+// quiesce.go) back on it.
 func (c *hostClock) resume(g *hostTicked) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -189,21 +176,20 @@ func (c *hostClock) fire(last, current int64, now time.Time) {
 	for every, class := range c.classes {
 		if current-last >= int64(every) {
 			for _, slot := range class.slots {
-				sendTicks(slot, now)
+				sendTicks(slot)
 			}
 			continue
 		}
 		for n := last + 1; n <= current; n++ {
-			sendTicks(class.slots[n%int64(every)], now)
+			sendTicks(class.slots[n%int64(every)])
 		}
 	}
 }
 
-func sendTicks(groups []*hostTicked, now time.Time) {
+func sendTicks(groups []*hostTicked) {
 	for _, g := range groups {
-		select {
-		case g.c <- now:
-		default: // the group has not taken its last tick yet
+		if t := g.task.Load(); t != nil {
+			t.ticked()
 		}
 	}
 }

@@ -10,15 +10,16 @@ import (
 
 // Tests of a Host's shared clock (host_clock.go).
 
-// ticked drains g's channel and reports whether it held a tick.
-func ticked(g *hostTicked) bool {
-	select {
-	case <-g.c:
-		return true
-	default:
-		return false
-	}
+// addTicked puts a group on c with a task that no pool runs (it stays in
+// the running state, so that its ticks only set its flag).
+func addTicked(c *hostClock, every int) *hostTicked {
+	g := c.add(every)
+	g.task.Store(newLoopTask(nil))
+	return g
 }
+
+// ticked takes g's tick and reports whether it held one.
+func ticked(g *hostTicked) bool { return g.task.Load().tick.Swap(false) }
 
 // A group whose tick is k host ticks long ticks at every k-th host tick,
 // at its slot; the groups of a class are spread evenly over the slots, so
@@ -27,9 +28,9 @@ func TestHostClock_SpreadsGroupsOverTheirTick(t *testing.T) {
 	c := &hostClock{period: time.Millisecond, classes: map[int]*tickClass{}} // no goroutine: the test fires it
 	var groups []*hostTicked
 	for range 9 {
-		groups = append(groups, c.add(3))
+		groups = append(groups, addTicked(c, 3))
 	}
-	one := c.add(1)
+	one := addTicked(c, 1)
 	perSlot := [3]int{}
 	for _, g := range groups {
 		perSlot[g.slot]++
@@ -58,7 +59,7 @@ func TestHostClock_SpreadsGroupsOverTheirTick(t *testing.T) {
 	}
 
 	// A group that has not taken its tick misses the next ones, as a
-	// time.Ticker's reader does: the clock never blocks.
+	// time.Ticker's reader does: the clock never waits for a group.
 	c.fire(20, 21, now)
 	c.fire(21, 22, now)
 	assert.True(t, ticked(one))
@@ -104,7 +105,7 @@ func TestHost_OneClockTicksEveryGroup(t *testing.T) {
 	assert.Equal(t, map[int]int{2: len(groups)}, classCount())
 	for _, g := range groups {
 		n := c.node(g, 1)
-		require.NotNil(t, externalTicks(n.transport), "group %d's node takes the host's ticks", g)
+		require.NotNil(t, n.task, "group %d's node runs on the host's workers, ticked by its clock", g)
 	}
 	require.NoError(t, h.StopGroup(groups[0]))
 	assert.Equal(t, map[int]int{2: len(groups) - 1}, classCount())

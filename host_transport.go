@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -48,8 +47,9 @@ func (l inmemHostLink) close() error {
 
 // groupTransport is the Transport a Host gives the Node of one group: it
 // sends on the host's link with the group's ID, receives the messages the
-// host routes to the group, and brings the node the host clock's ticks
-// (tickSource). It serves one node once, as TCPTransport does.
+// host routes to the group, and runs the node's event loop on the host's
+// workers, ticked by the host's clock (loopPooled). It serves one node
+// once, as TCPTransport does.
 type groupTransport struct {
 	host  *Host
 	group uint64
@@ -66,7 +66,7 @@ type groupTransport struct {
 
 var (
 	_ Transport  = (*groupTransport)(nil)
-	_ tickSource = (*groupTransport)(nil)
+	_ loopPooled = (*groupTransport)(nil)
 )
 
 func newGroupTransport(h *Host, group uint64, every int) *groupTransport {
@@ -92,16 +92,6 @@ func (g *groupTransport) Attach(id uint64, deliver func(Message)) error {
 	g.clock = g.host.clock.add(g.every)
 	g.attached = true
 	return nil
-}
-
-// ticks returns the channel on which the host's clock ticks the group.
-func (g *groupTransport) ticks() <-chan time.Time {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.clock == nil {
-		return nil
-	}
-	return g.clock.c
 }
 
 // Send sends msgs on the host's link, tagged with the group's ID.

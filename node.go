@@ -14,9 +14,12 @@ import (
 )
 
 // Node is one member of a Raft cluster. It owns the protocol core, drives
-// it from a single event-loop goroutine, persists to Storage, talks through
+// it from a single event loop, persists to Storage, talks through
 // Transport and applies committed commands to the StateMachine on a second
-// goroutine. All methods are safe for concurrent use.
+// goroutine. A Node made by NewNode runs its event loop on a goroutine of
+// its own; a Host's groups run theirs on the host's workers
+// (HostConfig.Workers), one pass at a time. All methods are safe for
+// concurrent use.
 //
 // I/O order (docs/io-ordering.md): writes to Storage run on a goroutine of
 // their own, in order, coalesced while one is in flight; the event loop
@@ -58,6 +61,14 @@ type Node struct {
 	receiver     *snapReceiver
 	installing   snapshotTransfer // a received snapshot being stored and restored
 	clock        *nodeClock       // with lease reads: ticks by the monotonic clock (node_lease.go)
+	// task runs the loop of a Host's group on the host's workers
+	// (host_workers.go); nil: the loop has a goroutine of its own (run).
+	task *loopTask
+	// idle is the commit flush timer (see pass); armed while idleArmed,
+	// when the commit index was armedCommit.
+	idle        *time.Timer
+	idleArmed   bool
+	armedCommit uint64
 
 	// Snapshots (node_snapshot.go).
 	snapMu         sync.Mutex
@@ -94,6 +105,15 @@ type Node struct {
 	applyWake  chan struct{}
 	applied    atomic.Uint64
 	removed    atomic.Bool // the applied configuration removed this node
+
+	// A Host's group applies on demand: a goroutine runs only while there
+	// is work (applyRunning, under applyMu); applyKicked asks it for
+	// another round, and applyStopped (Close) refuses new ones.
+	applyOnDemand bool
+	applyRunning  bool
+	applyKicked   bool
+	applyStopped  bool
+	applyWaiting  []*readWait // apply goroutine: reads waiting for their index to be applied
 
 	statusMu sync.Mutex
 	status   Status
@@ -233,9 +253,16 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	if err := metrics.observe(n); err != nil {
 		return nil, err
 	}
+	pooled, _ := transport.(loopPooled)
+	if pooled != nil {
+		n.task = newLoopTask(n) // before Attach: deliveries wake the task
+	}
 	if err := transport.Attach(cfg.ID, n.deliver); err != nil {
 		metrics.unregister()
 		return nil, fmt.Errorf("raft: attaching transport: %w", err)
+	}
+	if pooled != nil {
+		n.task.pool = pooled.bindLoop(n.task)
 	}
 	if len(cfg.InitialMembers) > 0 && !st.founded && !sameMembers(cfg.InitialMembers, cs.members) {
 		logger.Info("InitialMembers ignored: the storage already holds state, whose configuration differs",
@@ -248,11 +275,20 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 	n.updateStatus()
 	logger.Info("node started", zap.Uint64("term", hs.Term), zap.Uint64("lastIndex", cs.last), zap.Uint64("commit", cs.committed), zap.Int("members", len(cs.members)))
 
-	n.writer = newStorageWriter(storage, n.writeDurable)
-	n.applierWG.Add(1)
-	go n.runApplier()
+	n.writer = newStorageWriter(storage, n.writeDurable, n.task != nil)
+	if n.task != nil {
+		n.applyOnDemand = true // started by the first work (kickApplier)
+	} else {
+		n.applierWG.Add(1)
+		go n.runApplier()
+	}
 	n.loopWG.Add(1)
-	go n.run()
+	if n.task != nil {
+		n.startLoop()
+		n.task.start() // runs the work that arrived meanwhile
+	} else {
+		go n.run()
+	}
 	return n, nil
 }
 
@@ -468,7 +504,13 @@ func (n *Node) deliver(m Message) {
 	n.wake()
 }
 
+// wake tells the event loop that its inbox holds work.
 func (n *Node) wake() {
+	if n.task != nil {
+		n.task.notified.Store(true)
+		n.task.schedule()
+		return
+	}
 	select {
 	case n.notify <- struct{}{}:
 	default:
@@ -617,6 +659,12 @@ func (n *Node) Status() Status {
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.done)
+		n.applyMu.Lock()
+		n.applyStopped = true // no apply goroutine starts from now on
+		n.applyMu.Unlock()
+		if n.task != nil {
+			n.task.schedule() // a worker runs the loop's exit
+		}
 		n.loopWG.Wait()
 		n.applierWG.Wait()
 		n.bgWG.Wait()
@@ -757,29 +805,38 @@ func (n *Node) call(ctx context.Context, f func()) error {
 	}
 }
 
-// run is the event loop.
+// run is the event loop of a Node that has a goroutine of its own: it
+// waits for a tick or for work and runs a pass for each. A Host's groups
+// run the same passes on the host's workers (host_workers.go).
 func (n *Node) run() {
 	defer n.loopWG.Done()
-	defer func() {
-		// What is queued is still written (a Close is not a crash), but the
-		// messages waiting for it are not sent.
-		n.writer.close()
-		close(n.stopped)
-		n.failPending()
-		n.statusMu.Lock()
-		n.changesOver = true
-		n.signalChangeLocked()
-		n.statusMu.Unlock()
-	}()
-	if n.cfg.LeaseReads {
-		// Before the ticker: its k-th fire comes k periods after base or later.
-		n.clock = &nodeClock{base: time.Now(), period: n.tickInterval, maxCatchUp: n.electionTick}
+	defer n.exitLoop()
+	n.startLoop() // before the ticker: the lease clock's base comes first
+	ticker := time.NewTicker(n.tickInterval)
+	defer ticker.Stop()
+	for {
+		var tick, notified bool
+		select {
+		case <-n.done:
+			return
+		case <-ticker.C:
+			tick = true
+		case <-n.notify:
+			notified = true
+		}
+		if !n.pass(tick, notified) {
+			return
+		}
 	}
-	ticks := externalTicks(n.transport) // a Host's groups share its clock (host_clock.go)
-	if ticks == nil {
-		ticker := time.NewTicker(n.tickInterval)
-		defer ticker.Stop()
-		ticks = ticker.C
+}
+
+// startLoop prepares the event loop's first pass.
+func (n *Node) startLoop() {
+	if n.cfg.LeaseReads {
+		// Before the first tick: the k-th tick comes k periods after base
+		// or later (a Host's clock may tick a group sooner the first time,
+		// host_clock.go, which only shortens a lease).
+		n.clock = &nodeClock{base: time.Now(), period: n.tickInterval, maxCatchUp: n.electionTick}
 	}
 	// A leader whose pass left followers without the commit index sends it
 	// once the commit index has stayed put for commitGrace (core.flushCommit):
@@ -788,60 +845,77 @@ func (n *Node) run() {
 	// fires, so that it goes out with the appends that follow. The timer
 	// stays armed while the commit index owed moves (it fires about once per
 	// grace period), so that a pass costs no clock reading. It wakes the loop
-	// through notify: a timer channel in the select below would be added to
-	// and removed from the runtime's timer heap each time the loop blocks.
-	idle := time.AfterFunc(time.Hour, func() {
+	// through wake: a timer channel in run's select would be added to and
+	// removed from the runtime's timer heap each time the loop blocks.
+	n.idle = time.AfterFunc(time.Hour, func() {
 		n.idleFired.Store(true)
 		n.wake()
 	})
-	idle.Stop()
-	defer idle.Stop()
-	idleArmed := false
-	var armedCommit uint64 // the commit index when the timer was armed
-	idleCheck := func() {
-		idleArmed = false
-		if !n.core.commitPending() {
-			return
-		}
-		if c := n.core.status().committed; c != armedCommit {
-			idle.Reset(n.commitGrace)
-			idleArmed, armedCommit = true, c
-			return
-		}
-		n.core.flushCommit()
+	n.idle.Stop()
+}
+
+// exitLoop ends the event loop, for a Close or a fatal error.
+func (n *Node) exitLoop() {
+	n.idle.Stop()
+	// What is queued is still written (a Close is not a crash), but the
+	// messages waiting for it are not sent.
+	n.writer.close()
+	close(n.stopped)
+	n.failPending()
+	n.statusMu.Lock()
+	n.changesOver = true
+	n.signalChangeLocked()
+	n.statusMu.Unlock()
+}
+
+// pass is one turn of the event loop: it takes a tick (tick) and what the
+// inbox holds (notified), carries out what the core asks, and publishes
+// the node's status. It returns false when a fatal error stops the node.
+func (n *Node) pass(tick, notified bool) bool {
+	if tick {
+		n.tickCore()
+		n.ticked = true
+		n.retryReads()
+		n.tickReceiver()
 	}
-	for {
-		select {
-		case <-n.done:
-			return
-		case <-ticks:
-			n.tickCore()
-			n.ticked = true
-			n.retryReads()
-			n.tickReceiver()
-		case <-n.notify:
-			n.drainInbox()
-			if n.idleFired.Swap(false) {
-				idleCheck()
-			}
+	if notified {
+		n.drainInbox()
+		if n.idleFired.Swap(false) {
+			n.idleCheck()
 		}
-		err := n.fatalErr
-		if err == nil {
-			err = n.handleReady()
-		}
-		if err != nil {
-			n.fatal.Store(&err)
-			n.logger.Error("stopping after a fatal error", zap.Error(err))
-			n.updateStatus()
-			return
-		}
+	}
+	err := n.fatalErr
+	if err == nil {
+		err = n.handleReady()
+	}
+	if err != nil {
+		n.fatal.Store(&err)
+		n.logger.Error("stopping after a fatal error", zap.Error(err))
 		n.updateStatus()
-		n.syncQuiesce()
-		if !idleArmed && n.core.commitPending() {
-			idle.Reset(n.commitGrace)
-			idleArmed, armedCommit = true, n.core.status().committed
-		}
+		return false
 	}
+	n.updateStatus()
+	n.syncQuiesce()
+	if !n.idleArmed && n.core.commitPending() {
+		n.idle.Reset(n.commitGrace)
+		n.idleArmed, n.armedCommit = true, n.core.status().committed
+	}
+	return true
+}
+
+// idleCheck runs when the commit flush timer fired: it sends the commit
+// index if it stayed put since the timer was armed, or arms it again.
+func (n *Node) idleCheck() {
+	n.idleArmed = false
+	if !n.core.commitPending() {
+		return
+	}
+	if c := n.core.status().committed; c != n.armedCommit {
+		n.idle.Reset(n.commitGrace)
+		n.idleArmed, n.armedCommit = true, c
+		return
+	}
+	n.core.flushCommit()
 }
 
 // drainInbox feeds everything queued to the core. All proposals that
@@ -1090,9 +1164,31 @@ func (n *Node) enqueueApply(b applyBatch) {
 	n.applyMu.Lock()
 	n.applyQueue = append(n.applyQueue, b)
 	n.applyMu.Unlock()
-	select {
-	case n.applyWake <- struct{}{}:
-	default:
+	n.kickApplier()
+}
+
+// kickApplier has the apply goroutine look at its queue and at the
+// snapshots due; on demand, it starts one if none runs.
+func (n *Node) kickApplier() {
+	if !n.applyOnDemand {
+		select {
+		case n.applyWake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	n.applyMu.Lock()
+	n.applyKicked = true
+	start := !n.applyRunning && !n.applyStopped
+	if start {
+		// applyStopped is set before Close waits: this Add never races
+		// with that Wait.
+		n.applyRunning = true
+		n.applierWG.Add(1)
+	}
+	n.applyMu.Unlock()
+	if start {
+		go n.applyOnDemandLoop()
 	}
 }
 
@@ -1123,31 +1219,62 @@ func (n *Node) sendToApplier(ents []Entry) {
 // releases reads once their index is applied.
 func (n *Node) runApplier() {
 	defer n.applierWG.Done()
-	var waiting []*readWait
 	for {
 		select {
 		case <-n.applyWake:
 		case <-n.done:
 			return
 		}
-		n.applyMu.Lock()
-		batches := n.applyQueue
-		n.applyQueue = nil
-		n.applyMu.Unlock()
-		for i, b := range batches {
-			select {
-			case <-n.done:
-				// Closing: hand the rest back for failApplyQueue.
-				n.applyMu.Lock()
-				n.applyQueue = append(batches[i:], n.applyQueue...)
-				n.applyMu.Unlock()
-				return
-			default:
-			}
-			waiting = n.applyBatch(b, waiting)
+		if !n.applyQueued() {
+			return
 		}
-		n.maybeSnapshot()
 	}
+}
+
+// applyOnDemandLoop is runApplier for a Host's group: it runs while there
+// is work, and exits once there is none, so that an idle group has no
+// goroutine.
+func (n *Node) applyOnDemandLoop() {
+	defer n.applierWG.Done()
+	for {
+		n.applyMu.Lock()
+		if !n.applyKicked || n.applyStopped {
+			n.applyRunning = false
+			n.applyMu.Unlock()
+			return
+		}
+		n.applyKicked = false
+		n.applyMu.Unlock()
+		if !n.applyQueued() {
+			n.applyMu.Lock()
+			n.applyRunning = false
+			n.applyMu.Unlock()
+			return
+		}
+	}
+}
+
+// applyQueued applies the batches queued, then takes a snapshot if one is
+// due (apply goroutine). It returns false when the node is closing.
+func (n *Node) applyQueued() bool {
+	n.applyMu.Lock()
+	batches := n.applyQueue
+	n.applyQueue = nil
+	n.applyMu.Unlock()
+	for i, b := range batches {
+		select {
+		case <-n.done:
+			// Closing: hand the rest back for failApplyQueue.
+			n.applyMu.Lock()
+			n.applyQueue = append(batches[i:], n.applyQueue...)
+			n.applyMu.Unlock()
+			return false
+		default:
+		}
+		n.applyWaiting = n.applyBatch(b, n.applyWaiting)
+	}
+	n.maybeSnapshot()
+	return true
 }
 
 // applyBatch applies one batch and releases the reads it satisfies; it

@@ -78,10 +78,7 @@ func (n *Node) Snapshot(ctx context.Context) error {
 	n.snapMu.Lock()
 	n.snapWaiters = append(n.snapWaiters, done)
 	n.snapMu.Unlock()
-	select {
-	case n.applyWake <- struct{}{}:
-	default:
-	}
+	n.kickApplier()
 	select {
 	case err := <-done:
 		return err
@@ -169,10 +166,7 @@ func (n *Node) writeSnapshot(meta SnapshotMeta, snap Snapshot, waiters []chan er
 		for _, w := range waiters {
 			w <- err
 		}
-		select {
-		case n.applyWake <- struct{}{}: // maybe another is due already
-		default:
-		}
+		n.kickApplier() // maybe another is due already
 	})
 }
 

@@ -32,6 +32,11 @@ import (
 // On a storage that writes inline (MemoryStorage, see inlineWriter) there
 // is no goroutine: the event loop carries out each write itself, at once,
 // through the same ordering code.
+//
+// A writer on demand (a Host's group, whose replicas are mostly idle) has
+// no goroutine while nothing is queued: the first write queued starts one,
+// which exits once the queue is empty, so that an idle group costs no
+// goroutine. A Node's writer keeps its goroutine for its whole life.
 type storageWriter struct {
 	storage Storage
 	inline  bool
@@ -45,6 +50,14 @@ type storageWriter struct {
 	closing bool // no more writes will be queued: finish the queue and exit
 	wake    chan struct{}
 	stopped chan struct{}
+
+	// onDemand: a goroutine runs only while writes are queued (running,
+	// under mu); draining counts it.
+	onDemand bool
+	running  bool
+	draining sync.WaitGroup
+	// failed is the error that stopped the writer (its goroutine's).
+	failed error
 }
 
 // diskOp is one queued write: a Save, or a Compact.
@@ -69,10 +82,17 @@ type inlineWriter interface {
 	writesInline() bool
 }
 
-func newStorageWriter(storage Storage, durable func(seq uint64, err error)) *storageWriter {
+// newStorageWriter returns the writer of storage; with onDemand, its
+// goroutine runs only while writes are queued.
+func newStorageWriter(storage Storage, durable func(seq uint64, err error), onDemand bool) *storageWriter {
 	w := &storageWriter{storage: storage, durable: durable, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	if s, ok := storage.(inlineWriter); ok && s.writesInline() {
 		w.inline = true
+		close(w.stopped)
+		return w
+	}
+	if onDemand {
+		w.onDemand = true
 		close(w.stopped)
 		return w
 	}
@@ -114,7 +134,18 @@ func (w *storageWriter) compact(index, term uint64) error {
 func (w *storageWriter) push(op diskOp) {
 	w.mu.Lock()
 	w.queue = append(w.queue, op)
+	start := w.onDemand && !w.running
+	if start {
+		// The event loop alone pushes, and close comes after its last
+		// push: this Add never races with close's Wait.
+		w.running = true
+		w.draining.Add(1)
+	}
 	w.mu.Unlock()
+	if start {
+		go w.drain()
+		return
+	}
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -135,12 +166,12 @@ func (w *storageWriter) close() {
 	case w.wake <- struct{}{}:
 	default:
 	}
+	w.draining.Wait()
 	<-w.stopped
 }
 
 func (w *storageWriter) run() {
 	defer close(w.stopped)
-	var failed error
 	for {
 		<-w.wake
 		for {
@@ -154,8 +185,26 @@ func (w *storageWriter) run() {
 				}
 				break
 			}
-			failed = w.carryOut(ops, failed)
+			w.failed = w.carryOut(ops, w.failed)
 		}
+	}
+}
+
+// drain is the goroutine of a writer on demand: it carries out what is
+// queued, and exits once nothing is.
+func (w *storageWriter) drain() {
+	defer w.draining.Done()
+	for {
+		w.mu.Lock()
+		ops := w.queue
+		w.queue = nil
+		if len(ops) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		w.failed = w.carryOut(ops, w.failed)
 	}
 }
 

@@ -23,7 +23,7 @@ type durableReport struct {
 func newTestWriter(t *testing.T, st Storage) (*storageWriter, chan durableReport) {
 	t.Helper()
 	reports := make(chan durableReport, 100)
-	w := newStorageWriter(st, func(seq uint64, err error) { reports <- durableReport{seq, err} })
+	w := newStorageWriter(st, func(seq uint64, err error) { reports <- durableReport{seq, err} }, false)
 	require.False(t, w.inline, "a mock storage is written on the writer's goroutine")
 	return w, reports
 }
