@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -505,9 +506,17 @@ func TestMetrics_ProposalLoopAllocatesNoMoreWithMetrics(t *testing.T) {
 		}
 		return testing.AllocsPerRun(2000, propose)
 	}
-	off := perProposal(nil)
-	on := perProposal(newMetricsReader(t).provider)
-	t.Logf("allocations per proposal: %.2f without metrics, %.2f with", off, on)
+	// AllocsPerRun counts the whole process's allocations, the followers'
+	// and the timers' too, and how many of those land in a run depends on
+	// timing (heartbeats, idle commit flushes): on a loaded machine a run
+	// can count one more. Timing only adds, so the least of a few
+	// alternated runs of each is what the proposal path itself costs.
+	off, on := math.Inf(1), math.Inf(1)
+	for range 3 {
+		off = min(off, perProposal(nil))
+		on = min(on, perProposal(newMetricsReader(t).provider))
+	}
+	t.Logf("allocations per proposal (least of 3 runs): %.2f without metrics, %.2f with", off, on)
 	assert.Less(t, on, off+0.5, "metrics add allocations to the proposal path")
 }
 
