@@ -66,6 +66,11 @@ type simHostOptions struct {
 	// reported done too, so their acknowledgments go out before they are
 	// on the disk.
 	ackQueuedEarly bool
+	// hardStatesFirst breaks the layout of a host write that holds several
+	// groups' Saves: every Save's hard-state record first, then every
+	// Save's entries, so that a torn host write can keep a group's commit
+	// index over entries it lost.
+	hardStatesFirst bool
 	// ackBeforeDurable is the single-group simulator's broken rule:
 	// acknowledgments and votes leave before what they promise is durable.
 	ackBeforeDurable bool
@@ -114,7 +119,9 @@ type simHost struct {
 	// batch is the host write in flight, done at batchDone.
 	batch     []simPiece
 	batchDone int
-	crashDue  bool
+	// crashDue is a replica whose pending write the host is to lose
+	// power in the middle of, once a host write holds it.
+	crashDue *simNode
 }
 
 type simReplica struct {
@@ -274,10 +281,10 @@ func (h *simHosts) flush(n *simNode) {
 	}
 }
 
-// crashSoon crashes n's host once the current step's processing is done:
-// power fails while n writes.
+// crashSoon crashes n's host once a host write holds n's last write:
+// power fails in the middle of it.
 func (h *simHosts) crashSoon(n *simNode) {
-	h.hostOf(h.groupOf(n), n).crashDue = true
+	h.hostOf(h.groupOf(n), n).crashDue = n
 }
 
 func (h *simHosts) upHosts() []*simHost {
@@ -319,7 +326,7 @@ func (h *simHosts) crash(host *simHost) {
 		n.gen++
 		r.g.stats.crashes++
 	}
-	host.up, host.batch, host.queue, host.crashDue = false, nil, nil, false
+	host.up, host.batch, host.queue, host.crashDue = false, nil, nil, nil
 	h.stats.hostCrashes++
 }
 
@@ -357,25 +364,53 @@ func (h *simHosts) tear(host *simHost) string {
 		return "its write lost (one record)"
 	}
 	keep := 1 + h.rng.Intn(total-1)
-	survived, lost := map[int]bool{}, map[int]bool{}
+	// Which records of each Save are in the first keep of the stream.
+	keptHS, keptEntries := make([]bool, len(saves)), make([]int, len(saves))
+	hardStatesFirst := h.opts.hardStatesFirst && len(saves) > 1
 	left := keep
+	for i, sv := range saves {
+		if hardStatesFirst {
+			break
+		}
+		keptEntries[i] = min(left, len(sv.entries))
+		left -= keptEntries[i]
+		if sv.hs != sv.stored && left > 0 {
+			keptHS[i] = true
+			left--
+		}
+	}
+	if hardStatesFirst {
+		for i, sv := range saves {
+			if sv.hs != sv.stored && left > 0 {
+				keptHS[i] = true
+				left--
+			}
+		}
+		for i, sv := range saves {
+			keptEntries[i] = min(left, len(sv.entries))
+			left -= keptEntries[i]
+		}
+	}
+	survived, lost := map[int]bool{}, map[int]bool{}
 	for i, p := range host.batch {
 		sv := saves[i]
-		var err error
-		switch {
-		case left >= sv.records:
-			err = p.n.store.Save(sv.hs, sv.entries)
+		hs := sv.stored
+		if keptHS[i] {
+			hs = sv.hs
+		}
+		kept := keptEntries[i]
+		if keptHS[i] {
+			kept++
+		}
+		if kept > 0 {
+			if err := p.n.store.Save(hs, sv.entries[:keptEntries[i]]); err != nil {
+				h.t.Fatalf("%v", h.fail(p.g, fmt.Sprintf("node %d: torn save: %v", p.n.id, err)))
+			}
 			survived[p.g.group] = true
-		case left > 0:
-			err = p.n.store.Save(sv.stored, sv.entries[:min(left, len(sv.entries))])
-			survived[p.g.group], lost[p.g.group] = true, true
-		default:
+		}
+		if kept < sv.records {
 			lost[p.g.group] = true
 		}
-		if err != nil {
-			h.t.Fatalf("%v", h.fail(p.g, fmt.Sprintf("node %d: torn save: %v", p.n.id, err)))
-		}
-		left -= min(left, sv.records)
 	}
 	h.stats.tornWrites++
 	across := false
@@ -513,11 +548,13 @@ func (h *simHosts) processAll() error {
 		}
 	}
 	for _, host := range h.hosts {
-		if host.crashDue {
-			host.crashDue = false
-			if host.up && len(h.upHosts()) > len(h.hosts)/2+1 {
-				h.crash(host)
-			}
+		n := host.crashDue
+		switch {
+		case n == nil || !host.up:
+		case len(n.writes) == 0 || len(h.upHosts()) <= len(h.hosts)/2+1:
+			host.crashDue = nil // written already, or too many hosts down
+		case host.inflight(n) == len(n.writes):
+			h.crash(host)
 		}
 	}
 	return nil
@@ -662,6 +699,9 @@ func TestSimHostsCatchesBrokenRules(t *testing.T) {
 	}{
 		{"a Save queued behind the host write in flight is acknowledged when that write is durable", simHostOptions{ackQueuedEarly: true}, 25},
 		{"acknowledgments and votes sent before the shared write that holds them is durable", simHostOptions{ackBeforeDurable: true}, 2},
+		// A torn host write must fall on a shared write holding a Save
+		// that replaces a conflicting suffix: rarer (5 seeds in 1,500).
+		{"a host write of several groups' Saves lays out their hard states before their entries", simHostOptions{hardStatesFirst: true}, 546},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -671,7 +711,7 @@ func TestSimHostsCatchesBrokenRules(t *testing.T) {
 			}
 			for _, seed := range seeds {
 				opts := simHostSeedOptions(seed)
-				opts.ackQueuedEarly, opts.ackBeforeDurable = tc.opts.ackQueuedEarly, tc.opts.ackBeforeDurable
+				opts.ackQueuedEarly, opts.ackBeforeDurable, opts.hardStatesFirst = tc.opts.ackQueuedEarly, tc.opts.ackBeforeDurable, tc.opts.hardStatesFirst
 				h := newSimHosts(t, seed, opts)
 				// A broken rule also stalls groups (a leader believes a
 				// replica holds entries it lost); what must be caught is
