@@ -119,7 +119,7 @@ type simHost struct {
 	// batch is the host write in flight, done at batchDone.
 	batch     []simPiece
 	batchDone int
-	// crashDue is a replica whose pending write the host is to lose
+	// crashDue, when set, is a replica whose last write the host loses
 	// power in the middle of, once a host write holds it.
 	crashDue *simNode
 }
@@ -129,8 +129,8 @@ type simReplica struct {
 	n *simNode
 }
 
-// simPiece is one replica's part of a host write: its first writes
-// pending writes, coalesced into one Save.
+// simPiece is one replica's part of a host write: the first `writes` of
+// its pending writes, coalesced into one Save.
 type simPiece struct {
 	simReplica
 	writes int
