@@ -595,6 +595,8 @@ func (h *simHosts) heal() error {
 	h.cut, h.drop, h.dup, h.delay = map[[2]int]bool{}, 0, 0, 5
 	h.applyNet()
 	for _, host := range h.hosts {
+		// A power loss still waiting for its write is a fault too.
+		host.crashDue = nil
 		if !host.up {
 			h.restart(host)
 		}
