@@ -151,6 +151,12 @@ type sim struct {
 	staleRead string
 
 	trace []string
+
+	// hosts, in the multi-group simulator (sim_host_test.go), runs this
+	// sim as group number group over shared hosts: the nodes' writes go
+	// to their host's shared disk.
+	hosts *simHosts
+	group int
 }
 
 type simStats struct {
@@ -202,6 +208,9 @@ func (s *sim) clockPeriod(draw int) int {
 
 func (s *sim) logf(format string, args ...any) {
 	line := fmt.Sprintf("%5d ", s.step) + fmt.Sprintf(format, args...)
+	if s.hosts != nil {
+		line = fmt.Sprintf("%5d g%d ", s.step, s.group) + fmt.Sprintf(format, args...)
+	}
 	if *simTraceFlag {
 		s.t.Log(line)
 	}
@@ -213,6 +222,9 @@ func (s *sim) logf(format string, args ...any) {
 
 // fail reports a broken invariant with the seed and the end of the trace.
 func (s *sim) fail(format string, args ...any) error {
+	if s.hosts != nil {
+		return s.hosts.fail(s, fmt.Sprintf(format, args...))
+	}
 	return fmt.Errorf("seed %d, step %d: %s\nreplay: go test -run 'TestSim$' -seed=%d -simtrace -v\nlast steps:\n%s",
 		s.seed, s.step, fmt.Sprintf(format, args...), s.seed, strings.Join(s.trace[max(0, len(s.trace)-60):], "\n"))
 }
@@ -374,10 +386,18 @@ func (s *sim) process(n *simNode) error {
 				// Power fails while the node overwrites a conflicting suffix
 				// or writes entries of a term it has just learned: the writes
 				// most exposed to a torn record order.
-				s.schedule(simEvent{at: s.step, kind: evCrash, node: n, gen: n.gen})
+				if s.hosts != nil {
+					s.hosts.crashSoon(n)
+				} else {
+					s.schedule(simEvent{at: s.step, kind: evCrash, node: n, gen: n.gen})
+				}
 			}
 			n.writes = append(n.writes, simWrite{hs: rd.hardState, entries: slices.Clone(rd.entries), msgs: late})
 			n.lastHS = rd.hardState
+			if s.hosts != nil {
+				s.hosts.queued(n)
+				break
+			}
 			n.writeDone = max(n.writeDone, s.step) + 1 + s.rng.Intn(4)
 			if s.opts.slowWrites && s.rng.Intn(8) == 0 {
 				// A slow fsync: the write stays in flight while messages
@@ -469,6 +489,9 @@ func (s *sim) snapshots(n *simNode, rd ready) error {
 		}
 		meta := SnapshotMeta{Index: m.Index, Term: m.LogTerm, Members: members, Outgoing: outgoing}
 		// Earlier writes reach the disk first, in order.
+		if s.hosts != nil {
+			s.hosts.flush(n)
+		}
 		for len(n.writes) > 0 {
 			s.completeWrite(n, true)
 		}
