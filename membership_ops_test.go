@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,4 +332,45 @@ func TestCluster_LeaderMetadataRedirectsClients(t *testing.T) {
 			assert.NotEmpty(t, m.Meta["http"], "member %d", m.ID)
 		}
 	}
+}
+
+// A membership change asked of a leader elected a moment ago, before it has
+// committed an entry of its term (which Raft requires first, dissertation
+// §4.1), waits for that entry instead of failing with ErrMembershipChange:
+// the caller has just seen the leader elected and no other change is under
+// way. Here the new leader's first entry cannot commit until the test lets
+// the answers to its appends through.
+func TestCluster_ChangeOnANewLeaderWaitsForItsFirstCommit(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := c.waitLeader()
+	next := old%3 + 1
+	var hold atomic.Bool
+	hold.Store(true)
+	c.net.setFilter(func(from uint64, m *Message) inmemVerdict {
+		if hold.Load() && m.Type == MsgAppendResp && m.To == next {
+			return inmemDropSilently
+		}
+		return inmemPass
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, c.nodes[old].TransferLeadership(ctx, next))
+	require.Eventually(t, func() bool { return c.nodes[next].Status().Role == Leader }, 10*time.Second, time.Millisecond)
+	require.Less(t, c.nodes[next].Status().CommitIndex, c.nodes[next].Status().LastIndex, "the new leader's first entry is not committed")
+
+	done := make(chan error, 1)
+	go func() { done <- c.nodes[next].AddLearner(ctx, 4, "") }()
+	select {
+	case err := <-done:
+		t.Fatalf("the change returned before the leader's first commit: %v", err)
+	case <-time.After(200 * time.Millisecond): // it must still be waiting
+	}
+	hold.Store(false)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("the change did not complete once the leader could commit")
+	}
+	assert.Len(t, c.nodes[next].Status().Members, 4)
 }

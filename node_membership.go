@@ -25,7 +25,9 @@ import (
 // ErrInvalidConfig. Fails with a *NotLeaderError off the leader,
 // ErrMembershipChange while another change is uncommitted,
 // ErrTransferInProgress during a leadership transfer, and ErrRemoved on a
-// node removed from the cluster.
+// node removed from the cluster. On a leader elected a moment ago it first
+// waits (within ctx) until the leader has committed an entry of its term,
+// which Raft requires before a change.
 func (n *Node) AddVoter(ctx context.Context, id uint64, addr string) error {
 	return n.changeMembers(ctx, addMember(id, addr, false))
 }
@@ -173,7 +175,17 @@ func (n *Node) changeMembers(ctx context.Context, edits ...membershipEdit) error
 	var p *Proposal
 	var joint bool
 	var err error
-	if cerr := n.call(ctx, func() {
+	decided := make(chan struct{})
+	// attempt runs on the event loop. A leader elected a moment ago may not
+	// change the configuration until it has committed an entry of its own
+	// term (dissertation §4.1, the fix to single-server changes); that is
+	// a matter of one round trip, so the change waits for it rather than
+	// fail with ErrMembershipChange, which would tell a caller that has
+	// just seen the leader elected that some other change is under way.
+	attempt := func() bool {
+		if n.core.leaderSettling() {
+			return false
+		}
 		var changed bool
 		var index, term uint64
 		index, term, changed, err = n.core.changeMembers(edits...)
@@ -184,8 +196,24 @@ func (n *Node) changeMembers(ctx context.Context, edits ...membershipEdit) error
 			n.pendingProps = append(n.pendingProps, p)
 			joint = n.core.status().outgoing != nil
 		}
+		close(decided)
+		return true
+	}
+	if cerr := n.call(ctx, func() {
+		if !attempt() {
+			n.watchers = append(n.watchers, func() bool {
+				return ctx.Err() != nil || attempt()
+			})
+		}
 	}); cerr != nil {
 		return cerr
+	}
+	select {
+	case <-decided:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return n.stopErr()
 	}
 	if err != nil || p == nil {
 		return err

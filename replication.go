@@ -78,6 +78,12 @@ func (c *core) committedInTerm() bool {
 	return t == c.term
 }
 
+// leaderSettling reports whether this node leads but has not yet committed
+// an entry of its term, before which it refuses membership changes.
+func (c *core) leaderSettling() bool {
+	return c.role == Leader && !c.committedInTerm()
+}
+
 // appendLeaderEntries stamps ents with the next indexes and the current
 // term and appends them to the leader's log.
 func (c *core) appendLeaderEntries(ents ...Entry) {
