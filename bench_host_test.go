@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,36 +194,14 @@ func benchHostGroups(b *testing.B, tcp, shared bool, groups, proposers, cmdSize 
 	defer c.close()
 	cmd := make([]byte, cmdSize)
 	b.SetBytes(int64(cmdSize))
-	var next atomic.Int64
 	lat := make([]time.Duration, b.N)
-	var wg sync.WaitGroup
 	stopHeap, peakHeap := sampleHeap()
 	b.ResetTimer()
 	syncs0, syncNs0 := c.syncs.Load(), c.syncNs.Load()
 	wait0, waitOK := runQueueWait()
 	cpu0, cpuOK := processCPU()
 	start := time.Now()
-	for _, leader := range c.leaders {
-		for range proposers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(b.N) {
-						return
-					}
-					t0 := time.Now()
-					if _, err := leader.Propose(context.Background(), cmd); err != nil {
-						b.Error(err)
-						return
-					}
-					lat[i] = time.Since(t0)
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	proposeConcurrently(b, c.leaders, proposers, cmd, lat)
 	elapsed := time.Since(start)
 	cpu1, _ := processCPU()
 	wait1, _ := runQueueWait()

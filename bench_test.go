@@ -413,6 +413,35 @@ func reportApplyLag(b *testing.B, sms []*applyTimes, leader uint64) {
 	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds()), "lag-p99-µs")
 }
 
+// proposeConcurrently shares b.N proposals of cmd among perLeader
+// goroutines on each of leaders, and records the latency of proposal i
+// (from the call to the Apply result) in lat[i].
+func proposeConcurrently(b *testing.B, leaders []*Node, perLeader int, cmd []byte, lat []time.Duration) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for _, leader := range leaders {
+		for range perLeader {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(b.N) {
+						return
+					}
+					t0 := time.Now()
+					if _, err := leader.Propose(context.Background(), cmd); err != nil {
+						b.Error(err)
+						return
+					}
+					lat[i] = time.Since(t0)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
 // benchProposeFrom is the measuring loop: proposers goroutines share b.N
 // proposals of cmdSize bytes on leader. Besides ops/s and the latencies it
 // reports the command payload committed per second (MB/s, through
@@ -420,32 +449,12 @@ func reportApplyLag(b *testing.B, sms []*applyTimes, leader uint64) {
 func benchProposeFrom(b *testing.B, leader *Node, proposers, cmdSize int) {
 	cmd := make([]byte, cmdSize)
 	b.SetBytes(int64(cmdSize))
-	var next atomic.Int64
 	lat := make([]time.Duration, b.N)
-	var wg sync.WaitGroup
 	stopHeap, peakHeap := sampleHeap()
 	b.ResetTimer()
 	cpu0, cpuOK := processCPU()
 	start := time.Now()
-	for range proposers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if _, err := leader.Propose(context.Background(), cmd); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[i] = time.Since(t0)
-			}
-		}()
-	}
-	wg.Wait()
+	proposeConcurrently(b, []*Node{leader}, proposers, cmd, lat)
 	elapsed := time.Since(start)
 	cpu1, _ := processCPU()
 	b.StopTimer()
