@@ -108,6 +108,10 @@ type Config struct {
 	// at once with ErrBusy rather than growing memory without bound.
 	// MaxUncommittedEntries also bounds the entries not yet applied by this
 	// leader's StateMachine, so a slow Apply pushes back on proposers too.
+	// That bound is a count only: entries that the followers committed while
+	// this leader's disk or Apply lags are not counted in
+	// MaxUncommittedBytes, so with large commands lower
+	// MaxUncommittedEntries too (1024 entries of 64 KiB are 64 MiB).
 	// Defaults 65536 entries and 64 MiB.
 	MaxUncommittedEntries uint64
 	MaxUncommittedBytes   uint64

@@ -86,7 +86,8 @@ type HostConfig struct {
 	// and writing to storage happen off the workers, as for a Node. Default
 	// runtime.GOMAXPROCS(0), which keeps every CPU busy when many groups
 	// are; more help only when a pass waits for a device (a compaction
-	// after a snapshot), which holds its worker meanwhile.
+	// after a snapshot), which holds its worker meanwhile. Negative is
+	// invalid.
 	Workers int
 	// Logger receives the host's logs and, for a group whose Config has no
 	// Logger, the group's, with the group's ID as a field. Default
