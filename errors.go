@@ -81,6 +81,11 @@ var (
 	// ErrGroupExists: Host.StartGroup was given the ID of a group that
 	// already runs on the host (Host.Group returns its Node).
 	ErrGroupExists = errors.New("raft: the group already runs on this host")
+	// ErrTooLarge: Propose refused a command larger than the node's
+	// transport can carry (for TCPTransport, one entry must fit in
+	// TCPConfig.MaxFrameSize); nothing was appended. Raise the limit or
+	// split the command.
+	ErrTooLarge = errors.New("raft: command too large for the transport")
 	// ErrUnknownGroup: Host.StopGroup was given the ID of a group that does
 	// not run on the host (never started, or stopped already).
 	ErrUnknownGroup = errors.New("raft: no such group on this host")

@@ -754,3 +754,20 @@ func TestHost_SingleNodeTransportAndHostRefuseEachOther(t *testing.T) {
 	assert.Zero(t, tr.Stats().Received, "nothing crossed")
 	assert.Zero(t, h.Stats().TCP.Received)
 }
+
+// A group's Node refuses a command larger than the host's frames carry,
+// as a single Node over TCPTransport does.
+func TestHost_TCP_RefusesACommandNoFrameCanCarry(t *testing.T) {
+	c := newHostCluster(t, 3, true)
+	c.foundGroup(1, 1, 2, 3)
+	leader := c.waitLeaders([]uint64{1})[1]
+	n := c.node(1, leader)
+	limit := n.maxCommand
+	require.Greater(t, limit, DefaultTCPMaxFrameSize-256)
+	require.Less(t, limit, DefaultTCPMaxFrameSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := n.Propose(ctx, make([]byte, limit+1))
+	require.ErrorIs(t, err, ErrTooLarge)
+	c.propose(1, "g1/after")
+}

@@ -37,6 +37,16 @@ type tcpHostLink struct{ *TCPTransport }
 
 func (l tcpHostLink) close() error { return l.Close() }
 
+// maxCommandSize is what the host's TCPTransport carries in one frame
+// (see TCPTransport.maxCommandSize); a group's Node asks it through its
+// groupTransport.
+func (g *groupTransport) maxCommandSize() int {
+	if l, ok := g.host.link.(tcpHostLink); ok {
+		return l.maxCommandSize()
+	}
+	return 0
+}
+
 // inmemHostLink is a Host's endpoint on an InmemNetwork.
 type inmemHostLink struct{ *inmemEndpoint }
 

@@ -145,6 +145,9 @@ type Node struct {
 	// The first Shutdown hands leadership over; concurrent ones wait for it.
 	shutdownOnce sync.Once
 	handedOff    chan struct{} // closed when the first Shutdown's hand-off is over
+	// maxCommand is the largest command the transport carries (0: no
+	// limit); Propose refuses larger ones (ErrTooLarge).
+	maxCommand int
 }
 
 // applyBatch is work for the apply goroutine: committed entries in order,
@@ -237,6 +240,7 @@ func NewNode(cfg Config, sm StateMachine, storage Storage, transport Transport) 
 		electionTick: electionTicks,
 		notify:       make(chan struct{}, 1),
 		maxInbox:     cfg.MaxInboundMessages,
+		maxCommand:   maxCommandSize(transport),
 		applyWake:    make(chan struct{}, 1),
 		done:         make(chan struct{}),
 		stopped:      make(chan struct{}),
@@ -539,7 +543,9 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 // the leader hands leadership over, ErrBusy when too much is uncommitted or
 // unapplied, ErrRemoved on a node removed from the cluster, ErrClosed
 // after Close, and ErrStopped (wrapping the cause) after a fatal error. In
-// each of these cases nothing was appended.
+// each of these cases nothing was appended. A command larger than the
+// transport can carry (over TCPTransport, about TCPConfig.MaxFrameSize) is
+// refused with ErrTooLarge, on any node.
 func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 	return n.proposeAsync(context.Background(), cmd)
 }
@@ -548,6 +554,12 @@ func (n *Node) ProposeAsync(cmd []byte) (*Proposal, error) {
 // loop took the proposal; the command may then still be appended.
 func (n *Node) proposeAsync(ctx context.Context, cmd []byte) (*Proposal, error) {
 	if err := n.serving(); err != nil {
+		n.metrics.proposalsFailedBy(err, 1)
+		return nil, err
+	}
+	if n.maxCommand > 0 && len(cmd) > n.maxCommand {
+		err := fmt.Errorf("%w: a command of %d bytes; the transport carries commands of at most %d bytes (TCPConfig.MaxFrameSize less the framing)",
+			ErrTooLarge, len(cmd), n.maxCommand)
 		n.metrics.proposalsFailedBy(err, 1)
 		return nil, err
 	}

@@ -29,8 +29,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -535,6 +537,23 @@ func (t *TCPTransport) sendGroup(group uint64, msgs []Message) {
 	addIf(&t.stats.droppedUnknownPeer, unknown)
 	addIf(&t.stats.droppedTooLarge, tooLarge)
 	addIf(&t.stats.droppedQueueFull, full)
+}
+
+// maxCommandSize is the largest command an append of this transport can
+// carry alone: MaxFrameSize less the most an append with one entry can
+// take besides the command (every number at its longest, and the group ID
+// in host mode). The Node refuses larger commands at Propose (ErrTooLarge):
+// an entry that no frame can carry would stop replication, and with it
+// every later commit, for good.
+func (t *TCPTransport) maxCommandSize() int {
+	const most = math.MaxUint64
+	probe := Message{Type: MsgAppend, From: most, To: most, Term: most, Index: most, LogTerm: most, Commit: most,
+		HintIndex: most, HintTerm: most, Context: most, Origin: most, Entries: []Entry{{Index: most, Term: most}}}
+	overhead := probe.EncodedSize() + binary.MaxVarintLen64 // the command's length, at its longest
+	if t.host {
+		overhead += binary.MaxVarintLen64
+	}
+	return t.cfg.MaxFrameSize - overhead
 }
 
 // laneFor picks the lane of a message whose encoding takes size bytes.

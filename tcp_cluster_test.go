@@ -370,3 +370,29 @@ func benchTCPCluster(b *testing.B, voters int, newStorage func(id uint64) Storag
 	}
 	return leader, stop
 }
+
+// A command larger than one frame can carry is refused at Propose with
+// ErrTooLarge, on the leader and on a follower alike: appended, it would
+// never reach a follower and every later commit would wait behind it. The
+// largest command allowed commits over TCP, and the cluster goes on.
+func TestTCPClusterRefusesACommandNoFrameCanCarry(t *testing.T) {
+	const frame = 64 << 10
+	c := newTCPClusterTuned(t, 3, nil, nil, func(_ uint64, cfg *TCPConfig) { cfg.MaxFrameSize = frame })
+	leader := c.waitLeader()
+	follower := leader%3 + 1
+	limit := c.nodes[leader].maxCommand
+	require.Greater(t, limit, frame-256, "the framing takes little")
+	require.Less(t, limit, frame)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range []uint64{leader, follower} {
+		_, err := c.nodes[id].Propose(ctx, make([]byte, limit+1))
+		require.ErrorIs(t, err, ErrTooLarge, "node %d", id)
+		assert.ErrorContains(t, err, fmt.Sprint(limit+1))
+	}
+	_, err := c.nodes[leader].Propose(ctx, bytes.Repeat([]byte{'x'}, limit))
+	require.NoError(t, err, "the largest command allowed commits")
+	last := c.propose("after")
+	c.waitAllApplied(last)
+	assert.Zero(t, c.transports[leader].Stats().DroppedTooLarge)
+}

@@ -258,3 +258,17 @@ func (r *lossReports) wantsIn(group uint64, m *Message) bool {
 	r.more[key] = struct{}{}
 	return true
 }
+
+// commandLimited is implemented by the transports that cannot carry an
+// entry above some size (TCPTransport: one append must fit in a frame).
+type commandLimited interface {
+	maxCommandSize() int
+}
+
+// maxCommandSize is the largest command t carries, or 0 for no limit.
+func maxCommandSize(t Transport) int {
+	if l, ok := t.(commandLimited); ok {
+		return max(l.maxCommandSize(), 0)
+	}
+	return 0
+}
