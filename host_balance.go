@@ -213,9 +213,11 @@ func (n *Node) electionTimeout() time.Duration { return n.cfg.ElectionTimeout }
 // run at once; a group whose transfer failed is not tried again in the same
 // call, nor a host to which three transfers in a row failed.
 //
-// A leader's view of its followers is as of its last tick, so a group whose
-// leader was elected a moment ago may not show a follower caught up yet:
-// it is left for a later call (BalanceResult.Unplaced counts it).
+// A leader's view of its followers is as of its last tick (Status.Progress),
+// so a group whose leader was elected a moment ago, and shows its
+// followers at Match 0 until it ticks after their answers, has no follower
+// caught up yet: it is left for a later call (BalanceResult.Unplaced counts
+// it). Wait until its Status shows them caught up to have one call move it.
 //
 // Call it on every host, now and then (or set HostConfig.BalanceInterval):
 // each host only gives leadership away, never takes it, and only while it

@@ -80,6 +80,8 @@ func (c *hostCluster) leadAllFrom(host uint64, ids []uint64) {
 // each follower holding its whole log and heard from within a few
 // heartbeats: what BalanceLeaders asks of a follower before it hands it
 // leadership, which a leader elected a moment ago does not show yet.
+// Every other member must be in the leader's Progress: a member it lacks
+// is not shown caught up.
 func (c *hostCluster) waitCaughtUp(host uint64, ids []uint64) {
 	c.t.Helper()
 	require.Eventually(c.t, func() bool {
@@ -89,7 +91,7 @@ func (c *hostCluster) waitCaughtUp(host uint64, ids []uint64) {
 				return false
 			}
 			st := n.Status()
-			if st.Role != Leader {
+			if st.Role != Leader || len(st.Progress) != len(st.Members)-1 {
 				return false
 			}
 			for _, pr := range st.Progress {
@@ -219,6 +221,62 @@ func TestHost_Inmem_BalanceLeadersSpreadsAndConverges(t *testing.T) {
 
 func TestHost_TCP_BalanceLeadersSpreadsAndConverges(t *testing.T) {
 	testBalanceSpreadsAndConverges(t, true, 12)
+}
+
+// TestHost_LeaderStatusListsTheMembersFromItsElection: the first Status in
+// which a replica shows itself leader already lists every other member in
+// Progress: a new leader's view is published with its role, not at its
+// first tick (up to a tick later, which left waitCaughtUp, and any caller
+// looping over Progress, seeing a leader with no follower to check, so
+// all of them caught up). Leadership
+// goes round the three hosts a few times, each new leader watched from
+// before the transfer.
+func TestHost_LeaderStatusListsTheMembersFromItsElection(t *testing.T) {
+	c, _ := newBalanceCluster(t, false, 1, 0)
+	leader := uint64(1)
+	for round := 0; round < 6; round++ {
+		to := leader%3 + 1
+		n := c.node(1, to)
+		first := make(chan Status, 1)
+		stop := make(chan struct{})
+		go func() {
+			for {
+				ch := n.Changed()
+				if st := n.Status(); st.Role == Leader {
+					first <- st
+					return
+				}
+				select {
+				case <-ch:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.node(1, leader).TransferLeadership(ctx, to)
+		cancel()
+		var st Status
+		select {
+		case st = <-first:
+		case <-time.After(10 * time.Second):
+		}
+		close(stop)
+		require.NoError(t, err, "round %d: transfer from host %d to host %d", round, leader, to)
+		require.Equal(t, Leader, st.Role, "round %d: host %d does not show itself leader", round, to)
+		var ids []uint64
+		for _, pr := range st.Progress {
+			ids = append(ids, pr.ID)
+		}
+		var want []uint64
+		for _, m := range st.Members {
+			if m.ID != to {
+				want = append(want, m.ID)
+			}
+		}
+		require.Equal(t, want, ids, "round %d: host %d's first Status as leader (term %d): %+v", round, to, st.Term, st.Progress)
+		leader = to
+	}
 }
 
 // TestHost_BalanceLeadersHostsSeeDifferentGroups: five hosts, each group on

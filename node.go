@@ -117,7 +117,7 @@ type Node struct {
 
 	statusMu sync.Mutex
 	status   Status
-	progress []MemberProgress // the leader's view of the members, as of the last tick; replaced, never modified
+	progress []MemberProgress // the leader's view of the members, as of the last tick or change of leadership or configuration; replaced, never modified
 	// changed is closed at the next change of what Changed covers, and
 	// replaced by nil; it is made only when someone asks (Changed), so
 	// that nobody pays for it when nobody listens. statusKey is that state
@@ -1444,6 +1444,13 @@ func (n *Node) updateStatus() {
 		n.progress = nil
 	case n.ticked:
 		n.progress = progress
+	case key.role != n.statusKey.role || key.term != n.statusKey.term || key.configIndex != n.statusKey.configIndex:
+		// A leader elected in this pass, or with a new configuration, has
+		// not ticked since: its view of the members is published now, so
+		// that a Status showing a leader lists every member (an empty
+		// Progress would read as "every follower caught up" to a check
+		// over it).
+		n.progress = n.core.progressStatus(n.tickInterval)
 	}
 	n.ticked = false
 	if key != n.statusKey {

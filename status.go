@@ -85,8 +85,11 @@ type Status struct {
 	// Progress is, on the leader, what it knows of every other member's
 	// log (and of members being removed that it still sends to), sorted by
 	// ID, as of its last tick (the shorter of HeartbeatInterval and a tenth
-	// of ElectionTimeout). Use it to see that a learner has caught up
-	// before promoting it. nil on other nodes.
+	// of ElectionTimeout), or of its election or last configuration change
+	// if it has not ticked since: a leader lists every member from the
+	// Status in which it first shows itself leader, at Match 0 until it
+	// ticks after their answers (Raft Figure 2). Use it to see that a
+	// learner has caught up before promoting it. nil on other nodes.
 	Progress []MemberProgress `json:"progress,omitempty"`
 	// Removed reports that this node applied a configuration that removed
 	// it from the cluster: it no longer takes part, and Propose,
