@@ -106,13 +106,10 @@ type Config struct {
 	// MaxUncommittedEntries and MaxUncommittedBytes bound the proposals the
 	// leader holds in its log before they commit; beyond them a proposal fails
 	// at once with ErrBusy rather than growing memory without bound.
-	// MaxUncommittedEntries also bounds the entries not yet applied by this
-	// leader's StateMachine, so a slow Apply pushes back on proposers too.
-	// That bound is a count only: entries that the followers committed while
-	// this leader's disk or Apply lags are not counted in
-	// MaxUncommittedBytes, so with large commands lower
-	// MaxUncommittedEntries too (1024 entries of 64 KiB are 64 MiB).
-	// Defaults 65536 entries and 64 MiB.
+	// Both also bound what waits to be applied by this leader's
+	// StateMachine (entries, and the bytes of its own proposals), so that a
+	// slow Apply or a slow disk here pushes back on proposers too, even
+	// while the followers commit. Defaults 65536 entries and 64 MiB.
 	MaxUncommittedEntries uint64
 	MaxUncommittedBytes   uint64
 	// MaxInboundMessages bounds the messages queued for the event loop; when

@@ -34,10 +34,9 @@ var (
 	// an error that also wraps ErrCorrupt.
 	ErrNewerVersion = errors.New("raft: written by a newer version of the library")
 	// ErrBusy: the leader already holds as many uncommitted entries or bytes
-	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow, or
-	// MaxUncommittedEntries entries wait to be applied by its state machine
-	// (counted in entries only); retry on the same node after earlier
-	// proposals commit and apply.
+	// as Config.MaxUncommittedEntries / MaxUncommittedBytes allow, or as
+	// many wait to be applied by its state machine; retry on the same node
+	// after earlier proposals commit and apply.
 	ErrBusy = errors.New("raft: too many uncommitted or unapplied entries")
 	// ErrTransferInProgress: the leader is handing leadership to another
 	// node (TransferLeadership) and refuses proposals and membership changes

@@ -148,6 +148,11 @@ type Node struct {
 	// maxCommand is the largest command the transport carries (0: no
 	// limit); Propose refuses larger ones (ErrTooLarge).
 	maxCommand int
+	// propBytes is the command bytes of this leader's proposals that are
+	// appended but not yet finished (applied, or failed): with the core's
+	// bound on uncommitted bytes, it bounds by MaxUncommittedBytes what
+	// proposals hold in memory until they are applied.
+	propBytes atomic.Int64
 }
 
 // applyBatch is work for the apply goroutine: committed entries in order,
@@ -975,8 +980,19 @@ func (n *Node) drainInbox() {
 		n.core.appliedTo(n.applied.Load())
 	}
 	for _, p := range props {
+		if held := n.propBytes.Load(); n.core.role == Leader && held > 0 && held+int64(len(p.data)) > int64(n.cfg.MaxUncommittedBytes) {
+			// The core bounds the bytes not yet committed; this bounds
+			// those not yet applied too, which a slow state machine or a
+			// slow disk here lets pile up while the followers commit.
+			p.appendErr = fmt.Errorf("%w: %d bytes of proposals wait to be applied (MaxUncommittedBytes is %d)",
+				ErrBusy, held, n.cfg.MaxUncommittedBytes)
+			close(p.appended)
+			continue
+		}
 		p.Index, p.Term, p.appendErr = n.core.propose(p.data)
 		if p.appendErr == nil {
+			p.waiting = &n.propBytes
+			n.propBytes.Add(int64(len(p.data)))
 			n.pendingProps = append(n.pendingProps, p)
 		}
 		close(p.appended)
@@ -1143,6 +1159,15 @@ func (n *Node) noteRoleChange() {
 	}
 	if isLeader && (!n.wasLeader || st.term != n.leaderTerm) {
 		n.logger.Info("leading", zap.Uint64("term", st.term))
+		// A fresh count: what proposals of earlier terms still hold, were
+		// some of them never finished, must not refuse this term's.
+		var held int64
+		for _, p := range n.pendingProps {
+			if !p.finished.Load() {
+				held += int64(len(p.data))
+			}
+		}
+		n.propBytes.Store(held)
 	}
 	n.wasLeader, n.leaderTerm = isLeader, st.term
 }

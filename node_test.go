@@ -616,3 +616,52 @@ func TestCluster_SlowApplyDoesNotStallTheNode(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // sampling interval, not a wait for a condition
 	}
 }
+
+// gateSM is a state machine whose Apply waits until gate is closed.
+type gateSM struct{ gate chan struct{} }
+
+func (s gateSM) Apply(Entry) any           { <-s.gate; return nil }
+func (gateSM) Snapshot() (Snapshot, error) { return emptySnapshot{}, nil }
+func (gateSM) Restore(io.Reader) error     { return nil }
+
+// A leader whose state machine falls behind refuses proposals with ErrBusy
+// once the commands waiting to be applied hold MaxUncommittedBytes, even
+// though every one of them committed at once: without that bound, large
+// commands would pile up in memory up to MaxUncommittedEntries of them
+// (4 GiB of 64 KiB commands with the defaults).
+func TestNode_SlowStateMachineBoundsUnappliedBytes(t *testing.T) {
+	const (
+		cmdSize = 64 << 10
+		limit   = 1 << 20
+	)
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	c := newTestCluster(t, 3,
+		withStateMachines(func(uint64) StateMachine { return gateSM{gate} }),
+		withConfig(func(cfg *Config) { cfg.MaxUncommittedBytes = limit }))
+	t.Cleanup(release) // before the cluster closes: Close waits for Apply
+	leader := c.nodes[c.waitLeader()]
+	cmd := make([]byte, cmdSize)
+	accepted := 0
+	var busy error
+	for range 4 * limit / cmdSize {
+		p, err := leader.ProposeAsync(cmd)
+		if err != nil {
+			busy = err
+			break
+		}
+		accepted++
+		// Committed before the next: only the unapplied bound can refuse.
+		require.Eventually(t, func() bool { return leader.Status().CommitIndex >= p.Index }, 10*time.Second, time.Millisecond)
+	}
+	require.ErrorIs(t, busy, ErrBusy, "accepted %d commands of %d bytes with none applied", accepted, cmdSize)
+	assert.ErrorContains(t, busy, "wait to be applied")
+	assert.Equal(t, limit/cmdSize, accepted, "what the bound lets through")
+
+	release()
+	require.Eventually(t, func() bool {
+		_, err := leader.ProposeAsync(cmd)
+		return err == nil
+	}, 10*time.Second, time.Millisecond, "proposals are taken again once the state machine catches up")
+}

@@ -19,6 +19,10 @@ type Proposal struct {
 	finished  atomic.Bool
 	result    any
 	err       error
+	// waiting, once the leader appended the entry, is the Node's count of
+	// the command bytes its proposals hold until they finish (see
+	// Node.propBytes); finish takes this one's off.
+	waiting *atomic.Int64
 }
 
 func newProposal(data []byte) *Proposal {
@@ -28,6 +32,9 @@ func newProposal(data []byte) *Proposal {
 // finish sets the outcome; only the first call counts, and reports true.
 func (p *Proposal) finish(result any, err error) bool {
 	if p.finished.CompareAndSwap(false, true) {
+		if p.waiting != nil {
+			p.waiting.Add(-int64(len(p.data)))
+		}
 		p.result, p.err = result, err
 		close(p.done)
 		return true
