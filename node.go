@@ -979,8 +979,12 @@ func (n *Node) drainInbox() {
 	if len(props) > 0 {
 		n.core.appliedTo(n.applied.Load())
 	}
+	var held, added int64 // one atomic read and one add per drain, not per proposal
+	if len(props) > 0 {
+		held = n.propBytes.Load()
+	}
 	for _, p := range props {
-		if held := n.propBytes.Load(); n.core.role == Leader && held > 0 && held+int64(len(p.data)) > int64(n.cfg.MaxUncommittedBytes) {
+		if n.core.role == Leader && held > 0 && held+int64(len(p.data)) > int64(n.cfg.MaxUncommittedBytes) {
 			// The core bounds the bytes not yet committed; this bounds
 			// those not yet applied too, which a slow state machine or a
 			// slow disk here lets pile up while the followers commit.
@@ -992,10 +996,14 @@ func (n *Node) drainInbox() {
 		p.Index, p.Term, p.appendErr = n.core.propose(p.data)
 		if p.appendErr == nil {
 			p.waiting = &n.propBytes
-			n.propBytes.Add(int64(len(p.data)))
+			held += int64(len(p.data))
+			added += int64(len(p.data))
 			n.pendingProps = append(n.pendingProps, p)
 		}
 		close(p.appended)
+	}
+	if added != 0 {
+		n.propBytes.Add(added)
 	}
 	for _, r := range reads {
 		n.nextReadID++
