@@ -22,10 +22,13 @@ const testQuiesceAfter = 200 * time.Millisecond
 // newQuiescingCluster starts hosts 1 to 3 whose groups quiesce after
 // quiesceAfter (negative: never), founds groups on all three and waits for
 // their leaders.
-func newQuiescingCluster(t *testing.T, tcp bool, quiesceAfter time.Duration, groups []uint64) *hostCluster {
+func newQuiescingCluster(t *testing.T, tcp bool, quiesceAfter time.Duration, groups []uint64, tweaks ...func(*hostCluster)) *hostCluster {
 	t.Helper()
 	c := newHostCluster(t, 0, tcp)
 	c.tuneHost = func(_ uint64, cfg *HostConfig) { cfg.QuiesceAfter = quiesceAfter }
+	for _, tweak := range tweaks {
+		tweak(c)
+	}
 	for id := uint64(1); id <= 3; id++ {
 		c.startHost(id)
 	}
@@ -81,9 +84,17 @@ func sentOver(nw *InmemNetwork, window time.Duration) uint64 {
 func TestHost_Inmem_IdleGroupsStopHeartbeating(t *testing.T) {
 	groups := groupIDs(30)
 	const window = 500 * time.Millisecond
+	// A longer election timeout than the tests' 100 ms: on a loaded machine
+	// (-race, load 20 and more) a host's liveness message was once late by
+	// more than 100 ms, a follower rightly woke its group to elect, and the
+	// count of messages while resting went over the bound. The heartbeat
+	// interval, which the bound is computed from, stays 10 ms.
+	slowElections := func(c *hostCluster) {
+		c.tune = func(_ uint64, cfg *Config) { cfg.ElectionTimeout = 600 * time.Millisecond }
+	}
 
 	// The same groups without quiescence, for the baseline.
-	awake := newQuiescingCluster(t, false, -1, groups)
+	awake := newQuiescingCluster(t, false, -1, groups, slowElections)
 	awake.propose(1, "g1/x")
 	<-time.After(2 * testQuiesceAfter) // as long as the quiescing groups are given, below
 	for _, h := range awake.hosts {
@@ -93,7 +104,7 @@ func TestHost_Inmem_IdleGroupsStopHeartbeating(t *testing.T) {
 	awakeSent := sentOver(awake.net, window)
 	awake.closeAll()
 
-	c := newQuiescingCluster(t, false, testQuiesceAfter, groups)
+	c := newQuiescingCluster(t, false, testQuiesceAfter, groups, slowElections)
 	c.propose(1, "g1/x")
 	c.waitQuiesced(len(groups))
 	for id, h := range c.hosts {
