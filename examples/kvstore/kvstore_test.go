@@ -593,14 +593,18 @@ func (nd *testNode) status(t *testing.T) raft.Status {
 	return st
 }
 
-func (nd *testNode) tryStatus() (raft.Status, error) {
+func (nd *testNode) tryStatus() (raft.Status, error) { return fetchStatus[raft.Status](nd) }
+
+// fetchStatus decodes the node's /status into a T: a raft.Status, or a
+// server.ShardedStatus with -groups.
+func fetchStatus[T any](nd *testNode) (T, error) {
+	var st T
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := hc.Get("http://" + nd.http + "/status")
 	if err != nil {
-		return raft.Status{}, err
+		return st, err
 	}
 	defer resp.Body.Close()
-	var st raft.Status
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	return st, err
 }

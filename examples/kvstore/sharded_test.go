@@ -283,15 +283,7 @@ func (nd *testNode) shardedStatus(t *testing.T) server.ShardedStatus {
 }
 
 func (nd *testNode) tryShardedStatus() (server.ShardedStatus, error) {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := hc.Get("http://" + nd.http + "/status")
-	if err != nil {
-		return server.ShardedStatus{}, err
-	}
-	defer resp.Body.Close()
-	var st server.ShardedStatus
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st, err
+	return fetchStatus[server.ShardedStatus](nd)
 }
 
 // The sharded variant over mutual TLS: the hosts' certificates name their
