@@ -91,6 +91,31 @@ type node struct {
 
 // startNode opens the node's storage, starts its transport, Raft node and
 // HTTP server. On error, whatever was started is stopped.
+// tcpConfig is the Raft transport's configuration, for a node or a host.
+func (cfg nodeConfig) tcpConfig() raft.TCPConfig {
+	return raft.TCPConfig{
+		ListenAddr:    cfg.RaftListen,
+		AdvertiseAddr: cfg.RaftAdvertise,
+		ClusterID:     cfg.ClusterID,
+		TLS:           cfg.TLS,
+		Logger:        cfg.Logger,
+	}
+}
+
+// listenHTTP listens on the HTTP address (with TLS when configured) and
+// records the address it got.
+func (n *node) listenHTTP(cfg nodeConfig) (net.Listener, error) {
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return nil, fmt.Errorf("node %d: HTTP: %w", cfg.ID, err)
+	}
+	n.httpAddr = ln.Addr().String()
+	if cfg.HTTPTLS != nil {
+		ln = tls.NewListener(ln, cfg.HTTPTLS)
+	}
+	return ln, nil
+}
+
 func startNode(cfg nodeConfig) (_ *node, err error) {
 	if cfg.Groups > 1 {
 		return startShardedNode(cfg)
@@ -108,24 +133,14 @@ func startNode(cfg nodeConfig) (_ *node, err error) {
 	if n.storage, err = raft.OpenFileStorage(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("node %d: opening %s: %w", cfg.ID, cfg.DataDir, err)
 	}
-	if n.transport, err = raft.NewTCPTransport(raft.TCPConfig{
-		ListenAddr:    cfg.RaftListen,
-		AdvertiseAddr: cfg.RaftAdvertise,
-		ClusterID:     cfg.ClusterID,
-		TLS:           cfg.TLS,
-		Logger:        cfg.Logger,
-	}); err != nil {
+	if n.transport, err = raft.NewTCPTransport(cfg.tcpConfig()); err != nil {
 		return nil, fmt.Errorf("node %d: Raft transport: %w", cfg.ID, err)
 	}
 	// Listen for HTTP before starting Raft, so that a port already in use
 	// is reported before the node joins the cluster.
-	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	ln, err := n.listenHTTP(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("node %d: HTTP: %w", cfg.ID, err)
-	}
-	n.httpAddr = ln.Addr().String()
-	if cfg.HTTPTLS != nil {
-		ln = tls.NewListener(ln, cfg.HTTPTLS)
+		return nil, err
 	}
 	if n.raft, err = raft.NewNode(raft.Config{
 		ID:                cfg.ID,

@@ -3,11 +3,9 @@ package main
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -90,26 +88,13 @@ func startShardedNode(cfg nodeConfig) (_ *node, err error) {
 	if n.wal, err = raft.OpenHostStorage(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("node %d: opening %s: %w", cfg.ID, cfg.DataDir, err)
 	}
-	if n.host, err = raft.NewHost(raft.HostConfig{
-		ID: cfg.ID,
-		TCP: &raft.TCPConfig{
-			ListenAddr:    cfg.RaftListen,
-			AdvertiseAddr: cfg.RaftAdvertise,
-			ClusterID:     cfg.ClusterID,
-			TLS:           cfg.TLS,
-			Logger:        cfg.Logger,
-		},
-		Logger: cfg.Logger,
-	}); err != nil {
+	tcp := cfg.tcpConfig()
+	if n.host, err = raft.NewHost(raft.HostConfig{ID: cfg.ID, TCP: &tcp, Logger: cfg.Logger}); err != nil {
 		return nil, fmt.Errorf("node %d: Raft host: %w", cfg.ID, err)
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	ln, err := n.listenHTTP(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("node %d: HTTP: %w", cfg.ID, err)
-	}
-	n.httpAddr = ln.Addr().String()
-	if cfg.HTTPTLS != nil {
-		ln = tls.NewListener(ln, cfg.HTTPTLS)
+		return nil, err
 	}
 	for id := uint64(1); id <= uint64(cfg.Groups); id++ {
 		storage, err := n.wal.Group(id)
