@@ -292,15 +292,7 @@ func TestBlackBox_JoinPromoteAndRemove(t *testing.T) {
 // that name their node IDs, elect a leader and replicate.
 func TestBlackBox_MutualTLS(t *testing.T) {
 	c := newTestCluster(t, 3)
-	ca, caKey := newCA(t)
-	caFile := writePEM(t, filepath.Join(c.dir, "ca.crt"), "CERTIFICATE", ca.Raw)
-	for id, nd := range c.nodes {
-		cert, key := newNodeCert(t, ca, caKey, id)
-		nd.args = append(nd.args,
-			"-tls-cert", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.crt", id)), "CERTIFICATE", cert),
-			"-tls-key", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.key", id)), "PRIVATE KEY", key),
-			"-tls-ca", caFile)
-	}
+	ca := c.useMutualTLS(t)
 	for id := range c.nodes {
 		c.start(id)
 	}
@@ -583,6 +575,23 @@ func (c *testCluster) logCounts(phrases ...string) string {
 		out = append(out, fmt.Sprintf("%q %d", phrase, n))
 	}
 	return strings.Join(out, ", ")
+}
+
+// useMutualTLS gives every node of c a certificate naming its node ID,
+// signed by a new CA that every node trusts (-tls-cert, -tls-key, -tls-ca),
+// and returns the CA's certificate.
+func (c *testCluster) useMutualTLS(t *testing.T) *x509.Certificate {
+	t.Helper()
+	ca, caKey := newCA(t)
+	caFile := writePEM(t, filepath.Join(c.dir, "ca.crt"), "CERTIFICATE", ca.Raw)
+	for id, nd := range c.nodes {
+		cert, key := newNodeCert(t, ca, caKey, id)
+		nd.args = append(nd.args,
+			"-tls-cert", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.crt", id)), "CERTIFICATE", cert),
+			"-tls-key", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.key", id)), "PRIVATE KEY", key),
+			"-tls-ca", caFile)
+	}
+	return ca
 }
 
 // status returns the node's /status.

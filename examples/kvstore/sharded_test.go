@@ -291,14 +291,9 @@ func (nd *testNode) tryShardedStatus() (server.ShardedStatus, error) {
 // certificates serve unchanged.
 func TestBlackBox_ShardedMutualTLS(t *testing.T) {
 	c := newTestCluster(t, 3)
-	ca, caKey := newCA(t)
-	caFile := writePEM(t, filepath.Join(c.dir, "ca.crt"), "CERTIFICATE", ca.Raw)
-	for id, nd := range c.nodes {
-		cert, key := newNodeCert(t, ca, caKey, id)
-		nd.args = append(nd.args, "-groups", "2",
-			"-tls-cert", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.crt", id)), "CERTIFICATE", cert),
-			"-tls-key", writePEM(t, filepath.Join(c.dir, fmt.Sprintf("node%d.key", id)), "PRIVATE KEY", key),
-			"-tls-ca", caFile)
+	_ = c.useMutualTLS(t)
+	for _, nd := range c.nodes {
+		nd.args = append(nd.args, "-groups", "2")
 	}
 	for id := range c.nodes {
 		c.start(id)
