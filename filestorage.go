@@ -930,14 +930,10 @@ func (s *FileStorage) Term(i uint64) (uint64, error) {
 	if err := s.usable(); err != nil {
 		return 0, err
 	}
-	last := s.first + uint64(len(s.locs)) - 1
-	switch {
-	case i == s.first-1:
-		return s.firstTerm, nil
-	case i < s.first || i > last:
-		return 0, fmt.Errorf("%w: FileStorage.Term(%d) outside [%d, %d]", ErrOutOfRange, i, s.first-1, last)
+	if t, ok := s.termAt(i); ok {
+		return t, nil
 	}
-	return s.locs[i-s.first].term, nil
+	return 0, fmt.Errorf("%w: FileStorage.Term(%d) outside [%d, %d]", ErrOutOfRange, i, s.first-1, s.first+uint64(len(s.locs))-1)
 }
 
 // Compact implements Storage: a compaction record makes the new start of

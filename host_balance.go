@@ -453,11 +453,9 @@ func (h *Host) transfer(ctx context.Context, g *balanceGroup, to uint64) LeaderM
 // countLed returns the number of groups the host leads now.
 func (h *Host) countLed() int {
 	k := 0
-	for _, id := range h.Groups() {
-		if n, ok := h.Group(id); ok {
-			if role, _ := n.roleAndLeader(); role == Leader {
-				k++
-			}
+	for _, n := range h.nodes() {
+		if role, _ := n.roleAndLeader(); role == Leader {
+			k++
 		}
 	}
 	return k

@@ -41,8 +41,8 @@ func (l tcpHostLink) close() error { return l.Close() }
 // (see TCPTransport.maxCommandSize); a group's Node asks it through its
 // groupTransport.
 func (g *groupTransport) maxCommandSize() int {
-	if l, ok := g.host.link.(tcpHostLink); ok {
-		return l.maxCommandSize()
+	if t := g.host.tcp; t != nil {
+		return t.maxCommandSize()
 	}
 	return 0
 }

@@ -487,7 +487,8 @@ func (h *HostStorage) encode(buf []byte, seg *segment, req *hostRequest) []byte 
 		if req.index < g.first {
 			return buf
 		}
-		buf = appendHostRecord(buf, recCompact, g.id, appendCompactPayload(nil, req.index, req.term))
+		buf, start := beginHostRecord(buf, recCompact, g.id)
+		buf = endHostRecord(appendCompactPayload(buf, req.index, req.term), start)
 		g.compactTo(req.index, req.term)
 		g.compactSeq = seg.seq
 		h.setLive(g, sumLocs(g.locs))
@@ -522,7 +523,10 @@ func (h *HostStorage) encode(buf []byte, seg *segment, req *hostRequest) []byte 
 		h.setLive(g, live)
 	}
 	if req.hs != g.hs {
-		buf = appendHostRecord(buf, recHardState, g.id, appendHardStatePayload(nil, req.hs, g.termAt))
+		// The payload goes straight into buf: no allocation per Save.
+		var start int
+		buf, start = beginHostRecord(buf, recHardState, g.id)
+		buf = endHostRecord(appendHardStatePayload(buf, req.hs, g.termAt), start)
 		g.hs = req.hs
 		g.hsSeq = seg.seq
 	}

@@ -115,17 +115,6 @@ func (l *raftLog) findConflictByTerm(index, term uint64) (uint64, uint64) {
 	return l.offset, l.offsetTerm
 }
 
-// dataBytes returns the data bytes of the entries with indexes in (lo, hi],
-// clamped to the log: what they cost in memory beyond their fixed size.
-func (l *raftLog) dataBytes(lo, hi uint64) uint64 {
-	lo, hi = max(lo, l.offset), min(hi, l.lastIndex())
-	var n uint64
-	for i := lo + 1; i <= hi; i++ {
-		n += uint64(len(l.entry(i).Data))
-	}
-	return n
-}
-
 // trailingStart returns the smallest index lo >= offset such that the
 // entries in (lo, hi] hold at most maxBytes of data: compacting the log to
 // lo keeps the newest entries up to hi that fit in maxBytes (none if the

@@ -80,7 +80,7 @@ func (c *core) snapshotTaken(meta SnapshotMeta, trailing uint64) (index, term ui
 	if c.trailingBytes > 0 {
 		to = max(to, c.log.trailingStart(c.snap.Index, c.trailingBytes))
 	}
-	to = min(to, c.snap.Index, c.log.applying)
+	to = min(to, c.log.applying) // both bounds above are at most c.snap.Index
 	if to <= c.log.offset {
 		return 0, 0, false
 	}

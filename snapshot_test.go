@@ -708,3 +708,14 @@ func TestSnapshotTakenKeepsTrailingBytes(t *testing.T) {
 		})
 	}
 }
+
+// dataBytes returns the data bytes of the entries with indexes in (lo, hi],
+// clamped to the log: what they cost in memory beyond their fixed size.
+func (l *raftLog) dataBytes(lo, hi uint64) uint64 {
+	lo, hi = max(lo, l.offset), min(hi, l.lastIndex())
+	var n uint64
+	for i := lo + 1; i <= hi; i++ {
+		n += uint64(len(l.entry(i).Data))
+	}
+	return n
+}

@@ -142,8 +142,12 @@ func (w *storageWriter) push(op diskOp) {
 		w.draining.Add(1)
 	}
 	w.mu.Unlock()
-	if start {
-		go w.drain()
+	if w.onDemand {
+		// The drain under way takes what was just queued; nothing reads
+		// wake in this mode.
+		if start {
+			go w.drain()
+		}
 		return
 	}
 	select {
@@ -159,6 +163,10 @@ func (w *storageWriter) close() {
 	if w.inline {
 		return
 	}
+	if w.onDemand {
+		w.draining.Wait()
+		return
+	}
 	w.mu.Lock()
 	w.closing = true
 	w.mu.Unlock()
@@ -166,7 +174,6 @@ func (w *storageWriter) close() {
 	case w.wake <- struct{}{}:
 	default:
 	}
-	w.draining.Wait()
 	<-w.stopped
 }
 
